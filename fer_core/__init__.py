@@ -1,0 +1,3 @@
+"""fer_core: data, models, losses and the trainer behind fer-sweep."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Ingest FER data sets into deduplicated, stratified, versioned Arrow/Parquet shards."""

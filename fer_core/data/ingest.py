@@ -1,0 +1,217 @@
+"""The ingest pipeline: read -> relabel -> select classes -> dedup -> merge -> split -> review -> shards.
+
+Everything is written to a temp folder beside ``out`` and renamed into place at the end, so a
+failed ingest leaves nothing half-written and an existing data set untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import atomic
+from .. import progress as prog
+from ..errors import DataError
+from . import classes as cls
+from . import dedup, hashing, report, split as splitting
+from .readers import read_source, SourceData, Skipped
+from .relabels import read_relabels
+from .shards import write_manifest, write_shards
+
+# Hamming distance on 64-bit pHash under which two images count as near duplicates. See
+# benchmarks/dedup_threshold.py: on the synthetic set, near copies (1 px shifts, brightness,
+# noise, re-encoding) sit at 0-4 bits while distinct faces of one class sit mostly above 10.
+DEFAULT_NEAR_DISTANCE = 6
+
+
+@dataclass
+class IngestOptions:
+    src: str
+    out: str
+    format: str = "auto"
+    name: str | None = None
+    classes: str | None = None          # "happy,neutral,sad,surprise"; None: every class present
+    size: int = 48
+    color: str = "grayscale"
+    split: str = "80/10/10"             # or "keep"
+    seed: int = 0
+    near_distance: int = DEFAULT_NEAR_DISTANCE
+    conflicts: str = "majority"
+    merge: str | None = None
+    merge_format: str = "auto"
+    merge_cap: str = "median"
+    relabels: str | None = None
+    mislabels: bool = True
+    mislabel_folds: int = 5
+    shard_format: str = "parquet"
+    workers: int | None = None
+    overwrite: bool = False
+    progress: bool | None = None
+    quiet: bool = False
+
+
+def _concat(sources: list[SourceData], c: int, size: int) -> tuple[np.ndarray, list, list, list, np.ndarray]:
+    images = np.concatenate([s.images for s in sources]) if sources else np.empty((0, size, size, c), np.uint8)
+    labels = [lab for s in sources for lab in s.labels]
+    ids = [i for s in sources for i in s.ids]
+    splits = [sp for s in sources for sp in s.splits]
+    rank = np.concatenate([np.full(len(s), k, dtype=np.int64) for k, s in enumerate(sources)])
+    return images, labels, ids, splits, rank
+
+
+def ingest(opts: IngestOptions) -> dict:
+    """Run the whole pipeline; returns the manifest that was written."""
+    say = lambda msg: prog.say(msg, quiet=opts.quiet)  # noqa: E731
+    atomic.check_target(opts.out, opts.overwrite)
+    keep_splits = opts.split == "keep"
+    ratios = None if keep_splits else splitting.parse_ratios(opts.split)
+    if opts.conflicts not in dedup.CONFLICT_POLICIES:
+        raise DataError(f"--conflicts: expected one of {', '.join(dedup.CONFLICT_POLICIES)}, got {opts.conflicts!r}")
+    if opts.near_distance < 0 or opts.near_distance > 32:
+        raise DataError(f"--near-distance: expected 0..32 bits, got {opts.near_distance}")
+    if opts.size < 8:
+        raise DataError(f"--size: expected at least 8 pixels, got {opts.size}")
+    selection = cls.parse_selection(opts.classes)
+    relabels = read_relabels(opts.relabels) if opts.relabels else {}
+    merge_cap: int | str = int(opts.merge_cap) if str(opts.merge_cap).isdigit() else opts.merge_cap
+
+    say(f"reading {opts.src}")
+    primary = read_source(opts.src, opts.format, size=opts.size, color=opts.color, name=opts.name,
+                          workers=opts.workers, progress=opts.progress)
+    sources = [primary]
+    if opts.merge:
+        say(f"reading merge source {opts.merge}")
+        merged = read_source(opts.merge, opts.merge_format, size=opts.size, color=opts.color,
+                             workers=opts.workers, progress=opts.progress)
+        if merged.name == primary.name:
+            merged.name = f"{merged.name}-merge"
+            merged.ids = [f"{merged.name}:{i.split(':', 1)[1]}" for i in merged.ids]
+        merged.splits = [None] * len(merged)  # merged images join the pool that is split below
+        sources.append(merged)
+    skipped: list[tuple[str, Skipped]] = [(s.name, k) for s in sources for k in s.skipped]
+    c = 1 if opts.color == "grayscale" else 3
+    images, labels, ids, splits, rank = _concat(sources, c, opts.size)
+    if len(ids) == 0:
+        reasons = Counter(k.reason for _, k in skipped).most_common(3)
+        detail = "; ".join(f"{n} x {r}" for r, n in reasons) or "no files found"
+        raise DataError(f"{opts.src}: no usable images ({detail}); see the layouts in 'fer data ingest --help'")
+    if keep_splits and all(s is None for s in splits[: len(primary)]):
+        raise DataError(f"{opts.src}: has no splits of its own, so --split keep cannot work; "
+                        "use --split 80/10/10")
+
+    # Relabels from a reviewed mislabels.csv, then the class selection.
+    keep = np.ones(len(ids), dtype=bool)
+    relabel_stats = Counter()
+    index = {i: k for k, i in enumerate(ids)}
+    for rid, new in relabels.items():
+        k = index.get(rid)
+        if k is None:
+            relabel_stats["unmatched"] += 1
+        elif new is None:
+            keep[k] = False
+            relabel_stats["dropped"] += 1
+        elif labels[k] != new:
+            labels[k] = new
+            relabel_stats["relabelled"] += 1
+    present = cls.ordered({lab for lab, k in zip(labels, keep) if k})
+    class_names = list(selection or present)
+    if selection:
+        empty = [c_ for c_ in selection if c_ not in present]
+        if empty:
+            raise DataError(f"{opts.src}: selected class(es) {', '.join(empty)} have no images; "
+                            f"classes present: {', '.join(present)}")
+    excluded = Counter(lab for lab, k in zip(labels, keep) if k and lab not in class_names)
+    keep &= np.array([lab in class_names for lab in labels])
+    sel = np.flatnonzero(keep)
+    images, rank = images[sel], rank[sel]
+    ids = [ids[k] for k in sel]
+    splits = [splits[k] for k in sel]
+    y = np.array([class_names.index(labels[k]) for k in sel], dtype=np.int64)
+    if len(class_names) < 2:
+        raise DataError(f"{opts.src}: found only class(es) {', '.join(class_names) or 'none'}; need at least two")
+
+    say(f"hashing {len(ids)} images")
+    digests = hashing.exact_digests(images)
+    phashes = hashing.phash_batch(images, progress=opts.progress)
+    group, exact = dedup.duplicate_groups(digests, phashes, opts.near_distance, progress=opts.progress)
+    res = dedup.resolve(group, exact, y, splits, rank, keep_splits=keep_splits, conflicts=opts.conflicts)
+    keep = res.keep.copy()
+    y = res.labels
+
+    merge_stats: dict = {}
+    if opts.merge:
+        primary_counts = {k: int(np.sum((y == k) & keep & (rank == 0))) for k in range(len(class_names))}
+        room = splitting.merge_caps(primary_counts, merge_cap)
+        rng = np.random.default_rng(opts.seed)
+        added = {}
+        for k, free in room.items():
+            cand = np.flatnonzero(keep & (rank == 1) & (y == k))
+            rng.shuffle(cand)
+            keep[cand[free:]] = False
+            added[class_names[k]] = int(min(free, len(cand)))
+        merge_stats = {"source": sources[1].name, "cap": merge_cap, "added": added,
+                       "available": int(np.sum(res.keep & (rank == 1)))}
+
+    idx = np.flatnonzero(keep)
+    y_kept = y[idx]
+    if keep_splits:
+        assigned = np.array([s if s is not None else "train" for s in (splits[i] for i in idx)], dtype=object)
+        if not np.any(assigned == "val"):
+            say("source has no validation split: carving 10% of train into val (stratified)")
+            assigned = splitting.carve_val(y_kept, assigned, 0.1, opts.seed)
+    else:
+        assigned = splitting.stratified_split(y_kept, ratios, opts.seed)
+
+    mislabel_report = None
+    if opts.mislabels and len(idx) >= 50:
+        from . import mislabels
+        say(f"looking for likely mislabels ({opts.mislabel_folds}-fold out-of-fold model)")
+        mislabel_report = mislabels.find_mislabels(images[idx], y_kept, len(class_names),
+                                                   folds=opts.mislabel_folds, seed=opts.seed,
+                                                   progress=opts.progress)
+
+    counts = {s: {c_: int(np.sum((assigned == s) & (y_kept == k))) for k, c_ in enumerate(class_names)}
+              for s in ("train", "val", "test")}
+    empty_splits = [s for s in ("train", "val") if sum(counts[s].values()) == 0]
+    if empty_splits:
+        raise DataError(f"{opts.src}: split(s) {', '.join(empty_splits)} would be empty with "
+                        f"{len(idx)} images; add data or change --split")
+    train_labels = y_kept[assigned == "train"]
+    weights = splitting.class_weights(train_labels, len(class_names))
+    source_names = [sources[r].name for r in rank[idx]]
+
+    quality = {
+        "skipped": {"count": len(skipped), "by_reason": dict(Counter(_reason_kind(k.reason) for _, k in skipped))},
+        "excluded_by_class_selection": dict(excluded),
+        "relabels": dict(relabel_stats),
+        "duplicates": res.summary,
+        "merge": merge_stats,
+        "mislabels": report.mislabel_summary(mislabel_report),
+        "near_distance": opts.near_distance,
+    }
+    ingest_params = {k: v for k, v in asdict(opts).items() if k not in ("progress", "quiet", "overwrite", "out")}
+    with atomic.atomic_dir(opts.out, overwrite=opts.overwrite) as tmp:
+        say(f"writing shards to {opts.out}")
+        shard_entries = write_shards(tmp, images=images[idx], labels=y_kept, ids=[ids[i] for i in idx],
+                                     splits=assigned, sources=source_names, phashes=phashes[idx],
+                                     shard_format=opts.shard_format)
+        manifest = write_manifest(
+            tmp, name=opts.name or primary.name, classes=class_names, image_shape=[opts.size, opts.size, c],
+            color=opts.color, shards=shard_entries, counts=counts, class_weights=weights,
+            ingest=ingest_params,
+            sources=[{"name": s.name, "path": s.path, "format": s.format, "images": len(s)} for s in sources],
+            quality=quality, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        report.write_artifacts(tmp / "report", manifest=manifest, skipped=skipped, members=res.members,
+                               ids=ids, images=images, class_names=class_names,
+                               mislabel_report=mislabel_report, kept_ids=[ids[i] for i in idx],
+                               kept_images=images[idx])
+    return manifest
+
+
+def _reason_kind(reason: str) -> str:
+    """Group reasons for the summary: 'unknown label 'x'' and 'unknown label 'y'' count together."""
+    return reason.split(":")[0].split(" (")[0].split(" '")[0].split(' "')[0]

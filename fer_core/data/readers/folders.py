@@ -1,0 +1,64 @@
+"""Class folders: ROOT/<class>/* (CK+48, many Kaggle sets) or ROOT/<split>/<class>/* (FER2013 images)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ...errors import DataError
+from .. import classes
+from ..images import decode_files
+from .base import SourceData, Skipped, normalize_split
+
+
+def _visible_dirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _files_under(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def read_folders(root: Path, *, size: int, color: str, name: str, workers: int | None = None,
+                 progress: bool | None = None) -> SourceData:
+    try:
+        top = _visible_dirs(root)
+    except OSError as exc:
+        raise DataError(f"{root}: cannot list folder ({exc.strerror or exc})") from None
+    if not top:
+        raise DataError(f"{root}: no class folders found; expected ROOT/<class>/* or ROOT/<split>/<class>/*")
+    split_names = [normalize_split(p.name) for p in top]
+    split_layout = all(s is not None for s in split_names)
+    if any(s is not None for s in split_names) and not split_layout:
+        odd = [p.name for p, s in zip(top, split_names) if s is None]
+        raise DataError(f"{root}: mixes split folders with other folders ({', '.join(odd)}); "
+                        "use ROOT/<class>/* or ROOT/<split>/<class>/* (train, val|validation, test)")
+
+    paths: list[Path] = []
+    labels: list[str] = []
+    splits: list[str | None] = []
+    skipped: list[Skipped] = []
+    groups = [(p, s) for p, s in zip(top, split_names)] if split_layout else [(root, None)]
+    for base, split in groups:
+        for class_dir in _visible_dirs(base):
+            label = classes.normalize(class_dir.name)
+            files = _files_under(class_dir)
+            if label is None:
+                skipped += [Skipped(str(f.relative_to(root)), f"unknown label {class_dir.name!r}") for f in files]
+                continue
+            paths += files
+            labels += [label] * len(files)
+            splits += [split] * len(files)
+        if split_layout:
+            loose = [f for f in base.iterdir() if f.is_file() and not f.name.startswith(".")]
+            skipped += [Skipped(str(f.relative_to(root)), "file outside a class folder") for f in sorted(loose)]
+
+    decoded = decode_files(paths, size, color, workers=workers, progress=progress)
+    for idx, reason in decoded.failures:
+        skipped.append(Skipped(str(paths[idx].relative_to(root)), reason))
+    ok = decoded.ok.tolist()
+    return SourceData(
+        name=name, path=str(root), format="folders", images=decoded.images,
+        labels=[labels[i] for i in ok],
+        ids=[f"{name}:{paths[i].relative_to(root).as_posix()}" for i in ok],
+        splits=[splits[i] for i in ok], skipped=skipped,
+    )

@@ -1,0 +1,164 @@
+"""The data report: counts per split and class, duplicates, leakage, conflicts, mislabel candidates.
+
+Written at ingest time to ``<dataset>/report/`` (report.txt, report.json, CSVs and PNGs) and
+printed again from the manifest by ``fer data report DIR``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .. import atomic
+
+SPLITS = ("train", "val", "test")
+
+
+def mislabel_summary(rep) -> dict:
+    if rep is None:
+        return {"ran": False}
+    return {"ran": True, "candidates": int(len(rep.candidates)), "oof_accuracy": round(float(rep.oof_accuracy), 4)}
+
+
+def build_report(manifest: dict) -> dict:
+    """Everything the report shows, from the manifest alone."""
+    counts = manifest["counts"]
+    q = manifest.get("quality", {})
+    return {
+        "dataset": manifest["name"], "version": manifest["version"], "created": manifest.get("created"),
+        "classes": manifest["classes"], "image_shape": manifest["image_shape"],
+        "counts": counts,
+        "totals": {s: sum(counts.get(s, {}).values()) for s in SPLITS},
+        "class_weights": manifest.get("class_weights", {}),
+        "sources": manifest.get("sources", []),
+        "skipped": q.get("skipped", {}), "excluded_by_class_selection": q.get("excluded_by_class_selection", {}),
+        "relabels": q.get("relabels", {}), "duplicates": q.get("duplicates", {}), "merge": q.get("merge", {}),
+        "mislabels": q.get("mislabels", {}), "near_distance": q.get("near_distance"),
+    }
+
+
+def render_text(rep: dict) -> str:
+    out = io.StringIO()
+    w = lambda s="": print(s, file=out)  # noqa: E731
+    h, wd, c = rep["image_shape"]
+    w(f"data set {rep['dataset']}  version {rep['version']}  ({wd}x{h}x{c}, created {rep['created']})")
+    w("sources: " + ", ".join(f"{s['name']} ({s['format']}, {s['images']} images read)" for s in rep["sources"]))
+    w()
+    classes = rep["classes"]
+    width = max(8, *(len(x) for x in classes))
+    w(f"{'split':<7}" + "".join(f"{x:>{width + 2}}" for x in classes) + f"{'total':>9}")
+    for s in SPLITS:
+        row = rep["counts"].get(s, {})
+        w(f"{s:<7}" + "".join(f"{row.get(x, 0):>{width + 2}}" for x in classes) + f"{rep['totals'][s]:>9}")
+    w("class weights (balanced, from train): " + ", ".join(f"{k} {v:.3f}" for k, v in rep["class_weights"].items()))
+    w()
+    d = rep["duplicates"]
+    w(f"duplicates (pHash distance <= {rep['near_distance']}): {d.get('groups', 0)} groups "
+      f"({d.get('exact_groups', 0)} exact, {d.get('near_groups', 0)} near) holding {d.get('images_in_groups', 0)} images; "
+      f"{d.get('removed_duplicates', 0)} copies removed")
+    w(f"leakage: {d.get('groups_straddling_source_splits', 0)} groups straddled the source's splits; "
+      f"{d.get('removed_leakage', 0)} copies removed from val/test {d.get('removed_leakage_by_split', {})}")
+    w(f"label conflicts: {d.get('conflict_groups', 0)} groups; {d.get('relabelled_to_majority', 0)} kept with the "
+      f"majority label, {d.get('dropped_conflicts', 0)} images dropped (ties or --conflicts drop)")
+    sk = rep["skipped"]
+    w(f"skipped: {sk.get('count', 0)} items" + (f" {sk.get('by_reason')}" if sk.get("count") else "")
+      + "  (details: report/skipped.csv)")
+    if rep["excluded_by_class_selection"]:
+        w(f"excluded by --classes: {rep['excluded_by_class_selection']}")
+    if rep["relabels"]:
+        w(f"relabels applied: {rep['relabels']}")
+    if rep["merge"]:
+        m = rep["merge"]
+        w(f"merged from {m['source']} (cap {m['cap']}): added {m['added']} of {m['available']} unique images")
+    ml = rep["mislabels"]
+    if ml.get("ran"):
+        w(f"likely mislabels: {ml['candidates']} candidates (out-of-fold accuracy {ml['oof_accuracy']:.3f}); "
+          "review report/mislabels.csv and pass it back with --relabels")
+    else:
+        w("likely mislabels: not searched (--no-mislabels or too few images)")
+    return out.getvalue()
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic.write_text(path, buf.getvalue())
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def class_counts_png(rep: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = rep["classes"]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(classes), 3.2), dpi=100)
+    x = np.arange(len(classes))
+    for k, s in enumerate(SPLITS):
+        vals = [rep["counts"].get(s, {}).get(c, 0) for c in classes]
+        ax.bar(x + (k - 1) * 0.27, vals, width=0.27, label=s)
+    ax.set_xticks(x, classes)
+    ax.set_ylabel("images")
+    ax.set_title(f"{rep['dataset']} {rep['version']}: images per class and split")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic.write_bytes(path, buf.getvalue())
+
+
+def duplicates_png(members: list[dict], images: np.ndarray, ids: list[str], class_names: list[str],
+                   path: Path, max_groups: int = 12, max_members: int = 6) -> None:
+    """One row per duplicate group (conflicts first): thumbnails labelled label/split/action."""
+    by_group: dict[int, list[dict]] = {}
+    for m in members:
+        by_group.setdefault(m["group"], []).append(m)
+    groups = sorted(by_group.values(), key=lambda g: (not g[0]["conflict"], g[0]["group"]))[:max_groups]
+    cell, pad, text_h = 64, 4, 26
+    cols = max((min(len(g), max_members) for g in groups), default=1)
+    sheet = Image.new("RGB", (cols * (cell + pad) + pad, max(1, len(groups)) * (cell + text_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    if not groups:
+        draw.text((pad, pad), "no duplicates", fill="black")
+    for r, g in enumerate(groups):
+        for k, m in enumerate(g[:max_members]):
+            img = images[m["index"]]
+            thumb = Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img).resize((cell, cell), Image.Resampling.NEAREST)
+            x0, y0 = pad + k * (cell + pad), pad + r * (cell + text_h + pad)
+            sheet.paste(thumb.convert("RGB"), (x0, y0))
+            color = "red" if m["conflict"] else "black"
+            draw.text((x0, y0 + cell), f"{class_names[m['label']][:8]} {m['split'] or '-'}", fill=color)
+            draw.text((x0, y0 + cell + 12), m["action"].replace("removed-", "rm ")[:11], fill=color)
+    atomic.write_bytes(path, _png_bytes(sheet))
+
+
+def write_artifacts(folder: Path, *, manifest: dict, skipped, members: list[dict], ids: list[str],
+                    images: np.ndarray, class_names: list[str], mislabel_report, kept_ids: list[str],
+                    kept_images: np.ndarray) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    rep = build_report(manifest)
+    atomic.write_text(folder / "report.json", json.dumps(rep, indent=2) + "\n")
+    atomic.write_text(folder / "report.txt", render_text(rep))
+    _write_csv(folder / "skipped.csv", ["source", "item", "reason"], [[s, k.item, k.reason] for s, k in skipped])
+    _write_csv(folder / "duplicates.csv", ["group", "id", "label", "split", "exact", "conflict", "action"],
+               [[m["group"], ids[m["index"]], class_names[m["label"]], m["split"] or "", int(m["exact"]),
+                 int(m["conflict"]), m["action"]] for m in members])
+    class_counts_png(rep, folder / "class_counts.png")
+    duplicates_png(members, images, ids, class_names, folder / "duplicates.png")
+    if mislabel_report is not None:
+        from .mislabels import write_review
+        write_review(mislabel_report, kept_ids, class_names, folder, images=kept_images)
+    return rep
