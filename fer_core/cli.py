@@ -1,4 +1,4 @@
-"""The ``fer`` command: ``fer data synth|ingest|report`` (later: train, dashboard, export-best, retrain)."""
+"""The ``fer`` command: ``fer data synth|ingest|report``, ``fer train``, ``fer evaluate``, ``fer ladder``."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from .errors import FerError
 
 def get_parser() -> argparse.ArgumentParser:
     from .data import cli as data_cli
+    from .train import cli as train_cli
 
     parser = argparse.ArgumentParser(
         prog="fer", description="fer-sweep: FER data quality, training and hyperparameter sweeps.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_cli.add_parser(sub)
+    train_cli.add_parsers(sub)
     return parser
 
 

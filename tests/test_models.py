@@ -20,6 +20,7 @@ from fer_core.models.resnet import BasicBlock, SqueezeExcite
 
 TV = ["tv_efficientnet_b0", "tv_resnet50", "tv_vgg16"]
 FER_CNN = ["fer_cnn_0", "fer_cnn_a", "fer_cnn_b", "fer_cnn_bplus", "fer_cnn_bplusplus", "fer_cnn_c", "fer_cnn_d"]
+SMALL_CNN = ["fer_cnn_small", "fer_cnn_tiny"]     # not in the notebook: CPU-sized
 RESNETS = ["mish_resnet34", "plain34", "resnet18", "resnet34", "resnet50", "se_resnet34"]
 
 # The notebook's (seeds/004) model.summary() lines: (Total, Trainable, Non-trainable params).
@@ -83,7 +84,7 @@ def dropout_rates(model: nn.Module) -> list[float]:
 # ---------------------------------------------------------------------------------------------
 
 def test_registered_names():
-    assert list_models() == sorted(FER_CNN + RESNETS + TV)
+    assert list_models() == sorted(FER_CNN + SMALL_CNN + RESNETS + TV)
     assert list_models("tv_*") == TV
     assert list_models("*resnet34") == ["mish_resnet34", "resnet34", "se_resnet34"]
     assert is_model("fer_cnn_bplusplus") and not is_model("fer_cnn_e")
@@ -195,6 +196,14 @@ def test_preset_structure(zoo):
     assert dropout_rates(md) == pytest.approx([0.25, 0.30, 0.35, 0.40, 0.50, 0.50])
     for name in ("fer_cnn_b", "fer_cnn_c", "fer_cnn_bplus", "fer_cnn_bplusplus"):
         assert dropout_rates(zoo(name)) == pytest.approx([0.25, 0.30, 0.40, 0.50])
+
+
+def test_small_cnns_are_cpu_sized():
+    counts = {name: sum(p.numel() for p in create_model(name).parameters()) for name in SMALL_CNN}
+    assert 150_000 < counts["fer_cnn_small"] < 300_000
+    assert 30_000 < counts["fer_cnn_tiny"] < 60_000
+    for name in SMALL_CNN:
+        assert create_model(name, num_classes=7)(torch.zeros(2, 1, 48, 48)).shape == (2, 7)
 
 
 def test_flatten_size_follows_input_size(zoo):

@@ -294,6 +294,13 @@ _PRESETS: dict[str, dict] = {
     "fer_cnn_d": dict(filters=(32, 64, 128, 256, 512), convs_per_block=2, bn="block", bn_after_act=True,
                       pool=("max", "none", "max", "none", "gap"), block_dropout=(0.25, 0.30, 0.35, 0.40, 0.50),
                       dense=(512,), dense_bn=False, dense_dropout=0.5),
+    # Not in the notebook: B-style blocks scaled down so that CPU sweeps and CI finish in minutes.
+    # small: double convs 16-32-64 with BN, Dense 64 (~220k params, ~10x Model B's CPU speed);
+    # tiny: single convs 8-16-32, Dense 32 (~43k params, ~40x).
+    "fer_cnn_small": dict(filters=(16, 32, 64), convs_per_block=2, bn="conv", bn_after_act=True, pool="max",
+                          dense=(64,), dense_bn=True, **_B_DROPOUT),
+    "fer_cnn_tiny": dict(filters=(8, 16, 32), convs_per_block=1, bn="conv", bn_after_act=True, pool="max",
+                         dense=(32,), dense_bn=True, **_B_DROPOUT),
 }
 
 
@@ -398,3 +405,15 @@ def fer_cnn_bplusplus(pretrained: bool = False, **kwargs) -> FerCNN:
 def fer_cnn_d(pretrained: bool = False, **kwargs) -> FerCNN:
     """Notebook Model D: five double-conv blocks 32-512, pool/none/pool/none/GAP, Dense 512. 4,980,324 params."""
     return _create_fer_cnn("fer_cnn_d", pretrained, kwargs)
+
+
+@register_model
+def fer_cnn_small(pretrained: bool = False, **kwargs) -> FerCNN:
+    """Model B's design at a quarter of the width (16-32-64, Dense 64): for CPU sweeps. ~220k params."""
+    return _create_fer_cnn("fer_cnn_small", pretrained, kwargs)
+
+
+@register_model
+def fer_cnn_tiny(pretrained: bool = False, **kwargs) -> FerCNN:
+    """Single-conv blocks 8-16-32 and Dense 32 with Model B's dropout: for tests and smoke runs. ~43k params."""
+    return _create_fer_cnn("fer_cnn_tiny", pretrained, kwargs)

@@ -1,0 +1,19 @@
+"""The fer-sweep trainer: one PyTorch loop for every registered model and loss.
+
+    >>> from fer_core.train import load_config, train
+    >>> cfg = load_config("train.yaml", overrides=["lr=3e-4"])
+    >>> result = train(cfg, run_dir="runs/my-run", report=lambda metrics, checkpoint: print(metrics["val_acc"]))
+
+Modules: ``config`` (the validated ``TrainConfig``, YAML + ``--set``), ``data`` (splits as uint8
+tensors on the device), ``augment`` (batched on-device augmentation presets), ``optim`` (optimizers
+and per-step schedules with warmup), ``metrics`` (confusion matrix, macro-F1, reports),
+``trainer`` (``train``), ``evaluate`` (test-split evaluation of a run), ``ladder`` (the notebook's
+model ladder).
+"""
+
+from .config import ConfigError, TrainConfig, config_from_preset, dump_config, load_config, resolve_config
+from .data import TrainData, load_train_data
+from .trainer import EPOCH_METRICS, TrainResult, load_checkpoint, train
+
+__all__ = ["TrainConfig", "ConfigError", "load_config", "resolve_config", "config_from_preset", "dump_config",
+           "TrainData", "load_train_data", "train", "TrainResult", "load_checkpoint", "EPOCH_METRICS"]

@@ -1,0 +1,115 @@
+"""``fer train``, ``fer evaluate`` and ``fer ladder``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import FerError
+from ..progress import say
+
+
+def add_parsers(sub) -> None:
+    _train_parser(sub)
+    _evaluate_parser(sub)
+    _ladder_parser(sub)
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train one model from a YAML config (+ --set overrides)",
+        description="Train one model. Precedence: code defaults < 'preset: <ladder model>' < the YAML file < "
+                    "--set. Writes config.yaml, metrics.jsonl, checkpoint/, best.pt and result.json to --out. "
+                    "Every config key: 'fer train --keys'.")
+    p.add_argument("--config", help="YAML file of config keys (optional: defaults and --set suffice)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one key, e.g. --set lr=3e-4 --set model_args.filters=[32,64,128]; repeatable")
+    p.add_argument("--out", help="run folder (default: runs/train/<model>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (same config and data)")
+    p.add_argument("--evaluate", action="store_true", help="evaluate the best weights on the test split afterwards")
+    p.add_argument("--keys", action="store_true", help="print every config key with its default and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from .config import TrainConfig, dump_config, load_config
+    from .trainer import CHECKPOINT_FILE, train
+
+    if args.keys:
+        print(dump_config(TrainConfig()), end="")
+        return 0
+    cfg = load_config(args.config, overrides=args.overrides)
+    out = Path(args.out or f"runs/train/{cfg.model}")
+    resume = None
+    if args.resume:
+        resume = out / "checkpoint" / CHECKPOINT_FILE
+        if not resume.is_file():
+            raise FerError(f"--resume: {resume} does not exist; train without --resume first")
+    elif (out / "checkpoint").exists():
+        raise FerError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+
+    def report(m: dict, _ckpt) -> None:
+        if not args.quiet:
+            say(f"epoch {m['epoch']:>3}/{cfg.epochs}  train loss {m['train_loss']:.4f} acc {m['train_acc']:.4f}  "
+                f"val loss {m['val_loss']:.4f} acc {m['val_acc']:.4f} (best {m['best_val_acc']:.4f} @ "
+                f"{m['best_epoch']})  lr {m['lr']:.3g}  {m['images_per_s']:.0f} img/s")
+
+    result = train(cfg, report=report, run_dir=out, resume=resume, progress=False if args.quiet else None)
+    print(json.dumps(result.summary(), indent=2))
+    print(f"run folder: {out}")
+    if args.evaluate and result.status != "diverged":
+        _print_eval(out, "test", "best")
+    return 1 if result.status == "diverged" else 0
+
+
+def _evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a trained run on its test split",
+                       description="Evaluate a run folder written by 'fer train': accuracy, macro-F1, per-class "
+                                   "report and confusion matrix, written to RUN_DIR/eval-<split>/ (JSON + PNG).")
+    p.add_argument("run_dir", help="a run folder written by 'fer train'")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate")
+    p.add_argument("--weights", default="best", choices=("best", "final"),
+                   help="best: the epoch with the best val accuracy (best.pt); final: the last checkpoint")
+    p.add_argument("--data", help="evaluate on this data set instead of the run's (its version must match)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.set_defaults(func=lambda a: _print_eval(a.run_dir, a.split, a.weights, a.data, a.device))
+
+
+def _print_eval(run_dir, split, weights, data=None, device="auto") -> int:
+    from .evaluate import evaluate_run
+    from .metrics import format_report
+
+    result = evaluate_run(run_dir, split=split, weights=weights, data=data, device=device)
+    print(f"{result['model']} on {split} ({result['n']} images, {weights} weights from epoch {result['epoch']}):")
+    print(format_report(result, result["classes"]))
+    print(f"wrote {result['out_dir']}/metrics.json, report.txt, confusion.json, confusion.png")
+    return 0
+
+
+def _ladder_parser(sub) -> None:
+    p = sub.add_parser("ladder", help="train the capstone notebook's model ladder and print its table",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Train Model 0, A, B, C, B+, B++ and D with the notebook's settings and print "
+                                   "the notebook's results table (val accuracy, train-val gap, final vs peak).")
+    p.add_argument("--data", default="runs/default/data", help="data set folder or URI from 'fer data ingest'")
+    p.add_argument("--out", default="runs/ladder", help="folder for one run folder per model, ladder.json, ladder.md")
+    p.add_argument("--models", help="comma-separated rungs (0,a,b,c,bplus,bplusplus,d); default: all")
+    p.add_argument("--epochs", type=int, help="epochs per model (default: the notebook's, 75)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key for every rung (e.g. --set batch_size=128 --set device=cuda)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_ladder)
+
+
+def _run_ladder(args) -> int:
+    from .ladder import format_ladder, run_ladder
+
+    models = args.models.split(",") if args.models else None
+    rows = run_ladder(args.data, args.out, models=models, epochs=args.epochs, overrides=args.overrides,
+                      progress=False if args.quiet else None)
+    print(format_ladder(rows))
+    print(f"wrote {args.out}/ladder.md, ladder.json and one run folder per model")
+    return 0

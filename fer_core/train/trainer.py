@@ -1,0 +1,419 @@
+"""One PyTorch trainer for every model and loss: ``train(config, data, report)``.
+
+    >>> from fer_core.train import load_config, train
+    >>> result = train(load_config(overrides=["model=fer_cnn_a", "epochs=5"]), run_dir="runs/a")
+    >>> result.status, result.best_val_acc, result.best_epoch
+
+After every epoch ``report(metrics, checkpoint_dir)`` is called with a flat dict of plain Python
+numbers (see ``EPOCH_METRICS``) and the folder holding that epoch's checkpoint (or None). It is the
+hook Ray Tune uses; the trainer knows nothing of Ray. An exception raised by ``report`` (a pruner's
+``TrialPruned``, a stop request) ends training and propagates to the caller.
+
+How an epoch runs: the whole split sits on the training device as uint8 when it fits (else in pinned
+host memory); each batch is one ``index_select`` of a seeded permutation, converted to float in
+[0, 1], augmented as a batch on the device (``augment.py``), and fed to the model (channels_last and
+bf16 autocast on CUDA). Loss and accuracy accumulate on the device and are read once per epoch, so
+the loop never waits on the host. A non-finite training loss ends the run with status ``diverged``.
+
+Reproducibility: the permutation, the augmentation and dropout are seeded from ``(seed, epoch)``, so
+an epoch computes the same thing whether it follows the previous one in-process or a resume from
+that epoch's checkpoint (``resume=``): on CPU a resumed run matches an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .. import progress as progress_mod
+from ..atomic import write_bytes, write_text
+from ..errors import FerError
+from .augment import create_augment
+from .config import RUNTIME_KEYS, TrainConfig, dump_config
+from .data import DeviceSplit, TrainData, load_train_data
+from .metrics import ConfusionAccumulator, classification_metrics
+from .optim import LRSchedule, create_optimizer
+
+__all__ = ["train", "TrainResult", "build_model", "build_loss", "resolve_device", "EPOCH_METRICS",
+           "CHECKPOINT_FILE", "load_checkpoint"]
+
+Report = Callable[[dict, "str | None"], None]
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+
+#: Keys of every epoch's metrics (plus ``val_recall_<class>`` per class and ``val_confusion``).
+EPOCH_METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "best_val_acc",
+                 "best_epoch", "drop_from_peak", "train_val_gap", "lr", "l2_penalty", "images_per_s",
+                 "epoch_time_s")
+
+
+@dataclass
+class TrainResult:
+    """What a run ended with. ``status``: completed | early_stopped | diverged."""
+
+    status: str
+    message: str
+    history: list[dict] = field(default_factory=list)
+    best_val_acc: float = float("nan")
+    best_epoch: int = 0
+    model: torch.nn.Module | None = None
+    run_dir: Path | None = None
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+    def summary(self) -> dict:
+        final = self.final
+        return {"status": self.status, "message": self.message, "epochs": len(self.history),
+                "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
+                "final_val_acc": final.get("val_acc"), "final_train_acc": final.get("train_acc"),
+                "drop_from_peak": final.get("drop_from_peak"), "train_val_gap": final.get("train_val_gap")}
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks (shared with evaluation and the sweeps)
+# ----------------------------------------------------------------------------------------------
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FerError(f"device: {name!r} was asked for but CUDA is not available here; use device=cpu or auto")
+    return device
+
+
+def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> torch.nn.Module:
+    """The model of ``cfg`` from the registry (``weights_path`` / ``freeze_base`` only when set)."""
+    from ..models import create_model
+
+    kwargs = dict(cfg.model_args)
+    if cfg.weights_path is not None:
+        kwargs["weights_path"] = cfg.weights_path
+    if cfg.freeze_base:
+        kwargs["freeze_base"] = True
+    try:
+        return create_model(cfg.model, num_classes=num_classes, in_chans=in_chans,
+                            dropout_scale=cfg.dropout_scale, **kwargs)
+    except FerError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise FerError(f"model {cfg.model}: {exc}") from None
+
+
+def build_loss(cfg: TrainConfig, num_classes: int, train_counts: list[int] | None) -> torch.nn.Module:
+    """The loss of ``cfg``; class weights ("balanced") from the training split's class counts."""
+    from ..losses import class_weights_from_counts, create_loss
+
+    weight = None
+    if cfg.class_weight == "balanced" and train_counts is not None and cfg.sampler != "weighted":
+        try:
+            weight = class_weights_from_counts(train_counts)
+        except ValueError as exc:
+            raise FerError(f"class_weight=balanced: {exc}") from None
+    kwargs = dict(num_classes=num_classes, label_smoothing=cfg.label_smoothing, class_weight=weight)
+    if cfg.loss == "focal":
+        kwargs.update(gamma=cfg.focal_gamma, alpha=cfg.focal_alpha)
+    try:
+        return create_loss(cfg.loss, **kwargs)
+    except ValueError as exc:
+        raise FerError(f"loss {cfg.loss}: {exc}") from None
+
+
+def _precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32."""
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + stream) % (2**63 - 1)
+
+
+def _monitor_mode(name: str) -> float:
+    """+1 when larger is better (accuracy, F1), -1 for losses."""
+    return -1.0 if "loss" in name else 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------
+
+def _save_checkpoint(folder: Path, state: dict) -> Path:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return write_bytes(folder / CHECKPOINT_FILE, buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint saved by ``train`` (a ``checkpoint.pt`` file or the folder holding one), on CPU."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise FerError(f"{path}: no checkpoint there (expected a {CHECKPOINT_FILE} written by 'fer train')")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing here
+        raise FerError(f"{path}: not a readable checkpoint ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise FerError(f"{path}: not a fer-sweep checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def _check_resume(state: dict, cfg: TrainConfig, data: TrainData, path) -> None:
+    if state["data_version"] != data.version:
+        raise FerError(f"{path}: checkpoint was trained on data version {state['data_version']}, "
+                       f"but {data.uri} is {data.version}; resume on the same data or start a new run")
+    old = state["config"]
+    differ = sorted(k for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS and old.get(k) != v)
+    if differ:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in differ)
+        raise FerError(f"{path}: the config differs from the checkpoint's ({shown}); exact resume needs the "
+                       "same config - start a new run to change it")
+    if cfg.epochs < state["epoch"]:
+        raise FerError(f"{path}: checkpoint is at epoch {state['epoch']}, beyond epochs={cfg.epochs}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+
+def _evaluate_split(model, split: DeviceSplit, loss_fn, num_classes: int, batch_size: int,
+                    amp_dtype, device) -> tuple[float, torch.Tensor]:
+    """Mean loss and the confusion matrix (K, K) of ``model`` on ``split``, in eval mode."""
+    model.eval()
+    conf = ConfusionAccumulator(num_classes, device=device)
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    order = torch.arange(split.n, device=split.index_device)
+    with torch.inference_mode():
+        for start in range(0, split.n, batch_size):
+            xb, yb = split.batch(order[start:start + batch_size])
+            xb = xb.float().div_(255.0)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = model(xb)
+            logits = logits.float()
+            loss_sum += loss_fn(logits, yb).double() * len(yb)
+            conf.update(yb, logits.argmax(1))
+    return float(loss_sum) / max(split.n, 1), conf.compute()
+
+
+def train(config: TrainConfig, data: TrainData | None = None, report: Report | None = None, *,
+          run_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
+          progress: bool | None = None) -> TrainResult:
+    """Train ``config`` on ``data`` (loaded from ``config.data`` when None) and report every epoch.
+
+    Args:
+        config: a validated ``TrainConfig`` (``load_config`` / ``resolve_config``).
+        data: the data set's train and val splits; loaded from ``config.data`` (version-checked
+            against ``config.data_version``) when None.
+        report: called after every epoch as ``report(metrics, checkpoint_dir)``.
+        run_dir: where ``config.yaml``, ``metrics.jsonl``, ``checkpoint/``, ``best.pt`` and
+            ``result.json`` go; None keeps nothing on disk except checkpoints in a temp folder when
+            ``report`` wants them.
+        resume: a checkpoint (file or folder) to continue from; the config must match it (runtime
+            keys such as ``device`` excepted) and so must the data version.
+        progress: show a progress bar (None: when stderr is a terminal).
+    """
+    cfg = config.check()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    if data is None:
+        data = load_train_data(cfg.data, expected_version=cfg.data_version, splits=("train", "val"))
+    elif cfg.data_version is not None and data.version != cfg.data_version:
+        raise FerError(f"data set {data.uri} is version {data.version}, config asks for {cfg.data_version}")
+    data.require("train")
+    data.require("val")
+    device = resolve_device(cfg.device)
+    amp_dtype = _precision(cfg, device)
+    if amp_dtype is torch.bfloat16 and device.type == "cpu" and cfg.precision == "auto":
+        amp_dtype = None
+    num_classes = data.num_classes
+    in_chans = data.image_shape[2]
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, num_classes, in_chans).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    train_counts = data.counts("train")
+    loss_fn = build_loss(cfg, num_classes, train_counts).to(device)
+    eval_loss_fn = build_loss(cfg.replace(class_weight="none"), num_classes, None).to(device)
+    augment = create_augment(cfg.augment)
+    train_split = DeviceSplit(data.x("train"), data.y("train"), device)
+    val_split = DeviceSplit(data.x("val"), data.y("val"), device)
+    steps_per_epoch = math.ceil(train_split.n / cfg.batch_size)
+    try:
+        optimizer = create_optimizer(model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                     momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+        schedule = LRSchedule(optimizer, name=cfg.lr_schedule, epochs=cfg.epochs,
+                              steps_per_epoch=steps_per_epoch,
+                              warmup_epochs=cfg.warmup_epochs, cosine_alpha=cfg.cosine_alpha,
+                              step_size=cfg.step_size, step_gamma=cfg.step_gamma,
+                              plateau_factor=cfg.plateau_factor, plateau_patience=cfg.plateau_patience,
+                              plateau_min_lr=cfg.plateau_min_lr, plateau_monitor=cfg.plateau_monitor)
+    except ValueError as exc:
+        raise FerError(f"optimizer/lr_schedule: {exc}") from None
+    l2_params = model.l2_parameters(cfg.l2_scope) if cfg.l2 > 0 else []
+    sample_weights = None
+    if cfg.sampler == "weighted":
+        from ..losses import weighted_sampler_weights
+        sample_weights = weighted_sampler_weights(data.y("train"), num_classes).to(train_split.index_device)
+
+    history: list[dict] = []
+    best_val_acc, best_epoch = -math.inf, 0
+    es_best, es_wait, es_state = None, 0, None
+    start_epoch = 0
+    if resume is not None:
+        state = load_checkpoint(resume)
+        _check_resume(state, cfg, data, resume)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        history = list(state["history"])
+        best_val_acc, best_epoch = state["best_val_acc"], state["best_epoch"]
+        es_best, es_wait, es_state = state["es_best"], state["es_wait"], state["es_state"]
+        start_epoch = state["epoch"]
+
+    run_path = Path(run_dir) if run_dir is not None else None
+    ckpt_dir = None
+    if run_path is not None:
+        run_path.mkdir(parents=True, exist_ok=True)
+        write_text(run_path / "config.yaml", dump_config(cfg))
+        ckpt_dir = run_path / "checkpoint"
+        if resume is None:
+            (run_path / "metrics.jsonl").unlink(missing_ok=True)
+    elif report is not None and cfg.checkpoint_every:
+        import tempfile
+        ckpt_dir = Path(tempfile.mkdtemp(prefix="fer-ckpt-"))
+
+    status, message = "completed", f"trained {cfg.epochs} epochs"
+    bar = progress_mod.bar(total=cfg.epochs, desc=f"train {cfg.model}", unit="epoch", progress=progress)
+    bar.update(start_epoch)
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            # --- train one epoch -------------------------------------------------------------
+            model.train()
+            torch.manual_seed(_epoch_seed(cfg.seed, epoch, 1))          # dropout
+            gen = torch.Generator(device=train_split.index_device).manual_seed(_epoch_seed(cfg.seed, epoch, 2))
+            aug_gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch, 3))
+            if sample_weights is not None:
+                order = torch.multinomial(sample_weights, train_split.n, replacement=True, generator=gen)
+            else:
+                order = torch.randperm(train_split.n, generator=gen, device=train_split.index_device)
+            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
+            for start in range(0, train_split.n, cfg.batch_size):
+                xb, yb = train_split.batch(order[start:start + cfg.batch_size])
+                xb = augment(xb.float().div_(255.0), generator=aug_gen)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    logits = model(xb)
+                logits = logits.float()
+                loss = loss_fn(logits, yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if l2_params:    # d/dw of l2 * sum(w**2), the Keras kernel penalty, added to the gradients
+                    grads = [p.grad for p in l2_params if p.grad is not None]
+                    torch._foreach_add_(grads, [p.detach() for p in l2_params if p.grad is not None],
+                                        alpha=2.0 * cfg.l2)
+                optimizer.step()
+                schedule.step_batch()
+                loss_sum += loss.detach().double() * len(yb)
+                correct += (logits.detach().argmax(1) == yb).sum()
+            train_loss = float(loss_sum) / train_split.n
+            train_acc = int(correct) / train_split.n
+            train_time = time.perf_counter() - t0
+            if not math.isfinite(train_loss):
+                status = "diverged"
+                message = (f"training loss became {train_loss} in epoch {epoch + 1} (lr {schedule.lr:.3g}); "
+                           "lower lr, add warmup, or check the data")
+                break
+            # --- validate --------------------------------------------------------------------
+            val_loss, cm = _evaluate_split(model, val_split, eval_loss_fn, num_classes, cfg.eval_batch_size,
+                                           amp_dtype, device)
+            cls_metrics = classification_metrics(cm, data.classes)
+            val_acc = cls_metrics["accuracy"]
+            if val_acc > best_val_acc:
+                best_val_acc, best_epoch = val_acc, epoch + 1
+                if run_path is not None:
+                    buf = io.BytesIO()
+                    torch.save({"model": model.state_dict(), "epoch": epoch + 1, "val_acc": val_acc,
+                                "config": cfg.to_dict(), "data_version": data.version,
+                                "classes": data.classes}, buf)
+                    write_bytes(run_path / "best.pt", buf.getvalue())
+            lr_used = schedule.lr
+            metrics = {
+                "epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+                "val_acc": val_acc, "val_macro_f1": cls_metrics["macro_f1"], "best_val_acc": best_val_acc,
+                "best_epoch": best_epoch, "drop_from_peak": best_val_acc - val_acc,
+                "train_val_gap": train_acc - val_acc, "lr": lr_used,
+                "l2_penalty": (cfg.l2 * float(sum(p.detach().double().pow(2).sum() for p in l2_params))
+                               if l2_params else 0.0),
+                "images_per_s": train_split.n / train_time,
+                "epoch_time_s": time.perf_counter() - t0,
+                **{f"val_recall_{c}": r for c, r in cls_metrics["recall"].items()},
+                "val_confusion": cm.tolist(),
+            }
+            history.append(metrics)
+            try:
+                schedule.step_epoch(metrics)
+            except ValueError as exc:
+                raise FerError(f"lr_schedule={cfg.lr_schedule}: {exc}") from None
+            # --- early stopping (Keras EarlyStopping with restore_best_weights) ---------------
+            stop_early = False
+            if cfg.early_stopping_monitor is not None:
+                if cfg.early_stopping_monitor not in metrics:
+                    raise FerError(f"early_stopping_monitor: no metric {cfg.early_stopping_monitor!r}; "
+                                   f"metrics: {', '.join(EPOCH_METRICS)}")
+                value = metrics[cfg.early_stopping_monitor] * _monitor_mode(cfg.early_stopping_monitor)
+                if es_best is None or value > es_best:
+                    es_best, es_wait = value, 0
+                    es_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                else:
+                    es_wait += 1
+                    stop_early = es_wait >= cfg.early_stopping_patience
+            # --- checkpoint and report ---------------------------------------------------------
+            ckpt_path = None
+            last = stop_early or epoch + 1 == cfg.epochs
+            if ckpt_dir is not None and cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
+                _save_checkpoint(ckpt_dir, {
+                    "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "config": cfg.to_dict(), "data_version": data.version, "classes": data.classes,
+                    "history": history, "best_val_acc": best_val_acc, "best_epoch": best_epoch,
+                    "es_best": es_best, "es_wait": es_wait, "es_state": es_state})
+                ckpt_path = str(ckpt_dir)
+            if run_path is not None:
+                with open(run_path / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(metrics) + "\n")
+            bar.update(1)
+            bar.set_postfix(val_acc=f"{val_acc:.3f}", best=f"{best_val_acc:.3f}@{best_epoch}", refresh=False)
+            if report is not None:
+                report(dict(metrics), ckpt_path)
+            if stop_early:
+                status = "early_stopped"
+                message = (f"{cfg.early_stopping_monitor} did not improve for {cfg.early_stopping_patience} "
+                           f"epochs; stopped after epoch {epoch + 1}, best weights restored")
+                if es_state is not None:
+                    model.load_state_dict(es_state)
+                break
+    finally:
+        bar.close()
+
+    result = TrainResult(status=status, message=message, history=history,
+                         best_val_acc=best_val_acc if history else float("nan"), best_epoch=best_epoch,
+                         model=model, run_dir=run_path)
+    if run_path is not None:
+        write_text(run_path / "result.json", json.dumps(result.summary(), indent=2) + "\n")
+    return result
