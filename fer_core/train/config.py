@@ -50,7 +50,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 L2_SCOPES = ("all", "all_but_classifier", "dense")
 
 #: Keys that change how a run executes, not what it computes: they may differ on resume.
-RUNTIME_KEYS = frozenset({"device", "precision", "threads", "eval_batch_size", "epochs"})
+RUNTIME_KEYS = frozenset({"device", "precision", "threads", "eval_batch_size", "checkpoint_every"})
 
 
 @dataclass

@@ -17,7 +17,7 @@ from ..errors import FerError
 from .config import resolve_config
 from .data import DeviceSplit, TrainData, load_train_data
 from .metrics import classification_metrics, format_report, save_confusion
-from .trainer import CHECKPOINT_FILE, _evaluate_split, _precision, build_loss, build_model, resolve_device
+from .trainer import CHECKPOINT_FILE, _evaluate_split, build_model, resolve_device
 
 __all__ = ["evaluate_model", "evaluate_run", "load_run_model"]
 
@@ -83,6 +83,3 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", weights: st
     result["out_dir"] = str(out)
     return result
 
-
-# keep the import used (build_loss / _precision are part of this module's public neighbours)
-_ = (build_loss, _precision)

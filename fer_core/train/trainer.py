@@ -43,7 +43,7 @@ from .metrics import ConfusionAccumulator, classification_metrics
 from .optim import LRSchedule, create_optimizer
 
 __all__ = ["train", "TrainResult", "build_model", "build_loss", "resolve_device", "EPOCH_METRICS",
-           "CHECKPOINT_FILE", "load_checkpoint"]
+           "CHECKPOINT_FILE", "load_checkpoint", "add_l2_grad_", "l2_penalty"]
 
 Report = Callable[[dict, "str | None"], None]
 
@@ -130,6 +130,24 @@ def build_loss(cfg: TrainConfig, num_classes: int, train_counts: list[int] | Non
         raise FerError(f"loss {cfg.loss}: {exc}") from None
 
 
+def add_l2_grad_(params: list[torch.Tensor], l2: float) -> None:
+    """Add the gradient of the Keras kernel penalty ``l2 * sum(w**2)`` (``2 * l2 * w``) to ``params``' grads.
+
+    Same update as adding the penalty to the loss, without building it into the autograd graph.
+    """
+    with_grad = [p for p in params if p.grad is not None]
+    if with_grad:
+        torch._foreach_add_([p.grad for p in with_grad], [p.detach() for p in with_grad], alpha=2.0 * l2)
+
+
+def l2_penalty(params: list[torch.Tensor], l2: float) -> float:
+    """The value of ``l2 * sum(w**2)`` (reported per epoch as ``l2_penalty``)."""
+    if not params or l2 == 0:
+        return 0.0
+    with torch.no_grad():
+        return l2 * float(sum(p.detach().double().pow(2).sum() for p in params))
+
+
 def _precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for fp32."""
     if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
@@ -157,10 +175,10 @@ def _save_checkpoint(folder: Path, state: dict) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint saved by ``train`` (a ``checkpoint.pt`` file or the folder holding one), on CPU."""
+    """A checkpoint saved by ``train`` (``checkpoint.pt``, its folder, or the run folder), on CPU."""
     path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_FILE
+    if path.is_dir():      # a checkpoint folder, or a run folder holding checkpoint/
+        path = path / CHECKPOINT_FILE if (path / CHECKPOINT_FILE).is_file() else path / "checkpoint" / CHECKPOINT_FILE
     if not path.is_file():
         raise FerError(f"{path}: no checkpoint there (expected a {CHECKPOINT_FILE} written by 'fer train')")
     try:
@@ -323,10 +341,8 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
                 loss = loss_fn(logits, yb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if l2_params:    # d/dw of l2 * sum(w**2), the Keras kernel penalty, added to the gradients
-                    grads = [p.grad for p in l2_params if p.grad is not None]
-                    torch._foreach_add_(grads, [p.detach() for p in l2_params if p.grad is not None],
-                                        alpha=2.0 * cfg.l2)
+                if l2_params:
+                    add_l2_grad_(l2_params, cfg.l2)
                 optimizer.step()
                 schedule.step_batch()
                 loss_sum += loss.detach().double() * len(yb)
@@ -358,8 +374,7 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
                 "val_acc": val_acc, "val_macro_f1": cls_metrics["macro_f1"], "best_val_acc": best_val_acc,
                 "best_epoch": best_epoch, "drop_from_peak": best_val_acc - val_acc,
                 "train_val_gap": train_acc - val_acc, "lr": lr_used,
-                "l2_penalty": (cfg.l2 * float(sum(p.detach().double().pow(2).sum() for p in l2_params))
-                               if l2_params else 0.0),
+                "l2_penalty": l2_penalty(l2_params, cfg.l2),
                 "images_per_s": train_split.n / train_time,
                 "epoch_time_s": time.perf_counter() - t0,
                 **{f"val_recall_{c}": r for c, r in cls_metrics["recall"].items()},

@@ -1,0 +1,112 @@
+"""TrainConfig: defaults, YAML + --set precedence, presets, validation errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from fer_core.train.config import (
+    ConfigError,
+    TrainConfig,
+    config_from_preset,
+    dump_config,
+    load_config,
+    parse_overrides,
+    resolve_config,
+)
+
+
+def test_defaults_are_valid_and_round_trip_through_yaml(tmp_path):
+    cfg = TrainConfig().check()
+    path = tmp_path / "cfg.yaml"
+    path.write_text(dump_config(cfg))
+    assert load_config(path) == cfg
+    assert list(yaml.safe_load(dump_config(cfg))) == TrainConfig.keys()
+
+
+def test_precedence_defaults_preset_yaml_set(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("preset: fer_cnn_bplusplus\nlr: 1e-3\nepochs: 12\n")
+    cfg = load_config(path, overrides=["epochs=3", "focal_gamma=1.5"])
+    assert cfg.model == "fer_cnn_bplusplus"
+    assert (cfg.loss, cfg.focal_alpha, cfg.label_smoothing, cfg.l2_scope) == ("focal", 0.25, 0.1, "all_but_classifier")
+    assert cfg.lr == 1e-3             # YAML beats the preset's 5e-4 (and "1e-3" is a float, not YAML 1.1's string)
+    assert cfg.epochs == 3            # --set beats YAML
+    assert cfg.focal_gamma == 1.5
+    assert cfg.early_stopping_monitor == "val_acc"   # the notebook's val_accuracy, renamed to our metric
+
+
+def test_unknown_key_names_the_valid_keys_and_the_closest(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("lerning_rate: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "'lerning_rate'" in msg
+    assert "valid keys:" in msg and "label_smoothing" in msg and "weight_decay" in msg
+    with pytest.raises(ConfigError, match=r"unknown key 'dropuot_scale' \(did you mean 'dropout_scale'\?\)"):
+        load_config(overrides=["dropuot_scale=2"])
+
+
+@pytest.mark.parametrize("override, key", [
+    ("lr=0", "lr"), ("lr=-1", "lr"), ("label_smoothing=1.0", "label_smoothing"), ("batch_size=0", "batch_size"),
+    ("batch_size=2.5", "batch_size"), ("epochs=abc", "epochs"), ("loss=hinge", "loss"), ("augment=heavy", "augment"),
+    ("optimizer=rmsprop", "optimizer"), ("lr_schedule=linear", "lr_schedule"), ("focal_alpha=[0.5,-1]", "focal_alpha"),
+    ("device=tpu", "device"), ("model=resnet35", "model"), ("dropout_scale=nan", "dropout_scale"),
+])
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    assert str(err.value).startswith(f"{key}:"), str(err.value)
+
+
+def test_model_error_suggests_close_name():
+    with pytest.raises(ConfigError, match="did you mean 'fer_cnn_small'"):
+        load_config(overrides=["model=fer_cnn_smal"])
+
+
+def test_set_parses_yaml_values_and_dotted_model_args():
+    out = parse_overrides(["lr=1e-3", "freeze_base=true", "focal_alpha=[0.25, 0.5, 0.5, 0.25]",
+                           "model_args.filters=[8,16]", "model_args.dense=[16]", "data_version="])
+    assert out == {"lr": 1e-3, "freeze_base": True, "focal_alpha": [0.25, 0.5, 0.5, 0.25],
+                   "model_args": {"filters": [8, 16], "dense": [16]}, "data_version": None}
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_overrides(["lr"])
+    with pytest.raises(ConfigError, match="only model_args"):
+        parse_overrides(["optimizer.lr=1"])
+
+
+def test_adam_refuses_weight_decay_and_points_to_the_two_l2s():
+    with pytest.raises(ConfigError, match="adamw.*l2"):
+        load_config(overrides=["optimizer=adam", "weight_decay=1e-4"])
+    assert load_config(overrides=["optimizer=adamw", "weight_decay=1e-4"]).weight_decay == 1e-4
+    assert load_config(overrides=["l2=1e-4", "l2_scope=dense"]).l2 == 1e-4
+
+
+def test_early_stopping_keys_go_together():
+    with pytest.raises(ConfigError, match="go together"):
+        load_config(overrides=["early_stopping_monitor=val_acc"])
+
+
+def test_every_ladder_preset_resolves():
+    from fer_core.models import PRESET_DEFAULTS
+
+    for name in PRESET_DEFAULTS:
+        cfg = config_from_preset(name, epochs=2)
+        assert cfg.model == name and cfg.epochs == 2
+    assert config_from_preset("fer_cnn_c").l2 == 1e-3
+    with pytest.raises(ConfigError, match="unknown preset"):
+        resolve_config({"preset": "fer_cnn_z"})
+
+
+def test_unreadable_or_malformed_files_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listy)
