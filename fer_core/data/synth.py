@@ -55,6 +55,7 @@ LAYOUTS = ("folders", "split-folders", "fer2013-csv")
 SPLIT_SHARES = (0.8, 0.1, 0.1)
 _USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 _CHUNK = 64  # images rendered per numpy batch (fixed: the noise stream depends on it)
+_CLUTTER = 5  # background clutter: a random CLUTTER x CLUTTER grid, smoothly interpolated
 
 # Relative weights of the wrong label a noisy sample gets, given its true class: FER-like
 # confusions (sad <-> neutral dominates, surprise is mistaken for happy or neutral).
@@ -185,14 +186,14 @@ def _sample_params(rng: np.random.Generator, expr: np.ndarray) -> dict[str, np.n
     p: dict[str, np.ndarray] = {}
     # Pose and rendering.
     p["rot"] = np.clip(N(0.12), -0.3, 0.3)
-    p["scale"] = U(0.82, 1.02)
-    p["tx"], p["ty"] = U(-0.08, 0.08), U(-0.08, 0.08)
+    p["scale"] = U(0.74, 1.04)
+    p["tx"], p["ty"] = U(-0.15, 0.15), U(-0.12, 0.12)
     p["blur"] = U(0.8, 2.6)  # edge width in pixels
     # Identity.
-    p["face_a"], p["face_b"] = 0.78 * U(0.9, 1.1), U(0.92, 1.08)
+    p["face_a"], p["face_b"] = 0.78 * U(0.85, 1.15), U(0.9, 1.1)
     p["skin"], p["bg"] = U(0.45, 0.8), U(0.05, 0.95)
     p["hair"] = (rng.random(n) < 0.85) * 1.0
-    p["hair_tone"], p["hairline"] = U(0.02, 0.5), U(-0.78, -0.52)
+    p["hair_tone"], p["hairline"] = U(0.02, 0.6), U(-0.78, -0.52)
     p["eye_x"], p["eye_y"] = U(0.27, 0.35), U(-0.17, -0.08)
     p["eye_rx"], p["eye_ry"] = U(0.12, 0.16), U(0.05, 0.075)
     p["iris_r"], p["gaze_x"], p["gaze_y"] = U(0.04, 0.055), U(-0.03, 0.03), U(-0.01, 0.01)
@@ -227,6 +228,20 @@ def _sample_params(rng: np.random.Generator, expr: np.ndarray) -> dict[str, np.n
     p["occ"] = (rng.random(n) < 0.2) * 1.0
     p["occ_x"], p["occ_y"], p["occ_ang"] = U(-0.6, 0.6), U(-0.6, 0.6), U(0.0, np.pi)
     p["occ_hw"], p["occ_hl"], p["occ_tone"] = U(0.06, 0.25), U(0.3, 1.2), U(0.0, 1.0)
+    # Low-frequency nuisance (what a perceptual hash sees): head shape, hair volume and length,
+    # side part, side lighting on the face, neck and shoulders, background gradient, vignette
+    # and clutter. Drawn last, so the parameters above keep their random stream.
+    p["jaw"] = U(-0.1, 0.3)                          # > 0 narrows the chin
+    p["hair_vol"], p["hair_len"] = U(0.0, 0.28), U(-0.35, 1.1)
+    p["hair_tilt"], p["hair_side"] = U(-0.3, 0.3), U(-0.15, 0.15)
+    p["side_light"] = U(-0.4, 0.4)
+    p["neck_w"], p["body"] = U(0.26, 0.4), (rng.random(n) < 0.85) * 1.0
+    p["body_x"], p["body_y"] = U(-0.3, 0.3), U(1.05, 1.45)
+    p["body_w"], p["body_tone"] = U(1.0, 1.7), U(0.0, 1.0)
+    p["bg_grad"], p["bg_dir"] = U(0.0, 0.8), U(0.0, 2 * np.pi)
+    p["vignette"] = U(-0.2, 0.5)
+    p["clutter"] = U(0.05, 0.45)
+    p["clutter_grid"] = rng.standard_normal((n, _CLUTTER, _CLUTTER))
     return {k: np.asarray(v, dtype=np.float32) for k, v in p.items()}
 
 
@@ -266,7 +281,7 @@ def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np
     f32 = np.float32
     c = (np.arange(size, dtype=f32) + 0.5) * (2.0 / size) - 1.0
     gx, gy = c[None, None, :], c[:, None][None]                     # (1,1,W), (1,H,1)
-    q = {k: v[:, None, None] for k, v in p.items()}                   # (B,1,1) each
+    q = {k: v[:, None, None] for k, v in p.items() if v.ndim == 1}    # (B,1,1) each
 
     cos, sin, s = np.cos(q["rot"]), np.sin(q["rot"]), q["scale"]
     X, Y = gx - q["tx"], gy - q["ty"]
@@ -280,18 +295,34 @@ def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np
     def paint(img, m, tone):
         return img + m * (tone - img)
 
-    # Background and face.
-    img = np.broadcast_to(q["bg"] + 0.15 * (gy - 0.5) * (q["bg"] - 0.5), u.shape).astype(f32)
-    fa, fb = q["face_a"], q["face_b"]
+    # Background: a level, a linear gradient in a random direction and smooth clutter.
+    grad = np.cos(q["bg_dir"]) * gx + np.sin(q["bg_dir"]) * gy
+    w_bg = np.exp(-0.5 * ((c[:, None] - np.linspace(-1.2, 1.2, _CLUTTER, dtype=f32)) / 0.35) ** 2)
+    w_bg /= w_bg.sum(axis=1, keepdims=True)                          # (size, CLUTTER)
+    clutter = np.einsum("ik,bkl,jl->bij", w_bg, p["clutter_grid"], w_bg, optimize=True)
+    clutter /= clutter.reshape(len(clutter), -1).std(axis=1)[:, None, None] + 1e-6
+    img = q["bg"] + 0.5 * q["bg_grad"] * grad * (0.35 + q["bg"]) + q["clutter"] * clutter
+    # Shoulders (clothing) and neck, below the head and following its pose.
+    body = mask(_ellipse_sd(u - q["body_x"], v - q["body_y"], q["body_w"], 0.55)) * q["body"]
+    img = paint(img, body, q["body_tone"])
+    neck = mask(np.maximum(np.abs(u) - q["neck_w"], 0.45 - v)) * np.maximum(body, mask(v - 1.6))
+    img = paint(img, neck, 0.8 * q["skin"])
+    # Face: an ellipse whose width narrows towards the chin (jaw > 0) or widens (jaw < 0).
+    fb = q["face_b"]
     fv = v - 0.05
+    fa = q["face_a"] * (1.0 - q["jaw"] * np.clip(fv / fb, 0.0, 1.0))
     face_d = _ellipse_sd(u, fv, fa, fb)
     face = mask(face_d)
     rr = (u / fa) ** 2 + (fv / fb) ** 2
     img = paint(img, face, q["skin"] * (1.0 - 0.3 * rr))
-    # Hair: a cap above a curved hairline, and down the sides outside the face.
-    cap = mask(v - (q["hairline"] + 0.35 * (u / fa) ** 2))
-    sides = (1.0 - face) * mask(v - 0.15)
-    img = paint(img, mask(face_d - 0.08) * np.maximum(cap, sides) * q["hair"], q["hair_tone"])
+    # Hair: a cap above a (tilted, curved) hairline, and down the sides outside the face to
+    # hair_len, reaching hair_vol beyond the face outline.
+    hu = u - q["hair_side"]
+    cap = mask(v - (q["hairline"] + q["hair_tilt"] * hu + 0.35 * (hu / fa) ** 2))
+    sides = (1.0 - face) * mask(v - q["hair_len"])
+    outline = mask(_ellipse_sd(hu, fv, fa, fb) - 0.08 - q["hair_vol"])
+    img = paint(img, outline * np.maximum(cap, sides) * q["hair"], q["hair_tone"])
+    skin_area = face * (1.0 - cap * q["hair"])
 
     # Upper window: eyes and brows.
     w = p["mouth_w"] * p["mouth_wf"]
@@ -360,6 +391,9 @@ def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np
         occ_d = np.maximum(np.abs(ox * sa - oy * ca) - q["occ_hw"][o],
                            np.abs(ox * ca + oy * sa) - q["occ_hl"][o])
         img[o] = paint(img[o], mask(occ_d, ie[o] / s[o]), q["occ_tone"][o])
+    # Side lighting across the face (one cheek brighter), vignette.
+    img = img * (1.0 + q["side_light"] * np.clip(u / q["face_a"], -1.0, 1.0) * skin_area)
+    img = img * (1.0 - q["vignette"] * 0.5 * (gx * gx + gy * gy))
     # Lighting, contrast, gamma, noise.
     gain = (1.0 + q["light"] * (np.cos(q["light_dir"]) * gx + np.sin(q["light_dir"]) * gy)) * q["contrast"]
     img = np.clip(img * gain + (0.5 - 0.5 * q["contrast"] + q["bright"]), 0.0, 1.0) ** q["gamma"]
@@ -371,12 +405,22 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     return (img * 255.0 + 0.5).astype(np.uint8)
 
 
-def _near_copy(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A copy that is visibly the same picture but not byte-identical."""
+NEAR_COPY_KINDS = ("shift", "brightness", "contrast", "noise", "jpeg", "rescale")
+
+
+def near_copy(img: np.ndarray, rng: np.random.Generator, kinds: tuple[str, ...] | None = None) -> np.ndarray:
+    """A copy that is visibly the same picture but not byte-identical: what a re-upload does.
+
+    One or two of NEAR_COPY_KINDS at random (or exactly ``kinds``): a one-pixel shift (edge
+    replicated), a brightness change of 2-6 gray levels, a contrast change of 4-10 %, mild noise
+    (sd 1-2.5 gray levels), JPEG re-encoding at quality 80-95, or a rescale by one pixel (about 2 %)
+    (bicubic) cropped or edge-padded back to the original size.
+    """
     out = img.astype(np.float32)
-    kinds = rng.permutation(4)[: rng.integers(1, 3)]
+    if kinds is None:
+        kinds = tuple(NEAR_COPY_KINDS[k] for k in rng.permutation(len(NEAR_COPY_KINDS))[: rng.integers(1, 3)])
     for kind in kinds:
-        if kind == 0:    # one-pixel shift, edge replicated
+        if kind == "shift":
             axis, step = int(rng.integers(0, 2)), int(rng.choice([-1, 1]))
             out = np.roll(out, step, axis=axis)
             edge = 0 if step == 1 else -1
@@ -384,15 +428,31 @@ def _near_copy(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
                 out[edge] = out[edge + step]
             else:
                 out[:, edge] = out[:, edge + step]
-        elif kind == 1:  # brightness change
+        elif kind == "brightness":
             out = out + rng.choice([-1, 1]) * rng.uniform(2, 6)
-        elif kind == 2:  # mild noise
+        elif kind == "contrast":
+            mean = out.mean()
+            out = mean + (out - mean) * (1.0 + rng.choice([-1, 1]) * rng.uniform(0.04, 0.1))
+        elif kind == "noise":
             out = out + rng.normal(0.0, rng.uniform(1.0, 2.5), out.shape)
-        else:            # JPEG re-encoding
+        elif kind == "jpeg":
             buf = io.BytesIO()
             Image.fromarray(_to_uint8(np.clip(out, 0, 255) / 255.0)).save(
                 buf, format="JPEG", quality=int(rng.integers(80, 96)))
             out = np.asarray(Image.open(buf), dtype=np.float32)
+        elif kind == "rescale":
+            h, w = out.shape
+            step = int(rng.choice([-1, 1]))
+            scaled = np.asarray(Image.fromarray(out.astype(np.float32)).resize((w + step, h + step),
+                                                                        Image.Resampling.BICUBIC))
+            if step > 0:
+                top, left = int(rng.integers(0, step + 1)), int(rng.integers(0, step + 1))
+                out = scaled[top:top + h, left:left + w]
+            else:
+                top, left = int(rng.integers(0, -step + 1)), int(rng.integers(0, -step + 1))
+                out = np.pad(scaled, ((top, -step - top), (left, -step - left)), mode="edge")
+        else:
+            raise ValueError(f"unknown near-copy kind {kind!r}; choose from {', '.join(NEAR_COPY_KINDS)}")
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     if np.array_equal(out, img):  # e.g. a shift of a flat region: force a difference
         out[0, 0] = out[0, 0] + 1 if out[0, 0] < 255 else 254
@@ -451,7 +511,7 @@ def generate(config: SynthConfig = SynthConfig(), progress: bool | None = False)
     exact = rng.random(n_dup) < 0.5
     copies = np.empty((n_dup, config.size, config.size), dtype=np.uint8)
     for i, (o, ex) in enumerate(zip(orig, exact)):
-        copies[i] = images[o] if ex else _near_copy(images[o], rng)
+        copies[i] = images[o] if ex else near_copy(images[o], rng)
     copy_labels = labels[orig].copy()
     conflict = rng.choice(n_dup, int(round(config.conflict_share * n_dup)), replace=False)
     copy_labels[conflict] = _wrong_labels(true[orig[conflict]], classes, rng,

@@ -12,6 +12,7 @@ it fits (a 48x48 gray image is 2.3 KB: 100k images are 230 MB) and slices batche
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,23 +57,25 @@ class TrainData:
     def x(self, split: str) -> torch.Tensor:
         """(N, C, H, W) uint8 view (channels_last strides), sharing memory with the array."""
         self.require(split)
-        arr = self.images[split]
-        if not arr.flags.writeable:           # an object-store array: torch wants a writable buffer
-            arr = arr.copy()
-            self.images[split] = arr
-        return torch.from_numpy(arr).permute(0, 3, 1, 2)
+        return _as_tensor(self.images[split]).permute(0, 3, 1, 2)
 
     def y(self, split: str) -> torch.Tensor:
         self.require(split)
-        arr = self.labels[split]
-        if not arr.flags.writeable:
-            arr = arr.copy()
-            self.labels[split] = arr
-        return torch.from_numpy(arr)
+        return _as_tensor(self.labels[split])
 
     def counts(self, split: str) -> list[int]:
         self.require(split)
         return np.bincount(self.labels[split], minlength=self.num_classes).tolist()
+
+
+def _as_tensor(arr: np.ndarray) -> torch.Tensor:
+    """Zero-copy tensor over ``arr``. Arrays from Ray's object store are read-only shared memory:
+    torch warns about those because writing would be undefined; the trainer only ever reads them."""
+    if arr.flags.writeable:
+        return torch.from_numpy(arr)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(arr)
 
 
 def load_train_data(uri: str, *, expected_version: str | None = None,

@@ -50,10 +50,11 @@ Report = Callable[[dict, "str | None"], None]
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 
-#: Keys of every epoch's metrics (plus ``val_recall_<class>`` per class and ``val_confusion``).
+#: Keys of every epoch's metrics (plus ``val_recall_<class>`` per class and ``val_confusion``);
+#: ``status`` is running, completed (the last epoch) or early_stopped (the trainer's early stopping).
 EPOCH_METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "best_val_acc",
                  "best_epoch", "drop_from_peak", "train_val_gap", "lr", "l2_penalty", "images_per_s",
-                 "epoch_time_s")
+                 "epoch_time_s", "status")
 
 
 @dataclass
@@ -399,8 +400,9 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
                     es_wait += 1
                     stop_early = es_wait >= cfg.early_stopping_patience
             # --- checkpoint and report ---------------------------------------------------------
-            ckpt_path = None
             last = stop_early or epoch + 1 == cfg.epochs
+            metrics["status"] = "early_stopped" if stop_early else ("completed" if last else "running")
+            ckpt_path = None
             if ckpt_dir is not None and cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
                 _save_checkpoint(ckpt_dir, {
                     "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": model.state_dict(),

@@ -1,0 +1,279 @@
+"""Stop a trial once its validation metric has collapsed from its peak.
+
+FER models overfit and then *collapse*: validation accuracy peaks, then falls in late epochs.
+`CollapseStopper` is the Ray Tune stopper; `collapse_check` applies the same rule to a plain
+sequence (the plain-Optuna benchmark path, the dashboard). Both run every value through
+`CollapseState.update`, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any, Dict, Optional, Sequence
+
+from ray.tune.stopper import Stopper
+
+__all__ = ["CollapseState", "CollapseStopper", "collapse_check"]
+
+# Gaps within this (relative) distance of the margin count as equal to it, so that decimal inputs
+# behave as written: peak 0.60, window mean 0.58, margin 0.02 does not stop.
+_REL_TOL = 1e-9
+
+
+def _validate(*, mode: str, grace_period: int, window: int, margin: float, patience: int,
+              relative: bool) -> None:
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    for name, value in (("window", window), ("grace_period", grace_period), ("patience", patience)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window!r}")
+    if grace_period < window:
+        raise ValueError(f"grace_period must be >= window ({window!r}), got {grace_period!r}")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
+        raise ValueError(f"margin must be a number >= 0, got {margin!r}")
+    if patience < 0:
+        raise ValueError(f"patience must be >= 0, got {patience!r}")
+    if not isinstance(relative, bool):
+        raise ValueError(f"relative must be True or False, got {relative!r}")
+
+
+def _as_float(value: Any, metric: str) -> float:
+    """None -> NaN; numbers (python, numpy, 0-d tensors) -> float; anything else is an error."""
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"metric {metric!r} must be a number, got {value!r}") from None
+
+
+def _plain(value: Any) -> Any:
+    """numpy / torch scalars -> python scalars, so summaries are picklable and JSON-friendly."""
+    return value.item() if hasattr(value, "item") else value
+
+
+class CollapseState:
+    """One trial's collapse bookkeeping. ``update(value)`` applies the rule to the next value.
+
+    See `CollapseStopper` for the rule and the arguments. ``metric`` and ``time_label`` only name
+    things in the ``reason`` string. Once ``update`` has returned True the state is frozen: later
+    values change nothing and ``update`` keeps returning True.
+    """
+
+    def __init__(self, *, mode: str = "max", grace_period: int = 5, window: int = 3,
+                 margin: float = 0.02, patience: int = 0, relative: bool = False,
+                 metric: str = "value", time_label: str = "result"):
+        _validate(mode=mode, grace_period=grace_period, window=window, margin=margin,
+                  patience=patience, relative=relative)
+        self.mode, self.grace_period, self.window = mode, grace_period, window
+        self.margin, self.patience, self.relative = float(margin), patience, relative
+        self.metric, self.time_label = metric, time_label
+        self._sign = 1.0 if mode == "max" else -1.0
+        self._recent: deque = deque(maxlen=window)  # signed values, NaN for non-finite ones
+        self.num_results = 0
+        self.peak: Optional[float] = None  # best finite value so far (max or min by mode)
+        self.peak_time: Any = None
+        self.final: Optional[float] = None  # the last value, as reported (NaN for None)
+        self.smoothed: float = math.nan  # mean of the last `window` values
+        self.gap: float = math.nan  # how much worse `smoothed` is than `peak` (>= 0)
+        self.streak = 0  # consecutive collapsed results since the grace period
+        self.stopped = False
+        self.stop_time: Any = None
+        self.reason: Optional[str] = None
+
+    def update(self, value: Any, time: Any = None) -> bool:
+        """Feed the next value (``time`` defaults to its 1-based index); True means stop."""
+        if self.stopped:
+            # A stopped trial stays stopped; a late result changes nothing.
+            return True
+        v = _as_float(value, self.metric)
+        self.num_results += 1
+        time = self.num_results if time is None else _plain(time)
+        self.final = v
+        signed = self._sign * v if math.isfinite(v) else math.nan
+        self._recent.append(signed)
+        if not math.isnan(signed) and (self.peak is None or signed > self._sign * self.peak):
+            self.peak, self.peak_time = v, time  # ties keep the first time the peak was reached
+        mean_signed = math.fsum(self._recent) / len(self._recent)  # NaN if any value is NaN
+        self.smoothed = self._sign * mean_signed
+        self.gap = (self._sign * self.peak - mean_signed) if self.peak is not None else math.nan
+
+        # Still in the grace period: never stop, and patience has not started counting.
+        if self.num_results < self.grace_period:
+            return False
+        # Not collapsed (or recovered): patience starts over.
+        if not self._collapsed():
+            self.streak = 0
+            return False
+        self.streak += 1
+        # Collapsed, but not yet for patience + 1 results in a row.
+        if self.streak <= self.patience:
+            return False
+        self.stopped, self.stop_time, self.reason = True, time, self._reason()
+        return True
+
+    def _threshold(self) -> float:
+        return self.margin * abs(self.peak) if self.relative else self.margin
+
+    def _collapsed(self) -> bool:
+        if math.isnan(self.gap):  # a non-finite value in the window is the worst possible value
+            return True
+        threshold = self._threshold()
+        return self.gap > threshold + _REL_TOL * max(1.0, abs(self.peak))
+
+    def _reason(self) -> str:
+        side, best = ("below", "the peak") if self.mode == "max" else ("above", "the minimum")
+        last = f"mean of last {self.window} {self.metric}"
+        if self.peak is None:
+            text = f"collapsed: {last} is not finite and no finite value was ever reported"
+        elif math.isnan(self.gap):
+            text = (f"collapsed: {last} is not finite (a NaN/inf value in the window); "
+                    f"{best} was {self.peak:.4g} at {self.time_label} {self.peak_time}")
+        else:
+            share = f" ({self.gap / abs(self.peak):.1%} of {best})" if self.relative and self.peak else ""
+            text = (f"collapsed: {last} {self.smoothed:.4g} is {self.gap:.4g}{share} {side} "
+                    f"{best} {self.peak:.4g} at {self.time_label} {self.peak_time}")
+        if self.patience:
+            text += f", {self.streak} results in a row (patience {self.patience})"
+        return text
+
+    def summary(self) -> Dict[str, Any]:
+        """Plain-python record of this trial (see `CollapseStopper.summary`)."""
+        return {
+            "peak": self.peak,
+            "peak_epoch": self.peak_time,
+            "final": self.final,
+            "smoothed": self.smoothed,
+            "gap": self.gap,
+            "num_results": self.num_results,
+            "stopped": self.stopped,
+            "stop_epoch": self.stop_time,
+            "reason": self.reason,
+        }
+
+
+class CollapseStopper(Stopper):
+    """Stop a trial once the recent mean of its metric has fallen clearly below its peak.
+
+    The rule, per trial: from its ``grace_period``-th result on, the smoothed recent value is the
+    mean of its last ``window`` values of ``metric`` and the peak is the best single value seen so
+    far (highest in "max" mode, lowest in "min" mode). The trial has *collapsed* when the smoothed
+    value is worse than the peak by more than ``margin`` (metric units; with ``relative=True`` a
+    fraction of the peak's magnitude). The trial stops at the first result that completes
+    ``patience + 1`` collapsed results in a row; a result that is not collapsed resets the count.
+    So the earliest possible stop is result ``grace_period + patience``.
+
+    Example:
+
+        >>> stopper = CollapseStopper("val_acc", grace_period=3, window=2, margin=0.02)
+        >>> curve = [0.50, 0.58, 0.60, 0.60, 0.59, 0.55, 0.52]
+        >>> [stopper("t1", {"val_acc": a, "training_iteration": i})
+        ...  for i, a in enumerate(curve, 1)]
+        [False, False, False, False, False, True, True]
+        >>> stopper.summary("t1")["reason"]
+        'collapsed: mean of last 2 val_acc 0.57 is 0.03 below the peak 0.6 at training_iteration 3'
+        >>> collapse_check(curve, grace_period=3, window=2, margin=0.02)
+        6
+
+    In a sweep: ``tune.RunConfig(stop=CombinedStopper(CollapseStopper(...),
+    MaximumIterationStopper(max_iter=50)))``; put this stopper first, because `CombinedStopper`
+    stops asking at the first stopper that says True, and then write `stopped_trials()` to the
+    trials table. Ray calls stoppers in the driver, so nothing here reaches the trial's results
+    by itself.
+
+    Args:
+        metric: Result key to watch, e.g. "val_acc" or "val_loss". Every result must contain it
+            (a misconfigured metric raises instead of silently never stopping).
+        mode: "max" if higher is better (accuracy), "min" if lower is better (loss).
+        grace_period: Number of results a trial reports before it can be stopped (>= window,
+            so the window is full at the first check). Counted in results, not in ``time_attr``.
+        window: Number of most recent results averaged into the smoothed value (>= 1).
+        margin: How much worse than the peak the smoothed value must be to count as collapsed,
+            strictly: in metric units (0.02 = 2 accuracy points), or with ``relative=True`` as a
+            fraction of ``abs(peak)`` (0.05 = 5% of the peak). A gap equal to the margin (to
+            within 1e-9 relative) is not a collapse.
+        patience: Number of further consecutive collapsed results tolerated before stopping
+            (0: stop at the first collapsed result).
+        relative: Read ``margin`` as a fraction of the peak instead of metric units.
+        time_attr: Result key recorded as the epoch of the peak and of the stop
+            ("training_iteration", added by Tune; or e.g. "epoch"). If a result lacks it, the
+            trial's 1-based result count is used.
+
+    Notes:
+        - NaN, +-inf and None values count as the worst possible value: they never become the
+          peak, and while one is among the last ``window`` values the smoothed value is NaN and
+          the result counts as collapsed. A diverged trial therefore stops once past the grace
+          period (with ``patience < window``); a NaN inside the grace period that has left the
+          window by then is forgiven.
+        - The window mean lags a rising curve: rising by ``d`` per result, it sits
+          ``d * (window - 1) / 2`` below the latest value, which is the peak. So with ``window > 1``
+          a trial still improving faster than ``2 * margin / (window - 1)`` per result past the
+          grace period reads as collapsed (defaults: faster than 2 points per epoch). Pick ``grace_period``
+          past the steep part of the curves, or a larger ``margin``.
+        - Early stopping favours configurations that peak early: keep ``grace_period`` past the
+          slow starters' warm-up and record the reasons (`stopped_trials`).
+        - The state (one `CollapseState` per trial, with a bounded deque) is plain picklable data.
+    """
+
+    def __init__(self, metric: str = "val_acc", *, mode: str = "max", grace_period: int = 5,
+                 window: int = 3, margin: float = 0.02, patience: int = 0, relative: bool = False,
+                 time_attr: str = "training_iteration"):
+        if not isinstance(metric, str) or not metric:
+            raise ValueError(f"metric must be a non-empty string, got {metric!r}")
+        if not isinstance(time_attr, str) or not time_attr:
+            raise ValueError(f"time_attr must be a non-empty string, got {time_attr!r}")
+        self._rule = dict(mode=mode, grace_period=grace_period, window=window, margin=margin,
+                          patience=patience, relative=relative)
+        _validate(**self._rule)
+        self._metric, self._time_attr = metric, time_attr
+        self._trials: Dict[str, CollapseState] = {}
+
+    def __call__(self, trial_id: str, result: Dict[str, Any]) -> bool:
+        if self._metric not in result:
+            raise ValueError(
+                f"CollapseStopper: metric {self._metric!r} is not in the result of trial "
+                f"{trial_id!r}; the result has keys {sorted(map(str, result))}")
+        state = self._trials.get(trial_id)
+        if state is None:
+            state = self._trials[trial_id] = CollapseState(
+                **self._rule, metric=self._metric, time_label=self._time_attr)
+        return state.update(result[self._metric], result.get(self._time_attr))
+
+    def stop_all(self) -> bool:
+        return False
+
+    def summary(self, trial_id: str) -> Dict[str, Any]:
+        """The trial's record: metric, mode, peak, peak_epoch, final (last value), smoothed
+        (mean of the last ``window`` values; at the stop once stopped), gap (how much worse
+        smoothed is than the peak), num_results, stopped, stop_epoch and reason (None until
+        stopped). Epochs are ``time_attr`` values."""
+        if trial_id not in self._trials:
+            raise KeyError(f"no results seen for trial {trial_id!r} "
+                           f"({len(self._trials)} trials seen)")
+        return {"metric": self._metric, "mode": self._rule["mode"],
+                **self._trials[trial_id].summary()}
+
+    def stopped_trials(self) -> Dict[str, Dict[str, Any]]:
+        """``{trial_id: summary}`` for every trial this stopper stopped, in first-seen order."""
+        return {tid: self.summary(tid) for tid, state in self._trials.items() if state.stopped}
+
+
+def collapse_check(values: Sequence[Any], *, mode: str = "max", grace_period: int = 5,
+                   window: int = 3, margin: float = 0.02, patience: int = 0,
+                   relative: bool = False) -> Optional[int]:
+    """The 1-based index at which `CollapseStopper`'s rule stops ``values``, or None if never.
+
+    Same arguments and the same code path (`CollapseState.update`) as the stopper.
+
+        >>> collapse_check([0.5, 0.6, 0.6, 0.5, 0.4], grace_period=3, window=2, margin=0.05)
+        5
+    """
+    state = CollapseState(mode=mode, grace_period=grace_period, window=window, margin=margin,
+                          patience=patience, relative=relative)
+    for index, value in enumerate(values, 1):
+        if state.update(value):
+            return index
+    return None

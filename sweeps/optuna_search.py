@@ -1,0 +1,225 @@
+"""``PruningOptunaSearch``: Ray Tune's ``OptunaSearch`` that tells Optuna which trials were cut short.
+
+Ray's ``OptunaSearch`` tells Optuna every trial that ends as COMPLETE with its last reported value,
+including trials that ASHA or a ``Stopper`` stopped after two epochs. TPE then ranks an epoch-2
+accuracy against full-length runs, and ``study.best_trial`` can be a trial that never reached the
+late epochs where FER models collapse. This searcher tells Optuna:
+
+- **COMPLETE** with the objective value: the trial ran its full budget (``result[time_attr] >=
+  max_t``), or its trainable returned by itself, or ``is_complete(result)`` says so;
+- **PRUNED** with one intermediate value per reported step: Tune stopped it before that
+  (a scheduler's STOP, a ``Stopper``), or it was stopped before it reported anything;
+- **FAIL**: the trial errored, or a complete trial's objective is missing or not finite.
+
+How Tune signals the end of a trial (Ray 2.60, ``tune/execution/tune_controller.py``): a trial that
+a scheduler or a ``Stopper`` stops and a trial that finished both end with
+``on_trial_complete(trial_id, result=last_result, error=False)``, and both results carry
+``done=True`` (Tune sets it on the result it stops on; a function trainable that returns makes Tune
+re-send its last result with ``done=True``). The result dict cannot tell them apart. What does differ
+is the order of calls: Tune hands a result to the searcher's ``on_trial_result`` only when it lets
+the trial go on, so the result a trial is *stopped* on reaches the searcher only through
+``on_trial_complete``, while a trainable that returned had its last result through
+``on_trial_result`` already. This searcher therefore reports the completion result's value too, and
+counts "the last result was already seen" as the trial having ended on its own. A class
+``Trainable`` whose ``step`` returns ``done=True`` early looks like a stopped trial: pass
+``is_complete`` for it. Errored trials arrive as ``on_trial_complete(trial_id, error=True)``.
+
+What TPE does with pruned trials (Optuna 5, ``optuna/samplers/_tpe/sampler.py``, ``_split_trials``):
+the "good" group is filled with the best COMPLETE trials first; PRUNED trials enter it only when
+there are fewer COMPLETE trials than the group's size (``gamma(n)``, 10% of finished trials, at most
+25), ranked by how far they got (deepest step first), then by their last intermediate value; the
+rest, and RUNNING trials (``constant_liar=True`` is the default in Optuna 5), are in the "bad" group.
+So an early-stopped trial never outranks a finished one, but its parameters still count as tried.
+``study.tell(..., state=PRUNED)`` also stores the last intermediate value as the trial's ``value``
+(Optuna's convention); ``study.best_trial`` looks at COMPLETE trials only.
+
+Pitfall: trials cut by an experiment-wide stop (``Stopper.stop_all()``, ``time_budget_s``) never
+reach ``on_trial_complete`` in Ray 2.60 and stay RUNNING in the study.
+
+Example::
+
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from sweeps.optuna_search import PruningOptunaSearch
+
+    def space(trial):
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        if trial.suggest_categorical("loss", ["ce", "focal"]) == "focal":
+            trial.suggest_float("focal_gamma", 0.5, 3.0)
+
+    search = PruningOptunaSearch(space, metric="val_acc", mode="max", seed=0, max_t=30)
+    tuner = tune.Tuner(train_fer, param_space={},
+                       tune_config=tune.TuneConfig(search_alg=search, num_samples=64,
+                                                   scheduler=ASHAScheduler(metric="val_acc",
+                                                                           mode="max", max_t=30)))
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+from typing import Any, Callable
+
+import optuna
+from ray import cloudpickle
+from ray.tune.search.optuna import OptunaSearch
+
+logger = logging.getLogger(__name__)
+
+_TrialState = optuna.trial.TrialState
+
+
+class PruningOptunaSearch(OptunaSearch):
+    """``OptunaSearch`` that tells Optuna early-stopped trials as PRUNED, not COMPLETE.
+
+    Every result is reported to the trial's Optuna twin as ``report(result[intermediate_key],
+    step=result[time_attr])``; when the trial ends it is told COMPLETE (with
+    ``result[objective_key]``), PRUNED or FAIL by the rules in the module docstring.
+
+    Args:
+        space, metric, mode, points_to_evaluate, sampler, study_name, storage, seed,
+            evaluated_rewards: as ``ray.tune.search.optuna.OptunaSearch`` (``space`` may be a
+            define-by-run function). Single objective only: ``metric`` and ``mode`` are strings.
+        max_t: the full budget, in ``time_attr`` units (epochs when each result is one epoch). A
+            trial whose last result has ``result[time_attr] >= max_t`` ran its full budget. Use the
+            scheduler's ``max_t``.
+        time_attr: the result key that counts progress and gives the Optuna step
+            (``"training_iteration"``: Tune's count of results, 1 for the first).
+        objective_key: the result key told to Optuna as a complete trial's value (a stability
+            score, best-epoch accuracy, ...). Default: ``metric``.
+        intermediate_key: the result key reported each step. Default: ``metric``.
+        is_complete: optional ``is_complete(result) -> bool`` for trials that end early for their
+            own reason and say so in their last result (``lambda r: r.get("early_stopped")``).
+            Called only when the other rules say "stopped early"; True makes the trial COMPLETE.
+
+    Values that are missing or not finite are not reported as intermediate values (Optuna would
+    store NaN, which TPE ranks worst). A step already reported (a trial restored from a checkpoint
+    reports it again) is skipped.
+    """
+
+    def __init__(
+        self,
+        space: dict[str, Any] | list | Callable[[optuna.Trial], dict[str, Any] | None] | None = None,
+        metric: str | None = None,
+        mode: str | None = None,
+        points_to_evaluate: list[dict] | None = None,
+        sampler: optuna.samplers.BaseSampler | None = None,
+        study_name: str | None = None,
+        storage: optuna.storages.BaseStorage | None = None,
+        seed: int | None = None,
+        evaluated_rewards: list | None = None,
+        *,
+        max_t: int,
+        time_attr: str = "training_iteration",
+        objective_key: str | None = None,
+        intermediate_key: str | None = None,
+        is_complete: Callable[[dict], bool] | None = None,
+    ):
+        if isinstance(max_t, bool) or not isinstance(max_t, numbers.Integral) or max_t < 1:
+            raise ValueError(f"max_t must be a positive int (the full budget in {time_attr!r} "
+                             f"units); got {max_t!r}")
+        if isinstance(metric, (list, tuple)) or isinstance(mode, (list, tuple)):
+            raise ValueError("PruningOptunaSearch supports a single objective (Optuna's report() "
+                             f"does not support several); got metric={metric!r}, mode={mode!r}")
+        if is_complete is not None and not callable(is_complete):
+            raise ValueError(f"is_complete must be a callable taking the last result; "
+                             f"got {is_complete!r}")
+        self._max_t = int(max_t)
+        self._time_attr = time_attr
+        self._objective_key = objective_key
+        self._intermediate_key = intermediate_key
+        self._is_complete = is_complete
+        # trial_id -> steps reported to Optuna, and the step of the last result that came through
+        # on_trial_result (to tell "returned by itself" from "stopped by Tune").
+        self._reported_steps: dict[str, set[int]] = {}
+        self._last_seen_step: dict[str, int] = {}
+        super().__init__(space=space, metric=metric, mode=mode,
+                         points_to_evaluate=points_to_evaluate, sampler=sampler,
+                         study_name=study_name, storage=storage, seed=seed,
+                         evaluated_rewards=evaluated_rewards)
+
+    @property
+    def objective_key(self) -> str | None:
+        """The result key told to Optuna as a complete trial's value."""
+        return self._objective_key or self.metric
+
+    @property
+    def intermediate_key(self) -> str | None:
+        """The result key reported to Optuna at every step."""
+        return self._intermediate_key or self.metric
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._completed_trials:
+            logger.warning(f"Received a result for trial {trial_id}, which already finished.")
+            return
+        step = self._report(trial_id, result)
+        if step is not None:
+            self._last_seen_step[trial_id] = step
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        if trial_id in self._completed_trials:
+            logger.warning(f"Received a second completion for trial {trial_id}; ignored.")
+            return
+        ot_trial = self._ot_trials[trial_id]
+        if error:
+            self._ot_study.tell(ot_trial, state=_TrialState.FAIL)
+        elif not result:
+            # Stopped while pending or paused, before it reported anything.
+            self._ot_study.tell(ot_trial, state=_TrialState.PRUNED)
+        else:
+            # The result Tune stopped the trial on never went through on_trial_result.
+            step = self._report(trial_id, result)
+            if not self._ran_to_completion(trial_id, result, step):
+                self._ot_study.tell(ot_trial, state=_TrialState.PRUNED)
+            else:
+                value = _finite(result.get(self.objective_key))
+                if value is None:
+                    logger.warning(f"Trial {trial_id} finished without a finite "
+                                   f"{self.objective_key!r} (got "
+                                   f"{result.get(self.objective_key)!r}); told Optuna FAIL.")
+                    self._ot_study.tell(ot_trial, state=_TrialState.FAIL)
+                else:
+                    self._ot_study.tell(ot_trial, value, state=_TrialState.COMPLETE)
+        self._completed_trials.add(trial_id)
+        self._reported_steps.pop(trial_id, None)
+        self._last_seen_step.pop(trial_id, None)
+
+    def _ran_to_completion(self, trial_id: str, result: dict, step: int | None) -> bool:
+        # Full budget.
+        if step is not None and step >= self._max_t:
+            return True
+        # Its trainable returned by itself: Tune re-sent the last result it had already passed on.
+        if step is not None and self._last_seen_step.get(trial_id) == step:
+            return True
+        # The sweep's own rule (a class Trainable's done=True, a trainer's early stopping).
+        return self._is_complete is not None and bool(self._is_complete(result))
+
+    def _report(self, trial_id: str, result: dict) -> int | None:
+        """Report ``result``'s intermediate value to Optuna; return its step (None without one)."""
+        step = result.get(self._time_attr)
+        if step is None:
+            return None
+        step = int(step)
+        value = _finite(result.get(self.intermediate_key))
+        reported = self._reported_steps.setdefault(trial_id, set())
+        if value is not None and step not in reported:
+            self._ot_trials[trial_id].report(value, step)
+            reported.add(step)
+        return step
+
+    def save(self, checkpoint_path: str) -> None:
+        # cloudpickle, so that a define-by-run space or an is_complete defined in a function or as a
+        # lambda survives Tune's experiment checkpoints; OptunaSearch.restore reads it with pickle.
+        with open(checkpoint_path, "wb") as f:
+            cloudpickle.dump(self.__dict__.copy(), f)
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a float, or None when it is missing, not a number, NaN or infinite."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None

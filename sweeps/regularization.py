@@ -1,0 +1,305 @@
+"""The regularization sweep: which L2 / dropout / label smoothing / focal loss mix stops FER models collapsing?
+
+Goal of the study: FER models overfit and then collapse (validation accuracy peaks, then falls in
+late epochs). Find the regularization that maximizes the accuracy you *keep* - the mean validation
+accuracy of the last epochs (``score``) - not the peak you passed on the way.
+
+- Scientific hyperparameters (what the study is about): ``l2`` (Keras kernel penalty, log scale),
+  ``dropout_scale``, ``loss`` (ce or focal), ``focal_gamma`` and ``focal_alpha`` (only when the loss
+  is focal), ``label_smoothing``.
+- Nuisance hyperparameters (searched so each regularizer is compared at its best): ``model``
+  (registry names), ``lr``, ``augment``, ``batch_size``.
+- Fixed: the space file's ``fixed`` keys (optimizer, schedule, class weights), the data set
+  version, the seed, and the epoch budget ``--max-epochs`` (never tuned inside a study).
+
+Search: Optuna TPE (seeded, define-by-run, so focal's parameters exist only for focal trials) with
+ASHA on epochs and our collapse stopper; trials stopped early reach Optuna as *pruned* with their
+per-epoch values (``sweeps.optuna_search``). Every epoch is checkpointed; failed trials are retried;
+``--resume`` continues an interrupted experiment without re-running finished trials.
+
+Launch::
+
+    # no cluster: starts a local Ray on this machine, on the embedded synthetic data
+    python sweeps/regularization.py
+
+    # any Ray cluster (Ray 2.60 local clusters use token auth: RAY_AUTH_MODE=token)
+    RAY_AUTH_MODE=token ray job submit --address http://HEAD:8265 --working-dir . -- \\
+        python sweeps/regularization.py --data s3://bucket/fer2013/v1 --samples 64 --max-epochs 40 \\
+        --gpus-per-trial 0.25 --space sweeps/spaces/regularization-gpu.yaml --storage s3://bucket/sweeps
+
+    # continue an interrupted experiment
+    python sweeps/regularization.py --name regularization-20261125-120000 --resume
+
+Outputs in ``<storage>/<name>/``: Tune's experiment state and trial folders (checkpoints, results),
+``trials.parquet`` (a row per trial), ``epochs.parquet`` (a row per trial-epoch), ``summary.txt``
+and ``sweep.json`` (command, space, data version, outcome counts, best trial).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):        # run as a script (python sweeps/regularization.py, ray job submit)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fer_core.errors import FerError  # noqa: E402
+from fer_core.progress import say  # noqa: E402
+
+DEFAULT_DATA = "runs/default/data"
+DEFAULT_SPACE = str(Path(__file__).resolve().parent / "spaces" / "regularization.yaml")
+SMOKE = dict(samples=4, max_epochs=4, grace_period=1, collapse_grace=2, collapse_window=2, concurrency=2)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sweeps/regularization.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Regularization sweep on Ray Tune: Optuna TPE + ASHA + collapse stopping.")
+    p.add_argument("--data", default=DEFAULT_DATA,
+                   help="data set folder or URI from 'fer data ingest' (the default is synthesized if missing)")
+    p.add_argument("--space", default=DEFAULT_SPACE, help="search space YAML")
+    p.add_argument("--samples", type=int, default=12, help="number of trials (configurations)")
+    p.add_argument("--max-epochs", type=int, default=20, help="epoch budget of a trial (ASHA's max_t)")
+    p.add_argument("--grace-period", type=int, default=3, help="ASHA: epochs before a trial can be stopped")
+    p.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep 1/rf of trials at each rung")
+    p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs per trial (also its torch threads)")
+    p.add_argument("--gpus-per-trial", type=float, default=0, help="GPUs per trial; fractions pack trials on a GPU")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="max trials at once (default: what the cluster's CPUs/GPUs allow)")
+    p.add_argument("--storage", default="runs/sweeps", help="experiment storage: local folder or URI (s3://, gs://)")
+    p.add_argument("--name", default=None, help="experiment name (default: regularization-<date>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the experiment --name in --storage")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's training")
+    p.add_argument("--score-window", type=int, default=3, help="score = mean val acc of the last N epochs")
+    p.add_argument("--collapse-margin", type=float, default=0.03,
+                   help="collapse: stop when the recent mean val acc is this far below the trial's peak")
+    p.add_argument("--collapse-grace", type=int, default=5, help="collapse: epochs before the rule applies")
+    p.add_argument("--collapse-window", type=int, default=3, help="collapse: epochs in the recent mean")
+    p.add_argument("--collapse-patience", type=int, default=1,
+                   help="collapse: extra consecutive collapsed epochs before stopping")
+    p.add_argument("--no-collapse-stop", action="store_true", help="record collapses but do not stop trials")
+    p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (from its checkpoint)")
+    p.add_argument("--wandb-project", default="fer-sweep", help="W&B project (one run per trial, grouped by experiment)")
+    p.add_argument("--wandb-mode", default="auto", choices=("auto", "offline", "online", "disabled"),
+                   help="auto: online when WANDB_API_KEY is set, else offline (runs saved under the experiment)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="trainer config key for every trial (below the space's fixed keys and sampled values)")
+    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
+    p.add_argument("--smoke", action="store_true",
+                   help=f"tiny sweep for tests and smoke checks: {SMOKE} unless given explicitly")
+    return p
+
+
+def _explicit(argv: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def ensure_default_data(uri: str) -> None:
+    """Synthesize and ingest the embedded default data set when ``uri`` is the default and missing."""
+    if uri != DEFAULT_DATA or (Path(uri) / "manifest.json").is_file():
+        return
+    from fer_core.data.ingest import IngestOptions, ingest
+    from fer_core.data.synth import SynthConfig, generate, write_folders
+
+    raw = Path(uri).parent / "raw"
+    say(f"no data at {uri}: synthesizing the embedded default data set into {raw} and ingesting it")
+    write_folders(generate(SynthConfig()), raw, overwrite=True)
+    ingest(IngestOptions(src=str(raw), out=uri, overwrite=True))
+
+
+def _storage_path(storage: str) -> str:
+    return storage if "://" in storage else str(Path(storage).resolve())
+
+
+def _wandb_callback(args, name: str, exp_dir: str):
+    mode = args.wandb_mode
+    if mode == "disabled":
+        return None
+    if mode == "auto":
+        mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    if mode == "offline":
+        os.environ["WANDB_MODE"] = "offline"
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    kwargs = dict(project=args.wandb_project, group=name, log_config=True, mode=mode,
+                  excludes=["val_confusion"])
+    if "://" not in exp_dir:
+        Path(exp_dir, "wandb").mkdir(parents=True, exist_ok=True)
+        kwargs["dir"] = str(Path(exp_dir, "wandb"))
+    say(f"W&B: project {args.wandb_project}, group {name}, mode {mode}"
+        + (f" (runs under {kwargs.get('dir')}; 'wandb sync' uploads them)" if mode == "offline" else ""))
+    return WandbLoggerCallback(**kwargs)
+
+
+def run(argv: list[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = get_parser().parse_args(argv)
+    if args.smoke:
+        for key, value in SMOKE.items():
+            if not _explicit(argv, "--" + key.replace("_", "-")):
+                setattr(args, key, value)
+    if args.resume and not args.name:
+        raise FerError("--resume needs --name: the experiment to continue (a folder in --storage)")
+    for flag in ("samples", "max_epochs", "grace_period", "score_window", "collapse_window"):
+        if getattr(args, flag) < 1:
+            raise FerError(f"--{flag.replace('_', '-')} must be >= 1; got {getattr(args, flag)}")
+    if args.grace_period > args.max_epochs:
+        raise FerError(f"--grace-period {args.grace_period} exceeds --max-epochs {args.max_epochs}")
+
+    # --- everything that can fail fast, before Ray starts ------------------------------------
+    from fer_core.train.config import parse_overrides, resolve_config
+    from sweeps.space import load_space
+
+    space = load_space(args.space)
+    name = args.name or time.strftime("regularization-%Y%m%d-%H%M%S")
+    storage = _storage_path(args.storage)
+    exp_dir = f"{storage.rstrip('/')}/{name}"
+    if "://" not in storage and Path(exp_dir).exists() and not args.resume:
+        raise FerError(f"{exp_dir} already exists; pass --resume to continue it or choose another --name")
+    if args.resume and "://" not in storage and not Path(exp_dir).exists():
+        raise FerError(f"--resume: {exp_dir} does not exist; check --storage and --name")
+    ensure_default_data(args.data)
+    from fer_core.train import load_train_data
+
+    threads = max(1, int(args.cpus_per_trial))
+    base = {**parse_overrides(args.overrides), "data": args.data, "epochs": args.max_epochs, "seed": args.seed,
+            "threads": threads, "device": "cuda" if args.gpus_per_trial > 0 else "cpu"}
+    say(f"reading {args.data} once for all trials")
+    data = load_train_data(args.data, splits=("train", "val"))
+    base["data_version"] = data.version
+    resolve_config({**base, **space.fixed}, where="sweep base config")     # base + fixed valid on their own
+    say(f"data {data.version}: {len(data.labels['train'])} train / {len(data.labels['val'])} val images, "
+        f"classes {', '.join(data.classes)}")
+    say("search space:\n  " + "\n  ".join(space.describe()))
+
+    # --- Ray --------------------------------------------------------------------------------------
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.stopper import CombinedStopper
+
+    from sweeps.collapse import CollapseStopper
+    from sweeps.optuna_search import PruningOptunaSearch
+    from sweeps.trainable import fer_trainable
+
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+    cluster = ray.cluster_resources()
+    say(f"Ray cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs, "
+        f"{len([n for n in ray.nodes() if n['Alive']])} node(s)")
+    if args.gpus_per_trial > 0 and cluster.get("GPU", 0) == 0:
+        raise FerError("--gpus-per-trial > 0 but the Ray cluster has no GPUs; use --gpus-per-trial 0")
+    concurrency = args.concurrency
+    if concurrency is None:
+        by_cpu = int(cluster.get("CPU", 1) // max(args.cpus_per_trial, 1e-9))
+        by_gpu = int(cluster.get("GPU", 0) // args.gpus_per_trial) if args.gpus_per_trial > 0 else by_cpu
+        concurrency = max(1, min(by_cpu, by_gpu, args.samples))
+
+    collapse_rule = dict(mode="max", grace_period=args.collapse_grace, window=args.collapse_window,
+                         margin=args.collapse_margin, patience=args.collapse_patience, relative=False)
+    rules = {"score_window": args.score_window, "collapse": collapse_rule}
+    trainable = tune.with_resources(
+        tune.with_parameters(fer_trainable, data=data, base=base, fixed=space.fixed, rules=rules),
+        {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+
+    searcher = PruningOptunaSearch(space=space.sample, metric="score", mode="max",
+                                   sampler=optuna.samplers.TPESampler(seed=args.seed),
+                                   max_t=args.max_epochs, time_attr="training_iteration")
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=args.max_epochs,
+                              grace_period=args.grace_period, reduction_factor=args.reduction_factor)
+    stoppers = [] if args.no_collapse_stop else [CollapseStopper("val_acc", **{k: v for k, v in collapse_rule.items()})]
+    callbacks = [cb for cb in [_wandb_callback(args, name, exp_dir)] if cb is not None]
+    run_config = tune.RunConfig(
+        name=name, storage_path=storage,
+        stop=CombinedStopper(*stoppers) if stoppers else None,
+        failure_config=tune.FailureConfig(max_failures=args.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        callbacks=callbacks, verbose=1)
+    tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=args.samples,
+                                  max_concurrent_trials=concurrency, metric="score", mode="max")
+    t0 = time.time()
+    if args.resume:
+        say(f"resuming {exp_dir}: finished trials are kept, unfinished ones continue from their checkpoints")
+        tuner = tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True, restart_errored=False)
+    else:
+        say(f"experiment {exp_dir}: {args.samples} trials x up to {args.max_epochs} epochs, "
+            f"{concurrency} at a time")
+        tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+    grid = tuner.fit()
+    wall = time.time() - t0
+    return _write_outputs(args, argv, name, exp_dir, space, data, grid, wall)
+
+
+def _history(result) -> list[dict]:
+    try:
+        df = result.metrics_dataframe
+    except Exception:  # noqa: BLE001 - a trial that never reported has no dataframe
+        df = None
+    if df is None or len(df) == 0:
+        return [result.metrics] if result.metrics else []
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            for row in df.to_dict("records")]
+
+
+def _write_outputs(args, argv, name, exp_dir, space, data, grid, wall) -> dict:
+    from fer_core.atomic import write_text
+    from sweeps.results import format_summary, write_tables
+
+    trials = []
+    for result in grid:
+        last = dict(result.metrics or {})
+        trials.append({"trial_id": last.get("trial_id") or Path(str(result.path)).name, "config": result.config,
+                       "last": last, "errored": result.error is not None, "finished": True,
+                       "time_s": last.get("time_total_s"), "history": _history(result)})
+    trials_t, _ = write_tables(exp_dir, trials, args.max_epochs)
+    summary = format_summary(trials_t, keys=[f"config/{k}" for k in space.names][:7])
+    rows = trials_t.to_pylist()
+    best = max((r for r in rows if r.get("score") is not None), key=lambda r: r["score"], default=None)
+    meta = {
+        "name": name, "experiment_dir": exp_dir,
+        "command": "python sweeps/regularization.py " + " ".join(shlex.quote(a) for a in argv),
+        "data": {"uri": args.data, "version": data.version, "classes": data.classes,
+                 "train": len(data.labels["train"]), "val": len(data.labels["val"])},
+        "space": space.to_dict(), "space_file": args.space,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("overrides",)} | {"overrides": args.overrides},
+        "objective": f"score = mean val_acc of the last {args.score_window} epochs (max)",
+        "trials": len(rows), "outcomes": {o: sum(r["outcome"] == o for r in rows) for o in {r["outcome"] for r in rows}},
+        "epochs_total": int(sum(r["epochs"] for r in rows)), "wall_s": wall,
+        "compute_s": float(sum(r["time_s"] or 0 for r in rows)),
+        "best": best,
+    }
+    if "://" not in exp_dir:
+        write_text(Path(exp_dir) / "summary.txt", summary + "\n")
+        write_text(Path(exp_dir) / "sweep.json", json.dumps(meta, indent=2, default=str) + "\n")
+    print(summary)
+    print(f"{meta['epochs_total']} epochs in {wall:.0f}s; outputs in {exp_dir} "
+          "(trials.parquet, epochs.parquet, summary.txt, sweep.json)")
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(argv)
+    except FerError as exc:
+        print(f"regularization.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("regularization.py: interrupted; continue with --resume --name <experiment>", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""A finished (or interrupted) sweep as tables: ``trials.parquet``, ``epochs.parquet`` and a printed summary.
+
+``trials.parquet`` has a row per trial: ``trial_id``, every sampled hyperparameter (``config/<key>``),
+``outcome`` (completed, stopped by ASHA, collapsed, diverged, errored, early_stopped, running),
+``stop_reason``, ``peak``, ``peak_epoch``, ``final``, ``score``, ``epochs`` and ``time_s``.
+``epochs.parquet`` has a row per trial-epoch with every metric the trainer reported.
+Both are written to a temp file and renamed (local storage) so a reader never sees half a table.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["OUTCOMES", "trial_rows", "epoch_rows", "write_tables", "format_summary", "classify"]
+
+OUTCOMES = ("completed", "stopped by ASHA", "collapsed", "early_stopped", "diverged", "errored", "running")
+
+# Result keys Tune adds that the tables do not need.
+_TUNE_NOISE = {"done", "should_checkpoint", "node_ip", "hostname", "pid", "date", "timestamp", "experiment_tag",
+               "checkpoint_dir_name", "time_since_restore", "iterations_since_restore", "time_this_iter_s"}
+
+
+def classify(last: dict, *, errored: bool, max_epochs: int, finished: bool = True) -> tuple[str, str]:
+    """(outcome, reason) of a trial from its last result."""
+    if errored:
+        return "errored", "the trial raised an error (see its error.txt in the experiment folder)"
+    status = last.get("trial_status")
+    if status == "diverged":
+        return "diverged", str(last.get("message", "non-finite training loss"))
+    if last.get("collapsed"):
+        return "collapsed", str(last.get("collapse_reason", ""))
+    if status == "early_stopped":
+        return "early_stopped", "the trainer's own early stopping"
+    epochs = int(last.get("epoch") or 0)
+    if status == "completed" or epochs >= max_epochs:
+        return "completed", f"ran all {max_epochs} epochs"
+    if not finished:
+        return "running", f"at epoch {epochs}"
+    return "stopped by ASHA", f"stopped after epoch {epochs} of {max_epochs} (below its rung's cutoff)"
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def trial_rows(trials: list[dict], max_epochs: int) -> list[dict]:
+    """``trials``: dicts with trial_id, config, last (result), errored, finished, time_s."""
+    rows = []
+    for t in trials:
+        last = t.get("last") or {}
+        outcome, reason = classify(last, errored=t.get("errored", False), max_epochs=max_epochs,
+                                   finished=t.get("finished", True))
+        epochs = int(last.get("epoch") or 0)
+        if last.get("trial_status") == "diverged":
+            epochs = max(epochs - 1, 0)
+        row = {"trial_id": t["trial_id"], "outcome": outcome, "stop_reason": reason,
+               "score": _clean(last.get("score")), "peak": _clean(last.get("peak")),
+               "peak_epoch": last.get("peak_epoch"), "final": _clean(last.get("final")),
+               "drop_from_peak": _clean((last["peak"] - last["final"])
+                                        if isinstance(last.get("peak"), float) and isinstance(last.get("final"), float)
+                                        else None),
+               "epochs": epochs, "time_s": _clean(t.get("time_s"))}
+        for k, v in sorted((t.get("config") or {}).items()):
+            row[f"config/{k}"] = v
+        rows.append(row)
+    return rows
+
+
+def epoch_rows(trials: list[dict]) -> list[dict]:
+    rows = []
+    for t in trials:
+        for r in t.get("history") or []:
+            row = {"trial_id": t["trial_id"]}
+            row.update({k: _clean(v) for k, v in r.items() if k not in _TUNE_NOISE and not k.startswith("config/")
+                        and k != "config"})
+            rows.append(row)
+    return rows
+
+
+def _table(rows: list[dict]) -> pa.Table:
+    if not rows:
+        return pa.table({"trial_id": pa.array([], pa.string())})
+    keys: list[str] = []
+    for r in rows:
+        keys.extend(k for k in r if k not in keys)
+    columns = {}
+    for k in keys:
+        values = [r.get(k) for r in rows]
+        try:
+            columns[k] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):      # mixed types in one column (e.g. alpha list vs float)
+            columns[k] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    return pa.table(columns)
+
+
+def write_tables(exp_dir: str, trials: list[dict], max_epochs: int) -> tuple[pa.Table, pa.Table]:
+    """Write ``trials.parquet`` and ``epochs.parquet`` into ``exp_dir`` (a local path or a URI)."""
+    from fer_core.data.manifest import resolve_uri
+
+    t_rows, e_rows = trial_rows(trials, max_epochs), epoch_rows(trials)
+    trials_t, epochs_t = _table(t_rows), _table(e_rows)
+    fs, root = resolve_uri(exp_dir)
+    for name, table in (("trials.parquet", trials_t), ("epochs.parquet", epochs_t)):
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        _atomic_write(fs, f"{root.rstrip('/')}/{name}", buf.getvalue())
+    return trials_t, epochs_t
+
+
+def _atomic_write(fs, path: str, data: bytes) -> None:
+    from pyarrow import fs as pafs
+
+    if isinstance(fs, pafs.LocalFileSystem):
+        from fer_core.atomic import write_bytes
+        write_bytes(path, data)
+        return
+    with fs.open_output_stream(path) as fh:     # object stores: a PUT is already all-or-nothing
+        fh.write(data)
+
+
+def format_summary(trials_t: pa.Table, top: int = 10, keys: list[str] | None = None) -> str:
+    """Outcome counts and the top trials by score, as a text table."""
+    rows = trials_t.to_pylist()
+    counts = {o: sum(r.get("outcome") == o for r in rows) for o in OUTCOMES}
+    lines = [f"{len(rows)} trials: " + ", ".join(f"{n} {o}" for o, n in counts.items() if n)]
+    ranked = sorted((r for r in rows if r.get("score") is not None), key=lambda r: -r["score"])[:top]
+    if not ranked:
+        lines.append("no trial reported a score")
+        return "\n".join(lines)
+    keys = keys or [k for k in rows[0] if k.startswith("config/")][:6]
+    head = ["trial", "score", "peak", "@", "final", "epochs", "outcome"] + [k.removeprefix("config/") for k in keys]
+    table = [head]
+    for r in ranked:
+        cells = [r["trial_id"], f"{r['score']:.4f}", f"{r['peak']:.4f}" if r["peak"] is not None else "-",
+                 str(r.get("peak_epoch") or "-"), f"{r['final']:.4f}" if r["final"] is not None else "-",
+                 str(r["epochs"]), r["outcome"]]
+        for k in keys:
+            v = r.get(k)
+            cells.append(f"{v:.3g}" if isinstance(v, float) else ("-" if v is None else str(v)))
+        table.append(cells)
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines.append(f"top {len(ranked)} by score (mean val acc of the last epochs):")
+    for j, row in enumerate(table):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,234 @@
+"""Search spaces as YAML: parsed, validated against the trainer's config, turned into an Optuna define-by-run space.
+
+    # sweeps/spaces/regularization.yaml
+    fixed:                      # every trial's config (trainer keys)
+      lr_schedule: cosine
+    params:                     # searched, in this order
+      l2: {type: float, low: 1.0e-6, high: 1.0e-2, log: true}
+      loss: {type: categorical, choices: [ce, focal]}
+      focal_gamma: {type: float, low: 0.5, high: 4.0, when: {loss: focal}}   # conditional
+
+    >>> space = load_space("sweeps/spaces/regularization.yaml")
+    >>> space.sample(optuna_trial)          # {"l2": 3e-4, "loss": "focal", "focal_gamma": 1.7, ...}
+
+Every key must be a trainer config key (``fer train --keys``); every bound and choice is checked by
+building a real ``TrainConfig`` with it, so a bad space fails before any trial starts, naming the
+key. ``when`` makes a parameter exist only when earlier parameters have the given values (Optuna's
+define-by-run: TPE then models it only where it exists).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fer_core.errors import FerError
+from fer_core.train.config import ConfigError, TrainConfig, resolve_config
+
+__all__ = ["Param", "SearchSpace", "SpaceError", "load_space", "parse_space"]
+
+TYPES = ("float", "int", "categorical")
+
+
+class SpaceError(FerError, ValueError):
+    """A search space that cannot be used; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple = ()
+    when: tuple[tuple[str, tuple], ...] = ()
+
+    def active(self, values: dict) -> bool:
+        return all(values.get(k) in allowed for k, allowed in self.when)
+
+    def suggest(self, trial) -> Any:
+        if self.type == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+        if self.type == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+    def describe(self) -> str:
+        if self.type == "categorical":
+            body = "{" + ", ".join(map(str, self.choices)) + "}"
+        else:
+            body = f"[{self.low:g}, {self.high:g}]" + (" log" if self.log else "")
+        cond = " if " + " and ".join(f"{k} in {list(v)}" for k, v in self.when) if self.when else ""
+        return f"{self.name}: {self.type} {body}{cond}"
+
+
+@dataclass
+class SearchSpace:
+    params: list[Param]
+    fixed: dict = field(default_factory=dict)
+    source: str = "space"
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    def sample(self, trial) -> dict:
+        """Optuna define-by-run: suggest each active parameter in order; returns the sampled values."""
+        values: dict[str, Any] = {}
+        for p in self.params:
+            if p.active(values):
+                values[p.name] = p.suggest(trial)
+        return values
+
+    def config(self, values: dict, base: dict | None = None) -> TrainConfig:
+        """The trial's trainer config: ``base`` < ``fixed`` < sampled ``values``."""
+        return resolve_config({**(base or {}), **self.fixed, **values}, where=f"{self.source} (trial config)")
+
+    def describe(self) -> list[str]:
+        return [p.describe() for p in self.params] + [f"{k} = {v!r} (fixed)" for k, v in self.fixed.items()]
+
+    def to_dict(self) -> dict:
+        out = {"fixed": dict(self.fixed), "params": {}}
+        for p in self.params:
+            d: dict[str, Any] = {"type": p.type}
+            if p.type == "categorical":
+                d["choices"] = list(p.choices)
+            else:
+                d.update(low=p.low, high=p.high, log=p.log)
+                if p.step is not None:
+                    d["step"] = p.step
+            if p.when:
+                d["when"] = {k: list(v) for k, v in p.when}
+            out["params"][p.name] = d
+        return out
+
+
+def _num(where: str, key: str, value) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SpaceError(f"{where}: {key} must be a finite number; got {value!r}")
+    return value
+
+
+def _check_value(where: str, name: str, value, fixed: dict) -> None:
+    try:
+        resolve_config({**fixed, name: value}, where=where)
+    except ConfigError as exc:
+        raise SpaceError(f"{where}: value {value!r} is not valid for the trainer: {exc}") from None
+
+
+def parse_space(raw: Any, source: str = "space") -> SearchSpace:
+    """Validate a parsed YAML space (see the module docstring); raises ``SpaceError`` naming the key."""
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{source}: must be a mapping with 'params' (and optionally 'fixed')")
+    unknown = set(raw) - {"params", "fixed", "description"}
+    if unknown:
+        raise SpaceError(f"{source}: unknown top-level key(s) {sorted(unknown)}; expected params, fixed, description")
+    fixed = raw.get("fixed") or {}
+    if not isinstance(fixed, dict):
+        raise SpaceError(f"{source}: 'fixed' must be a mapping of trainer config keys")
+    valid = set(TrainConfig.keys())
+    for key in fixed:
+        if key not in valid:
+            raise SpaceError(f"{source}: fixed.{key} is not a trainer config key; valid keys: {', '.join(sorted(valid))}")
+    try:
+        resolve_config(dict(fixed), where=f"{source}: fixed")
+    except ConfigError as exc:
+        raise SpaceError(str(exc)) from None
+    params_raw = raw.get("params")
+    if not isinstance(params_raw, dict) or not params_raw:
+        raise SpaceError(f"{source}: 'params' must map at least one trainer config key to its range")
+    params: list[Param] = []
+    seen: dict[str, Param] = {}
+    for name, spec in params_raw.items():
+        where = f"{source}: params.{name}"
+        if name not in valid:
+            raise SpaceError(f"{where}: not a trainer config key; valid keys: {', '.join(sorted(valid))}")
+        if name in fixed:
+            raise SpaceError(f"{where}: also set in 'fixed'; a key is either searched or fixed")
+        if not isinstance(spec, dict):
+            raise SpaceError(f"{where}: must be a mapping like {{type: float, low: 0.0, high: 0.5}}")
+        extra = set(spec) - {"type", "low", "high", "log", "step", "choices", "when"}
+        if extra:
+            raise SpaceError(f"{where}: unknown field(s) {sorted(extra)}; fields: type, low, high, log, step, choices, when")
+        kind = spec.get("type")
+        if kind not in TYPES:
+            raise SpaceError(f"{where}: type must be one of {', '.join(TYPES)}; got {kind!r}")
+        when = _parse_when(where, spec.get("when"), seen)
+        if kind == "categorical":
+            choices = spec.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise SpaceError(f"{where}: categorical needs a non-empty list 'choices'")
+            if len(set(map(repr, choices))) != len(choices):
+                raise SpaceError(f"{where}: choices repeat a value: {choices!r}")
+            for c in choices:
+                if not isinstance(c, (str, int, float, bool)) and c is not None:
+                    raise SpaceError(f"{where}: choices must be plain values (str, number, bool, null); got {c!r}")
+                _check_value(where, name, c, fixed)
+            param = Param(name, kind, choices=tuple(choices), when=when)
+        else:
+            if "choices" in spec:
+                raise SpaceError(f"{where}: 'choices' is for categorical parameters")
+            low, high = _num(where, "low", spec.get("low")), _num(where, "high", spec.get("high"))
+            log = spec.get("log", False)
+            if not isinstance(log, bool):
+                raise SpaceError(f"{where}: log must be true or false; got {log!r}")
+            if not low < high:
+                raise SpaceError(f"{where}: needs low < high; got low={low!r}, high={high!r}")
+            if log and low <= 0:
+                raise SpaceError(f"{where}: a log scale needs low > 0; got low={low!r}")
+            step = spec.get("step")
+            if step is not None:
+                step = _num(where, "step", step)
+                if step <= 0 or log:
+                    raise SpaceError(f"{where}: step must be > 0 and cannot go with log")
+            if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+                raise SpaceError(f"{where}: int bounds must be integers; got low={low!r}, high={high!r}")
+            for bound in (low, high):
+                _check_value(where, name, int(bound) if kind == "int" else float(bound), fixed)
+            param = Param(name, kind, low=low, high=high, log=log, step=step, when=when)
+        params.append(param)
+        seen[name] = param
+    return SearchSpace(params=params, fixed=dict(fixed), source=source)
+
+
+def _parse_when(where: str, when, seen: dict[str, Param]) -> tuple:
+    if when is None:
+        return ()
+    if not isinstance(when, dict) or not when:
+        raise SpaceError(f"{where}: 'when' must map an earlier categorical parameter to its value(s)")
+    out = []
+    for key, allowed in when.items():
+        if key not in seen:
+            raise SpaceError(f"{where}: 'when' refers to {key!r}, which is not a parameter listed before it")
+        if seen[key].type != "categorical":
+            raise SpaceError(f"{where}: 'when' can only test categorical parameters; {key!r} is {seen[key].type}")
+        allowed = tuple(allowed) if isinstance(allowed, list) else (allowed,)
+        bad = [a for a in allowed if a not in seen[key].choices]
+        if bad:
+            raise SpaceError(f"{where}: 'when' {key} value(s) {bad!r} are not among its choices {list(seen[key].choices)}")
+        out.append((key, allowed))
+    return tuple(out)
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpaceError(f"{path}: cannot read the search space ({exc.strerror or exc})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpaceError(f"{path}: not valid YAML ({exc})") from None
+    return parse_space(raw, source=str(path))

@@ -1,0 +1,91 @@
+"""The ``fer_core`` trainer as a Ray Tune function trainable.
+
+One call of ``fer_trainable`` is one trial: it builds the trial's ``TrainConfig`` (sweep base <
+space's fixed keys < the sampled values), resumes from Tune's checkpoint when there is one, runs
+``fer_core.train.train`` and turns each epoch's metrics into a Tune result with:
+
+- ``score``: the stability-aware objective, the mean validation accuracy of the last ``score_window``
+  epochs (what you keep, not the peak you passed);
+- ``peak``, ``peak_epoch``, ``final``: best and last validation accuracy so far;
+- ``collapsed`` and ``collapse_reason``: whether the collapse rule (``sweeps.collapse``) fires at this
+  epoch, computed here with the same rule the driver's ``CollapseStopper`` applies, so the reason is
+  recorded in the trial's own results (and in W&B as an event);
+- ``trial_status``: running, completed (its last epoch), early_stopped (the trainer's own early
+  stopping) or diverged (one extra result after the last good epoch, with NaN metrics and a message).
+
+The data set arrives through ``tune.with_parameters``: it was read once by the driver, put in the
+object store, and every trial on a node maps the same shared memory (zero-copy numpy arrays); no
+trial decodes an image. ``train`` checks the data version against the sweep's ``data_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+from fer_core.train import TrainData, load_checkpoint, resolve_config, train
+
+from .collapse import collapse_check
+
+__all__ = ["fer_trainable", "score_of", "annotate"]
+
+
+def score_of(values: list[float], window: int) -> float:
+    """Mean of the last ``window`` values (fewer at the start); NaN when any of them is not finite."""
+    recent = values[-window:]
+    if not recent or not all(math.isfinite(v) for v in recent):
+        return float("nan")
+    return sum(recent) / len(recent)
+
+
+def annotate(metrics: dict, history: list[float], epochs_total: int, rules: dict) -> dict:
+    """Add score, peak/final and the collapse flag to one epoch's ``metrics`` (``history`` includes it)."""
+    out = dict(metrics)
+    out["score"] = score_of(history, rules["score_window"])
+    finite = [(v, i + 1) for i, v in enumerate(history) if math.isfinite(v)]
+    peak, peak_epoch = max(finite, key=lambda t: (t[0], -t[1])) if finite else (float("nan"), 0)
+    out.update(peak=peak, peak_epoch=peak_epoch, final=history[-1])
+    collapse = rules.get("collapse")
+    stop_at = collapse_check(history, **collapse) if collapse else None
+    out["collapsed"] = stop_at == len(history)
+    out["collapse_reason"] = ""
+    if out["collapsed"]:
+        window = collapse["window"]
+        recent = sum(history[-window:]) / window
+        out["collapse_reason"] = (f"collapsed: mean of last {window} val_acc {recent:.3f} is "
+                                  f"{peak - recent:.3f} below the peak {peak:.3f} at epoch {peak_epoch}")
+    out["trial_status"] = metrics.get("status") or ("completed" if metrics.get("epoch") == epochs_total else "running")
+    if "val_confusion" in out:    # a JSON string: loggers (CSV, W&B) keep it whole
+        out["val_confusion"] = json.dumps(out["val_confusion"])
+    return out
+
+
+def fer_trainable(params: dict, *, data: TrainData, base: dict, fixed: dict, rules: dict) -> None:
+    """Tune function trainable: train one sampled configuration and report every epoch."""
+    from ray import tune
+
+    cfg = resolve_config({**base, **fixed, **params}, where="trial config")
+    history: list[float] = []
+    resume_dir = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        resume_dir = checkpoint.to_directory()
+        history = [h["val_acc"] for h in load_checkpoint(resume_dir)["history"]]
+
+    def report(metrics: dict, checkpoint_dir: str | None) -> None:
+        history.append(metrics["val_acc"])
+        result = annotate(metrics, history, cfg.epochs, rules)
+        ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(result, checkpoint=ckpt)
+
+    with tempfile.TemporaryDirectory(prefix="fer-trial-") as tmp:
+        result = train(cfg, data, report=report, run_dir=Path(tmp) / "run", resume=resume_dir, progress=False)
+    if result.status == "diverged":
+        nan = float("nan")
+        last = dict(result.final) if result.history else {}
+        last.pop("val_confusion", None)
+        tune.report({**last, "epoch": len(result.history) + 1, "train_loss": nan, "val_acc": nan, "score": nan,
+                     "peak": last.get("best_val_acc", nan), "final": nan, "collapsed": False,
+                     "collapse_reason": "", "trial_status": "diverged", "message": result.message})
