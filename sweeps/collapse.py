@@ -80,6 +80,7 @@ class CollapseState:
         self.smoothed: float = math.nan  # mean of the last `window` values
         self.gap: float = math.nan  # how much worse `smoothed` is than `peak` (>= 0)
         self.streak = 0  # consecutive collapsed results since the grace period
+        self._peak_index = 0  # 1-based result number of the peak
         self.stopped = False
         self.stop_time: Any = None
         self.reason: Optional[str] = None
@@ -97,6 +98,7 @@ class CollapseState:
         self._recent.append(signed)
         if not math.isnan(signed) and (self.peak is None or signed > self._sign * self.peak):
             self.peak, self.peak_time = v, time  # ties keep the first time the peak was reached
+            self._peak_index = self.num_results
         mean_signed = math.fsum(self._recent) / len(self._recent)  # NaN if any value is NaN
         self.smoothed = self._sign * mean_signed
         self.gap = (self._sign * self.peak - mean_signed) if self.peak is not None else math.nan
@@ -121,6 +123,9 @@ class CollapseState:
     def _collapsed(self) -> bool:
         if math.isnan(self.gap):  # a non-finite value in the window is the worst possible value
             return True
+        # The peak is inside the window: the trial is still setting highs, it is not falling.
+        if self._peak_index > self.num_results - len(self._recent):
+            return False
         threshold = self._threshold()
         return self.gap > threshold + _REL_TOL * max(1.0, abs(self.peak))
 
@@ -160,8 +165,8 @@ class CollapseStopper(Stopper):
 
     The rule, per trial: from its ``grace_period``-th result on, the smoothed recent value is the
     mean of its last ``window`` values of ``metric`` and the peak is the best single value seen so
-    far (highest in "max" mode, lowest in "min" mode). The trial has *collapsed* when the smoothed
-    value is worse than the peak by more than ``margin`` (metric units; with ``relative=True`` a
+    far (highest in "max" mode, lowest in "min" mode). The trial has *collapsed* when the peak came
+    before those ``window`` values and the smoothed value is worse than the peak by more than ``margin`` (metric units; with ``relative=True`` a
     fraction of the peak's magnitude). The trial stops at the first result that completes
     ``patience + 1`` collapsed results in a row; a result that is not collapsed resets the count.
     So the earliest possible stop is result ``grace_period + patience``.
@@ -208,11 +213,9 @@ class CollapseStopper(Stopper):
           the result counts as collapsed. A diverged trial therefore stops once past the grace
           period (with ``patience < window``); a NaN inside the grace period that has left the
           window by then is forgiven.
-        - The window mean lags a rising curve: rising by ``d`` per result, it sits
-          ``d * (window - 1) / 2`` below the latest value, which is the peak. So with ``window > 1``
-          a trial still improving faster than ``2 * margin / (window - 1)`` per result past the
-          grace period reads as collapsed (defaults: faster than 2 points per epoch). Pick ``grace_period``
-          past the steep part of the curves, or a larger ``margin``.
+        - Only a fall counts: while the peak is one of the last ``window`` values the trial is not
+          collapsed, however far the window mean lags a steeply rising curve. So the earliest stop
+          comes ``window`` results after the peak.
         - Early stopping favours configurations that peak early: keep ``grace_period`` past the
           slow starters' warm-up and record the reasons (`stopped_trials`).
         - The state (one `CollapseState` per trial, with a bounded deque) is plain picklable data.

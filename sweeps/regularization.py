@@ -188,7 +188,7 @@ def run(argv: list[str] | None = None) -> dict:
 
     from sweeps.collapse import CollapseStopper
     from sweeps.optuna_search import PruningOptunaSearch
-    from sweeps.trainable import fer_trainable
+    from sweeps.trainable import fer_trainable, ran_to_the_end
 
     address = args.address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
@@ -214,9 +214,10 @@ def run(argv: list[str] | None = None) -> dict:
         tune.with_parameters(fer_trainable, data=data, base=base, fixed=space.fixed, rules=rules),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
 
-    searcher = PruningOptunaSearch(space=space.sample, metric="score", mode="max",
+    searcher = PruningOptunaSearch(space=space.define_by_run, metric="score", mode="max",
                                    sampler=optuna.samplers.TPESampler(seed=args.seed),
-                                   max_t=args.max_epochs, time_attr="training_iteration")
+                                   max_t=args.max_epochs, time_attr="training_iteration",
+                                   is_complete=ran_to_the_end)
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=args.max_epochs,
                               grace_period=args.grace_period, reduction_factor=args.reduction_factor)
     stoppers = [] if args.no_collapse_stop else [CollapseStopper("val_acc", **{k: v for k, v in collapse_rule.items()})]

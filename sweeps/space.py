@@ -86,6 +86,10 @@ class SearchSpace:
                 values[p.name] = p.suggest(trial)
         return values
 
+    def define_by_run(self, trial) -> None:
+        """``sample`` for Ray's OptunaSearch, which takes the suggested parameters as the config."""
+        self.sample(trial)
+
     def config(self, values: dict, base: dict | None = None) -> TrainConfig:
         """The trial's trainer config: ``base`` < ``fixed`` < sampled ``values``."""
         return resolve_config({**(base or {}), **self.fixed, **values}, where=f"{self.source} (trial config)")

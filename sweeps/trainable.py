@@ -29,7 +29,7 @@ from fer_core.train import TrainData, load_checkpoint, resolve_config, train
 
 from .collapse import collapse_check
 
-__all__ = ["fer_trainable", "score_of", "annotate"]
+__all__ = ["fer_trainable", "score_of", "annotate", "ran_to_the_end"]
 
 
 def score_of(values: list[float], window: int) -> float:
@@ -60,6 +60,11 @@ def annotate(metrics: dict, history: list[float], epochs_total: int, rules: dict
     if "val_confusion" in out:    # a JSON string: loggers (CSV, W&B) keep it whole
         out["val_confusion"] = json.dumps(out["val_confusion"])
     return out
+
+
+def ran_to_the_end(result: dict) -> bool:
+    """Whether a trial's last result ends it by itself (for ``PruningOptunaSearch(is_complete=...)``)."""
+    return result.get("trial_status") in ("completed", "early_stopped")
 
 
 def fer_trainable(params: dict, *, data: TrainData, base: dict, fixed: dict, rules: dict) -> None:

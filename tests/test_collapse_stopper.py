@@ -45,10 +45,11 @@ def test_rise_then_fall_stops_where_the_window_mean_drops_past_the_margin():
     assert collapse_check(RISE_FALL) == 11
 
 
-@pytest.mark.parametrize("grace_period, expected", [(3, 3), (4, 4), (5, 5), (6, None)])
+@pytest.mark.parametrize("grace_period, expected", [(3, 4), (4, 4), (5, None), (6, None)])
 def test_grace_period_is_respected(grace_period, expected):
-    # r3 window (.6, .5, .45) is 0.083 below the peak, but only checked once r >= grace_period;
-    # by r6 the window (.6, .61, .62) is within 0.01 of the peak .62.
+    # r3's window (.6, .5, .45) still holds the peak r1; r4's (.5, .45, .6) is 0.083 below it and
+    # wholly after it, but only checked once r >= grace_period; from r5 on the peak (.61, .62) is
+    # inside the window again.
     seq = [0.60, 0.50, 0.45, 0.60, 0.61, 0.62, 0.62, 0.62]
     assert first_stop(CollapseStopper(grace_period=grace_period), seq) == expected
     assert collapse_check(seq, grace_period=grace_period) == expected
@@ -107,12 +108,13 @@ def test_min_mode_on_a_loss_sequence():
     assert collapse_check(loss, mode="max", margin=0.05) == 5  # wrong mode: "collapsed" at once
 
 
-def test_steep_rise_reads_as_collapse_known_limitation():
-    # The window mean lags a rising curve by step * (window - 1) / 2 (see the docstring notes):
-    # rising .05 per epoch, r5 mean(.40, .45, .50) is .05 below the peak .50 -> stopped while improving.
-    assert collapse_check([0.30, 0.35, 0.40, 0.45, 0.50, 0.55]) == 5
-    # rising exactly 2 * margin / (window - 1) = .02 per epoch is on the boundary: not stopped.
-    assert collapse_check([0.30 + 0.02 * i for i in range(12)]) is None
+def test_a_steep_rise_is_not_a_collapse():
+    # The window mean lags a rising curve (mean(.40, .45, .50) is .05 below the peak .50), but the
+    # peak is inside the window: still rising, not collapsing.
+    assert collapse_check([0.30, 0.35, 0.40, 0.45, 0.50, 0.55]) is None
+    assert collapse_check([0.30 + 0.05 * i for i in range(12)]) is None
+    # the first result whose window lies wholly after the peak can stop: peak r6, window r7-r9
+    assert collapse_check([0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.54, 0.50, 0.49]) == 9
 
 
 # --- NaN, None, missing metric ------------------------------------------------------------------
@@ -308,14 +310,16 @@ def reference(values, *, mode, grace_period, window, margin, patience, relative)
     sign, streak = (1 if mode == "max" else -1), 0
     for n in range(grace_period, len(values) + 1):
         ok = lambda v: v is not None and math.isfinite(v)  # noqa: E731
-        seen = [sign * v for v in values[:n] if ok(v)]
+        seen = [(sign * v, i) for i, v in enumerate(values[:n]) if ok(v)]
         recent = values[n - window:n]
         if not seen or not all(ok(v) for v in recent):
             collapsed = True
         else:
-            peak, mean = max(seen), sum(sign * v for v in recent) / window
+            peak = max(v for v, _ in seen)
+            peak_at = min(i for v, i in seen if v == peak)          # first time the peak was reached
+            mean = sum(sign * v for v in recent) / window
             threshold = margin * abs(peak) if relative else margin
-            collapsed = peak - mean > threshold + 1e-9 * max(1.0, abs(peak))
+            collapsed = peak_at < n - window and peak - mean > threshold + 1e-9 * max(1.0, abs(peak))
         streak = streak + 1 if collapsed else 0
         if streak > patience:
             return n
