@@ -81,6 +81,7 @@ class CollapseState:
         self.gap: float = math.nan  # how much worse `smoothed` is than `peak` (>= 0)
         self.streak = 0  # consecutive collapsed results since the grace period
         self._peak_index = 0  # 1-based result number of the peak
+        self._at_peak = False  # the latest value equals the peak
         self.stopped = False
         self.stop_time: Any = None
         self.reason: Optional[str] = None
@@ -99,6 +100,7 @@ class CollapseState:
         if not math.isnan(signed) and (self.peak is None or signed > self._sign * self.peak):
             self.peak, self.peak_time = v, time  # ties keep the first time the peak was reached
             self._peak_index = self.num_results
+        self._at_peak = not math.isnan(signed) and signed == self._sign * self.peak
         mean_signed = math.fsum(self._recent) / len(self._recent)  # NaN if any value is NaN
         self.smoothed = self._sign * mean_signed
         self.gap = (self._sign * self.peak - mean_signed) if self.peak is not None else math.nan
@@ -123,8 +125,8 @@ class CollapseState:
     def _collapsed(self) -> bool:
         if math.isnan(self.gap):  # a non-finite value in the window is the worst possible value
             return True
-        # The peak is inside the window: the trial is still setting highs, it is not falling.
-        if self._peak_index > self.num_results - len(self._recent):
+        # The peak is inside the window, or the latest value is back at it: not falling.
+        if self._peak_index > self.num_results - len(self._recent) or self._at_peak:
             return False
         threshold = self._threshold()
         return self.gap > threshold + _REL_TOL * max(1.0, abs(self.peak))
@@ -213,9 +215,9 @@ class CollapseStopper(Stopper):
           the result counts as collapsed. A diverged trial therefore stops once past the grace
           period (with ``patience < window``); a NaN inside the grace period that has left the
           window by then is forgiven.
-        - Only a fall counts: while the peak is one of the last ``window`` values the trial is not
-          collapsed, however far the window mean lags a steeply rising curve. So the earliest stop
-          comes ``window`` results after the peak.
+        - Only a fall counts: while the peak is one of the last ``window`` values, or the latest
+          value is back at the peak, the trial is not collapsed, however far the window mean lags
+          a steeply rising curve. So the earliest stop comes ``window`` results after the peak.
         - Early stopping favours configurations that peak early: keep ``grace_period`` past the
           slow starters' warm-up and record the reasons (`stopped_trials`).
         - The state (one `CollapseState` per trial, with a bounded deque) is plain picklable data.

@@ -1,4 +1,4 @@
-"""``PruningOptunaSearch``: Ray Tune's ``OptunaSearch`` that tells Optuna which trials were cut short.
+"""``PruningOptunaSearch``: Ray Tune's ``OptunaSearch`` telling Optuna which trials were cut short.
 
 Ray's ``OptunaSearch`` tells Optuna every trial that ends as COMPLETE with its last reported value,
 including trials that ASHA or a ``Stopper`` stopped after two epochs. TPE then ranks an epoch-2
@@ -13,9 +13,9 @@ late epochs where FER models collapse. This searcher tells Optuna:
 
 How Tune signals the end of a trial (Ray 2.60, ``tune/execution/tune_controller.py``): a trial that
 a scheduler or a ``Stopper`` stops and a trial that finished both end with
-``on_trial_complete(trial_id, result=last_result, error=False)``, and both results carry
-``done=True`` (Tune sets it on the result it stops on; a function trainable that returns makes Tune
-re-send its last result with ``done=True``). The result dict cannot tell them apart. What does differ
+``on_trial_complete(trial_id, result=last_result, error=False)``, and both results have
+``done=True`` (Tune sets it on the result it stops on; when a function trainable returns, Tune
+re-sends its last result with ``done=True``). The result dict cannot tell them apart. What differs
 is the order of calls: Tune hands a result to the searcher's ``on_trial_result`` only when it lets
 the trial go on, so the result a trial is *stopped* on reaches the searcher only through
 ``on_trial_complete``, while a trainable that returned had its last result through
@@ -24,11 +24,12 @@ counts "the last result was already seen" as the trial having ended on its own. 
 ``Trainable`` whose ``step`` returns ``done=True`` early looks like a stopped trial: pass
 ``is_complete`` for it. Errored trials arrive as ``on_trial_complete(trial_id, error=True)``.
 
-What TPE does with pruned trials (Optuna 5, ``optuna/samplers/_tpe/sampler.py``, ``_split_trials``):
+What TPE does with pruned trials (Optuna 5: ``optuna/samplers/_tpe/sampler.py``, ``_split_trials``):
 the "good" group is filled with the best COMPLETE trials first; PRUNED trials enter it only when
-there are fewer COMPLETE trials than the group's size (``gamma(n)``, 10% of finished trials, at most
-25), ranked by how far they got (deepest step first), then by their last intermediate value; the
-rest, and RUNNING trials (``constant_liar=True`` is the default in Optuna 5), are in the "bad" group.
+there are fewer COMPLETE trials than the group's size (``gamma(n) = min(ceil(0.1 n), 25)`` of the
+n finished trials), ranked by how far they got (deepest step first), then by their last
+intermediate value; the rest, and RUNNING trials (``constant_liar=True`` is the default in
+Optuna 5), are in the "bad" group.
 So an early-stopped trial never outranks a finished one, but its parameters still count as tried.
 ``study.tell(..., state=PRUNED)`` also stores the last intermediate value as the trial's ``value``
 (Optuna's convention); ``study.best_trial`` looks at COMPLETE trials only.
@@ -100,7 +101,7 @@ class PruningOptunaSearch(OptunaSearch):
 
     def __init__(
         self,
-        space: dict[str, Any] | list | Callable[[optuna.Trial], dict[str, Any] | None] | None = None,
+        space: dict[str, Any] | list | Callable[[optuna.Trial], dict | None] | None = None,
         metric: str | None = None,
         mode: str | None = None,
         points_to_evaluate: list[dict] | None = None,

@@ -240,7 +240,11 @@ def run(argv: list[str] | None = None) -> dict:
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
     wall = time.time() - t0
-    return _write_outputs(args, argv, name, exp_dir, space, data, grid, wall)
+    meta = _write_outputs(args, argv, name, exp_dir, space, data, grid, wall)
+    del tuner, grid, run_config, callbacks      # W&B's callback cleans up now, not at interpreter exit
+    import gc
+    gc.collect()
+    return meta
 
 
 def _history(result) -> list[dict]:

@@ -47,10 +47,10 @@ def test_rise_then_fall_stops_where_the_window_mean_drops_past_the_margin():
 
 @pytest.mark.parametrize("grace_period, expected", [(3, 4), (4, 4), (5, None), (6, None)])
 def test_grace_period_is_respected(grace_period, expected):
-    # r3's window (.6, .5, .45) still holds the peak r1; r4's (.5, .45, .6) is 0.083 below it and
+    # r3's window (.6, .5, .45) still holds the peak r1; r4's (.5, .45, .55) is 0.1 below it and
     # wholly after it, but only checked once r >= grace_period; from r5 on the peak (.61, .62) is
     # inside the window again.
-    seq = [0.60, 0.50, 0.45, 0.60, 0.61, 0.62, 0.62, 0.62]
+    seq = [0.60, 0.50, 0.45, 0.55, 0.61, 0.62, 0.62, 0.62]
     assert first_stop(CollapseStopper(grace_period=grace_period), seq) == expected
     assert collapse_check(seq, grace_period=grace_period) == expected
 
@@ -115,6 +115,9 @@ def test_a_steep_rise_is_not_a_collapse():
     assert collapse_check([0.30 + 0.05 * i for i in range(12)]) is None
     # the first result whose window lies wholly after the peak can stop: peak r6, window r7-r9
     assert collapse_check([0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.54, 0.50, 0.49]) == 9
+    # coming back to the peak is not falling: the window (.50, .55) holds the peak again
+    assert collapse_check([0.55, 0.40, 0.45, 0.50, 0.55], grace_period=2, window=2) == 3
+    assert collapse_check([0.55, 0.45, 0.45, 0.50, 0.55], grace_period=5, window=2) is None
 
 
 # --- NaN, None, missing metric ------------------------------------------------------------------
@@ -319,7 +322,9 @@ def reference(values, *, mode, grace_period, window, margin, patience, relative)
             peak_at = min(i for v, i in seen if v == peak)          # first time the peak was reached
             mean = sum(sign * v for v in recent) / window
             threshold = margin * abs(peak) if relative else margin
-            collapsed = peak_at < n - window and peak - mean > threshold + 1e-9 * max(1.0, abs(peak))
+            back_at_peak = sign * recent[-1] == peak
+            collapsed = (peak_at < n - window and not back_at_peak
+                         and peak - mean > threshold + 1e-9 * max(1.0, abs(peak)))
         streak = streak + 1 if collapsed else 0
         if streak > patience:
             return n

@@ -1,9 +1,9 @@
 """PruningOptunaSearch: early-stopped trials reach Optuna as PRUNED, full-length ones as COMPLETE.
 
-The unit tests drive the searcher the way Tune 2.60 does (``tune_controller.py``): each result the
-trial may go on after goes to ``on_trial_result``; the result a scheduler or Stopper stops it on goes
-only to ``on_trial_complete`` (with ``done=True``); a trainable that returns by itself has its last
-result re-sent to ``on_trial_complete``; an error is ``on_trial_complete(trial_id, error=True)``.
+The unit tests drive the searcher the way Tune 2.60 does (``tune_controller.py``): each result
+the trial may go on after goes to ``on_trial_result``; the result a scheduler or Stopper stops it
+on goes only to ``on_trial_complete`` (with ``done=True``); a trainable that returns by itself has
+its last result re-sent to ``on_trial_complete``; an error is ``on_trial_complete(id, error=True)``.
 """
 
 from __future__ import annotations
@@ -241,7 +241,8 @@ def test_asha_sweep_end_to_end(tmp_path):
     search = PruningOptunaSearch(space={"x": FloatDistribution(0.0, 1.0)}, metric="val_acc",
                                  mode="max", points_to_evaluate=[{"x": x} for x in xs],
                                  max_t=6, seed=0)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": a fresh cluster of our own, even when another one runs on this machine.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         grid = tune.Tuner(
             trainable,
@@ -269,3 +270,9 @@ def test_asha_sweep_end_to_end(tmp_path):
     assert {x: (by_x[x].state.name, iters[x]) for x in xs} == {
         0.5: ("COMPLETE", 6), 0.9: ("COMPLETE", 3), 0.2: ("PRUNED", 1),
         0.8: ("COMPLETE", 6), 0.3: ("PRUNED", 1), 0.6: ("PRUNED", 2)}
+    # Tune's experiment checkpoint of the searcher (what Tuner.restore reloads) holds the study.
+    restored = PruningOptunaSearch(space={"x": FloatDistribution(0.0, 1.0)}, metric="val_acc",
+                                   mode="max", max_t=6)
+    restored.restore_from_dir(grid.experiment_path)
+    assert [(t.params, t.state, t.intermediate_values) for t in restored._ot_study.trials] == [
+        (t.params, t.state, t.intermediate_values) for t in study.trials]
