@@ -195,7 +195,7 @@ def run(argv: list[str] | None = None) -> dict:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
     cluster = ray.cluster_resources()
     say(f"Ray cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs, "
         f"{len([n for n in ray.nodes() if n['Alive']])} node(s)")

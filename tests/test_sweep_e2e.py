@@ -1,0 +1,125 @@
+"""End to end: the regularization sweep on a real Ray head submitted with `ray job submit` (token auth),
+and an interrupted sweep resumed without re-running finished trials."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SWEEP = [sys.executable, "sweeps/regularization.py"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env(**extra) -> dict:
+    e = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_AUTH_MODE="token",
+             FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="0")
+    e.pop("RAY_ADDRESS", None)
+    e.pop("WANDB_API_KEY", None)
+    e.update(extra)
+    return e
+
+
+@pytest.fixture()
+def ray_head():
+    """A real head node started with `ray start --head` (token authentication on), stopped afterwards."""
+    port, dash = free_port(), free_port()
+    cmd = [str(BIN / "ray"), "start", "--head", "--num-cpus", "2", "--port", str(port), "--dashboard-port",
+           str(dash), "--dashboard-host", "127.0.0.1", "--include-dashboard", "true", "--disable-usage-stats"]
+    out = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    try:
+        yield f"http://127.0.0.1:{dash}"
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env(), capture_output=True, timeout=120)
+
+
+def test_sweep_submitted_as_a_ray_job_with_token_auth(ray_head, ingested, tmp_path):
+    assert (Path.home() / ".ray" / "auth_token").is_file()       # Ray 2.60's token auth is on
+    storage = tmp_path / "sweeps"
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", ray_head, "--working-dir", str(ROOT), "--",
+           *SWEEP, "--smoke", "--data", str(ingested), "--storage", str(storage), "--name", "job",
+           "--wandb-mode", "offline", "--seed", "1"]
+    for _ in range(20):       # the head's job agent takes a few seconds after `ray start` to accept jobs
+        out = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+        if "No available agent" not in out.stderr:
+            break
+        time.sleep(3)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    assert "succeeded" in out.stdout + out.stderr
+    exp = storage / "job"
+    trials = pq.read_table(exp / "trials.parquet").to_pylist()
+    epochs = pq.read_table(exp / "epochs.parquet").to_pylist()
+    assert len(trials) == 4                                        # --smoke: 4 trials x up to 4 epochs
+    for t in trials:
+        assert t["outcome"] in ("completed", "stopped by ASHA", "collapsed", "diverged")
+        assert t["config/model"] in ("fer_cnn_small", "fer_cnn_tiny") and t["config/l2"] > 0
+        rows = [e for e in epochs if e["trial_id"] == t["trial_id"]]
+        assert [r["epoch"] for r in rows] == list(range(1, t["epochs"] + 1))
+        assert t["peak"] == pytest.approx(max(r["val_acc"] for r in rows))
+        assert t["final"] == pytest.approx(rows[-1]["val_acc"])
+        assert t["score"] == pytest.approx(sum(r["val_acc"] for r in rows[-3:]) / len(rows[-3:]))
+        assert ("config/focal_gamma" in t and t["config/focal_gamma"] is not None) == (t["config/loss"] == "focal")
+    assert any(t["outcome"] == "completed" for t in trials)
+    meta = json.loads((exp / "sweep.json").read_text())
+    assert meta["data"]["version"].startswith("v") and meta["trials"] == 4
+    assert "top" in (exp / "summary.txt").read_text()
+    # one offline W&B run per trial, grouped under the experiment
+    runs = list((exp / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 4
+
+
+def _finished_trials(exp: Path) -> int:
+    n = 0
+    for d in exp.glob("fer_trainable_*"):
+        result = d / "result.json"
+        if result.is_file():
+            lines = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
+            n += bool(lines) and any(x.get("done") for x in lines) or bool(lines and lines[-1].get("trial_status") == "completed")
+    return n
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ingested, tmp_path):
+    storage = tmp_path / "sweeps"
+    exp = storage / "resumable"
+    args = [*SWEEP, "--data", str(ingested), "--storage", str(storage), "--name", "resumable", "--samples", "4",
+            "--max-epochs", "3", "--grace-period", "3", "--concurrency", "1", "--num-cpus", "2",
+            "--wandb-mode", "disabled", "--set", "model_args.bn_momentum=0.1"]
+    proc = subprocess.Popen(args, env=env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and _finished_trials(exp) < 2:
+        time.sleep(0.5)
+    assert proc.poll() is None, "the sweep ended before it could be interrupted:\n" + proc.stdout.read()[-3000:]
+    proc.send_signal(signal.SIGINT)              # what Ctrl+C does: Tune saves its state and stops
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    before = {d.name: (d / "result.json").read_text() for d in exp.glob("fer_trainable_*") if (d / "result.json").is_file()}
+    done_before = {k for k, v in before.items() if '"trial_status": "completed"' in v}
+    assert 2 <= len(done_before) < 4
+
+    out = subprocess.run([*args, "--resume"], env=env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    trials = pq.read_table(exp / "trials.parquet").to_pylist()
+    assert len(trials) == 4 and all(t["outcome"] == "completed" and t["epochs"] == 3 for t in trials)
+    for name in done_before:                      # finished trials were not run again
+        assert (exp / name / "result.json").read_text() == before[name]
+    epochs = pq.read_table(exp / "epochs.parquet").to_pylist()
+    assert len(epochs) == 12                      # 4 trials x 3 epochs, no epoch reported twice
