@@ -1,4 +1,5 @@
-"""The ``fer`` command: ``fer data synth|ingest|report``, ``fer train``, ``fer evaluate``, ``fer ladder``."""
+"""The ``fer`` command: ``fer data ...``, ``train``, ``evaluate``, ``ladder``, ``dashboard ...``, ``export-best``,
+``retrain``, ``confirm``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from .errors import FerError
 
 def get_parser() -> argparse.ArgumentParser:
     from .data import cli as data_cli
+    from dashboards import best_cli, cli as dashboard_cli
+
     from .train import cli as train_cli
 
     parser = argparse.ArgumentParser(
@@ -17,6 +20,8 @@ def get_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_cli.add_parser(sub)
     train_cli.add_parsers(sub)
+    dashboard_cli.add_parsers(sub)
+    best_cli.add_parsers(sub)
     return parser
 
 

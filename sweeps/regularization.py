@@ -75,6 +75,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default="runs/sweeps", help="experiment storage: local folder or URI (s3://, gs://)")
     p.add_argument("--name", default=None, help="experiment name (default: regularization-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the experiment --name in --storage")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing local experiment --name")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's training")
     p.add_argument("--score-window", type=int, default=3, help="score = mean val acc of the last N epochs")
     p.add_argument("--collapse-margin", type=float, default=0.03,
@@ -84,6 +85,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--collapse-patience", type=int, default=1,
                    help="collapse: extra consecutive collapsed epochs before stopping")
     p.add_argument("--no-collapse-stop", action="store_true", help="record collapses but do not stop trials")
+    p.add_argument("--search", choices=("tpe", "random"), default="tpe",
+                   help="Optuna sampler: seeded TPE, or random search (a baseline)")
+    p.add_argument("--no-asha", action="store_true", help="no ASHA: every trial runs its full budget (a baseline)")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (from its checkpoint)")
     p.add_argument("--wandb-project", default="fer-sweep", help="W&B project (one run per trial, grouped by experiment)")
     p.add_argument("--wandb-mode", default="auto", choices=("auto", "offline", "online", "disabled"),
@@ -161,6 +165,12 @@ def run(argv: list[str] | None = None) -> dict:
     name = args.name or time.strftime("regularization-%Y%m%d-%H%M%S")
     storage = _storage_path(args.storage)
     exp_dir = f"{storage.rstrip('/')}/{name}"
+    if args.overwrite and args.resume:
+        raise FerError("--overwrite and --resume contradict each other: pick one")
+    if args.overwrite and "://" not in storage and Path(exp_dir).exists():
+        import shutil
+        say(f"--overwrite: removing the previous experiment {exp_dir}")
+        shutil.rmtree(exp_dir)
     if "://" not in storage and Path(exp_dir).exists() and not args.resume:
         raise FerError(f"{exp_dir} already exists; pass --resume to continue it or choose another --name")
     if args.resume and "://" not in storage and not Path(exp_dir).exists():
@@ -215,7 +225,8 @@ def run(argv: list[str] | None = None) -> dict:
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
 
     searcher = PruningOptunaSearch(space=space.define_by_run, metric="score", mode="max",
-                                   sampler=optuna.samplers.TPESampler(seed=args.seed),
+                                   sampler=(optuna.samplers.TPESampler(seed=args.seed) if args.search == "tpe"
+                                            else optuna.samplers.RandomSampler(seed=args.seed)),
                                    max_t=args.max_epochs, time_attr="training_iteration",
                                    is_complete=ran_to_the_end)
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=args.max_epochs,
@@ -228,6 +239,8 @@ def run(argv: list[str] | None = None) -> dict:
         failure_config=tune.FailureConfig(max_failures=args.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=callbacks, verbose=1)
+    if args.no_asha:
+        scheduler = None
     tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=args.samples,
                                   max_concurrent_trials=concurrency, metric="score", mode="max")
     t0 = time.time()
@@ -240,7 +253,7 @@ def run(argv: list[str] | None = None) -> dict:
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
     wall = time.time() - t0
-    meta = _write_outputs(args, argv, name, exp_dir, space, data, grid, wall)
+    meta = _write_outputs(args, argv, name, exp_dir, space, data, grid, wall, base)
     del tuner, grid, run_config, callbacks      # W&B's callback cleans up now, not at interpreter exit
     import gc
     gc.collect()
@@ -258,7 +271,7 @@ def _history(result) -> list[dict]:
             for row in df.to_dict("records")]
 
 
-def _write_outputs(args, argv, name, exp_dir, space, data, grid, wall) -> dict:
+def _write_outputs(args, argv, name, exp_dir, space, data, grid, wall, base) -> dict:
     from fer_core.atomic import write_text
     from sweeps.results import format_summary, write_tables
 
@@ -278,6 +291,8 @@ def _write_outputs(args, argv, name, exp_dir, space, data, grid, wall) -> dict:
         "data": {"uri": args.data, "version": data.version, "classes": data.classes,
                  "train": len(data.labels["train"]), "val": len(data.labels["val"])},
         "space": space.to_dict(), "space_file": args.space,
+        "base_config": base,       # a trial's trainer config = base < space fixed < its sampled values
+        "max_epochs": args.max_epochs, "score_window": args.score_window,
         "settings": {k: v for k, v in vars(args).items() if k not in ("overrides",)} | {"overrides": args.overrides},
         "objective": f"score = mean val_acc of the last {args.score_window} epochs (max)",
         "trials": len(rows), "outcomes": {o: sum(r["outcome"] == o for r in rows) for o in {r["outcome"] for r in rows}},
