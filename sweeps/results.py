@@ -32,13 +32,15 @@ def classify(last: dict, *, errored: bool, max_epochs: int, finished: bool = Tru
     status = last.get("trial_status")
     if status == "diverged":
         return "diverged", str(last.get("message", "non-finite training loss"))
-    if last.get("collapsed"):
+    epochs = int(last.get("epoch") or 0)
+    ran_all = status == "completed" or epochs >= max_epochs
+    if last.get("collapsed") and not ran_all:
         return "collapsed", str(last.get("collapse_reason", ""))
     if status == "early_stopped":
         return "early_stopped", "the trainer's own early stopping"
-    epochs = int(last.get("epoch") or 0)
-    if status == "completed" or epochs >= max_epochs:
-        return "completed", f"ran all {max_epochs} epochs"
+    if ran_all:
+        note = f"; {last['collapse_reason']} (not stopped)" if last.get("collapsed") else ""
+        return "completed", f"ran all {max_epochs} epochs{note}"
     if not finished:
         return "running", f"at epoch {epochs}"
     return "stopped by ASHA", f"stopped after epoch {epochs} of {max_epochs} (below its rung's cutoff)"

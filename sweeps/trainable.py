@@ -7,8 +7,8 @@ space's fixed keys < the sampled values), resumes from Tune's checkpoint when th
 - ``score``: the stability-aware objective, the mean validation accuracy of the last ``score_window``
   epochs (what you keep, not the peak you passed);
 - ``peak``, ``peak_epoch``, ``final``: best and last validation accuracy so far;
-- ``collapsed`` and ``collapse_reason``: whether the collapse rule (``sweeps.collapse``) fires at this
-  epoch, computed here with the same rule the driver's ``CollapseStopper`` applies, so the reason is
+- ``collapsed``, ``collapse_epoch`` and ``collapse_reason``: whether the collapse rule
+  (``sweeps.collapse``) has fired by this epoch, at which epoch and why, computed here with the same rule the driver's ``CollapseStopper`` applies, so the reason is
   recorded in the trial's own results (and in W&B as an event);
 - ``trial_status``: running, completed (its last epoch), early_stopped (the trainer's own early
   stopping) or diverged (one extra result after the last good epoch, with NaN metrics and a message).
@@ -49,13 +49,16 @@ def annotate(metrics: dict, history: list[float], epochs_total: int, rules: dict
     out.update(peak=peak, peak_epoch=peak_epoch, final=history[-1])
     collapse = rules.get("collapse")
     stop_at = collapse_check(history, **collapse) if collapse else None
-    out["collapsed"] = stop_at == len(history)
+    out["collapsed"] = stop_at is not None          # from the epoch the rule fired on (sticky)
+    out["collapse_epoch"] = stop_at or 0
     out["collapse_reason"] = ""
-    if out["collapsed"]:
-        window = collapse["window"]
-        recent = sum(history[-window:]) / window
-        out["collapse_reason"] = (f"collapsed: mean of last {window} val_acc {recent:.3f} is "
-                                  f"{peak - recent:.3f} below the peak {peak:.3f} at epoch {peak_epoch}")
+    if stop_at is not None:
+        window, seen = collapse["window"], history[:stop_at]
+        recent = sum(seen[-window:]) / window
+        top = max(v for v in seen if math.isfinite(v)) if any(math.isfinite(v) for v in seen) else float("nan")
+        top_epoch = seen.index(top) + 1 if math.isfinite(top) else 0
+        out["collapse_reason"] = (f"collapsed at epoch {stop_at}: mean of last {window} val_acc {recent:.3f} is "
+                                  f"{top - recent:.3f} below the peak {top:.3f} at epoch {top_epoch}")
     out["trial_status"] = metrics.get("status") or ("completed" if metrics.get("epoch") == epochs_total else "running")
     if "val_confusion" in out:    # a JSON string: loggers (CSV, W&B) keep it whole
         out["val_confusion"] = json.dumps(out["val_confusion"])

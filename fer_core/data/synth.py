@@ -186,8 +186,8 @@ def _sample_params(rng: np.random.Generator, expr: np.ndarray) -> dict[str, np.n
     p: dict[str, np.ndarray] = {}
     # Pose and rendering.
     p["rot"] = np.clip(N(0.12), -0.3, 0.3)
-    p["scale"] = U(0.74, 1.04)
-    p["tx"], p["ty"] = U(-0.15, 0.15), U(-0.12, 0.12)
+    p["scale"] = U(0.78, 1.06)
+    p["tx"], p["ty"] = U(-0.13, 0.13), U(-0.12, 0.12)
     p["blur"] = U(0.8, 2.6)  # edge width in pixels
     # Identity.
     p["face_a"], p["face_b"] = 0.78 * U(0.85, 1.15), U(0.9, 1.1)

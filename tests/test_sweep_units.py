@@ -1,0 +1,94 @@
+"""Sweep pieces without Ray: the score, per-epoch annotation, outcome classification, tables, driver checks."""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow.parquet as pq
+import pytest
+
+from fer_core.errors import FerError
+from sweeps.results import classify, format_summary, write_tables
+from sweeps.trainable import annotate, ran_to_the_end, score_of
+
+RULES = {"score_window": 3, "collapse": dict(mode="max", grace_period=3, window=2, margin=0.05, patience=0,
+                                              relative=False)}
+
+
+def test_score_is_the_mean_of_the_last_epochs():
+    assert score_of([0.5], 3) == 0.5
+    assert score_of([0.1, 0.5, 0.6, 0.7], 3) == pytest.approx(0.6)
+    assert math.isnan(score_of([0.5, float("nan")], 3))
+
+
+def test_annotate_records_peak_final_and_the_collapse_reason():
+    curve = [0.40, 0.60, 0.58, 0.50, 0.48]
+    rows = [annotate({"epoch": i + 1, "val_acc": v, "val_confusion": [[1, 0], [0, 1]], "status": "running"},
+                     curve[:i + 1], 10, RULES) for i, v in enumerate(curve)]
+    assert [r["collapsed"] for r in rows] == [False, False, False, True, True]
+    last = rows[-1]
+    assert (last["peak"], last["peak_epoch"], last["final"]) == (0.60, 2, 0.48)
+    assert last["score"] == pytest.approx((0.58 + 0.50 + 0.48) / 3)
+    assert last["collapse_epoch"] == 4
+    assert last["collapse_reason"] == ("collapsed at epoch 4: mean of last 2 val_acc 0.540 is 0.060 below the peak "
+                                       "0.600 at epoch 2")
+    assert last["val_confusion"] == "[[1, 0], [0, 1]]"        # JSON text: loggers keep it whole
+    assert rows[0]["trial_status"] == "running"
+
+
+def test_trial_status_and_completion():
+    done = annotate({"epoch": 3, "val_acc": 0.5, "status": "completed"}, [0.4, 0.5, 0.5], 3, RULES)
+    assert done["trial_status"] == "completed" and ran_to_the_end(done)
+    assert not ran_to_the_end({"trial_status": "running"})
+    assert ran_to_the_end({"trial_status": "early_stopped"})
+
+
+@pytest.mark.parametrize("last, errored, outcome", [
+    ({"trial_status": "completed", "epoch": 10}, False, "completed"),
+    ({"trial_status": "running", "epoch": 3}, False, "stopped by ASHA"),
+    ({"trial_status": "running", "epoch": 6, "collapsed": True, "collapse_reason": "collapsed: x"}, False, "collapsed"),
+    ({"trial_status": "diverged", "epoch": 2, "message": "loss became nan"}, False, "diverged"),
+    ({"trial_status": "running", "epoch": 2}, True, "errored"),
+    ({"trial_status": "early_stopped", "epoch": 7}, False, "early_stopped"),
+    ({"trial_status": "completed", "epoch": 10, "collapsed": True, "collapse_reason": "c"}, False, "completed"),
+])
+def test_outcomes(last, errored, outcome):
+    assert classify(last, errored=errored, max_epochs=10)[0] == outcome
+
+
+def test_tables_and_summary(tmp_path):
+    trials = [
+        {"trial_id": "a", "config": {"l2": 1e-4, "loss": "focal", "focal_gamma": 2.0}, "errored": False, "time_s": 5.0,
+         "last": {"epoch": 3, "score": 0.6, "peak": 0.62, "peak_epoch": 2, "final": 0.6, "trial_status": "completed"},
+         "history": [{"epoch": e, "val_acc": v, "done": False} for e, v in ((1, 0.5), (2, 0.62), (3, 0.6))]},
+        {"trial_id": "b", "config": {"l2": 1e-2, "loss": "ce"}, "errored": False, "time_s": 1.0,
+         "last": {"epoch": 1, "score": 0.4, "peak": 0.4, "peak_epoch": 1, "final": 0.4, "trial_status": "running"},
+         "history": [{"epoch": 1, "val_acc": 0.4}]},
+    ]
+    trials_t, epochs_t = write_tables(str(tmp_path), trials, max_epochs=3)
+    rows = pq.read_table(tmp_path / "trials.parquet").to_pylist()
+    assert [r["outcome"] for r in rows] == ["completed", "stopped by ASHA"]
+    assert rows[0]["drop_from_peak"] == pytest.approx(0.02)
+    assert rows[1]["config/focal_gamma"] is None                   # conditional: absent for ce
+    assert pq.read_table(tmp_path / "epochs.parquet").num_rows == 4
+    assert "done" not in epochs_t.column_names
+    text = format_summary(trials_t)
+    assert text.startswith("2 trials: 1 completed, 1 stopped by ASHA")
+    lines = text.splitlines()
+    assert lines[4].startswith("a ") and lines[5].startswith("b ")          # ranked by score
+
+
+def test_driver_refuses_bad_flags_before_starting_ray(tmp_path, capsys):
+    from sweeps.regularization import main
+
+    assert main(["--resume"]) == 2
+    assert "--resume needs --name" in capsys.readouterr().err
+    assert main(["--grace-period", "9", "--max-epochs", "4"]) == 2
+    assert "exceeds --max-epochs" in capsys.readouterr().err
+    bad = tmp_path / "space.yaml"
+    bad.write_text("params:\n  lerning_rate: {type: float, low: 0.1, high: 1}\n")
+    assert main(["--space", str(bad), "--storage", str(tmp_path)]) == 2
+    assert "params.lerning_rate: not a trainer config key" in capsys.readouterr().err
+    with pytest.raises(FerError):
+        from sweeps.regularization import run
+        run(["--name", "x", "--resume", "--storage", str(tmp_path)])
