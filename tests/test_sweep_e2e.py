@@ -123,3 +123,54 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ingested, t
         assert (exp / name / "result.json").read_text() == before[name]
     epochs = pq.read_table(exp / "epochs.parquet").to_pylist()
     assert len(epochs) == 12                      # 4 trials x 3 epochs, no epoch reported twice
+
+
+def test_a_node_failure_mid_sweep_is_retried_from_checkpoints(ingested, tmp_path):
+    """Two worker nodes (ray.cluster_utils.Cluster); one is removed while its trial runs; the trial
+    is retried on the other node from its last checkpoint and the sweep finishes."""
+    import threading
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from sweeps.regularization import run
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    storage = tmp_path / "sweeps"
+    exp = storage / "failover"
+    removed = []
+
+    def kill_a_worker_mid_trial():
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            for result in exp.glob("fer_trainable_*/result.json"):
+                lines = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
+                if lines and lines[-1].get("epoch", 0) >= 2 and lines[-1].get("trial_status") == "running":
+                    node_ip = lines[-1].get("node_ip")
+                    victim = workers[0]
+                    cluster.remove_node(victim, allow_graceful=False)
+                    removed.append((result.parent.name, node_ip))
+                    return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_a_worker_mid_trial, daemon=True)
+    try:
+        ray.init(address=cluster.address)
+        killer.start()
+        run(["--data", str(ingested), "--storage", str(storage), "--name", "failover", "--samples", "2",
+             "--max-epochs", "6", "--grace-period", "6", "--concurrency", "2", "--wandb-mode", "disabled",
+             "--max-failures", "3", "--no-collapse-stop", "--set", "model_args.bn_momentum=0.1"])
+        killer.join(timeout=5)
+        assert removed, "no trial reached epoch 2 while both nodes were up"
+        failed = [d for d in exp.glob("fer_trainable_*") if (d / "error.txt").is_file()]
+        assert len(failed) == 1, "the removed node's trial should have failed once and been retried"
+        trials = pq.read_table(exp / "trials.parquet").to_pylist()
+        assert len(trials) == 2 and all(t["outcome"] == "completed" and t["epochs"] == 6 for t in trials)
+        epochs = pq.read_table(exp / "epochs.parquet").to_pylist()
+        for t in trials:      # every epoch reported once, in order, even for the trial that moved node
+            assert sorted(r["epoch"] for r in epochs if r["trial_id"] == t["trial_id"]) == list(range(1, 7))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -308,7 +308,10 @@ def _looks_numeric(text: str) -> bool:
 
 
 def load_config(path: str | Path | None = None, *, overrides: Iterable[str] = (), **values) -> TrainConfig:
-    """Code defaults < preset < YAML file ``path`` < ``values`` < ``overrides`` (``key=value`` strings)."""
+    """Code defaults < preset < YAML file ``path`` < ``values`` < ``overrides`` (``key=value`` strings).
+
+    A top-level ``provenance:`` mapping in the file (``fer export-best`` writes one) is ignored.
+    """
     raw: dict[str, Any] = {}
     where = "config"
     if path is not None:
@@ -324,6 +327,7 @@ def load_config(path: str | Path | None = None, *, overrides: Iterable[str] = ()
             raise ConfigError(f"{path}: not valid YAML ({exc})") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: must be a YAML mapping of key: value")
+        raw = _drop_provenance(raw, path)
         raw = {k: (float(v) if isinstance(v, str) and _looks_numeric(v) and k != "data" else v)
                for k, v in raw.items()}
     raw.update(values)
@@ -332,6 +336,20 @@ def load_config(path: str | Path | None = None, *, overrides: Iterable[str] = ()
         extra["model_args"] = {**raw["model_args"], **extra["model_args"]}
     raw.update(extra)
     return resolve_config(raw, where=where)
+
+
+def _drop_provenance(raw: dict, path: Path) -> dict:
+    """``raw`` without its top-level ``provenance:`` block (written by ``fer export-best``).
+
+    The block records where a config came from (experiment, trial, metrics); it is not a trainer
+    key, so it is checked to be a mapping and otherwise ignored.
+    """
+    if "provenance" not in raw:
+        return raw
+    if not isinstance(raw["provenance"], dict):
+        raise ConfigError(f"{path}: provenance: must be a mapping (what 'fer export-best' writes); "
+                          f"got {type(raw['provenance']).__name__}")
+    return {k: v for k, v in raw.items() if k != "provenance"}
 
 
 def dump_config(cfg: TrainConfig) -> str:

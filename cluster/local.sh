@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Start a Ray head plus N worker nodes on this machine (token auth on), for trying multi-node runs.
+# Usage: cluster/local.sh [N_WORKERS=1] [CPUS_PER_NODE=2];  stop with: ray stop --force
+set -euo pipefail
+N=${1:-1}
+CPUS=${2:-2}
+export RAY_AUTH_MODE=token
+ray start --head --port 6379 --num-cpus "$CPUS" --dashboard-host 127.0.0.1 --disable-usage-stats
+for i in $(seq 1 "$N"); do
+  ray start --address 127.0.0.1:6379 --num-cpus "$CPUS"
+done
+echo "submit with: RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- python sweeps/regularization.py"
