@@ -1,5 +1,99 @@
-"""``fer dashboard build|serve|compare`` (being written)."""
+"""``fer dashboard build|serve|compare``: review a sweep as one self-contained HTML page.
+
+    fer dashboard build runs/sweeps/reg1 --out reg1.html      # one file, opens offline
+    fer dashboard serve runs/sweeps/reg1 [--host 127.0.0.1] [--port 8050]   # live while the sweep runs
+    fer dashboard compare runs/sweeps/reg1 runs/sweeps/reg2 --out compare.html
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from fer_core.errors import FerError
+from fer_core.progress import say
+
+from .serve import DEFAULT_HOST, DEFAULT_PORT
 
 
 def add_parsers(sub) -> None:
-    pass
+    dash = sub.add_parser("dashboard", help="review a sweep: one self-contained HTML page, served live, or compared",
+                          description="Review a sweep's experiment folder (<storage>/<name>/ of "
+                                      "sweeps/regularization.py) as one HTML page that opens offline.")
+    dsub = dash.add_subparsers(dest="dashboard_command", metavar="ACTION", required=True)
+
+    p = dsub.add_parser("build", help="write the review page of one experiment",
+                        description="Write one self-contained HTML file: header facts, sortable leaderboard, "
+                                    "learning curves, collapsed trials, parallel coordinates, axis plots with "
+                                    "edge-of-range warnings, fANOVA importance, the best trial's confusion matrix.")
+    p.add_argument("experiment", help="experiment folder (<storage>/<name>)")
+    p.add_argument("--out", help="HTML file to write (default: <experiment>/dashboard.html)")
+    p.set_defaults(func=_run_build)
+
+    p = dsub.add_parser("serve", help="serve the review page live while a sweep runs (read-only)",
+                        description="Serve the page of one experiment, rebuilt when its files change; the page "
+                                    "reloads itself. Only GET / and /version; binds 127.0.0.1 unless --host.")
+    p.add_argument("experiment", help="experiment folder (<storage>/<name>); may still be running")
+    p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (0.0.0.0 exposes the page to the network)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (Ray's dashboard uses 8265)")
+    p.add_argument("--refresh", type=int, default=10, help="seconds between the page's checks for new results")
+    p.set_defaults(func=_run_serve)
+
+    p = dsub.add_parser("compare", help="two experiments side by side on one page",
+                        description="Two experiments on one page (e.g. before and after a data fix): header facts, "
+                                    "outcome counts, best score/peak/final, score distributions, both leaderboards.")
+    p.add_argument("experiment_a", help="first experiment folder (A)")
+    p.add_argument("experiment_b", help="second experiment folder (B)")
+    p.add_argument("--out", default="compare.html", help="HTML file to write")
+    p.set_defaults(func=_run_compare)
+
+
+def _writable(out) -> Path:
+    out = Path(out)
+    if out.is_dir():
+        raise FerError(f"--out {out} is a folder; give the HTML file to write, e.g. {out / 'dashboard.html'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FerError(f"--out {out}: cannot create its folder ({exc.strerror or exc})") from None
+    return out
+
+
+def _run_build(args) -> int:
+    from .experiment import load_experiment
+    from .report import write_report
+
+    t0 = time.time()
+    exp = load_experiment(args.experiment)
+    out = _writable(args.out or Path(args.experiment) / "dashboard.html")
+    out = write_report(exp, out)
+    say(f"{exp.name}: {len(exp.trials)} trials{' (live)' if exp.live else ''}; page built in {time.time() - t0:.1f}s")
+    print(out)
+    return 0
+
+
+def _run_compare(args) -> int:
+    from .compare import write_compare
+    from .experiment import load_experiment
+
+    a, b = load_experiment(args.experiment_a), load_experiment(args.experiment_b)
+    print(write_compare(a, b, _writable(args.out)))
+    return 0
+
+
+def _run_serve(args) -> int:
+    from .serve import make_server
+
+    server = make_server(args.experiment, host=args.host, port=args.port, refresh_s=max(1, args.refresh))
+    host, port = server.server_address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    say(f"serving {args.experiment} at http://{shown}:{port}/ (read-only; Ctrl+C stops)")
+    if not Path(args.experiment).is_dir():
+        say(f"{args.experiment} does not exist yet: the page waits for the sweep to create it")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        say("stopped")
+    finally:
+        server.server_close()
+    return 0

@@ -110,3 +110,18 @@ def test_unreadable_or_malformed_files_are_clear(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(listy)
+
+
+def test_a_provenance_block_is_accepted_and_ignored(tmp_path):
+    cfg = TrainConfig(lr=3e-4, epochs=7).check()
+    path = tmp_path / "best.yaml"
+    provenance = {"experiment": "reg1", "trial_id": "abc123", "metrics": {"score": 0.61, "epochs": 7}}
+    path.write_text(dump_config(cfg) + yaml.safe_dump({"provenance": provenance}, sort_keys=False))
+    assert load_config(path) == cfg
+    assert load_config(path, overrides=["lr=1e-3"]).lr == 1e-3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: 0.001\nprovenance: from the sweep\n")
+    with pytest.raises(ConfigError, match=r"provenance: must be a mapping"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="unknown key 'provenance'"):     # not a trainer key anywhere else
+        load_config(overrides=["provenance=x"])

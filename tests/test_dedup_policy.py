@@ -1,5 +1,10 @@
-import numpy as np
+import importlib.util
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from conftest import face, save
 from fer_core.data.dedup import duplicate_groups, resolve
 
 
@@ -59,3 +64,40 @@ def test_duplicate_groups_join_exact_and_near_chains():
     assert len({group[0], group[2], group[3], group[4]}) == 1
     assert group[1] != group[0] and group[5] != group[0] and group[1] != group[5]
     assert exact.tolist() == [True, False, True, False, False, False]
+
+
+def _dedup_benchmark():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "dedup_threshold.py"
+    spec = importlib.util.spec_from_file_location("dedup_threshold", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_threshold_benchmark_on_a_folder_of_images(synth_dir, tmp_path, capsys):
+    """benchmarks/dedup_threshold.py --images, as a user runs it on real faces (here: a synth folder,
+    whose injected copies it leaves out via truth.csv)."""
+    bench = _dedup_benchmark()
+    bench.main(["--images", str(synth_dir), "--n", "300", "--copies", "20", "--max", "8",
+                "--pairs", str(tmp_path / "pairs.csv")])
+    out = capsys.readouterr().out
+    assert "injected copies" in out and "300 distinct images at 48x48" in out
+    rows = {int(line.split()[0]): line.split() for line in out.splitlines()
+            if line[:4].strip().isdigit() and len(line.split()) == 7}
+    assert sorted(rows) == [0, 2, 4, 6, 8]
+    recall = [float(rows[t][1]) for t in sorted(rows)]
+    assert recall == sorted(recall) and recall[-1] >= 0.9           # copies are found as t grows
+    assert int(rows[0][3]) == 0                                     # no distinct faces at distance 0
+    for kind in ("shift", "rescale", "jpeg75", "mixed"):
+        assert f"{kind:>10} " in out
+    assert "largest threshold with wrongly grouped originals" in out
+    assert (tmp_path / "pairs.csv").read_text().startswith("distance,a,b")
+
+    # A flat folder of other images (no classes, no truth.csv) works too; an empty one is an error.
+    for k in range(12):
+        save(tmp_path / "flat" / f"{k}.jpg", face(k))
+    bench.main(["--images", str(tmp_path / "flat"), "--copies", "5", "--max", "4"])
+    assert "12 distinct images" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no image files"):
+        bench.main(["--images", str(tmp_path / "empty")])

@@ -210,3 +210,9 @@ def test_ladder_trains_rungs_with_their_recipes_and_prints_the_table(ingested, t
     assert (tmp_path / "ladder" / "ladder.md").read_text().strip() == table
     with pytest.raises(FerError, match="unknown rung"):
         run_ladder(str(ingested), tmp_path / "x", models=["e"])
+
+
+def test_a_trailing_batch_of_one_image_is_left_out(data):
+    # 96 train images, batch 19: 5 full batches and one image left over, which BatchNorm cannot take
+    result = train(cfg("epochs=1", "batch_size=19"), data)
+    assert result.status == "completed" and np.isfinite(result.final["train_loss"])

@@ -88,7 +88,9 @@ def _ingest_parser(dsub) -> None:
                    help="'keep' the source's own splits, or train/val/test ratios (default: 80/10/10)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed for the split, merge sampling and mislabel folds (default: 0)")
     p.add_argument("--near-distance", type=int, default=d.near_distance,
-                   help=f"max pHash Hamming distance (bits of 64) for near duplicates (default: {d.near_distance})")
+                   help=f"max pHash Hamming distance (bits of 64) for near duplicates (default: {d.near_distance}, "
+                        "chosen on the synthetic set; check it on your data with "
+                        "benchmarks/dedup_threshold.py --images SRC)")
     p.add_argument("--conflicts", choices=("majority", "drop"), default=d.conflicts,
                    help="duplicate groups with different labels: keep one copy with the majority label "
                         "(a tie drops them) or drop them all (default: majority)")

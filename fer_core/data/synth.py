@@ -18,12 +18,21 @@ is one cartoon face rendered in numpy, a whole batch at a time:
 - Identity (face shape, feature placement and size, skin, hair, background), pose, lighting
   (gradient, brightness, contrast, gamma), blur, Gaussian noise and occasional occluding bars vary
   at random.
+- So do low-frequency nuisance factors, independent of the class: face position and size in the
+  frame, head width and chin taper, hair volume, length, parting and tone, shoulders and neck
+  (clothing tone), a background gradient in a random direction plus smooth clutter (a random 5x5
+  grid, interpolated), and side lighting across the face. They are what a perceptual hash looks at:
+  without them distinct faces sat 4-8 pHash bits from their nearest neighbour (the 8x8 lowest DCT
+  frequencies of every face were the same centred blob), so no near-duplicate threshold could tell
+  copies from distinct faces; with them distinct faces sit mostly 10-16 bits apart, as real faces
+  that differ in framing, hair, background and lighting do (benchmarks/dedup_threshold.py).
 
 On top of the rendered faces the generator injects the problems the ingest tool must find, and
 records the ground truth: label noise (a share of samples get a wrong label, drawn with
-FER-like confusions such as sad <-> neutral), exact duplicates, near duplicates (1-pixel shift,
-small brightness change, mild noise or JPEG re-encoding) and label conflicts (a copy whose label
-differs from its original's). The final order is shuffled so copies do not sit at the end.
+FER-like confusions such as sad <-> neutral), exact duplicates, near duplicates (what a
+re-upload does, one or two of: 1-pixel shift, small brightness or contrast change, mild noise, JPEG
+re-encoding, a 1-pixel rescale; see ``near_copy``) and label conflicts (a copy whose label differs
+from its original's). The final order is shuffled so copies do not sit at the end.
 
 Everything is deterministic from ``SynthConfig.seed``. ``generate()`` builds a :class:`SynthSet` in
 memory; ``write_folders()`` writes it as class folders, split folders or a FER2013-style CSV,
@@ -186,8 +195,8 @@ def _sample_params(rng: np.random.Generator, expr: np.ndarray) -> dict[str, np.n
     p: dict[str, np.ndarray] = {}
     # Pose and rendering.
     p["rot"] = np.clip(N(0.12), -0.3, 0.3)
-    p["scale"] = U(0.78, 1.06)
-    p["tx"], p["ty"] = U(-0.13, 0.13), U(-0.12, 0.12)
+    p["scale"] = U(0.8, 1.04)
+    p["tx"], p["ty"] = U(-0.1, 0.1), U(-0.1, 0.1)
     p["blur"] = U(0.8, 2.6)  # edge width in pixels
     # Identity.
     p["face_a"], p["face_b"] = 0.78 * U(0.85, 1.15), U(0.9, 1.1)
@@ -228,9 +237,8 @@ def _sample_params(rng: np.random.Generator, expr: np.ndarray) -> dict[str, np.n
     p["occ"] = (rng.random(n) < 0.2) * 1.0
     p["occ_x"], p["occ_y"], p["occ_ang"] = U(-0.6, 0.6), U(-0.6, 0.6), U(0.0, np.pi)
     p["occ_hw"], p["occ_hl"], p["occ_tone"] = U(0.06, 0.25), U(0.3, 1.2), U(0.0, 1.0)
-    # Low-frequency nuisance (what a perceptual hash sees): head shape, hair volume and length,
-    # side part, side lighting on the face, neck and shoulders, background gradient, vignette
-    # and clutter. Drawn last, so the parameters above keep their random stream.
+    # Low-frequency nuisance (what a perceptual hash sees): head shape, hair volume, length and
+    # parting, side lighting on the face, neck and shoulders, background gradient and clutter.
     p["jaw"] = U(-0.1, 0.3)                          # > 0 narrows the chin
     p["hair_vol"], p["hair_len"] = U(0.0, 0.28), U(-0.35, 1.1)
     p["hair_tilt"], p["hair_side"] = U(-0.3, 0.3), U(-0.15, 0.15)
@@ -239,8 +247,7 @@ def _sample_params(rng: np.random.Generator, expr: np.ndarray) -> dict[str, np.n
     p["body_x"], p["body_y"] = U(-0.3, 0.3), U(1.05, 1.45)
     p["body_w"], p["body_tone"] = U(1.0, 1.7), U(0.0, 1.0)
     p["bg_grad"], p["bg_dir"] = U(0.0, 0.8), U(0.0, 2 * np.pi)
-    p["vignette"] = U(-0.2, 0.5)
-    p["clutter"] = U(0.05, 0.45)
+    p["clutter"] = U(0.1, 0.5)
     p["clutter_grid"] = rng.standard_normal((n, _CLUTTER, _CLUTTER))
     return {k: np.asarray(v, dtype=np.float32) for k, v in p.items()}
 
@@ -391,9 +398,8 @@ def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np
         occ_d = np.maximum(np.abs(ox * sa - oy * ca) - q["occ_hw"][o],
                            np.abs(ox * ca + oy * sa) - q["occ_hl"][o])
         img[o] = paint(img[o], mask(occ_d, ie[o] / s[o]), q["occ_tone"][o])
-    # Side lighting across the face (one cheek brighter), vignette.
+    # Side lighting across the face (one cheek brighter).
     img = img * (1.0 + q["side_light"] * np.clip(u / q["face_a"], -1.0, 1.0) * skin_area)
-    img = img * (1.0 - q["vignette"] * 0.5 * (gx * gx + gy * gy))
     # Lighting, contrast, gamma, noise.
     gain = (1.0 + q["light"] * (np.cos(q["light_dir"]) * gx + np.sin(q["light_dir"]) * gy)) * q["contrast"]
     img = np.clip(img * gain + (0.5 - 0.5 * q["contrast"] + q["bright"]), 0.0, 1.0) ** q["gamma"]

@@ -271,7 +271,10 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
     augment = create_augment(cfg.augment)
     train_split = DeviceSplit(data.x("train"), data.y("train"), device)
     val_split = DeviceSplit(data.x("val"), data.y("val"), device)
-    steps_per_epoch = math.ceil(train_split.n / cfg.batch_size)
+    # A last batch of one image cannot be batch-normalized in training mode: it is left out (the
+    # permutation changes every epoch, so no image is left out for good).
+    n_used = train_split.n - 1 if train_split.n % cfg.batch_size == 1 and train_split.n > 1 else train_split.n
+    steps_per_epoch = math.ceil(n_used / cfg.batch_size)
     try:
         optimizer = create_optimizer(model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                      momentum=cfg.momentum, nesterov=cfg.momentum > 0)
@@ -333,7 +336,7 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
                 order = torch.randperm(train_split.n, generator=gen, device=train_split.index_device)
             loss_sum = torch.zeros((), device=device, dtype=torch.float64)
             correct = torch.zeros((), device=device, dtype=torch.int64)
-            for start in range(0, train_split.n, cfg.batch_size):
+            for start in range(0, n_used, cfg.batch_size):
                 xb, yb = train_split.batch(order[start:start + cfg.batch_size])
                 xb = augment(xb.float().div_(255.0), generator=aug_gen)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
@@ -348,8 +351,8 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
                 schedule.step_batch()
                 loss_sum += loss.detach().double() * len(yb)
                 correct += (logits.detach().argmax(1) == yb).sum()
-            train_loss = float(loss_sum) / train_split.n
-            train_acc = int(correct) / train_split.n
+            train_loss = float(loss_sum) / n_used
+            train_acc = int(correct) / n_used
             train_time = time.perf_counter() - t0
             if not math.isfinite(train_loss):
                 status = "diverged"
@@ -376,7 +379,7 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
                 "best_epoch": best_epoch, "drop_from_peak": best_val_acc - val_acc,
                 "train_val_gap": train_acc - val_acc, "lr": lr_used,
                 "l2_penalty": l2_penalty(l2_params, cfg.l2),
-                "images_per_s": train_split.n / train_time,
+                "images_per_s": n_used / train_time,
                 "epoch_time_s": time.perf_counter() - t0,
                 **{f"val_recall_{c}": r for c, r in cls_metrics["recall"].items()},
                 "val_confusion": cm.tolist(),

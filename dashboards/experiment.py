@@ -1,0 +1,247 @@
+"""A sweep's experiment folder as one typed object: ``load_experiment(path) -> Experiment``.
+
+A finished sweep (``sweeps/regularization.py``) leaves ``trials.parquet``, ``epochs.parquet`` and
+``sweep.json`` in ``<storage>/<name>/``. While it runs those do not exist yet; then the trials are
+read from Tune's own files instead (``dashboards.live``), and trials without a final result are
+``running``. The data set's ``manifest.json`` (at ``sweep.json``'s ``data.uri``) adds class counts
+per split and the quality summary when it is readable; a dashboard never fails for lack of it.
+
+    >>> exp = load_experiment("runs/sweeps/reg1")
+    >>> exp.name, len(exp.trials), exp.outcome_counts()["completed"], exp.best["score"]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fer_core.errors import FerError
+
+__all__ = ["Experiment", "Param", "load_experiment", "ExperimentError", "MAIN_OUTCOMES"]
+
+# Always shown in the header, even at zero; the other outcomes only when they occur.
+MAIN_OUTCOMES = ("completed", "stopped by ASHA", "collapsed", "diverged", "errored")
+
+
+class ExperimentError(FerError):
+    """A folder that is not a sweep's experiment folder, or one whose files cannot be read."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched hyperparameter, as ``sweep.json``'s ``space.params`` records it."""
+
+    name: str
+    type: str                       # float | int | categorical
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple = ()
+    when: dict = field(default_factory=dict)
+
+    @property
+    def numeric(self) -> bool:
+        return self.type in ("float", "int")
+
+    def describe(self) -> str:
+        if self.type == "categorical":
+            body = "{" + ", ".join(map(str, self.choices)) + "}"
+        else:
+            body = f"[{self.low:g}, {self.high:g}]" + (", log scale" if self.log else "")
+        cond = (" - only when " + " and ".join(f"{k} in {list(v)}" for k, v in self.when.items())
+                if self.when else "")
+        return f"{self.type} {body}{cond}"
+
+
+@dataclass
+class Experiment:
+    path: Path
+    name: str
+    meta: dict                      # sweep.json ({} while the sweep runs)
+    trials: list[dict]              # trials.parquet rows (or their live equivalent)
+    epochs: list[dict]              # epochs.parquet rows, ordered by trial and epoch
+    params: list[Param]
+    fixed: dict
+    classes: list[str]
+    manifest: dict | None = None    # the data set's manifest.json, when readable
+    live: bool = False              # read from Tune's files: the sweep is running (or was interrupted)
+    space_inferred: bool = False    # no sweep.json: the space was inferred from the sampled values
+    notes: list[str] = field(default_factory=list)
+
+    # -- derived facts ------------------------------------------------------------------------------
+    def outcome_counts(self) -> dict[str, int]:
+        counts = {o: 0 for o in MAIN_OUTCOMES}
+        for t in self.trials:
+            counts[t["outcome"]] = counts.get(t["outcome"], 0) + 1
+        return counts
+
+    @property
+    def scored(self) -> list[dict]:
+        """Trials with a finite score, best first."""
+        return sorted((t for t in self.trials if _finite(t.get("score"))), key=lambda t: -t["score"])
+
+    @property
+    def best(self) -> dict | None:
+        scored = self.scored
+        return scored[0] if scored else None
+
+    @property
+    def compute_s(self) -> float:
+        return float(sum(t.get("time_s") or 0.0 for t in self.trials if _finite(t.get("time_s"))))
+
+    @property
+    def wall_s(self) -> float | None:
+        return self.meta.get("wall_s")
+
+    @property
+    def epochs_total(self) -> int:
+        return int(sum(t.get("epochs") or 0 for t in self.trials))
+
+    @property
+    def command(self) -> str | None:
+        return self.meta.get("command")
+
+    @property
+    def data(self) -> dict:
+        return self.meta.get("data") or {}
+
+    def history(self, trial_id: str) -> list[dict]:
+        return self._by_trial().get(trial_id, [])
+
+    def _by_trial(self) -> dict[str, list[dict]]:
+        if not hasattr(self, "_history_index"):
+            index: dict[str, list[dict]] = {}
+            for row in self.epochs:
+                index.setdefault(row["trial_id"], []).append(row)
+            self._history_index = index
+        return self._history_index
+
+    def value(self, trial: dict, param: str) -> Any:
+        """A trial's value of a hyperparameter; ``None`` when it does not exist for that trial."""
+        v = trial.get(f"config/{param}")
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ExperimentError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ExperimentError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _read_parquet(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise ExperimentError(f"{path}: not a readable Parquet table ({exc})") from None
+
+
+def _params(space: dict) -> tuple[list[Param], dict]:
+    params = []
+    for name, spec in (space.get("params") or {}).items():
+        params.append(Param(name=str(name), type=spec.get("type", "float"), low=spec.get("low"),
+                            high=spec.get("high"), log=bool(spec.get("log", False)), step=spec.get("step"),
+                            choices=tuple(spec.get("choices") or ()), when=dict(spec.get("when") or {})))
+    return params, dict(space.get("fixed") or {})
+
+
+def _infer_params(trials: list[dict]) -> list[Param]:
+    """Without ``sweep.json`` (a running sweep): each sampled key, typed from its values."""
+    names: list[str] = []
+    for t in trials:
+        names.extend(k[7:] for k in t if k.startswith("config/") and k[7:] not in names)
+    out = []
+    for name in names:
+        values = [t.get(f"config/{name}") for t in trials if t.get(f"config/{name}") is not None]
+        numeric = [v for v in values if _finite(v)]
+        if values and len(numeric) == len(values) and not all(isinstance(v, int) for v in values):
+            out.append(Param(name, "float", low=min(numeric), high=max(numeric)))
+        else:
+            out.append(Param(name, "categorical", choices=tuple(sorted(set(values), key=str))))
+    return out
+
+
+def _classes(meta: dict, epochs: list[dict]) -> list[str]:
+    classes = (meta.get("data") or {}).get("classes")
+    if classes:
+        return [str(c) for c in classes]
+    keys: list[str] = []
+    for row in epochs[:1]:
+        keys = [k.removeprefix("val_recall_") for k in row if k.startswith("val_recall_")]
+    return keys
+
+
+def _manifest(meta: dict, notes: list[str]) -> dict | None:
+    uri = (meta.get("data") or {}).get("uri")
+    if not uri:
+        return None
+    from fer_core.data.manifest import read_manifest
+
+    try:
+        return read_manifest(str(uri)).data
+    except FerError as exc:
+        notes.append(f"the data set's manifest is not readable from here ({exc}); class counts are "
+                     "from sweep.json and the quality summary is missing")
+        return None
+
+
+def _tables_are_current(path: Path) -> bool:
+    """Whether trials.parquet exists and is newer than every trial's result.json (a resumed sweep is not)."""
+    table = path / "trials.parquet"
+    if not table.is_file() or not (path / "epochs.parquet").is_file():
+        return False
+    written = table.stat().st_mtime
+    return all(p.stat().st_mtime <= written + 1.0 for p in path.glob("*/result.json"))
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read an experiment folder (finished: the tables; running: Tune's trial folders)."""
+    path = Path(path)
+    if "://" in str(path):
+        raise ExperimentError(f"{path}: dashboards read local experiment folders; copy it here first "
+                              "(e.g. 'aws s3 sync')")
+    if not path.is_dir():
+        raise ExperimentError(f"{path}: no such experiment folder")
+    notes: list[str] = []
+    meta_file = path / "sweep.json"
+    meta = _read_json(meta_file) if meta_file.is_file() else {}
+    if _tables_are_current(path):
+        trials, epochs, live = _read_parquet(path / "trials.parquet"), _read_parquet(path / "epochs.parquet"), False
+    else:
+        from .live import read_tune_trials
+
+        found = read_tune_trials(path, max_epochs=meta.get("max_epochs"))
+        if found is None:
+            missing = "trials.parquet" if meta else "sweep.json and trials.parquet"
+            raise ExperimentError(
+                f"{path}: not a sweep experiment folder: missing {missing} (written by "
+                "sweeps/regularization.py when a sweep ends), and no Tune trial folders (*/result.json) "
+                "to read a running sweep from")
+        trials, epochs = found
+        live = True
+        notes.append("read from Tune's trial folders (the sweep is running or was interrupted): "
+                     "trials without a final result are shown as running")
+    if not meta:
+        notes.append("sweep.json is not written yet (it is at the end of a sweep): the search space is "
+                     "inferred from the sampled values, and the data set and command are not known")
+    epochs.sort(key=lambda r: (str(r.get("trial_id")), r.get("epoch") or 0))
+    if meta.get("space"):
+        params, fixed = _params(meta["space"])
+        inferred = False
+    else:
+        params, fixed, inferred = _infer_params(trials), {}, True
+    return Experiment(path=path, name=str(meta.get("name") or path.name), meta=meta, trials=trials, epochs=epochs,
+                      params=params, fixed=fixed, classes=_classes(meta, epochs), manifest=_manifest(meta, notes),
+                      live=live, space_inferred=inferred, notes=notes)

@@ -1,0 +1,315 @@
+"""Export a sweep's best configuration as a trainer YAML: ``fer export-best EXPERIMENT_DIR --out best.yaml``.
+
+    >>> export_best("runs/sweeps/reg1", "best.yaml")               # the best completed trial by score
+    >>> export_best("runs/sweeps/reg1", "best.yaml", by="confirmed", top=3)
+
+Which trials can win: only those that ran their full epoch budget (outcome ``completed``). A trial
+stopped by ASHA at epoch 3 has a score from epoch 3 - the mean of its first epochs, before any late
+collapse could show - so comparing it with a 20-epoch trial's score favours the trials that were cut
+short; collapsed, diverged, errored and early-stopped trials are excluded for the same reason.
+
+Ranking keys (``by``), all "higher is better", ties broken by score, then trial id:
+
+- ``score``: the sweep's objective, the mean val accuracy of the last ``score_window`` epochs;
+- ``final``: the last epoch's val accuracy; ``peak``: the best epoch's val accuracy (optimistic:
+  the peak of a noisy curve is the accuracy you are least likely to keep);
+- ``confirmed``: the mean score over the fresh seeds of ``fer confirm`` (``confirm.parquet``), the
+  least biased choice: the sweep's own winner was selected on one seed's noise.
+
+The YAML is a complete trainer config - every ``TrainConfig`` key, resolved and validated exactly as
+the trial ran: sweep base config (data, data version, seed, threads, epochs, ``--set``) < the space's
+fixed keys < the trial's sampled values - followed by a ``provenance:`` block (experiment, trial id,
+its metrics, the sweep command, export time, ranking key) that ``fer train --config`` ignores. So
+``fer train --config best.yaml`` and ``fer retrain best.yaml`` both take it. ``data`` is the sweep's
+``--data`` as given (a relative path is relative to where the sweep ran; ``--set data=...`` moves
+it), and ``data_version`` pins the exact data set the trial saw.
+
+``top=K`` writes K files, one config each, so each one is a ``--config``: ``best.yaml`` is rank 1,
+``best-2.yaml`` rank 2, ... (the ``-N`` goes before the suffix). Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fer_core.atomic import write_text
+from fer_core.errors import FerError
+from fer_core.train.config import ConfigError, TrainConfig, dump_config, resolve_config
+
+__all__ = ["Experiment", "load_experiment", "rank_trials", "best_trials", "export_best", "export_paths", "BY"]
+
+#: Ranking keys of ``--by``.
+BY = ("score", "final", "peak", "confirmed")
+METRIC_KEYS = ("score", "peak", "peak_epoch", "final", "drop_from_peak", "epochs", "outcome", "stop_reason", "time_s")
+
+
+@dataclass
+class Experiment:
+    """A finished sweep's folder: ``sweep.json`` (``meta``) and ``trials.parquet`` (``trials``, one dict per row)."""
+
+    path: Path
+    meta: dict
+    trials: list[dict] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name") or self.path.name)
+
+    @property
+    def score_window(self) -> int:
+        return int(self.meta.get("score_window") or 3)
+
+    def trial(self, trial_id: str) -> dict:
+        for row in self.trials:
+            if row["trial_id"] == trial_id:
+                return row
+        raise FerError(f"{self.path}: no trial {trial_id!r} in trials.parquet")
+
+    def params(self, row: dict) -> dict:
+        """The values the trial sampled, from its ``config/<key>`` columns.
+
+        A null cell means the parameter was absent (a conditional one whose ``when`` did not hold),
+        unless the space says it was active - then null is the sampled value (a ``null`` choice).
+        """
+        columns = {k.removeprefix("config/"): v for k, v in row.items() if k.startswith("config/")}
+        space = self.meta.get("space") or {}
+        if not space.get("params"):
+            return {k: v for k, v in columns.items() if v is not None}
+        from sweeps.space import parse_space
+
+        values: dict[str, Any] = {}
+        for p in parse_space(space, source=str(self.path / "sweep.json")).params:
+            if p.active(values):
+                values[p.name] = _as_choice(columns.get(p.name), p.choices)
+        values.update({k: v for k, v in columns.items() if k not in values and v is not None})
+        return values
+
+    def config(self, row: dict) -> TrainConfig:
+        """The trial's full trainer config: base config < the space's fixed keys < its sampled values."""
+        base = self.meta.get("base_config") or {}
+        fixed = (self.meta.get("space") or {}).get("fixed") or {}
+        params = _uncoerce(self.params(row))
+        try:
+            return resolve_config({**base, **fixed, **params}, where=f"{self.path} trial {row['trial_id']}")
+        except ConfigError as exc:
+            raise FerError(f"{exc} (the experiment's sweep.json and trials.parquet do not give a valid "
+                           "trainer config; was it written by another version of sweeps/regularization.py?)") from None
+
+
+def _as_choice(value, choices: tuple):
+    """A categorical value that ``trials.parquet`` stored as text (a column of mixed types) back as the choice."""
+    if isinstance(value, str) and choices and value not in choices:
+        for c in choices:
+            if str(c) == value:
+                return c
+    return value
+
+
+def _uncoerce(params: dict) -> dict:
+    """Numbers a mixed-type column turned into text (``"0.25"``) back into numbers, for non-text keys."""
+    text_keys = {f.name for f in fields(TrainConfig) if "str" in str(f.type)}
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, str) and k not in text_keys:
+            try:
+                v = yaml.safe_load(v)
+            except yaml.YAMLError:
+                pass
+        out[k] = v
+    return out
+
+
+def load_experiment(exp_dir: str | Path) -> Experiment:
+    """Read a finished sweep's ``sweep.json`` and ``trials.parquet``; a clear ``FerError`` when they are not there."""
+    import pyarrow.parquet as pq
+
+    if "://" in str(exp_dir):
+        raise FerError(f"{exp_dir}: experiment folders are read from local disk; copy it first "
+                       "(e.g. aws s3 sync / gsutil rsync) and pass the local folder")
+    path = Path(exp_dir)
+    if not path.exists():
+        raise FerError(f"{path}: no such experiment folder; pass <storage>/<name> of a sweep "
+                       "(sweeps/regularization.py writes it, e.g. runs/sweeps/regularization-<date>-<time>)")
+    if not path.is_dir():
+        raise FerError(f"{path}: not a folder; pass the sweep's experiment folder <storage>/<name>")
+    for name in ("sweep.json", "trials.parquet"):
+        if not (path / name).is_file():
+            raise FerError(f"{path}: not a finished sweep experiment: {path / name} is missing "
+                           "(sweeps/regularization.py writes sweep.json and trials.parquet when the sweep ends; "
+                           "continue an interrupted one with --resume --name <experiment>)")
+    try:
+        meta = json.loads((path / "sweep.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FerError(f"{path / 'sweep.json'}: not readable JSON ({exc})") from None
+    try:
+        trials = pq.read_table(path / "trials.parquet").to_pylist()
+    except Exception as exc:  # noqa: BLE001 - any Arrow read failure means the same thing here
+        raise FerError(f"{path / 'trials.parquet'}: not a readable Parquet table ({exc})") from None
+    for row in trials:
+        for k, v in row.items():
+            if isinstance(v, float) and math.isnan(v):
+                row[k] = None
+    return Experiment(path=path, meta=meta, trials=trials)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ranking
+# ----------------------------------------------------------------------------------------------
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def rank_trials(trials: list[dict], by: str = "score") -> list[dict]:
+    """The completed trials with a finite ``by`` value, best first (ties: higher score, then trial id)."""
+    if by not in ("score", "final", "peak"):
+        raise FerError(f"--by: must be one of score, final, peak to rank trials; got {by!r}")
+    done = [r for r in trials if r.get("outcome") == "completed" and _finite(r.get(by))]
+    return sorted(done, key=lambda r: (-r[by], -(r["score"] if _finite(r.get("score")) else -math.inf),
+                                       str(r["trial_id"])))
+
+
+def _no_finished_trial(exp: Experiment) -> FerError:
+    counts: dict[str, int] = {}
+    for r in exp.trials:
+        counts[r.get("outcome") or "?"] = counts.get(r.get("outcome") or "?", 0) + 1
+    seen = ", ".join(f"{n} {o}" for o, n in sorted(counts.items(), key=lambda t: -t[1])) or "no trials at all"
+    budget = exp.meta.get("max_epochs")
+    return FerError(
+        f"experiment {exp.name} ({exp.path}): no trial ran its full budget"
+        + (f" of {budget} epochs" if budget else "") + f" (outcomes: {seen}). A trial stopped early has a score "
+        "from the epoch it stopped at, not from the budget, so export-best only picks completed trials. "
+        "Run the sweep longer (more --samples, a larger --grace-period, or --no-asha) or check why trials "
+        "stopped (summary.txt, trials.parquet's stop_reason)")
+
+
+def best_trials(exp: Experiment, by: str = "score", top: int = 1) -> list[dict]:
+    """The ``top`` best trials of ``exp`` as dicts ``{row, rank, candidates, value, confirmed}``."""
+    if by not in BY:
+        raise FerError(f"--by: must be one of {', '.join(BY)}; got {by!r}")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise FerError(f"--top: must be an integer >= 1; got {top!r}")
+    if by == "confirmed":
+        from sweeps.confirm import read_confirm, summarize
+
+        ranking = summarize(read_confirm(exp.path))
+        if not ranking:
+            raise FerError(f"{exp.path / 'confirm.parquet'}: no confirmation run has a score; "
+                           f"rerun 'fer confirm {exp.path}'")
+        return [{"row": exp.trial(r["trial_id"]), "rank": i + 1, "candidates": len(ranking), "value": r["mean"],
+                 "confirmed": r} for i, r in enumerate(ranking[:top])]
+    ranked = rank_trials(exp.trials, by)
+    if not ranked:
+        raise _no_finished_trial(exp)
+    return [{"row": row, "rank": i + 1, "candidates": len(ranked), "value": row[by], "confirmed": None}
+            for i, row in enumerate(ranked[:top])]
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------
+
+def export_paths(out: str | Path, k: int) -> list[Path]:
+    """``best.yaml`` -> ``[best.yaml, best-2.yaml, ..., best-K.yaml]``."""
+    out = Path(out)
+    return [out] + [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(2, k + 1)]
+
+
+def provenance(exp: Experiment, pick: dict, by: str, *, exported_at: str | None = None) -> dict:
+    """The ``provenance:`` block of an exported config."""
+    row = pick["row"]
+    what = {"score": exp.meta.get("objective") or f"score = mean val_acc of the last {exp.score_window} epochs",
+            "final": "final = val_acc of the last epoch", "peak": "peak = best val_acc of any epoch",
+            "confirmed": "mean score over fresh seeds (fer confirm, confirm.parquet)"}[by]
+    out: dict[str, Any] = {
+        "experiment": exp.name, "experiment_dir": str(exp.path.resolve()), "trial_id": row["trial_id"],
+        "ranked_by": by, "ranking": what, "rank": pick["rank"],
+        "candidates": pick["candidates"],
+        "metrics": {k: row.get(k) for k in METRIC_KEYS},
+        "sampled": exp.params(row),
+        "max_epochs": exp.meta.get("max_epochs"), "score_window": exp.score_window,
+        "sweep_command": exp.meta.get("command"),
+        "data": {k: (exp.meta.get("data") or {}).get(k) for k in ("uri", "version")},
+        "exported_at": exported_at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if pick.get("confirmed"):
+        c = pick["confirmed"]
+        out["confirmed"] = {k: c.get(k) for k in ("mean", "std", "min", "max", "n", "failed", "seeds")}
+    return _plain(out)
+
+
+def _plain(value):
+    """YAML-safe plain values (numpy scalars and tuples from Arrow/pandas become Python ones)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def render(cfg: TrainConfig, prov: dict) -> str:
+    """The exported file: a comment header, every config key, then the ``provenance:`` block."""
+    m = prov["metrics"]
+    head = [f"# Trial {prov['trial_id']} of sweep experiment {prov['experiment']}: rank {prov['rank']} of "
+            f"{prov['candidates']} by {prov['ranked_by']}"
+            + (f" (mean {prov['confirmed']['mean']:.4f} over {prov['confirmed']['n']} fresh seeds)"
+               if prov.get("confirmed") else "")
+            + (f"; score {m['score']:.4f}, peak {m['peak']:.4f} at epoch {m['peak_epoch']}, final {m['final']:.4f}"
+               if _finite(m.get("score")) and _finite(m.get("peak")) and _finite(m.get("final")) else ""),
+            "# A complete trainer config: fer train --config THIS.yaml, or fer retrain THIS.yaml.",
+            "# The provenance block below records where it came from; the trainer ignores it."]
+    body = yaml.safe_dump({"provenance": prov}, sort_keys=False, default_flow_style=False, allow_unicode=True,
+                          width=1000)
+    return "\n".join(head) + "\n" + dump_config(cfg) + body
+
+
+def export_best(exp_dir: str | Path, out: str | Path, *, by: str = "score", top: int = 1) -> list[dict]:
+    """Write the ``top`` best configs of the experiment to ``out`` (and ``out-2``, ...); returns what was written."""
+    exp = load_experiment(exp_dir)
+    picks = best_trials(exp, by, top)
+    written = []
+    for pick, path in zip(picks, export_paths(out, len(picks))):
+        cfg = exp.config(pick["row"])
+        prov = provenance(exp, pick, by)
+        write_text(path, render(cfg, prov))
+        written.append({"path": path, "trial_id": pick["row"]["trial_id"], "rank": pick["rank"],
+                        "value": pick["value"], "candidates": pick["candidates"], "config": cfg,
+                        "provenance": prov})
+    return written
+
+
+def run_export(args) -> int:
+    """``fer export-best`` (argparse namespace: experiment, out, by, top)."""
+    written = export_best(args.experiment, args.out, by=args.by, top=args.top)
+    for w in written:
+        m = w["provenance"]["metrics"]
+        extra = (f"mean {w['value']:.4f} over {w['provenance']['confirmed']['n']} seeds, "
+                 if w["provenance"].get("confirmed") else "")
+        print(f"wrote {w['path']}: trial {w['trial_id']} - rank {w['rank']} of {w['candidates']} by {args.by} "
+              f"({extra}score {_fmt(m['score'])}, peak {_fmt(m['peak'])} at epoch {m['peak_epoch']}, "
+              f"final {_fmt(m['final'])}, {m['epochs']} epochs, {w['config'].model})")
+    if len(written) < args.top:
+        print(f"only {len(written)} {'confirmed configurations' if args.by == 'confirmed' else 'completed trials'} "
+              f"to rank; wrote {len(written)} file(s), not {args.top}", file=sys.stderr)
+    from fer_core.train.retrain import default_out
+
+    first = written[0]["path"]
+    print(f"next: fer retrain {shlex.quote(str(first))}   (run folder: {default_out(first, 'train')})")
+    return 0
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if _finite(v) else "-"

@@ -1,0 +1,206 @@
+"""Page assembly: escaping, figures as embedded JSON, sortable tables, and the one self-contained page.
+
+Rules that keep a page safe with whatever names users chose:
+
+- every string from an experiment goes through ``esc`` (HTML-escaped, quotes included) before it
+  reaches markup; this module builds markup only from escaped text and its own constants;
+- data for JavaScript is JSON inside ``<script type="application/json">``, with ``<``, ``>`` and ``&``
+  written as ``\\u003c``, ``\\u003e``, ``\\u0026`` (so no ``</script>`` or ``<!--`` can occur in it),
+  read with ``JSON.parse``;
+- plotly.js is embedded once, inline (``plotly.offline.get_plotlyjs()``); nothing is fetched from
+  anywhere, so the file opens offline.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from functools import lru_cache
+from typing import Any, Iterable, Sequence
+
+__all__ = ["esc", "json_for_script", "json_script", "figure", "table", "note", "warning", "section", "page", "Cell"]
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def json_for_script(obj: Any = None, *, text: str | None = None) -> str:
+    """``obj`` as JSON (or ``text``, JSON already, as plotly writes it), safe inside a ``<script>`` element."""
+    if text is None:
+        text = json.dumps(obj, default=str, allow_nan=False)
+    return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+def json_script(element_id: str, obj: Any = None, *, text: str | None = None, **attrs: str) -> str:
+    """``<script type="application/json">`` holding ``obj`` (or the JSON ``text``); read it with JSON.parse."""
+    extra = "".join(f' {k.replace("_", "-")}="{esc(v)}"' for k, v in attrs.items())
+    return (f'<script type="application/json" id="{esc(element_id)}"{extra}>'
+            f"{json_for_script(obj, text=text)}</script>")
+
+
+_counter = iter(range(10 ** 9))
+
+
+def figure(fig, *, caption: str = "") -> str:
+    """A plotly figure: an empty div and its JSON; the page's script draws it (or says why it could not)."""
+    if fig is None:
+        return ""
+    n = next(_counter)
+    div = f"plot-{n}"
+    cap = f'<p class="caption">{caption}</p>' if caption else ""
+    return (f'<div class="plot" id="{div}"></div>{cap}'
+            + json_script(f"{div}-spec", text=fig.to_json(validate=False), data_plot=div))
+
+
+class Cell:
+    """A table cell: ``text`` shown (escaped), ``sort`` the value the header click sorts by."""
+
+    __slots__ = ("text", "sort", "cls", "title")
+
+    def __init__(self, text: Any, sort: Any = None, cls: str = "", title: str = ""):
+        self.text, self.sort, self.cls, self.title = text, sort, cls, title
+
+
+def _cell(c: Any) -> str:
+    if not isinstance(c, Cell):
+        c = Cell(c, c)
+    if isinstance(c.sort, (int, float)) and not isinstance(c.sort, bool):
+        sort = repr(float(c.sort)) if math.isfinite(c.sort) else ""
+    else:
+        sort = "" if c.sort is None else str(c.sort)
+    attrs = f' data-v="{esc(sort)}"'
+    if c.cls:
+        attrs += f' class="{esc(c.cls)}"'
+    if c.title:
+        attrs += f' title="{esc(c.title)}"'
+    return f"<td{attrs}>{esc('-' if c.text is None else c.text)}</td>"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, sortable: bool = False, cls: str = "",
+          table_id: str = "", tall: bool = False) -> str:
+    """An HTML table; with ``sortable`` a click on a header sorts by that column (again: reversed)."""
+    classes = " ".join(c for c in ("sortable" if sortable else "", cls) if c)
+    head = "".join(f'<th scope="col"{" tabindex=0" if sortable else ""}>{esc(h)}</th>' for h in headers)
+    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
+    ident = f' id="{esc(table_id)}"' if table_id else ""
+    wrap = "table-wrap tall" if tall else "table-wrap"
+    return (f'<div class="{wrap}"><table{ident} class="{classes}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
+
+
+def note(text: str) -> str:
+    """``text`` is escaped."""
+    return f'<p class="note">{esc(text)}</p>'
+
+
+def warning(text: str) -> str:
+    """``text`` is escaped."""
+    return f'<p class="warning" role="alert">⚠ {esc(text)}</p>'
+
+
+def section(title: str, body: str, *, anchor: str = "") -> str:
+    """``title`` is escaped; ``body`` is markup built by this module's functions."""
+    ident = f' id="{esc(anchor)}"' if anchor else ""
+    return f"<section{ident}><h2>{esc(title)}</h2>{body}</section>"
+
+
+@lru_cache(maxsize=1)
+def _plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    js = get_plotlyjs()
+    if "</script" in js.lower():      # never true for plotly.js; a guard so the page cannot break
+        js = js.replace("</script", "<\\/script").replace("</SCRIPT", "<\\/SCRIPT")
+    return js
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
+main{max-width:1400px;margin:0 auto;padding:16px 24px 48px}
+h1{font-size:1.6em;margin:.4em 0 .2em;word-break:break-all} h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:1.8em}
+h3{font-size:1.05em;margin:1em 0 .4em}
+section{background:#fff;border:1px solid #e5e5e5;border-radius:6px;padding:4px 16px 12px;margin:16px 0}
+.facts{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:8px 24px}
+.facts dl{margin:0} dt{font-weight:600;color:#555;margin-top:6px} dd{margin:0 0 0 0}
+.table-wrap{overflow-x:auto;max-width:100%}
+.table-wrap.tall{max-height:560px;overflow-y:auto} .table-wrap.tall th{position:sticky;top:0;z-index:1}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}
+th,td{border:1px solid #e2e2e2;padding:3px 7px;text-align:left;white-space:nowrap}
+td.reason{white-space:normal;min-width:220px;max-width:420px;font-size:12px;color:#555}
+th{background:#f3f3f3}
+table.sortable th{cursor:pointer;user-select:none}
+table.sortable th[aria-sort=ascending]::after{content:" ▲"} table.sortable th[aria-sort=descending]::after{content:" ▼"}
+tr.best td{background:#eef6ee}
+pre{background:#f4f4f4;padding:8px;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
+.note{color:#555;font-style:italic} .warning{background:#fff4e5;border:1px solid #f0b35a;padding:6px 10px;border-radius:4px}
+.plot{width:100%;min-height:200px} .plot-error{color:#b00;border:1px solid #b00;padding:8px}
+.caption{font-size:12px;color:#555;margin-top:0}
+.badge{display:inline-block;background:#ff7f0e;color:#fff;border-radius:4px;padding:1px 8px;font-size:12px;vertical-align:middle}
+.side{display:grid;grid-template-columns:1fr 1fr;gap:16px} .side>div{min-width:0}
+"""
+
+RENDER_JS = """
+(function(){
+  function fail(div, what, err){
+    div.classList.add('plot-error');
+    div.textContent = 'This plot could not be drawn: ' + err;
+    console.error('dashboard plot ' + what + ' failed: ' + err);
+  }
+  document.querySelectorAll('script[type="application/json"][data-plot]').forEach(function(el){
+    var div = document.getElementById(el.getAttribute('data-plot'));
+    try {
+      var spec = JSON.parse(el.textContent);
+      var p = Plotly.newPlot(div, spec.data, spec.layout || {}, {displaylogo: false, responsive: true});
+      if (p && p.catch) p.catch(function(e){ fail(div, div.id, e); });
+    } catch (e) { fail(div, div.id, e); }
+  });
+  function sortBy(th){
+    var table = th.closest('table'), body = table.tBodies[0];
+    var idx = Array.prototype.indexOf.call(th.parentNode.children, th);
+    var asc = th.getAttribute('aria-sort') !== 'ascending';
+    th.parentNode.querySelectorAll('th').forEach(function(h){ h.removeAttribute('aria-sort'); });
+    th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function(a, b){
+      var x = a.cells[idx].getAttribute('data-v'), y = b.cells[idx].getAttribute('data-v');
+      var ex = (x === null || x === ''), ey = (y === null || y === '');
+      if (ex || ey) return ex - ey;                      /* empty cells last, either way */
+      var nx = Number(x), ny = Number(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      return asc ? c : -c;
+    });
+    rows.forEach(function(r){ body.appendChild(r); });
+  }
+  document.querySelectorAll('table.sortable th').forEach(function(th){
+    th.addEventListener('click', function(){ sortBy(th); });
+    th.addEventListener('keydown', function(e){ if (e.key === 'Enter') sortBy(th); });
+  });
+})();
+"""
+
+LIVE_JS = """
+(function(){
+  var shown = JSON.parse(document.getElementById('page-version').textContent);
+  setInterval(function(){
+    fetch('version', {cache: 'no-store'}).then(function(r){ return r.json(); }).then(function(d){
+      if (d.version !== shown) location.reload();
+    }).catch(function(){});
+  }, %d);
+})();
+"""
+
+
+def page(title: str, body: str, *, live_version: str | None = None, refresh_s: int = 10) -> str:
+    """The whole document. ``title`` is escaped; ``body`` is markup from this module's functions."""
+    live = ""
+    if live_version is not None:
+        live = json_script("page-version", live_version) + f"<script>{LIVE_JS % (refresh_s * 1000)}</script>"
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            "<link rel=\"icon\" href=\"data:,\">"
+            f"<title>{esc(title)}</title><style>{CSS}</style>"
+            f"<script>{_plotly_js()}</script></head>\n<body><main>{body}</main>"
+            f"<script>{RENDER_JS}</script>{live}</body></html>\n")

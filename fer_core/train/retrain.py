@@ -1,0 +1,332 @@
+"""Retrain an exported config from scratch and ship it: ``fer retrain best.yaml --out runs/retrain/reg1``.
+
+    >>> info = retrain("best.yaml", on="train", out="runs/retrain/reg1")
+    >>> info["test"]["accuracy"], info["torchscript"]["path"]
+
+What it does, in order:
+
+1. Load the config (``fer export-best``'s YAML, or any trainer YAML; its ``provenance:`` block is
+   kept for the model card) and the data set's train, val and test splits, version-checked.
+2. Train from scratch with ``fer_core.train.train``. ``--on train`` (the default) trains exactly as
+   the sweep's trial did: on CPU, same data, config and seed, the per-epoch validation curve equals
+   the trial's in ``epochs.parquet`` (the trainer seeds data order, augmentation and dropout per
+   (seed, epoch), and the exported config carries the trial's ``threads``).
+   ``--on train+val`` trains on train and val concatenated (more data for the final model). The
+   ``val_*`` metrics are then still computed on the val split for monitoring, but those images were
+   trained on: they measure fit, not generalization, and ``metrics.json`` says ``val_held_out:
+   false``. For the same reason ``--weights best`` (chosen by val accuracy) and val-driven early
+   stopping or a ``plateau`` schedule are refused with train+val; the epoch budget is the sweep's.
+3. Evaluate ONCE on the test split - the ``final`` weights by default (the sweep ranks what a run
+   keeps at its end), or ``best`` (best val accuracy, ``best.pt``) with ``--on train``.
+4. Write to the run folder (atomically: a failure leaves nothing): the trainer's ``config.yaml``,
+   ``metrics.jsonl``, ``checkpoint/``, ``best.pt``; ``final.pt`` (the final weights, same format as
+   ``best.pt``); ``model.torchscript.pt`` (the evaluated model traced in eval mode on CPU, input
+   ``(N, C, H, W)`` float in [0, 1], output logits; class names and preprocessing as extra files;
+   checked to load and give the same logits); ``metrics.json``; ``confusion.json`` / ``.png``; and
+   ``MODEL_CARD.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from ..atomic import atomic_dir, write_bytes, write_text
+from ..errors import FerError
+from .config import TrainConfig, load_config
+from .data import TrainData, load_train_data
+
+__all__ = ["retrain", "export_torchscript", "load_torchscript", "ON", "TORCHSCRIPT_FILE"]
+
+ON = ("train", "train+val")
+TORCHSCRIPT_FILE = "model.torchscript.pt"
+#: Config keys the model card lists (the full config is in config.yaml).
+CARD_KEYS = ("model", "model_args", "dropout_scale", "loss", "focal_gamma", "focal_alpha", "label_smoothing",
+             "class_weight", "sampler", "l2", "l2_scope", "weight_decay", "augment", "optimizer", "lr",
+             "lr_schedule", "warmup_epochs", "batch_size", "epochs", "seed")
+
+
+def read_provenance(path: str | os.PathLike) -> dict:
+    """The ``provenance:`` block of an exported config ({} when there is none)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}        # load_config has already reported an unreadable file
+    prov = raw.get("provenance") if isinstance(raw, dict) else None
+    return prov if isinstance(prov, dict) else {}
+
+
+def _train_plus_val(data: TrainData) -> TrainData:
+    """``data`` with its train split replaced by train + val (val kept as is, for monitoring only)."""
+    images = dict(data.images, train=np.concatenate([data.images["train"], data.images["val"]]))
+    labels = dict(data.labels, train=np.concatenate([data.labels["train"], data.labels["val"]]))
+    return TrainData(classes=list(data.classes), version=data.version, uri=data.uri, images=images, labels=labels)
+
+
+def _check_on(cfg: TrainConfig, on: str, weights: str) -> None:
+    if on not in ON:
+        raise FerError(f"--on: must be one of {', '.join(ON)}; got {on!r}")
+    if weights not in ("final", "best"):
+        raise FerError(f"--weights: must be final or best; got {weights!r}")
+    if on != "train+val":
+        return
+    if weights == "best":
+        raise FerError("--weights best picks the epoch with the best val accuracy, but with --on train+val the "
+                       "val images are trained on; use --weights final (the default) or --on train")
+    if cfg.early_stopping_monitor is not None and cfg.early_stopping_monitor.startswith("val"):
+        raise FerError(f"early_stopping_monitor={cfg.early_stopping_monitor}: with --on train+val the val split is "
+                       "trained on, so it cannot decide when to stop; retrain --on train, or set a fixed budget "
+                       "(--epochs N --set early_stopping_monitor=null --set early_stopping_patience=null)")
+    if cfg.lr_schedule == "plateau" and cfg.plateau_monitor.startswith("val"):
+        raise FerError(f"lr_schedule=plateau watches {cfg.plateau_monitor}, which --on train+val trains on; "
+                       "retrain --on train, or use a schedule that does not watch the val split")
+
+
+def _state(model: torch.nn.Module, *, epoch: int, val_acc, cfg: TrainConfig, data: TrainData) -> bytes:
+    """Weights in the format of the trainer's ``best.pt`` (``fer evaluate``'s ``load_run_model`` reads it)."""
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "epoch": epoch, "val_acc": val_acc, "config": cfg.to_dict(),
+                "data_version": data.version, "classes": data.classes}, buf)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------
+# TorchScript
+# ----------------------------------------------------------------------------------------------
+
+def export_torchscript(model: torch.nn.Module, sample: torch.Tensor, *, classes: list[str],
+                       extra: dict | None = None) -> tuple[bytes, dict]:
+    """``model`` traced in eval mode on CPU, and a check that the saved file loads and gives the same logits.
+
+    ``sample``: a float batch ``(N, C, H, W)`` in [0, 1] (N >= 2 is best: the trace uses one image,
+    the check the whole batch, so a batch-size dependence shows). Returns the file's bytes and
+    ``{"ok", "max_abs_diff", "method"}``; raises ``FerError`` when it does not round-trip.
+    """
+    net = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float().eval()
+    sample = sample.to("cpu").float().contiguous()
+    files = {"classes.json": json.dumps(list(classes)),
+             "preprocess.json": json.dumps({"input": "float32 (N, C, H, W) = uint8 pixels / 255", "C": sample.shape[1],
+                                            "H": sample.shape[2], "W": sample.shape[3],
+                                            "output": "logits (N, num_classes) in the order of classes.json"}),
+             **{k: json.dumps(v) for k, v in (extra or {}).items()}}
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch 2.14 marks torch.jit as deprecated (FutureWarning); tracing turns shape checks into constants
+        # (TracerWarning): both expected here, and the round trip below checks the result.
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        expected = net(sample)
+        try:
+            scripted, method = torch.jit.trace(net, sample[:1], check_trace=False), "trace"
+        except Exception as exc:  # noqa: BLE001 - fall back to scripting
+            try:
+                scripted, method = torch.jit.script(net), "script"
+            except Exception as exc2:  # noqa: BLE001
+                raise FerError(f"TorchScript export of {type(model).__name__} failed: trace: {exc}; script: {exc2}") from None
+        buf = io.BytesIO()
+        torch.jit.save(scripted, buf, _extra_files=files)
+        blob = buf.getvalue()
+        loaded = torch.jit.load(io.BytesIO(blob), map_location="cpu")
+        got = loaded(sample)
+    diff = float((got - expected).abs().max()) if got.shape == expected.shape else math.inf
+    ok = got.shape == expected.shape and torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
+    if not ok:
+        raise FerError(f"TorchScript export of {type(model).__name__} does not reproduce the model's logits "
+                       f"(max abs difference {diff:.3g}); the model has input-dependent control flow tracing misses")
+    return blob, {"ok": True, "max_abs_diff": diff, "method": method}
+
+
+def load_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, list[str]]:
+    """A retrained model's TorchScript file and its class names."""
+    files = {"classes.json": ""}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*")
+        model = torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+    return model.eval(), json.loads(files["classes.json"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Retrain
+# ----------------------------------------------------------------------------------------------
+
+def default_out(config_path: str | os.PathLike, on: str) -> Path:
+    prov = read_provenance(config_path)
+    stem = (f"{prov['experiment']}-{prov['trial_id']}" if prov.get("experiment") and prov.get("trial_id")
+            else Path(config_path).stem)
+    return Path("runs/retrain") / (stem + ("-trainval" if on == "train+val" else ""))
+
+
+def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.PathLike | None = None,
+            epochs: int | None = None, weights: str = "final", overrides: list[str] | tuple = (),
+            overwrite: bool = False, progress: bool | None = None, report=None) -> dict:
+    """Retrain ``config_path`` from scratch, evaluate once on test, write the run folder; returns ``metrics.json``."""
+    from .evaluate import evaluate_model
+    from .metrics import save_confusion
+    from .trainer import train
+
+    overrides = list(overrides)
+    if epochs is not None:
+        overrides.append(f"epochs={epochs}")
+    cfg = load_config(config_path, overrides=overrides)
+    _check_on(cfg, on, weights)
+    prov = read_provenance(config_path)
+    out = Path(out) if out is not None else default_out(config_path, on)
+
+    t0 = time.time()
+    data = load_train_data(cfg.data, expected_version=cfg.data_version, splits=("train", "val", "test"))
+    for split in ("train", "val", "test"):
+        data.require(split)
+    fit_data = _train_plus_val(data) if on == "train+val" else data
+
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        try:
+            result = train(cfg, fit_data, report=report, run_dir=tmp, progress=progress)
+        except ValueError as exc:
+            if "more than 1 value per channel" not in str(exc):
+                raise
+            n = len(fit_data.labels["train"])
+            raise FerError(f"{cfg.model}'s BatchNorm cannot train on the last batch of an epoch: {n} training images "
+                           f"({on}) with batch_size {cfg.batch_size} leave a batch of 1; pass --set batch_size=N "
+                           f"with {n} % N != 1 (the trainer does not drop such a batch)") from None
+        if result.status == "diverged":
+            raise FerError(f"retrain of {config_path} diverged: {result.message}")
+        model = result.model
+        final_epoch = len(result.history)
+        write_bytes(tmp / "final.pt", _state(model, epoch=final_epoch, val_acc=result.final.get("val_acc"),
+                                             cfg=cfg, data=data))
+        eval_epoch = final_epoch
+        if weights == "best":
+            state = torch.load(tmp / "best.pt", map_location="cpu", weights_only=False)
+            model.load_state_dict(state["model"])
+            eval_epoch = state["epoch"]
+        # --- the one look at the test split ---------------------------------------------------
+        test = evaluate_model(model, data, "test", device=cfg.device, batch_size=cfg.eval_batch_size,
+                              precision=cfg.precision)
+        save_confusion(np.asarray(test["confusion"]), data.classes, tmp,
+                       title=f"{cfg.model} - test ({weights} weights, epoch {eval_epoch})")
+        # --- TorchScript ----------------------------------------------------------------------
+        sample = data.x("test")[:16].float().div(255.0)
+        blob, ts = export_torchscript(model, sample, classes=data.classes,
+                                      extra={"provenance.json": {k: prov.get(k) for k in
+                                                                 ("experiment", "trial_id", "ranked_by")},
+                                             "data.json": {"uri": data.uri, "version": data.version}})
+        write_bytes(tmp / TORCHSCRIPT_FILE, blob)
+        ts["path"] = str(out / TORCHSCRIPT_FILE)
+        counts = {s: dict(zip(data.classes, data.counts(s))) for s in ("train", "val", "test")}
+        final = result.final
+        info = {
+            "config_file": str(config_path), "on": on, "val_held_out": on == "train",
+            "weights": weights, "epoch": eval_epoch, "epochs": final_epoch, "status": result.status,
+            "train_images": int(len(fit_data.labels["train"])),
+            "data": {"uri": data.uri, "version": data.version, "classes": list(data.classes),
+                     "image_shape": list(data.image_shape), "counts": counts},
+            "test": {k: test[k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "loss", "n",
+                                          "per_class", "confusion", "classes")},
+            "val": {"final_val_acc": final.get("val_acc"), "best_val_acc": result.best_val_acc,
+                    "best_epoch": result.best_epoch, "final_train_acc": final.get("train_acc"),
+                    "held_out": on == "train",
+                    "note": ("val is held out" if on == "train" else
+                             "val images were trained on (train+val): val_* measure fit, not generalization")},
+            "val_curve": [h["val_acc"] for h in result.history],
+            "config": cfg.to_dict(), "provenance": prov, "torchscript": ts,
+            "wall_s": time.time() - t0, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        write_text(tmp / "metrics.json", json.dumps(info, indent=2, default=str) + "\n")
+        write_text(tmp / "MODEL_CARD.md", model_card(info, cfg))
+    info["out_dir"] = str(out)
+    return info
+
+
+# ----------------------------------------------------------------------------------------------
+# Model card
+# ----------------------------------------------------------------------------------------------
+
+def _num(v, digits: int = 4) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.{digits}f}" if math.isfinite(v) and abs(v) >= 1e-3 else f"{v:.3g}"
+    return str(v)
+
+
+def model_card(info: dict, cfg: TrainConfig) -> str:
+    """``MODEL_CARD.md``: data, config, test metrics, provenance, intended use, how to load it."""
+    d, t, prov, classes = info["data"], info["test"], info["provenance"], info["data"]["classes"]
+    title = f"{cfg.model}" + (f", trial {prov['trial_id']} of sweep {prov['experiment']}" if prov.get("trial_id") else "")
+    lines = [f"# Model card: {title}", "",
+             f"Retrained from scratch from `{info['config_file']}` on the **{info['on']}** split"
+             f"{'s' if info['on'] == 'train+val' else ''} ({info['train_images']} images) for {info['epochs']} epochs "
+             f"({info['status']}), evaluated once on the test split with the **{info['weights']}** weights "
+             f"(epoch {info['epoch']}). Finished {info['finished']}.", "",
+             "## Data", "",
+             f"- data set: `{d['uri']}`, version `{d['version']}`",
+             f"- classes (output order): {', '.join(classes)}", "",
+             "| split | " + " | ".join(classes) + " | total |",
+             "|---|" + "---|" * (len(classes) + 1)]
+    for split, counts in d["counts"].items():
+        lines.append(f"| {split} | " + " | ".join(str(counts[c]) for c in classes) + f" | {sum(counts.values())} |")
+    lines += ["", "## Configuration", "", "| key | value |", "|---|---|"]
+    for k in CARD_KEYS:
+        v = getattr(cfg, k)
+        if k.startswith("focal_") and cfg.loss != "focal":
+            continue
+        if k == "model_args" and not v:
+            continue
+        lines.append(f"| {k} | {_num(v, 6) if isinstance(v, float) else v} |")
+    lines += ["", "Every key: `config.yaml` (the trainer's resolved config).", "",
+              f"## Test metrics ({t['n']} images, evaluated once)", "",
+              f"- **test accuracy: {t['accuracy']:.4f}**",
+              f"- macro-F1: {t['macro_f1']:.4f}",
+              f"- loss (plain cross-entropy): {t['loss']:.4f}", "",
+              "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for c in classes:
+        pc = t["per_class"][c]
+        lines.append(f"| {c} | {pc['precision']:.4f} | {pc['recall']:.4f} | {pc['f1']:.4f} | {pc['support']} |")
+    v = info["val"]
+    lines += ["", f"Validation: final val accuracy {_num(v['final_val_acc'])}, best {_num(v['best_val_acc'])} at "
+              f"epoch {v['best_epoch']} - " + (
+                  "held out." if v["held_out"] else
+                  "**not held out**: with train+val the val images were trained on, so these measure fit only."),
+              "Confusion matrix: `confusion.png`, `confusion.json`.", "", "## Provenance", ""]
+    if prov:
+        m = prov.get("metrics") or {}
+        lines += [f"- sweep experiment: {prov.get('experiment')} (`{prov.get('experiment_dir')}`)",
+                  f"- trial: {prov.get('trial_id')}, rank {prov.get('rank')} of {prov.get('candidates')} by "
+                  f"{prov.get('ranked_by')} ({prov.get('ranking')})",
+                  f"- in the sweep: score {_num(m.get('score'))}, peak {_num(m.get('peak'))} at epoch "
+                  f"{m.get('peak_epoch')}, final {_num(m.get('final'))}, {m.get('epochs')} epochs, {m.get('outcome')}"]
+        if prov.get("confirmed"):
+            c = prov["confirmed"]
+            lines.append(f"- confirmed with fresh seeds {c.get('seeds')}: mean score {_num(c.get('mean'))} "
+                         f"(std {_num(c.get('std'))}, min {_num(c.get('min'))}, max {_num(c.get('max'))}, n {c.get('n')})")
+        lines += [f"- sweep command: `{prov.get('sweep_command')}`", f"- exported: {prov.get('exported_at')}"]
+    else:
+        lines.append(f"- not exported from a sweep (no provenance block in `{info['config_file']}`)")
+    lines += ["", "## Intended use and limitations", "",
+              f"Classifies a single pre-cropped, aligned face image ({', '.join(classes)}) as preprocessed by "
+              f"`fer data ingest` ({_shape(d)}, pixels / 255) for research and for comparing regularization "
+              "recipes. It is not validated for decisions about people (hiring, security, health, education): "
+              "posed and synthetic training faces differ from faces in the wild, the classes are a small fixed set "
+              "of expressions, not felt emotions, and accuracy varies across classes (see the table) and, "
+              "untested here, across demographic groups, poses and lighting. The test split comes from the "
+              "same source as the training data, so the test accuracy above is an in-distribution estimate.", "",
+              "## Loading the TorchScript model", "", "```python",
+              "import torch",
+              f"model = torch.jit.load(\"{TORCHSCRIPT_FILE}\").eval()",
+              "probs = model(x.float() / 255).softmax(1)   # x: (N, C, H, W) uint8; columns in the class order above",
+              "```", ""]
+    return "\n".join(lines)
+
+
+def _shape(d: dict) -> str:
+    h, w, c = d["image_shape"]
+    return f"{h}x{w}, {'grayscale' if c == 1 else f'{c} channels'}, as an (N, {c}, {h}, {w}) float tensor"

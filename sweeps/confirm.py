@@ -1,0 +1,306 @@
+"""Confirm a sweep's winners with fresh seeds: ``fer confirm EXPERIMENT_DIR --top 3 --seeds 3``.
+
+A sweep picks its best trial on one seed's noise, so the winner's score is optimistic (the winner's
+curse) and the runners-up may be as good. This re-trains the top K configurations (by score among
+the trials that ran their full budget, as ``fer export-best`` ranks them) from scratch with N fresh
+seeds each, on the Ray cluster, and ranks them by their mean score with its spread.
+
+Seeds: the sweep trained every trial with seed ``s`` (``--seed``, in ``sweep.json``'s base config);
+confirmation run ``i`` (0-based) uses seed ``s + 1000 + i`` - never the sweep's own seed, the same
+seeds for every configuration (a paired comparison), and the same again on a rerun.
+
+Everything else is the trial's exact config (data version, epochs, threads, device), and a run's
+score is the sweep's: the mean val accuracy of the last ``score_window`` epochs. There is no
+early stopping here: every run trains the full budget.
+
+Parallelism: one Ray task per (configuration, seed), each asking for the sweep's CPUs (and GPUs)
+per trial; the data set is read once by the driver and put in Ray's object store, so every task on
+a node maps the same memory. With no ``--address`` (and no ``RAY_ADDRESS``) a local Ray is started
+and stopped afterwards.
+
+Launch::
+
+    fer confirm runs/sweeps/reg1 --top 3 --seeds 3
+    RAY_AUTH_MODE=token ray job submit --address http://HEAD:8265 --working-dir . -- \\
+        python sweeps/confirm.py runs/sweeps/reg1 --top 3 --seeds 3
+
+Outputs (in the experiment folder, each written atomically): ``confirm.parquet``, a row per
+(trial, seed): trial_id, seed, score, peak, peak_epoch, final, epochs, status, time_s, error; and
+``confirm.json``: settings and the ranking (trial_id, mean, std, min, max, n, failed, sweep score).
+``std`` is the sample standard deviation (ddof=1; null with one seed). A configuration whose run
+diverged or errored ranks below every configuration without failures. ``fer export-best --by
+confirmed`` exports from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):        # run as a script (python sweeps/confirm.py, ray job submit)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fer_core.errors import FerError  # noqa: E402
+from fer_core.progress import say  # noqa: E402
+
+__all__ = ["confirm", "confirm_seeds", "summarize", "read_confirm", "add_arguments", "SEED_OFFSET"]
+
+#: Confirmation seeds are ``sweep seed + SEED_OFFSET + i``.
+SEED_OFFSET = 1000
+COLUMNS = ("trial_id", "seed", "score", "peak", "peak_epoch", "final", "epochs", "status", "time_s", "error")
+
+
+def confirm_seeds(sweep_seed: int, n: int) -> list[int]:
+    """The ``n`` fresh seeds for a sweep trained with ``sweep_seed``."""
+    return [sweep_seed + SEED_OFFSET + i for i in range(n)]
+
+
+def train_seed(trial_id: str, seed: int, config: dict, data, score_window: int) -> dict:
+    """Train one configuration with one seed (a Ray task); a row of ``confirm.parquet``."""
+    from fer_core.train import resolve_config, train
+    from sweeps.trainable import score_of
+
+    t0 = time.perf_counter()
+    row = {"trial_id": trial_id, "seed": seed, "score": None, "peak": None, "peak_epoch": None, "final": None,
+           "epochs": 0, "status": "errored", "time_s": None, "error": None}
+    try:
+        cfg = resolve_config({**config, "seed": seed}, where=f"trial {trial_id} seed {seed}")
+        result = train(cfg, data, progress=False)
+    except Exception as exc:  # noqa: BLE001 - one failed run is recorded, not fatal to the others
+        row.update(error=f"{type(exc).__name__}: {exc}", time_s=time.perf_counter() - t0)
+        return row
+    values = [h["val_acc"] for h in result.history]
+    if values:
+        peak_epoch = max(range(len(values)), key=lambda i: (values[i], -i)) + 1
+        row.update(peak=values[peak_epoch - 1], peak_epoch=peak_epoch, final=values[-1])
+    score = score_of(values, score_window)
+    row.update(score=score if result.status != "diverged" and math.isfinite(score) else None,
+               epochs=len(values), status=result.status, time_s=time.perf_counter() - t0,
+               error=result.message if result.status == "diverged" else None)
+    return row
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """The ranking: one entry per trial_id (mean, std, min, max of its scores, n, failed), best first.
+
+    Configurations without failed runs come first; within each group, by mean score, then trial id.
+    """
+    by_trial: dict[str, list[dict]] = {}
+    for r in rows:
+        by_trial.setdefault(r["trial_id"], []).append(r)
+    out = []
+    for trial_id, runs in by_trial.items():
+        scores = [r["score"] for r in runs if isinstance(r.get("score"), (int, float)) and math.isfinite(r["score"])]
+        out.append({"trial_id": trial_id, "n": len(scores), "failed": len(runs) - len(scores),
+                    "mean": statistics.fmean(scores) if scores else None,
+                    "std": statistics.stdev(scores) if len(scores) > 1 else None,
+                    "min": min(scores) if scores else None, "max": max(scores) if scores else None,
+                    "seeds": sorted(int(r["seed"]) for r in runs)})
+    scored = [s for s in out if s["mean"] is not None]
+    return sorted(scored, key=lambda s: (s["failed"] > 0, -s["mean"], s["trial_id"]))
+
+
+def read_confirm(exp_dir: str | Path) -> list[dict]:
+    """The rows of ``<exp_dir>/confirm.parquet``; a clear error when ``fer confirm`` has not run."""
+    import pyarrow.parquet as pq
+
+    path = Path(exp_dir) / "confirm.parquet"
+    if not path.is_file():
+        raise FerError(f"{path} is missing: --by confirmed ranks the configurations re-trained with fresh seeds; "
+                       f"run 'fer confirm {exp_dir} --top 3 --seeds 3' first")
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except Exception as exc:  # noqa: BLE001
+        raise FerError(f"{path}: not a readable Parquet table ({exc})") from None
+    for r in rows:
+        if isinstance(r.get("score"), float) and math.isnan(r["score"]):
+            r["score"] = None
+    return rows
+
+
+def _table(rows: list[dict]):
+    import pyarrow as pa
+
+    schema = pa.schema([("trial_id", pa.string()), ("seed", pa.int64()), ("score", pa.float64()),
+                        ("peak", pa.float64()), ("peak_epoch", pa.int64()), ("final", pa.float64()),
+                        ("epochs", pa.int64()), ("status", pa.string()), ("time_s", pa.float64()),
+                        ("error", pa.string())])
+    return pa.Table.from_pylist([{k: r.get(k) for k in COLUMNS} for r in rows], schema=schema)
+
+
+def format_ranking(ranking: list[dict], sweep_scores: dict[str, float | None]) -> str:
+    head = ["rank", "trial", "mean", "std", "min", "max", "n", "failed", "sweep score"]
+    table = [head]
+    for i, r in enumerate(ranking, 1):
+        table.append([str(i), r["trial_id"], _f(r["mean"]), _f(r["std"]), _f(r["min"]), _f(r["max"]),
+                      str(r["n"]), str(r["failed"]), _f(sweep_scores.get(r["trial_id"]))])
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _f(v) -> str:
+    return f"{v:.4f}" if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+
+
+def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: int | None = None,
+            address: str | None = None, num_cpus: int | None = None, cpus_per_task: float | None = None,
+            gpus_per_task: float | None = None, command: str | None = None) -> dict:
+    """Re-train the top ``top`` completed trials of ``exp_dir`` with ``seeds`` fresh seeds each; see the module doc."""
+    from dashboards.export import load_experiment, rank_trials
+    from fer_core.atomic import write_bytes, write_text
+
+    for flag, value in (("--top", top), ("--seeds", seeds)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise FerError(f"{flag}: must be an integer >= 1; got {value!r}")
+    if concurrency is not None and concurrency < 1:
+        raise FerError(f"--concurrency: must be >= 1; got {concurrency!r}")
+    exp = load_experiment(exp_dir)
+    ranked = rank_trials(exp.trials, "score")
+    if not ranked:
+        from dashboards.export import _no_finished_trial
+        raise _no_finished_trial(exp)
+    picked = ranked[:top]
+    if len(picked) < top:
+        say(f"only {len(picked)} completed trial(s) in {exp.name}; confirming {len(picked)}, not {top}")
+    configs = {r["trial_id"]: exp.config(r) for r in picked}
+    first = next(iter(configs.values()))
+    sweep_seed = int((exp.meta.get("base_config") or {}).get("seed", first.seed))
+    seed_list = confirm_seeds(sweep_seed, seeds)
+    settings = exp.meta.get("settings") or {}
+    cpus = float(cpus_per_task or settings.get("cpus_per_trial") or first.threads or 1)
+    gpus = float(gpus_per_task if gpus_per_task is not None else settings.get("gpus_per_trial") or 0)
+
+    from fer_core.train import load_train_data
+
+    say(f"reading {first.data} once for all runs")
+    data = load_train_data(first.data, expected_version=first.data_version, splits=("train", "val"))
+
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    started = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            started = True
+    t0 = time.time()
+    rows: list[dict] = []
+    try:
+        cluster = ray.cluster_resources()
+        if gpus > 0 and cluster.get("GPU", 0) == 0:
+            raise FerError(f"the sweep's trials ran on GPUs ({gpus:g} per trial, device={first.device}) but this Ray "
+                           "cluster has none; pass the address of a cluster with GPUs (--address)")
+        limit = concurrency or max(1, int(cluster.get("CPU", 1) // max(cpus, 1e-9)))
+        jobs = [(tid, s) for tid in configs for s in seed_list]
+        say(f"confirming {len(configs)} configuration(s) of {exp.name} x {len(seed_list)} seeds "
+            f"({', '.join(map(str, seed_list))}): {len(jobs)} runs, up to {limit} at a time, "
+            f"{cpus:g} CPU{'s' if cpus != 1 else ''}" + (f" + {gpus:g} GPU" if gpus else "") + " each")
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(train_seed)
+        data_ref = ray.put(data)
+        pending: list = []
+        queue = list(jobs)
+        while queue or pending:
+            while queue and len(pending) < limit:
+                tid, s = queue.pop(0)
+                pending.append(task.remote(tid, s, configs[tid].to_dict(), data_ref, exp.score_window))
+            done, pending = ray.wait(pending, num_returns=1)
+            row = ray.get(done[0])
+            rows.append(row)
+            say(f"[{len(rows)}/{len(jobs)}] trial {row['trial_id']} seed {row['seed']}: "
+                + (f"score {_f(row['score'])} (peak {_f(row['peak'])} at epoch {row['peak_epoch']}, "
+                   f"final {_f(row['final'])}, {row['epochs']} epochs, {row['time_s']:.1f}s)"
+                   if row["score"] is not None else f"{row['status']}: {row['error']}"))
+    finally:
+        if started:
+            ray.shutdown()
+    if all(r["score"] is None for r in rows):
+        raise FerError(f"every confirmation run failed; the first: trial {rows[0]['trial_id']} seed "
+                       f"{rows[0]['seed']}: {rows[0]['error']}")
+    rows.sort(key=lambda r: (list(configs).index(r["trial_id"]), r["seed"]))
+    ranking = summarize(rows)
+    sweep_scores = {r["trial_id"]: r.get("score") for r in picked}
+    for i, r in enumerate(ranking, 1):
+        r.update(rank=i, sweep_score=sweep_scores.get(r["trial_id"]),
+                 sweep_rank=[p["trial_id"] for p in picked].index(r["trial_id"]) + 1)
+    import io
+
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(_table(rows), buf, compression="zstd")
+    write_bytes(exp.path / "confirm.parquet", buf.getvalue())
+    meta = {
+        "experiment": exp.name, "experiment_dir": str(exp.path.resolve()), "command": command,
+        "top": top, "seeds": seed_list, "seed_rule": f"sweep seed {sweep_seed} + {SEED_OFFSET} + i",
+        "ranked_from": "score among completed trials (as fer export-best --by score)",
+        "score": f"mean val_acc of the last {exp.score_window} epochs, per run; ranked by its mean over seeds",
+        "std": "sample standard deviation (ddof=1)", "cpus_per_task": cpus, "gpus_per_task": gpus,
+        "wall_s": time.time() - t0, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "ranking": ranking,
+    }
+    write_text(exp.path / "confirm.json", json.dumps(meta, indent=2) + "\n")
+    print(f"{exp.name}: top {len(configs)} configuration(s) re-trained with seeds {', '.join(map(str, seed_list))}, "
+          "ranked by mean score:")
+    print(format_ranking(ranking, sweep_scores))
+    print(f"wrote {exp.path / 'confirm.parquet'} ({len(rows)} runs) and confirm.json; "
+          f"export the winner with: fer export-best {shlex.quote(str(exp.path))} --by confirmed --out best.yaml")
+    return meta
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``fer confirm`` and ``python sweeps/confirm.py`` (one definition for both)."""
+    p.add_argument("experiment", metavar="EXPERIMENT_DIR", help="a finished sweep's folder (<storage>/<name>)")
+    p.add_argument("--top", type=int, default=3, help="configurations to confirm: the best K completed trials by score (default: 3)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help=f"fresh seeds per configuration: sweep seed + {SEED_OFFSET} + 0..N-1 (default: 3)")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="max runs at once (default: what the cluster's CPUs allow)")
+    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
+    p.add_argument("--cpus-per-task", type=float, default=None,
+                   help="CPUs per run (default: the sweep's --cpus-per-trial, which is also its torch threads)")
+    p.add_argument("--gpus-per-task", type=float, default=None, help="GPUs per run (default: the sweep's)")
+
+
+def run_confirm(args, command: str | None = None) -> int:
+    confirm(args.experiment, top=args.top, seeds=args.seeds, concurrency=args.concurrency, address=args.address,
+            num_cpus=args.num_cpus, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
+            command=command)
+    return 0
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sweeps/confirm.py",
+                                description="Re-train a sweep's top configurations with fresh seeds on Ray.")
+    add_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = get_parser().parse_args(argv)
+    try:
+        return run_confirm(args, "python sweeps/confirm.py " + " ".join(shlex.quote(a) for a in argv))
+    except FerError as exc:
+        print(f"confirm.py: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("confirm.py: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    # Run through the package module, so Ray pickles train_seed by reference (sweeps.confirm.train_seed).
+    from sweeps.confirm import main as _main
+    sys.exit(_main())

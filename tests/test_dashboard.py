@@ -1,0 +1,307 @@
+"""``fer dashboard``: pages built from a real (small) sweep, opened in headless Chromium.
+
+The sweep runs once per session as a subprocess (its own local Ray, nothing shared with other tests).
+The browser checks need Debian's ``chromium`` and ``chromium-driver`` (CI installs them); without them
+these tests fail saying how to install them, they do not skip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+INSTALL = "apt-get install -y chromium chromium-driver  (and: pip install -e '.[test]' for selenium)"
+XSS_NAME = "<script>alert(1)</script>"
+XSS_CLASS = "sad<script>"
+XSS_REASON = "<img src=x onerror=alert(2)>"
+
+SPACE = """\
+fixed: {optimizer: adam, model: fer_cnn_tiny}
+params:
+  l2: {type: float, low: 1.0e-6, high: 1.0e-2, log: true}
+  dropout_scale: {type: float, low: 0.0, high: 1.6}
+  loss: {type: categorical, choices: [ce, focal]}
+  focal_gamma: {type: float, low: 0.5, high: 4.0, when: {loss: focal}}
+  lr: {type: float, low: 3.0e-4, high: 5.0e-3, log: true}
+  batch_size: {type: categorical, choices: [64, 128]}
+"""
+
+
+@pytest.fixture(scope="session")
+def experiment(ingested, tmp_path_factory) -> Path:
+    """A real 4-trial sweep (3 epochs, a sensitive collapse rule so that trials collapse)."""
+    tmp = tmp_path_factory.mktemp("dash-sweep")
+    (tmp / "space.yaml").write_text(SPACE)
+    cmd = [sys.executable, "sweeps/regularization.py", "--smoke", "--samples", "4", "--max-epochs", "3",
+           "--space", str(tmp / "space.yaml"), "--data", str(ingested), "--storage", str(tmp), "--name", "dash",
+           "--wandb-mode", "disabled", "--num-cpus", "2", "--collapse-margin", "0.001", "--collapse-grace", "2",
+           "--collapse-window", "1", "--collapse-patience", "0"]
+    env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return tmp / "dash"
+
+
+@pytest.fixture(scope="session")
+def report(experiment) -> Path:
+    from dashboards.experiment import load_experiment
+    from dashboards.report import write_report
+
+    return write_report(load_experiment(experiment), experiment.parent / "report.html")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.options import Options
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail(f"selenium is not installed; {INSTALL}")
+    binary = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+    driver_bin = shutil.which("chromedriver")
+    if not binary or not driver_bin:
+        pytest.fail(f"headless Chromium is needed for the dashboard tests but {'chromium' if not binary else 'chromedriver'}"
+                    f" is not on PATH; install it with: {INSTALL}")
+    opts = Options()
+    opts.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                "--use-angle=swiftshader", "--enable-unsafe-swiftshader"):     # software WebGL for parcoords
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def open_page(driver, path: Path) -> list[dict]:
+    """Load a page, wait for every plot, assert they all rendered; returns the page's plot info."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get_log("browser")                                      # drop what earlier pages logged
+    driver.get(path.resolve().as_uri())
+    state = ("return Array.from(document.querySelectorAll('div.plot')).map(d => ({id: d.id, "
+             "svg: !!d.querySelector('svg.main-svg'), container: !!d.querySelector('.plot-container'), "
+             "error: d.classList.contains('plot-error') || !!d.querySelector('.no-webgl'), text: d.textContent}))")
+    WebDriverWait(driver, 60).until(lambda d: all(p["svg"] or p["error"] for p in d.execute_script(state)))
+    plots = driver.execute_script(state)
+    assert plots, "the page has no plots"
+    for p in plots:
+        assert p["svg"] and p["container"] and not p["error"], f"plot {p['id']} did not render: {p['text'][:300]}"
+    severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not severe, f"the page logged errors: {severe}"
+    return plots
+
+
+def test_report_renders_every_plot_and_sorts(report, browser):
+    from selenium.webdriver.common.by import By
+
+    text = report.read_text()
+    assert text.count("plotly.js v") == 1                       # the library embedded once
+    assert "cdn" not in text.lower().split("</head>")[0].split("<script>")[0]
+    assert 'src="http' not in text and "src='http" not in text   # nothing fetched: opens offline
+    plots = open_page(browser, report)
+    assert len(plots) >= 5           # curves, collapsed, parallel coordinates, axis plots, importance, confusion
+    body = browser.find_element(By.TAG_NAME, "body").text
+    for fact in ("dash", "class counts", "duplicate images removed", "stopped by ASHA", "collapsed",
+                 "sum of trial times", "python sweeps/regularization.py", "focal_gamma", "fixed:"):
+        assert fact in body, fact
+    assert "validation confusion matrix at epoch" in body and "precision" in body
+
+    col = "return Array.from(document.querySelectorAll('#leaderboard tbody tr')).map(r => r.cells[2].dataset.v)"
+    header = browser.find_elements(By.CSS_SELECTOR, "#leaderboard th")[2]
+    assert header.text.startswith("score")
+    header.click()
+    up = [float(v) for v in browser.execute_script(col) if v]
+    assert up == sorted(up) and len(up) >= 2 and up[0] < up[-1]
+    header.click()
+    down = [float(v) for v in browser.execute_script(col) if v]
+    assert down == sorted(down, reverse=True)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.set_window_size(1400, min(browser.execute_script("return document.body.scrollHeight"), 12000))
+    browser.execute_script("window.scrollTo(0, 0)")
+    assert browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+    browser.set_window_size(1400, 1000)
+
+
+def _xss_copy(experiment: Path, dest: Path) -> Path:
+    dest.mkdir()
+    for name in ("trials.parquet", "epochs.parquet"):
+        shutil.copy2(experiment / name, dest / name)
+    meta = json.loads((experiment / "sweep.json").read_text())
+    meta["name"] = XSS_NAME
+    meta["data"]["classes"] = [XSS_CLASS if c == "sad" else c for c in meta["data"]["classes"]]
+    assert XSS_CLASS in meta["data"]["classes"]
+    (dest / "sweep.json").write_text(json.dumps(meta))
+    trials = pq.read_table(dest / "trials.parquet").to_pylist()
+    trials[0]["stop_reason"] = XSS_REASON
+    pq.write_table(pa.Table.from_pylist(trials), dest / "trials.parquet")
+    return dest
+
+
+def test_user_strings_are_escaped(experiment, browser, tmp_path):
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    from dashboards.experiment import load_experiment
+    from dashboards.report import write_report
+
+    out = write_report(load_experiment(_xss_copy(experiment, tmp_path / "xss")), tmp_path / "xss.html")
+    text = out.read_text()
+    for raw in (XSS_NAME, XSS_CLASS, XSS_REASON, "<script>alert", "<img src=x"):
+        assert raw not in text, raw
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    open_page(browser, out)
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text
+    assert browser.find_element(By.CSS_SELECTOR, "h1.exp-name").text == XSS_NAME
+    assert browser.title.startswith(XSS_NAME)
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert XSS_CLASS in body and XSS_REASON in body
+    ticks = browser.execute_script("return Array.from(document.querySelectorAll('div.plot text')).map(t => t.textContent)")
+    assert XSS_CLASS in ticks                           # the confusion matrix's axis shows the name as text
+
+
+def test_compare_page(experiment, report, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from dashboards.compare import build_compare
+    from dashboards.experiment import load_experiment
+
+    a = load_experiment(experiment)
+    b = load_experiment(_xss_copy(experiment, tmp_path / "b"))
+    out = tmp_path / "compare.html"
+    out.write_text(build_compare(a, b))
+    assert XSS_NAME not in out.read_text()
+    open_page(browser, out)
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "Outcomes and best results" in body and "best score" in body and "Score distributions" in body
+    assert len(browser.find_elements(By.CSS_SELECTOR, "table.sortable#leaderboard-a, table.sortable#leaderboard-b")) == 2
+
+
+def test_live_experiment_marks_unfinished_trials_running(experiment, tmp_path):
+    """While a sweep runs there are no tables: Tune's trial folders are read instead."""
+    from dashboards.experiment import load_experiment
+    from dashboards.report import build_report
+
+    live = tmp_path / "live"
+    shutil.copytree(experiment, live, ignore=shutil.ignore_patterns("*.parquet", "sweep.json", "checkpoint_*"))
+    results = sorted(live.glob("*/result.json"))
+    assert len(results) == 4
+    lines = results[0].read_text().splitlines()
+    results[0].write_text("\n".join(lines[:1]) + "\n")          # one epoch so far, not done
+    exp = load_experiment(live)
+    assert exp.live and exp.outcome_counts()["running"] == 1 and len(exp.trials) == 4
+    assert exp.classes and exp.params
+    page = build_report(exp, live_version="abc")
+    assert "live: sweep running" in page and "fetch('version'" in page
+
+
+def _crafted(n: int = 24):
+    """An in-memory experiment whose score is driven by lr alone, with a conditional focal_gamma."""
+    import random
+
+    from dashboards.experiment import Experiment, Param
+
+    rng = random.Random(0)
+    params = [Param("lr", "float", low=1e-4, high=1e-2, log=True), Param("dropout_scale", "float", low=0.0, high=1.6),
+              Param("loss", "categorical", choices=("ce", "focal")),
+              Param("focal_gamma", "float", low=0.5, high=4.0, when={"loss": ["focal"]})]
+    trials = []
+    for i in range(n):
+        lr, loss = 10 ** rng.uniform(-4, -2), rng.choice(["ce", "focal"])
+        trials.append({"trial_id": f"t{i}", "outcome": "completed", "score": 0.3 + 0.2 * (math.log10(lr) + 4),
+                       "config/lr": lr, "config/dropout_scale": rng.uniform(0, 1.6), "config/loss": loss,
+                       "config/focal_gamma": rng.uniform(0.5, 4.0) if loss == "focal" else None})
+    return Experiment(path=Path("crafted"), name="crafted", meta={}, trials=trials, epochs=[], params=params,
+                      fixed={}, classes=[])
+
+
+def test_importance_groups_conditional_parameters():
+    from dashboards.figures import importance_bars
+    from dashboards.importance import param_importances
+
+    exp = _crafted()
+    plain, focal = param_importances(exp)
+    assert set(plain.values) == {"lr", "dropout_scale", "loss"} and max(plain.values, key=plain.values.get) == "lr"
+    assert "focal_gamma" in focal.values and focal.trials == sum(t["config/loss"] == "focal" for t in exp.trials)
+    assert importance_bars([plain, focal]) is not None
+    exp.trials = exp.trials[:2]
+    assert all(not g.values and "at least 3" in g.note for g in param_importances(exp))
+
+
+def test_edge_warning_when_the_best_sit_at_a_bound():
+    from dashboards.edges import edge_warnings
+
+    exp = _crafted()                 # score rises with lr: the best trials sit at lr's upper bound
+    for t in sorted(exp.trials, key=lambda t: -t["score"])[:3]:
+        t["config/lr"] = 0.0095      # within 5% of 1e-2 in log space (not in linear space: a log param)
+    warnings = edge_warnings(exp)
+    assert [(w.param, w.edge, w.count) for w in warnings] == [("lr", "upper", 3)]
+    assert "within 5% of the upper bound 0.01" in warnings[0].message()
+    for t in exp.trials:
+        t["config/lr"] = 1e-3        # the middle of the range in log space
+    assert not [w for w in edge_warnings(exp) if w.param == "lr"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_is_read_only_and_local(experiment):
+    from dashboards.serve import make_server
+    from fer_core.cli import get_parser
+
+    assert get_parser().parse_args(["dashboard", "serve", str(experiment)]).host == "127.0.0.1"
+    server = make_server(experiment, port=_free_port(), quiet=True)
+    assert server.server_address[0] == "127.0.0.1"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with urllib.request.urlopen(base + "/", timeout=60) as r:
+            page = r.read().decode()
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/html")
+        assert "<h1 class=\"exp-name\">dash</h1>" in page and "plotly.js v" in page and "fetch('version'" in page
+        with urllib.request.urlopen(base + "/version", timeout=10) as r:
+            assert json.loads(r.read())["version"]
+        for method, path, code in (("POST", "/", 405), ("PUT", "/", 405), ("DELETE", "/", 405),
+                                   ("GET", "/sweep.json", 404), ("GET", "/../trials.parquet", 404)):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(urllib.request.Request(base + path, data=b"x" if method != "GET" else None,
+                                                              method=method), timeout=10)
+            assert err.value.code == code, (method, path)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_not_an_experiment_is_one_clear_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = subprocess.run([sys.executable, "-m", "fer_core", "dashboard", "build", str(tmp_path / "empty"),
+                          "--out", str(tmp_path / "x.html")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fer: error:") and "trials.parquet" in lines[0], out.stderr
+    assert not (tmp_path / "x.html").exists()
