@@ -297,11 +297,11 @@ def test_serve_is_read_only_and_local(experiment):
         server.server_close()
 
 
-def test_not_an_experiment_is_one_clear_line(tmp_path):
+def test_not_an_experiment_is_one_clear_line(tmp_path, capsys):
+    from fer_core.cli import main
+
     (tmp_path / "empty").mkdir()
-    out = subprocess.run([sys.executable, "-m", "fer_core", "dashboard", "build", str(tmp_path / "empty"),
-                          "--out", str(tmp_path / "x.html")], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("fer: error:") and "trials.parquet" in lines[0], out.stderr
+    assert main(["dashboard", "build", str(tmp_path / "empty"), "--out", str(tmp_path / "x.html")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fer: error:") and "trials.parquet" in lines[0], lines
     assert not (tmp_path / "x.html").exists()
