@@ -12,3 +12,7 @@ fer data synth --out "$OUT/raw" --overwrite
 fer data ingest "$OUT/raw" --out "$OUT/data" --overwrite
 fer data report "$OUT/data"
 python sweeps/regularization.py --data "$OUT/data" --storage "$OUT/sweeps" --name regularization --overwrite "$@"
+EXP="$OUT/sweeps/regularization"
+fer dashboard build "$EXP" --out "$EXP/report.html"
+fer export-best "$EXP" --out "$EXP/best.yaml"
+echo "main: sweep in $EXP - open $EXP/report.html; retrain the winner with: fer retrain $EXP/best.yaml"
