@@ -25,17 +25,21 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = get_parser()
-    args = parser.parse_args(argv)
+def run_reporting_errors(prog: str, fn, *, interrupted: str = "nothing half-written was left behind") -> int:
+    """Run ``fn()`` as a command: a ``FerError`` becomes one line ``<prog>: error: ...`` and exit 2."""
     try:
-        return int(args.func(args) or 0)
+        return int(fn() or 0)
     except FerError as exc:
-        print(f"fer: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("fer: interrupted; nothing half-written was left behind", file=sys.stderr)
+        print(f"{prog}: interrupted; {interrupted}", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    return run_reporting_errors("fer", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -290,14 +290,11 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = get_parser().parse_args(argv)
-    try:
-        return run_confirm(args, "python sweeps/confirm.py " + " ".join(shlex.quote(a) for a in argv))
-    except FerError as exc:
-        print(f"confirm.py: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("confirm.py: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    from fer_core.cli import run_reporting_errors
+
+    return run_reporting_errors(
+        "confirm.py", lambda: run_confirm(args, "python sweeps/confirm.py " + " ".join(shlex.quote(a) for a in argv)),
+        interrupted="nothing was written")
 
 
 if __name__ == "__main__":

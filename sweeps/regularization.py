@@ -200,6 +200,10 @@ def run(argv: list[str] | None = None) -> dict:
     from sweeps.optuna_search import PruningOptunaSearch
     from sweeps.trainable import fer_trainable, ran_to_the_end
 
+    if "://" not in storage:
+        # Epochs of small FER models take seconds, and num_to_keep=1 forces an experiment snapshot
+        # after each checkpoint: cheap on a local disk (milliseconds), so Tune's warning is noise here.
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     address = args.address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         if address:
@@ -310,15 +314,10 @@ def _write_outputs(args, argv, name, exp_dir, space, data, grid, wall, base) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run(argv)
-    except FerError as exc:
-        print(f"regularization.py: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("regularization.py: interrupted; continue with --resume --name <experiment>", file=sys.stderr)
-        return 130
-    return 0
+    from fer_core.cli import run_reporting_errors
+
+    return run_reporting_errors("regularization.py", lambda: run(argv) and 0,
+                                interrupted="continue with --resume --name <experiment>")
 
 
 if __name__ == "__main__":

@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fer_core.errors import FerError
+from fer_core.yamlio import read_yaml
 from fer_core.train.config import ConfigError, TrainConfig, resolve_config
 
 __all__ = ["Param", "SearchSpace", "SpaceError", "load_space", "parse_space"]
@@ -226,13 +225,4 @@ def _parse_when(where: str, when, seen: dict[str, Param]) -> tuple:
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpaceError(f"{path}: cannot read the search space ({exc.strerror or exc})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpaceError(f"{path}: not valid YAML ({exc})") from None
-    return parse_space(raw, source=str(path))
+    return parse_space(read_yaml(path, "search space", SpaceError), source=str(path))

@@ -30,6 +30,7 @@ from typing import Any, Iterable
 import yaml
 
 from ..errors import FerError
+from ..yamlio import read_yaml
 
 __all__ = ["TrainConfig", "ConfigError", "load_config", "resolve_config", "parse_overrides",
            "config_from_preset", "dump_config", "RUNTIME_KEYS"]
@@ -317,14 +318,7 @@ def load_config(path: str | Path | None = None, *, overrides: Iterable[str] = ()
     if path is not None:
         path = Path(path)
         where = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
-        try:
-            raw = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raw = read_yaml(path, "config file", ConfigError) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: must be a YAML mapping of key: value")
         raw = _drop_provenance(raw, path)
