@@ -282,3 +282,21 @@ def score_distributions(named: list[tuple[str, Experiment]]) -> go.Figure | None
     fig.update_layout(**LAYOUT, barmode="overlay", height=380, title="Score distributions (scored trials)",
                       xaxis_title="score (mean val acc of the last epochs)", yaxis_title="trials")
     return fig
+
+
+def confirmed_spread(ranking: list[dict], sweep_score: dict) -> go.Figure | None:
+    """Mean score over fresh seeds with min-max whiskers per configuration, and the sweep's own score."""
+    if not ranking:
+        return None
+    ids = [r["trial_id"] for r in ranking]
+    means = [r["mean"] for r in ranking]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(
+        x=ids, y=means, mode="markers", name="mean over fresh seeds", marker=dict(size=11),
+        error_y=dict(type="data", symmetric=False, array=[r["max"] - r["mean"] for r in ranking],
+                     arrayminus=[r["mean"] - r["min"] for r in ranking])))
+    fig.add_trace(go.Scatter(x=ids, y=[sweep_score.get(i) for i in ids], mode="markers", name="sweep score (one seed)",
+                             marker=dict(symbol="x", size=10)))
+    fig.update_layout(height=360, xaxis_title="trial (best confirmed first)", yaxis_title="score (min-max whiskers)",
+                      margin=dict(l=60, r=20, t=30, b=60))
+    return fig

@@ -200,6 +200,24 @@ def _best_confusion(exp: Experiment) -> str:
     return note(f"Trial {best['trial_id']} recorded no validation confusion matrix.")
 
 
+def _confirmed(exp: Experiment) -> str:
+    """``fer confirm``'s ranking: mean score over fresh seeds with its spread, beside the sweep's score."""
+    if not (exp.path / "confirm.parquet").is_file():
+        return note(f"Not confirmed yet: 'fer confirm {exp.path} --top 3 --seeds 3' re-trains the top "
+                    "configurations with fresh seeds; the sweep's winner was picked on one seed.")
+    from sweeps.confirm import read_confirm, summarize
+
+    ranking = summarize(read_confirm(exp.path))
+    sweep_score = {t["trial_id"]: t.get("score") for t in exp.trials}
+    rows = [[i + 1, r["trial_id"], Cell(_num(sweep_score.get(r["trial_id"])), sweep_score.get(r["trial_id"])),
+             Cell(_num(r["mean"]), r["mean"]), Cell(_num(r["std"]), r["std"]), Cell(_num(r["min"]), r["min"]),
+             Cell(_num(r["max"]), r["max"]), r["n"], r["failed"], ", ".join(map(str, r["seeds"]))]
+            for i, r in enumerate(ranking)]
+    return (figure(figures.confirmed_spread(ranking, sweep_score))
+            + table(["rank", "trial", "sweep score", "mean score", "std", "min", "max", "seeds run", "failed",
+                     "seeds"], rows, sortable=True))
+
+
 def build_report(exp: Experiment, *, live_version: str | None = None) -> str:
     warnings = edge_warnings(exp)
     edge = "".join(warning(w.message()) for w in warnings) or (
@@ -218,6 +236,7 @@ def build_report(exp: Experiment, *, live_version: str | None = None) -> str:
         section("Axis plots", edge + figure(figures.axis_plots(exp, warnings)), anchor="axis"),
         section("Hyperparameter importance", _importance(exp), anchor="importance"),
         section("Best trial: confusion matrix and per-class scores", _best_confusion(exp), anchor="confusion"),
+        section("Confirmed with fresh seeds (fer confirm)", _confirmed(exp), anchor="confirmed"),
     ])
     return page(f"{exp.name} - sweep review", body, live_version=live_version)
 

@@ -305,3 +305,28 @@ def test_not_an_experiment_is_one_clear_line(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fer: error:") and "trials.parquet" in lines[0], lines
     assert not (tmp_path / "x.html").exists()
+
+
+def test_confirmed_ranking_shows_the_spread(experiment, browser, tmp_path):
+    from dashboards.experiment import load_experiment
+    from dashboards.report import write_report
+
+    dest = tmp_path / "confirmed"
+    dest.mkdir()
+    for name in ("trials.parquet", "epochs.parquet", "sweep.json"):
+        shutil.copy2(experiment / name, dest / name)
+    ids = [t["trial_id"] for t in pq.read_table(dest / "trials.parquet").to_pylist()][:2]
+    rows = [{"trial_id": ids[0], "seed": 1000 + i, "score": s, "peak": s, "final": s, "epochs": 3}
+            for i, s in enumerate((0.50, 0.60, 0.55))]
+    rows += [{"trial_id": ids[1], "seed": 1000 + i, "score": s, "peak": s, "final": s, "epochs": 3}
+             for i, s in enumerate((0.40, 0.42, 0.44))]
+    pq.write_table(pa.Table.from_pylist(rows), dest / "confirm.parquet")
+    before = write_report(load_experiment(experiment), tmp_path / "unconfirmed.html").read_text()
+    assert "Not confirmed yet" in before
+    page = write_report(load_experiment(dest), tmp_path / "confirmed.html")
+    open_page(browser, page)
+    from selenium.webdriver.common.by import By
+
+    table = browser.find_element(By.ID, "confirmed").text
+    assert "mean score" in table and "0.5500" in table and "0.0500" in table      # mean and std of ids[0]
+    assert table.index(ids[0]) < table.index(ids[1])                                # best mean first

@@ -233,7 +233,7 @@ def _sample_params(rng: np.random.Generator, expr: np.ndarray) -> dict[str, np.n
     # Lighting, noise, occlusion.
     p["light"], p["light_dir"] = U(0.0, 0.5), U(0.0, 2 * np.pi)
     p["contrast"], p["bright"], p["gamma"] = U(0.45, 1.3), U(-0.12, 0.12), U(0.75, 1.35)
-    p["noise"] = U(0.01, 0.08)
+    p["noise"] = U(0.01, 0.06)
     p["occ"] = (rng.random(n) < 0.2) * 1.0
     p["occ_x"], p["occ_y"], p["occ_ang"] = U(-0.6, 0.6), U(-0.6, 0.6), U(0.0, np.pi)
     p["occ_hw"], p["occ_hl"], p["occ_tone"] = U(0.06, 0.25), U(0.3, 1.2), U(0.0, 1.0)

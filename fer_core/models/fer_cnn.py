@@ -297,10 +297,12 @@ _PRESETS: dict[str, dict] = {
     # Not in the notebook: B-style blocks scaled down so that CPU sweeps and CI finish in minutes.
     # small: double convs 16-32-64 with BN, Dense 64 (~220k params, ~10x Model B's CPU speed);
     # tiny: single convs 8-16-32, Dense 32 (~43k params, ~40x).
+    # Their BatchNorm uses PyTorch's momentum (0.1), not Keras' 0.01: short CPU runs (a few hundred
+    # steps) would otherwise evaluate with running statistics that have not caught up yet.
     "fer_cnn_small": dict(filters=(16, 32, 64), convs_per_block=2, bn="conv", bn_after_act=True, pool="max",
-                          dense=(64,), dense_bn=True, **_B_DROPOUT),
+                          dense=(64,), dense_bn=True, bn_momentum=0.1, **_B_DROPOUT),
     "fer_cnn_tiny": dict(filters=(8, 16, 32), convs_per_block=1, bn="conv", bn_after_act=True, pool="max",
-                         dense=(32,), dense_bn=True, **_B_DROPOUT),
+                         dense=(32,), dense_bn=True, bn_momentum=0.1, **_B_DROPOUT),
 }
 
 
