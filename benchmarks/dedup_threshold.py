@@ -197,7 +197,7 @@ def images_mode(args) -> None:
               + f"  {dist[kind].mean():5.1f}")
     order = np.lexsort((pj, pi, pd))
     if len(order):
-        print(f"\nclosest pairs among the originals (real duplicates in the source, or faces pHash cannot tell apart):")
+        print("\nclosest pairs among the originals (duplicates in the source, or faces pHash cannot tell apart):")
         for k in order[:10]:
             print(f"  {int(pd[k]):>2} bits  {paths[pi[k]].relative_to(root)}  {paths[pj[k]].relative_to(root)}")
     if args.pairs:

@@ -77,7 +77,7 @@ def test_default_near_distance_keeps_distinct_faces_and_finds_copies(tmp_path):
     removed = sum(k not in kept for k in distinct)
     found = sum(not (c in kept and o in kept) for c, o in copies)
     # Measured (seed 0): 2 of 1380 distinct faces removed (0.14 %), 58 of 60 copies found; seeds
-    # 1-3: 0-2 removed, 57-58 found. Two bits more (8) wrongly groups about 2.5 % of the faces.
+    # 1-3: 0-2 removed, 56-58 found. Two bits more (8) wrongly groups about 2.5 % of the faces.
     assert removed <= 0.005 * len(distinct), f"{removed} of {len(distinct)} distinct faces removed"
     assert found >= 0.9 * len(copies), f"only {found} of {len(copies)} injected copies found"
 

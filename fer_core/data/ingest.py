@@ -29,11 +29,11 @@ from .shards import write_manifest, write_shards
 # precision = groups holding one family only, wrongly grouped = distinct faces put in a group):
 #
 #     bits  recall  precision  wrongly grouped
-#        4   0.912      0.993      2 (0.05 %)
-#        6   0.988      0.969      9 (0.2 %)
-#        8   1.000      0.753    100 (2.5 %)
+#        4   0.925      0.993      2 (0.05 %)
+#        6   0.988      0.957     12 (0.3 %)
+#        8   1.000      0.749    103 (2.6 %)
 #
-# Seeds 1 and 2 at 6 bits: recall 0.988 / 0.938, 12 / 9 wrongly grouped (8 bits: 94 / 99). 6 is
+# Seeds 1 and 2 at 6 bits: recall 0.981 / 0.944, 6 / 10 wrongly grouped (8 bits: 95 / 94). 6 is
 # the largest threshold that keeps wrongly grouped faces under 0.5 %; 4 would miss about half of
 # the 1-pixel shifts (a 1-pixel shift or rescale of a 48x48 image moves pHash by about 5 bits, in
 # natural-image crops too; a re-encode or a brightness or contrast change by 0-2).

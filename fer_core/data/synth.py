@@ -22,10 +22,12 @@ is one cartoon face rendered in numpy, a whole batch at a time:
   frame, head width and chin taper, hair volume, length, parting and tone, shoulders and neck
   (clothing tone), a background gradient in a random direction plus smooth clutter (a random 5x5
   grid, interpolated), and side lighting across the face. They are what a perceptual hash looks at:
-  without them distinct faces sat 4-8 pHash bits from their nearest neighbour (the 8x8 lowest DCT
-  frequencies of every face were the same centred blob), so no near-duplicate threshold could tell
-  copies from distinct faces; with them distinct faces sit mostly 10-16 bits apart, as real faces
-  that differ in framing, hair, background and lighting do (benchmarks/dedup_threshold.py).
+  without them distinct faces sat 4-10 pHash bits from their nearest neighbour (median 8, n=4000:
+  the 8x8 lowest DCT frequencies of every face were the same centred blob), so no near-duplicate
+  threshold could tell copies from distinct faces; with them the nearest neighbour sits mostly
+  10-16 bits away (median 14), nearer what real faces that differ in framing, hair, background and
+  lighting should give (unmeasured: no real FER data here; ``benchmarks/dedup_threshold.py
+  --images`` measures it on a real set).
 
 On top of the rendered faces the generator injects the problems the ingest tool must find, and
 records the ground truth: label noise (a share of samples get a wrong label, drawn with
@@ -417,10 +419,10 @@ NEAR_COPY_KINDS = ("shift", "brightness", "contrast", "noise", "jpeg", "rescale"
 def near_copy(img: np.ndarray, rng: np.random.Generator, kinds: tuple[str, ...] | None = None) -> np.ndarray:
     """A copy that is visibly the same picture but not byte-identical: what a re-upload does.
 
-    One or two of NEAR_COPY_KINDS at random (or exactly ``kinds``): a one-pixel shift (edge
-    replicated), a brightness change of 2-6 gray levels, a contrast change of 4-10 %, mild noise
-    (sd 1-2.5 gray levels), JPEG re-encoding at quality 80-95, or a rescale by one pixel (about 2 %)
-    (bicubic) cropped or edge-padded back to the original size.
+    One or two of NEAR_COPY_KINDS at random (or exactly ``kinds``, in order): a one-pixel shift
+    (edge replicated), a brightness change of 2-6 gray levels, a contrast change of 4-10 %, mild
+    noise (sd 1-2.5 gray levels), JPEG re-encoding at quality 80-95, or a bicubic rescale by one
+    pixel (about 2 %), cropped or edge-padded back to the original size. ``img`` is (H, W) uint8.
     """
     out = img.astype(np.float32)
     if kinds is None:
@@ -449,8 +451,9 @@ def near_copy(img: np.ndarray, rng: np.random.Generator, kinds: tuple[str, ...] 
         elif kind == "rescale":
             h, w = out.shape
             step = int(rng.choice([-1, 1]))
-            scaled = np.asarray(Image.fromarray(out.astype(np.float32)).resize((w + step, h + step),
-                                                                        Image.Resampling.BICUBIC))
+            scaled = Image.fromarray(out.astype(np.float32)).resize((w + step, h + step),
+                                                                    Image.Resampling.BICUBIC)
+            scaled = np.asarray(scaled)
             if step > 0:
                 top, left = int(rng.integers(0, step + 1)), int(rng.integers(0, step + 1))
                 out = scaled[top:top + h, left:left + w]
