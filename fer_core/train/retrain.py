@@ -188,15 +188,7 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
     fit_data = _train_plus_val(data) if on == "train+val" else data
 
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        try:
-            result = train(cfg, fit_data, report=report, run_dir=tmp, progress=progress)
-        except ValueError as exc:
-            if "more than 1 value per channel" not in str(exc):
-                raise
-            n = len(fit_data.labels["train"])
-            raise FerError(f"{cfg.model}'s BatchNorm cannot train on the last batch of an epoch: {n} training images "
-                           f"({on}) with batch_size {cfg.batch_size} leave a batch of 1; pass --set batch_size=N "
-                           f"with {n} % N != 1 (the trainer does not drop such a batch)") from None
+        result = train(cfg, fit_data, report=report, run_dir=tmp, progress=progress)
         if result.status == "diverged":
             raise FerError(f"retrain of {config_path} diverged: {result.message}")
         model = result.model
