@@ -5,6 +5,7 @@ set -euo pipefail
 N=${1:-1}
 CPUS=${2:-2}
 export RAY_AUTH_MODE=token
+ray get-auth-token --generate >/dev/null     # creates ~/.ray/auth_token when there is none yet
 ray start --head --port 6379 --num-cpus "$CPUS" --dashboard-host 127.0.0.1 --disable-usage-stats
 for i in $(seq 1 "$N"); do
   ray start --address 127.0.0.1:6379 --num-cpus "$CPUS"

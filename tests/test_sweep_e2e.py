@@ -38,6 +38,10 @@ def env(**extra) -> dict:
 @pytest.fixture()
 def ray_head():
     """A real head node started with `ray start --head` (token authentication on), stopped afterwards."""
+    # a fresh machine has no token yet: `ray start` with RAY_AUTH_MODE=token needs one (~/.ray/auth_token)
+    gen = subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env(), capture_output=True,
+                         text=True, timeout=120)
+    assert gen.returncode == 0, gen.stdout + gen.stderr
     port, dash = free_port(), free_port()
     cmd = [str(BIN / "ray"), "start", "--head", "--num-cpus", "2", "--port", str(port), "--dashboard-port",
            str(dash), "--dashboard-host", "127.0.0.1", "--include-dashboard", "true", "--disable-usage-stats"]
