@@ -41,7 +41,7 @@ def ray_head():
     # a fresh machine has no token yet: `ray start` with RAY_AUTH_MODE=token needs one (~/.ray/auth_token)
     gen = subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env(), capture_output=True,
                          text=True, timeout=120)
-    assert gen.returncode == 0, gen.stdout + gen.stderr
+    assert gen.returncode == 0, gen.stderr          # stdout is the token itself: never shown
     port, dash = free_port(), free_port()
     cmd = [str(BIN / "ray"), "start", "--head", "--num-cpus", "2", "--port", str(port), "--dashboard-port",
            str(dash), "--dashboard-host", "127.0.0.1", "--include-dashboard", "true", "--disable-usage-stats"]
