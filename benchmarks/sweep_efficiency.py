@@ -7,7 +7,7 @@ Part 1 - search efficiency, same seed, same number of configurations, same space
 (``sweeps/spaces/regularization.yaml``), both through ``sweeps/regularization.py``:
   (a) random search, every trial at the full epoch budget (``--search random --no-asha
       --no-collapse-stop``);
-  (b) the default: Optuna TPE + ASHA + collapse stopping.
+  (b) the default: Optuna TPE (start-up trials: samples/4, at least 3) + ASHA + collapse stopping.
 Printed: epochs spent, wall time, and the best score (mean val acc of the last 3 epochs) among the
 trials that ran the full budget - the trial a team would retrain. Target: (b) within 0.5 points of
 (a)'s best for at most a third of (a)'s epochs.

@@ -87,6 +87,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-collapse-stop", action="store_true", help="record collapses but do not stop trials")
     p.add_argument("--search", choices=("tpe", "random"), default="tpe",
                    help="Optuna sampler: seeded TPE, or random search (a baseline)")
+    p.add_argument("--startup-trials", type=int, default=None,
+                   help="TPE: random trials before it models the space (default: samples/4, between 3 and "
+                        "Optuna's 10, so a small study is not all start-up)")
     p.add_argument("--no-asha", action="store_true", help="no ASHA: every trial runs its full budget (a baseline)")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (from its checkpoint)")
     p.add_argument("--wandb-project", default="fer-sweep", help="W&B project (one run per trial, grouped by experiment)")
@@ -204,6 +207,7 @@ def run(argv: list[str] | None = None) -> dict:
         # Epochs of small FER models take seconds, and num_to_keep=1 forces an experiment snapshot
         # after each checkpoint: cheap on a local disk (milliseconds), so Tune's warning is noise here.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    startup = args.startup_trials if args.startup_trials is not None else min(10, max(3, args.samples // 4))
     address = args.address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         if address:
@@ -229,7 +233,9 @@ def run(argv: list[str] | None = None) -> dict:
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
 
     searcher = PruningOptunaSearch(space=space.define_by_run, metric="score", mode="max",
-                                   sampler=(optuna.samplers.TPESampler(seed=args.seed) if args.search == "tpe"
+                                   sampler=(optuna.samplers.TPESampler(seed=args.seed,
+                                                                       n_startup_trials=startup)
+                                            if args.search == "tpe"
                                             else optuna.samplers.RandomSampler(seed=args.seed)),
                                    max_t=args.max_epochs, time_attr="training_iteration",
                                    is_complete=ran_to_the_end)
