@@ -22,6 +22,23 @@ def save(path: Path, arr: np.ndarray, fmt: str | None = None) -> Path:
 
 
 @pytest.fixture(scope="session")
+def brightness_data():
+    """96 train / 32 val 48x48 images of 4 classes whose mean brightness encodes the class (learnable)."""
+    from fer_core.train import TrainData
+
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = rng.integers(0, 4, n)
+        x = rng.normal(60 + 40 * y[:, None, None], 25, (n, 48, 48)).clip(0, 255).astype(np.uint8)
+        return x[..., None], y.astype(np.int64)
+
+    (xt, yt), (xv, yv) = make(96), make(32)
+    return TrainData(classes=["happy", "neutral", "sad", "surprise"], version="vtest", uri="memory",
+                     images={"train": xt, "val": xv}, labels={"train": yt, "val": yv})
+
+
+@pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """A small embedded-default-style data set in class folders, with its truth.csv."""
     from fer_core.data.synth import SynthConfig, generate, write_folders
