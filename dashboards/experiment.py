@@ -47,6 +47,10 @@ class Param:
     def numeric(self) -> bool:
         return self.type in ("float", "int")
 
+    def active(self, values: dict) -> bool:
+        """Whether the parameter exists given the values sampled before it (its ``when`` holds)."""
+        return all(values.get(k) in allowed for k, allowed in self.when.items())
+
     def describe(self) -> str:
         if self.type == "categorical":
             body = "{" + ", ".join(map(str, self.choices)) + "}"
@@ -125,6 +129,74 @@ class Experiment:
         v = trial.get(f"config/{param}")
         return None if isinstance(v, float) and math.isnan(v) else v
 
+    @property
+    def score_window(self) -> int:
+        return int(self.meta.get("score_window") or 3)
+
+    def trial(self, trial_id: str) -> dict:
+        for row in self.trials:
+            if row["trial_id"] == trial_id:
+                return row
+        raise ExperimentError(f"{self.path}: no trial {trial_id!r} in trials.parquet")
+
+    def sampled(self, row: dict) -> dict:
+        """The values the trial sampled, from its ``config/<key>`` columns.
+
+        A null cell means the parameter was absent (a conditional one whose ``when`` did not hold),
+        unless the space says it was active - then null is the sampled value (a ``null`` choice).
+        """
+        columns = {k.removeprefix("config/"): v for k, v in row.items() if k.startswith("config/")}
+        if self.space_inferred:
+            return {k: v for k, v in columns.items() if v is not None}
+        values: dict[str, Any] = {}
+        for p in self.params:
+            if p.active(values):
+                values[p.name] = _as_choice(columns.get(p.name), p.choices)
+        values.update({k: v for k, v in columns.items() if k not in values and v is not None})
+        return values
+
+    def config(self, row: dict):
+        """The trial's full trainer config (a ``TrainConfig``): base config < the space's fixed keys < its
+        sampled values."""
+        from fer_core.train.config import ConfigError, resolve_config
+
+        base = self.meta.get("base_config") or {}
+        try:
+            return resolve_config({**base, **self.fixed, **_uncoerce(self.sampled(row))},
+                                  where=f"{self.path} trial {row['trial_id']}")
+        except ConfigError as exc:
+            raise ExperimentError(f"{exc} (the experiment's sweep.json and trials.parquet do not give a valid "
+                                  "trainer config; was it written by another version of sweeps/regularization.py?)") from None
+
+
+def _as_choice(value, choices: tuple | None):
+    """A categorical value that ``trials.parquet`` stored as text (a column of mixed types) back as the choice."""
+    if isinstance(value, str) and choices and value not in choices:
+        for c in choices:
+            if str(c) == value:
+                return c
+    return value
+
+
+def _uncoerce(params: dict) -> dict:
+    """Numbers a mixed-type column turned into text (``"0.25"``) back into numbers, for non-text keys."""
+    from dataclasses import fields
+
+    import yaml
+
+    from fer_core.train.config import TrainConfig
+
+    text_keys = {f.name for f in fields(TrainConfig) if "str" in str(f.type)}
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, str) and k not in text_keys:
+            try:
+                v = yaml.safe_load(v)
+            except yaml.YAMLError:
+                pass
+        out[k] = v
+    return out
+
 
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -143,9 +215,14 @@ def _read_parquet(path: Path) -> list[dict]:
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pylist()
+        rows = pq.read_table(path).to_pylist()
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
         raise ExperimentError(f"{path}: not a readable Parquet table ({exc})") from None
+    for row in rows:                      # a missing number is None, as in sweep.json, never NaN
+        for k, v in row.items():
+            if isinstance(v, float) and math.isnan(v):
+                row[k] = None
+    return rows
 
 
 def _params(space: dict) -> tuple[list[Param], dict]:
@@ -206,18 +283,35 @@ def _tables_are_current(path: Path) -> bool:
     return all(p.stat().st_mtime <= written + 1.0 for p in path.glob("*/result.json"))
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read an experiment folder (finished: the tables; running: Tune's trial folders)."""
-    path = Path(path)
+def load_experiment(path: str | Path, *, finished: bool = False) -> Experiment:
+    """Read an experiment folder (finished: the tables; running: Tune's trial folders).
+
+    ``finished=True`` (exporting, confirming): only a sweep that ended, i.e. one with ``sweep.json`` and
+    ``trials.parquet``, is accepted; anything else is an error that names the missing file.
+    """
     if "://" in str(path):
-        raise ExperimentError(f"{path}: dashboards read local experiment folders; copy it here first "
-                              "(e.g. 'aws s3 sync')")
+        raise ExperimentError(f"{path}: experiment folders are read from local disk; copy it here first "
+                              "(e.g. 'aws s3 sync' or 'gsutil rsync') and pass the local folder")
+    path = Path(path)
     if not path.is_dir():
-        raise ExperimentError(f"{path}: no such experiment folder")
+        raise ExperimentError(f"{path}: no such experiment folder; pass <storage>/<name> of a sweep "
+                              "(sweeps/regularization.py writes it, e.g. runs/sweeps/regularization-<date>-<time>)"
+                              if not path.exists() else f"{path}: not a folder; pass the sweep's experiment folder")
     notes: list[str] = []
     meta_file = path / "sweep.json"
+    if finished:
+        for name in ("sweep.json", "trials.parquet"):
+            if not (path / name).is_file():
+                raise ExperimentError(
+                    f"{path}: not a finished sweep experiment: {path / name} is missing (sweeps/regularization.py "
+                    "writes sweep.json and trials.parquet when the sweep ends; continue an interrupted one with "
+                    "--resume --name <experiment>)")
     meta = _read_json(meta_file) if meta_file.is_file() else {}
-    if _tables_are_current(path):
+    if finished:
+        epochs_file = path / "epochs.parquet"
+        trials, live = _read_parquet(path / "trials.parquet"), False
+        epochs = _read_parquet(epochs_file) if epochs_file.is_file() else []
+    elif _tables_are_current(path):
         trials, epochs, live = _read_parquet(path / "trials.parquet"), _read_parquet(path / "epochs.parquet"), False
     else:
         from .live import read_tune_trials
@@ -243,5 +337,6 @@ def load_experiment(path: str | Path) -> Experiment:
     else:
         params, fixed, inferred = _infer_params(trials), {}, True
     return Experiment(path=path, name=str(meta.get("name") or path.name), meta=meta, trials=trials, epochs=epochs,
-                      params=params, fixed=fixed, classes=_classes(meta, epochs), manifest=_manifest(meta, notes),
+                      params=params, fixed=fixed, classes=_classes(meta, epochs),
+                      manifest=None if finished else _manifest(meta, notes),
                       live=live, space_inferred=inferred, notes=notes)

@@ -30,12 +30,10 @@ it), and ``data_version`` pins the exact data set the trial saw.
 
 from __future__ import annotations
 
-import json
 import math
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +41,10 @@ import yaml
 
 from fer_core.atomic import write_text
 from fer_core.errors import FerError
-from fer_core.train.config import ConfigError, TrainConfig, dump_config, resolve_config
+from fer_core.train.config import TrainConfig, dump_config
+
+from .experiment import Experiment
+from .experiment import load_experiment as _load_experiment
 
 __all__ = ["Experiment", "load_experiment", "rank_trials", "best_trials", "export_best", "export_paths", "BY"]
 
@@ -52,113 +53,10 @@ BY = ("score", "final", "peak", "confirmed")
 METRIC_KEYS = ("score", "peak", "peak_epoch", "final", "drop_from_peak", "epochs", "outcome", "stop_reason", "time_s")
 
 
-@dataclass
-class Experiment:
-    """A finished sweep's folder: ``sweep.json`` (``meta``) and ``trials.parquet`` (``trials``, one dict per row)."""
-
-    path: Path
-    meta: dict
-    trials: list[dict] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return str(self.meta.get("name") or self.path.name)
-
-    @property
-    def score_window(self) -> int:
-        return int(self.meta.get("score_window") or 3)
-
-    def trial(self, trial_id: str) -> dict:
-        for row in self.trials:
-            if row["trial_id"] == trial_id:
-                return row
-        raise FerError(f"{self.path}: no trial {trial_id!r} in trials.parquet")
-
-    def params(self, row: dict) -> dict:
-        """The values the trial sampled, from its ``config/<key>`` columns.
-
-        A null cell means the parameter was absent (a conditional one whose ``when`` did not hold),
-        unless the space says it was active - then null is the sampled value (a ``null`` choice).
-        """
-        columns = {k.removeprefix("config/"): v for k, v in row.items() if k.startswith("config/")}
-        space = self.meta.get("space") or {}
-        if not space.get("params"):
-            return {k: v for k, v in columns.items() if v is not None}
-        from sweeps.space import parse_space
-
-        values: dict[str, Any] = {}
-        for p in parse_space(space, source=str(self.path / "sweep.json")).params:
-            if p.active(values):
-                values[p.name] = _as_choice(columns.get(p.name), p.choices)
-        values.update({k: v for k, v in columns.items() if k not in values and v is not None})
-        return values
-
-    def config(self, row: dict) -> TrainConfig:
-        """The trial's full trainer config: base config < the space's fixed keys < its sampled values."""
-        base = self.meta.get("base_config") or {}
-        fixed = (self.meta.get("space") or {}).get("fixed") or {}
-        params = _uncoerce(self.params(row))
-        try:
-            return resolve_config({**base, **fixed, **params}, where=f"{self.path} trial {row['trial_id']}")
-        except ConfigError as exc:
-            raise FerError(f"{exc} (the experiment's sweep.json and trials.parquet do not give a valid "
-                           "trainer config; was it written by another version of sweeps/regularization.py?)") from None
-
-
-def _as_choice(value, choices: tuple):
-    """A categorical value that ``trials.parquet`` stored as text (a column of mixed types) back as the choice."""
-    if isinstance(value, str) and choices and value not in choices:
-        for c in choices:
-            if str(c) == value:
-                return c
-    return value
-
-
-def _uncoerce(params: dict) -> dict:
-    """Numbers a mixed-type column turned into text (``"0.25"``) back into numbers, for non-text keys."""
-    text_keys = {f.name for f in fields(TrainConfig) if "str" in str(f.type)}
-    out = {}
-    for k, v in params.items():
-        if isinstance(v, str) and k not in text_keys:
-            try:
-                v = yaml.safe_load(v)
-            except yaml.YAMLError:
-                pass
-        out[k] = v
-    return out
-
-
 def load_experiment(exp_dir: str | Path) -> Experiment:
-    """Read a finished sweep's ``sweep.json`` and ``trials.parquet``; a clear ``FerError`` when they are not there."""
-    import pyarrow.parquet as pq
-
-    if "://" in str(exp_dir):
-        raise FerError(f"{exp_dir}: experiment folders are read from local disk; copy it first "
-                       "(e.g. aws s3 sync / gsutil rsync) and pass the local folder")
-    path = Path(exp_dir)
-    if not path.exists():
-        raise FerError(f"{path}: no such experiment folder; pass <storage>/<name> of a sweep "
-                       "(sweeps/regularization.py writes it, e.g. runs/sweeps/regularization-<date>-<time>)")
-    if not path.is_dir():
-        raise FerError(f"{path}: not a folder; pass the sweep's experiment folder <storage>/<name>")
-    for name in ("sweep.json", "trials.parquet"):
-        if not (path / name).is_file():
-            raise FerError(f"{path}: not a finished sweep experiment: {path / name} is missing "
-                           "(sweeps/regularization.py writes sweep.json and trials.parquet when the sweep ends; "
-                           "continue an interrupted one with --resume --name <experiment>)")
-    try:
-        meta = json.loads((path / "sweep.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FerError(f"{path / 'sweep.json'}: not readable JSON ({exc})") from None
-    try:
-        trials = pq.read_table(path / "trials.parquet").to_pylist()
-    except Exception as exc:  # noqa: BLE001 - any Arrow read failure means the same thing here
-        raise FerError(f"{path / 'trials.parquet'}: not a readable Parquet table ({exc})") from None
-    for row in trials:
-        for k, v in row.items():
-            if isinstance(v, float) and math.isnan(v):
-                row[k] = None
-    return Experiment(path=path, meta=meta, trials=trials)
+    """A finished sweep's experiment (``sweep.json`` and ``trials.parquet``); a clear ``FerError`` naming
+    what is missing otherwise."""
+    return _load_experiment(exp_dir, finished=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,7 +133,7 @@ def provenance(exp: Experiment, pick: dict, by: str, *, exported_at: str | None 
         "ranked_by": by, "ranking": what, "rank": pick["rank"],
         "candidates": pick["candidates"],
         "metrics": {k: row.get(k) for k in METRIC_KEYS},
-        "sampled": exp.params(row),
+        "sampled": exp.sampled(row),
         "max_epochs": exp.meta.get("max_epochs"), "score_window": exp.score_window,
         "sweep_command": exp.meta.get("command"),
         "data": {k: (exp.meta.get("data") or {}).get(k) for k in ("uri", "version")},

@@ -21,7 +21,9 @@ __all__ = ["OUTCOMES", "trial_rows", "epoch_rows", "write_tables", "format_summa
 OUTCOMES = ("completed", "stopped by ASHA", "collapsed", "early_stopped", "diverged", "errored", "running")
 
 # Result keys Tune adds that the tables do not need.
-_TUNE_NOISE = {"done", "should_checkpoint", "node_ip", "hostname", "pid", "date", "timestamp", "experiment_tag",
+# Tune's bookkeeping left out of epochs.parquet; ``timestamp`` (when the epoch was reported, Unix seconds)
+# stays: it orders epochs across trials (what a sweep had found after N epochs of compute).
+_TUNE_NOISE = {"done", "should_checkpoint", "node_ip", "hostname", "pid", "date", "experiment_tag",
                "checkpoint_dir_name", "time_since_restore", "iterations_since_restore", "time_this_iter_s"}
 
 

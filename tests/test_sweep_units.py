@@ -60,7 +60,8 @@ def test_tables_and_summary(tmp_path):
     trials = [
         {"trial_id": "a", "config": {"l2": 1e-4, "loss": "focal", "focal_gamma": 2.0}, "errored": False, "time_s": 5.0,
          "last": {"epoch": 3, "score": 0.6, "peak": 0.62, "peak_epoch": 2, "final": 0.6, "trial_status": "completed"},
-         "history": [{"epoch": e, "val_acc": v, "done": False} for e, v in ((1, 0.5), (2, 0.62), (3, 0.6))]},
+         "history": [{"epoch": e, "val_acc": v, "done": False, "hostname": "n1", "timestamp": 1_790_000_000 + e}
+                     for e, v in ((1, 0.5), (2, 0.62), (3, 0.6))]},
         {"trial_id": "b", "config": {"l2": 1e-2, "loss": "ce"}, "errored": False, "time_s": 1.0,
          "last": {"epoch": 1, "score": 0.4, "peak": 0.4, "peak_epoch": 1, "final": 0.4, "trial_status": "running"},
          "history": [{"epoch": 1, "val_acc": 0.4}]},
@@ -71,7 +72,8 @@ def test_tables_and_summary(tmp_path):
     assert rows[0]["drop_from_peak"] == pytest.approx(0.02)
     assert rows[1]["config/focal_gamma"] is None                   # conditional: absent for ce
     assert pq.read_table(tmp_path / "epochs.parquet").num_rows == 4
-    assert "done" not in epochs_t.column_names
+    assert "done" not in epochs_t.column_names and "hostname" not in epochs_t.column_names
+    assert epochs_t.column("timestamp").to_pylist()[:3] == [1_790_000_001, 1_790_000_002, 1_790_000_003]
     text = format_summary(trials_t)
     assert text.startswith("2 trials: 1 completed, 1 stopped by ASHA")
     lines = text.splitlines()
