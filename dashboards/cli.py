@@ -37,6 +37,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (0.0.0.0 exposes the page to the network)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (Ray's dashboard uses 8265)")
     p.add_argument("--refresh", type=int, default=10, help="seconds between the page's checks for new results")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests for this host name (e.g. behind a proxy); IP addresses, localhost and "
+                        "the bound name always work, other names are refused (DNS rebinding); '*' allows any")
     p.set_defaults(func=_run_serve)
 
     p = dsub.add_parser("compare", help="two experiments side by side on one page",
@@ -49,14 +52,12 @@ def add_parsers(sub) -> None:
 
 
 def _writable(out) -> Path:
-    out = Path(out)
-    if out.is_dir():
-        raise FerError(f"--out {out} is a folder; give the HTML file to write, e.g. {out / 'dashboard.html'}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise FerError(f"--out {out}: cannot create its folder ({exc.strerror or exc})") from None
-    return out
+    """``--out``: a new file, or a page this command wrote earlier (nothing else is replaced)."""
+    from fer_core.safepaths import check_file_replaceable
+
+    from .html import is_our_page
+
+    return check_file_replaceable(out, is_ours=is_our_page, what="a dashboard page")
 
 
 def _run_build(args) -> int:
@@ -84,10 +85,15 @@ def _run_compare(args) -> int:
 def _run_serve(args) -> int:
     from .serve import make_server
 
-    server = make_server(args.experiment, host=args.host, port=args.port, refresh_s=max(1, args.refresh))
+    server = make_server(args.experiment, host=args.host, port=args.port, refresh_s=max(1, args.refresh),
+                         allow_hosts=args.allow_host)
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in host else host
     say(f"serving {args.experiment} at http://{shown}:{port}/ (read-only; Ctrl+C stops)")
+    if args.host.strip() in ("0.0.0.0", "::", ""):
+        say(f"warning: --host {args.host} exposes this page to every machine that can reach this one, with no "
+            "authentication: it shows the experiment's paths, commands and configs. Bind 127.0.0.1 (the default) "
+            "and use an SSH tunnel unless that is what you want")
     if not Path(args.experiment).is_dir():
         say(f"{args.experiment} does not exist yet: the page waits for the sweep to create it")
     try:

@@ -174,12 +174,23 @@ def render(cfg: TrainConfig, prov: dict) -> str:
     return "\n".join(head) + "\n" + dump_config(cfg) + body
 
 
+def is_export(path: str | Path) -> bool:
+    """Whether ``path`` is a config this module wrote (a YAML mapping with a ``provenance`` block naming a trial)."""
+    doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return isinstance(doc, dict) and isinstance(doc.get("provenance"), dict) and "trial_id" in doc["provenance"]
+
+
 def export_best(exp_dir: str | Path, out: str | Path, *, by: str = "score", top: int = 1) -> list[dict]:
     """Write the ``top`` best configs of the experiment to ``out`` (and ``out-2``, ...); returns what was written."""
+    from fer_core.safepaths import check_file_replaceable
+
     exp = load_experiment(exp_dir)
     picks = best_trials(exp, by, top)
+    paths = export_paths(out, len(picks))
+    for path in paths:           # every target is checked before the first is written
+        check_file_replaceable(path, is_ours=is_export, what="a config exported by 'fer export-best'")
     written = []
-    for pick, path in zip(picks, export_paths(out, len(picks))):
+    for pick, path in zip(picks, paths):
         cfg = exp.config(pick["row"])
         prov = provenance(exp, pick, by)
         write_text(path, render(cfg, prov))

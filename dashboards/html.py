@@ -19,7 +19,19 @@ import math
 from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
-__all__ = ["esc", "json_for_script", "json_script", "figure", "table", "note", "warning", "section", "page", "Cell"]
+__all__ = ["esc", "json_for_script", "json_script", "figure", "table", "note", "warning", "section", "page", "Cell",
+           "GENERATOR", "is_our_page"]
+
+#: Every page carries ``<meta name="generator" content="fer-sweep dashboard">``: ``--out`` replaces an
+#: existing file only when it is one of ours (``is_our_page``), never someone's other HTML.
+GENERATOR = '<meta name="generator" content="fer-sweep dashboard">'
+
+
+def is_our_page(path) -> bool:
+    """Whether the file at ``path`` is a page this module wrote (its head names the generator)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    return GENERATOR.encode() in head
 
 
 def esc(value: Any) -> str:
@@ -198,7 +210,7 @@ def page(title: str, body: str, *, live_version: str | None = None, refresh_s: i
     live = ""
     if live_version is not None:
         live = json_script("page-version", live_version) + f"<script>{LIVE_JS % (refresh_s * 1000)}</script>"
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + GENERATOR +
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             "<link rel=\"icon\" href=\"data:,\">"
             f"<title>{esc(title)}</title><style>{CSS}</style>"

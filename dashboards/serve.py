@@ -10,11 +10,19 @@ A read-only ``ThreadingHTTPServer`` with exactly two routes:
 Nothing else is served (no files, no directory listing): other paths are 404, methods other than
 GET and HEAD are 405. It binds 127.0.0.1 unless a host is given: a sweep's page shows paths and
 commands, so exposing it is a decision, not a default.
+
+Host names (against DNS rebinding: a page on ``evil.example`` whose name is re-pointed at 127.0.0.1
+could otherwise read this server from the user's browser): a request is answered only when its
+``Host`` header is an IP address, ``localhost`` (or a ``*.localhost`` name, which browsers resolve
+to loopback themselves), the name the server was bound to, this machine's host name when bound to
+all interfaces, or a name given with ``--allow-host``; anything else gets 403. A rebinding attack
+always carries the attacker's own name, so it is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import socket
 import sys
@@ -22,13 +30,15 @@ import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterable
 from urllib.parse import urlsplit
 
 from fer_core.errors import FerError
 
 from .html import LIVE_JS, esc, json_script
 
-__all__ = ["DashboardServer", "make_server", "experiment_version", "DEFAULT_HOST", "DEFAULT_PORT"]
+__all__ = ["DashboardServer", "make_server", "experiment_version", "host_allowed", "allowed_names", "DEFAULT_HOST",
+           "DEFAULT_PORT"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8050
@@ -43,6 +53,40 @@ SECURITY_HEADERS = {
                                 "style-src 'unsafe-inline'; img-src data: blob:; font-src data:; "
                                 "connect-src 'self'; worker-src blob:; base-uri 'none'; form-action 'none'"),
 }
+
+
+def allowed_names(bound: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """Host names (lowercase) a server bound to ``bound`` answers to, besides IP addresses and localhost."""
+    names = {n.strip().lower().rstrip(".") for n in extra if n.strip()}
+    bound = bound.strip().lower().rstrip(".")
+    if bound in ("", "0.0.0.0", "::"):
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    elif not _is_ip(bound):
+        names.add(bound)
+    return frozenset(names)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def host_allowed(header: str | None, names: frozenset[str]) -> bool:
+    """Whether a request whose ``Host`` header is ``header`` may be answered (see the module doc)."""
+    if header is None:                      # HTTP/1.0 clients without a Host header: not a browser
+        return True
+    if "*" in names:
+        return True
+    host = header.strip().lower()
+    if host.startswith("["):                # [::1]:8050
+        host = host[1:host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:              # name:8050 (a bare IPv6 address has several colons)
+        host = host.split(":", 1)[0]
+    host = host.rstrip(".")
+    return _is_ip(host) or host == "localhost" or host.endswith(".localhost") or host in names
 
 
 def experiment_version(exp_dir: Path) -> str:
@@ -95,7 +139,7 @@ class DashboardServer:
                 f"<script>{LIVE_JS % (self.refresh_s * 1000)}</script></body></html>\n").encode()
 
 
-def _handler(dashboard: DashboardServer, quiet: bool):
+def _handler(dashboard: DashboardServer, quiet: bool, names: frozenset[str]):
     class Handler(BaseHTTPRequestHandler):
         def version_string(self) -> str:
             return "fer-dashboard"
@@ -111,6 +155,15 @@ def _handler(dashboard: DashboardServer, quiet: bool):
                 self.wfile.write(body)
 
         def _route(self, head: bool) -> None:
+            host = self.headers.get("Host")
+            if not host_allowed(host, names):
+                shown = host[:100].encode("ascii", "replace").decode()
+                print(f"fer dashboard serve: refused a request for host {shown!r} (not this server's name; "
+                      "--allow-host NAME serves it under that name)", file=sys.stderr)
+                self._send(HTTPStatus.FORBIDDEN, b"forbidden: this server does not answer to that host name; "
+                           b"start it with --allow-host NAME to serve it under NAME\n", "text/plain; charset=utf-8",
+                           head=head)
+                return
             path = urlsplit(self.path).path
             if path in ("/", "/index.html"):
                 status, body = dashboard.page()
@@ -150,11 +203,15 @@ class _Server6(_Server):
 
 
 def make_server(exp_dir: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, refresh_s: int = 10,
-                quiet: bool = False) -> ThreadingHTTPServer:
-    """A server bound to ``host:port`` (``port=0``: any free port); call ``serve_forever()`` on it."""
+                quiet: bool = False, allow_hosts: Iterable[str] = ()) -> ThreadingHTTPServer:
+    """A server bound to ``host:port`` (``port=0``: any free port); call ``serve_forever()`` on it.
+
+    ``allow_hosts``: extra host names it answers to (``*``: any; see the module doc).
+    """
     exp_dir = Path(exp_dir)      # may not exist yet: the page says it waits, and reloads when it appears
     cls = _Server6 if ":" in host else _Server
     try:
-        return cls((host, port), _handler(DashboardServer(exp_dir, refresh_s=refresh_s), quiet))
+        return cls((host, port), _handler(DashboardServer(exp_dir, refresh_s=refresh_s), quiet,
+                                          allowed_names(host, allow_hosts)))
     except OSError as exc:
         raise FerError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass another --port") from None

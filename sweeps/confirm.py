@@ -157,6 +157,8 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
     """Re-train the top ``top`` completed trials of ``exp_dir`` with ``seeds`` fresh seeds each; see the module doc."""
     from dashboards.export import load_experiment, rank_trials
     from fer_core.atomic import write_bytes, write_text
+    from fer_core.jsonio import dumps
+    from fer_core.safepaths import check_writable
 
     for flag, value in (("--top", top), ("--seeds", seeds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -164,6 +166,7 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
     if concurrency is not None and concurrency < 1:
         raise FerError(f"--concurrency: must be >= 1; got {concurrency!r}")
     exp = load_experiment(exp_dir)
+    check_writable(exp.path, flag="EXPERIMENT_DIR")      # results go there: fail now, not after the training
     ranked = rank_trials(exp.trials, "score")
     if not ranked:
         from dashboards.export import _no_finished_trial
@@ -249,7 +252,7 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
         "wall_s": time.time() - t0, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "ranking": ranking,
     }
-    write_text(exp.path / "confirm.json", json.dumps(meta, indent=2) + "\n")
+    write_text(exp.path / "confirm.json", dumps(meta, indent=2) + "\n")
     print(f"{exp.name}: top {len(configs)} configuration(s) re-trained with seeds {', '.join(map(str, seed_list))}, "
           "ranked by mean score:")
     print(format_ranking(ranking, sweep_scores))

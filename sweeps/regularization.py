@@ -54,6 +54,8 @@ from fer_core.progress import say  # noqa: E402
 
 DEFAULT_DATA = "runs/default/data"
 DEFAULT_SPACE = str(Path(__file__).resolve().parent / "spaces" / "regularization.yaml")
+#: Files that make a folder an experiment this sweep wrote (``--overwrite`` replaces nothing else).
+EXPERIMENT_MARKERS = ("sweep.json", "tuner.pkl", "experiment_state-*.json")
 SMOKE = dict(samples=4, max_epochs=4, grace_period=1, collapse_grace=2, collapse_window=2, concurrency=2)
 
 
@@ -94,7 +96,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (from its checkpoint)")
     p.add_argument("--wandb-project", default="fer-sweep", help="W&B project (one run per trial, grouped by experiment)")
     p.add_argument("--wandb-mode", default="auto", choices=("auto", "offline", "online", "disabled"),
-                   help="auto: online when WANDB_API_KEY is set, else offline (runs saved under the experiment)")
+                   help="auto: WANDB_MODE when set, else online when WANDB_API_KEY is set, else offline (runs saved "
+                        "under the experiment); the key is never passed to Ray or written anywhere")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="trainer config key for every trial (below the space's fixed keys and sampled values)")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
@@ -125,26 +128,6 @@ def _storage_path(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).resolve())
 
 
-def _wandb_callback(args, name: str, exp_dir: str):
-    mode = args.wandb_mode
-    if mode == "disabled":
-        return None
-    if mode == "auto":
-        mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
-    if mode == "offline":
-        os.environ["WANDB_MODE"] = "offline"
-    from ray.air.integrations.wandb import WandbLoggerCallback
-
-    kwargs = dict(project=args.wandb_project, group=name, log_config=True, mode=mode,
-                  excludes=["val_confusion"])
-    if "://" not in exp_dir:
-        Path(exp_dir, "wandb").mkdir(parents=True, exist_ok=True)
-        kwargs["dir"] = str(Path(exp_dir, "wandb"))
-    say(f"W&B: project {args.wandb_project}, group {name}, mode {mode}"
-        + (f" (runs under {kwargs.get('dir')}; 'wandb sync' uploads them)" if mode == "offline" else ""))
-    return WandbLoggerCallback(**kwargs)
-
-
 def run(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = get_parser().parse_args(argv)
@@ -161,23 +144,33 @@ def run(argv: list[str] | None = None) -> dict:
         raise FerError(f"--grace-period {args.grace_period} exceeds --max-epochs {args.max_epochs}")
 
     # --- everything that can fail fast, before Ray starts ------------------------------------
+    from fer_core.safepaths import check_name, check_replaceable, check_writable, child, is_uri
     from fer_core.train.config import parse_overrides, resolve_config
     from sweeps.space import load_space
+    from sweeps.wandb_logging import prepare_environment, resolve_mode
 
     space = load_space(args.space)
-    name = args.name or time.strftime("regularization-%Y%m%d-%H%M%S")
+    name = check_name(args.name or time.strftime("regularization-%Y%m%d-%H%M%S"))
     storage = _storage_path(args.storage)
-    exp_dir = f"{storage.rstrip('/')}/{name}"
+    exp_dir = child(storage, name)
+    local = not is_uri(storage)
     if args.overwrite and args.resume:
         raise FerError("--overwrite and --resume contradict each other: pick one")
-    if args.overwrite and "://" not in storage and Path(exp_dir).exists():
-        import shutil
-        say(f"--overwrite: removing the previous experiment {exp_dir}")
-        shutil.rmtree(exp_dir)
-    if "://" not in storage and Path(exp_dir).exists() and not args.resume:
+    exists = local and Path(exp_dir).exists()
+    if args.overwrite and not local:
+        raise FerError(f"--overwrite: replacing an experiment in {storage} is not supported (only in local storage); "
+                       "choose another --name")
+    if exists and not args.resume and not args.overwrite:
         raise FerError(f"{exp_dir} already exists; pass --resume to continue it or choose another --name")
-    if args.resume and "://" not in storage and not Path(exp_dir).exists():
+    if args.resume and local and not exists:
         raise FerError(f"--resume: {exp_dir} does not exist; check --storage and --name")
+    if exists and args.overwrite:      # checked now, removed only once every other check has passed
+        check_replaceable(exp_dir, kind="sweep experiment", markers=EXPERIMENT_MARKERS, overwrite=True,
+                          protect=(args.data, args.space), flag="--name")
+    if local:
+        check_writable(storage, flag="--storage")
+    wandb_mode = resolve_mode(args.wandb_mode)
+    prepare_environment(wandb_mode)
     ensure_default_data(args.data)
     from fer_core.train import load_train_data
 
@@ -202,6 +195,7 @@ def run(argv: list[str] | None = None) -> dict:
     from sweeps.collapse import CollapseStopper
     from sweeps.optuna_search import PruningOptunaSearch
     from sweeps.trainable import fer_trainable, ran_to_the_end
+    from sweeps.wandb_logging import make_callback
 
     if "://" not in storage:
         # Epochs of small FER models take seconds, and num_to_keep=1 forces an experiment snapshot
@@ -219,6 +213,10 @@ def run(argv: list[str] | None = None) -> dict:
         f"{len([n for n in ray.nodes() if n['Alive']])} node(s)")
     if args.gpus_per_trial > 0 and cluster.get("GPU", 0) == 0:
         raise FerError("--gpus-per-trial > 0 but the Ray cluster has no GPUs; use --gpus-per-trial 0")
+    if exists and args.overwrite:
+        import shutil
+        say(f"--overwrite: removing the previous experiment {exp_dir}")
+        shutil.rmtree(exp_dir)
     concurrency = args.concurrency
     if concurrency is None:
         by_cpu = int(cluster.get("CPU", 1) // max(args.cpus_per_trial, 1e-9))
@@ -242,7 +240,8 @@ def run(argv: list[str] | None = None) -> dict:
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=args.max_epochs,
                               grace_period=args.grace_period, reduction_factor=args.reduction_factor)
     stoppers = [] if args.no_collapse_stop else [CollapseStopper("val_acc", **{k: v for k, v in collapse_rule.items()})]
-    callbacks = [cb for cb in [_wandb_callback(args, name, exp_dir)] if cb is not None]
+    callbacks = [cb for cb in [make_callback(wandb_mode, project=args.wandb_project, group=name, exp_dir=exp_dir)]
+                 if cb is not None]
     run_config = tune.RunConfig(
         name=name, storage_path=storage,
         stop=CombinedStopper(*stoppers) if stoppers else None,
@@ -281,8 +280,18 @@ def _history(result) -> list[dict]:
             for row in df.to_dict("records")]
 
 
+def _previous_meta(exp_dir: Path) -> dict | None:
+    """The ``sweep.json`` a finished earlier run of this experiment wrote, if any."""
+    try:
+        meta = json.loads((exp_dir / "sweep.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def _write_outputs(args, argv, name, exp_dir, space, data, grid, wall, base) -> dict:
     from fer_core.atomic import write_text
+    from fer_core.jsonio import dumps
     from sweeps.results import format_summary, write_tables
 
     trials = []
@@ -311,8 +320,15 @@ def _write_outputs(args, argv, name, exp_dir, space, data, grid, wall, base) -> 
         "best": best,
     }
     if "://" not in exp_dir:
+        previous = _previous_meta(Path(exp_dir)) if args.resume else None
+        if previous:         # a resume keeps the launch's command and wall time, and records itself beside them
+            resumes = list(previous.get("resumes") or [])
+            resumes.append({"command": meta["command"], "wall_s": wall,
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            meta.update(command=previous.get("command", meta["command"]), wall_s=previous.get("wall_s", wall),
+                        resumes=resumes)
         write_text(Path(exp_dir) / "summary.txt", summary + "\n")
-        write_text(Path(exp_dir) / "sweep.json", json.dumps(meta, indent=2, default=str) + "\n")
+        write_text(Path(exp_dir) / "sweep.json", dumps(meta, indent=2) + "\n")
     print(summary)
     print(f"{meta['epochs_total']} epochs in {wall:.0f}s; outputs in {exp_dir} "
           "(trials.parquet, epochs.parquet, summary.txt, sweep.json)")

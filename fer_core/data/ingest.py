@@ -83,7 +83,7 @@ def _concat(sources: list[SourceData], c: int, size: int) -> tuple[np.ndarray, l
 def ingest(opts: IngestOptions) -> dict:
     """Run the whole pipeline; returns the manifest that was written."""
     say = lambda msg: prog.say(msg, quiet=opts.quiet)  # noqa: E731
-    atomic.check_target(opts.out, opts.overwrite)
+    atomic.check_target(opts.out, **_out_rule(opts))
     keep_splits = opts.split == "keep"
     ratios = None if keep_splits else splitting.parse_ratios(opts.split)
     if opts.conflicts not in dedup.CONFLICT_POLICIES:
@@ -211,7 +211,7 @@ def ingest(opts: IngestOptions) -> dict:
         "near_distance": opts.near_distance,
     }
     ingest_params = {k: v for k, v in asdict(opts).items() if k not in ("progress", "quiet", "overwrite", "out")}
-    with atomic.atomic_dir(opts.out, overwrite=opts.overwrite) as tmp:
+    with atomic.atomic_dir(opts.out, **_out_rule(opts)) as tmp:
         say(f"writing shards to {opts.out}")
         shard_entries = write_shards(tmp, images=images[idx], labels=y_kept, ids=[ids[i] for i in idx],
                                      splits=assigned, sources=source_names, phashes=phashes[idx],
@@ -232,3 +232,8 @@ def ingest(opts: IngestOptions) -> dict:
 def _reason_kind(reason: str) -> str:
     """Group reasons for the summary: 'unknown label 'x'' and 'unknown label 'y'' count together."""
     return reason.split(":")[0].split(" (")[0].split(" '")[0].split(' "')[0]
+
+
+def _out_rule(opts: IngestOptions) -> dict:
+    """What ``--out`` may be: a new or empty folder or, with ``--overwrite``, a data set - never a source."""
+    return dict(overwrite=opts.overwrite, kind="data set", markers=("manifest.json",), protect=(opts.src, opts.merge))

@@ -35,6 +35,7 @@ def _train_parser(sub) -> None:
 
 
 def _run_train(args) -> int:
+    from ..safepaths import check_writable
     from .config import TrainConfig, dump_config, load_config
     from .trainer import CHECKPOINT_FILE, train
 
@@ -50,6 +51,10 @@ def _run_train(args) -> int:
             raise FerError(f"--resume: {resume} does not exist; train without --resume first")
     elif (out / "checkpoint").exists():
         raise FerError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FerError(f"--out {out}: already exists and is not empty; 'fer train' writes a new run folder and "
+                       "never replaces files in it: choose another --out")
+    check_writable(out, target=out)
 
     def report(m: dict, _ckpt) -> None:
         if not args.quiet:
@@ -101,15 +106,30 @@ def _ladder_parser(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for every rung (e.g. --set batch_size=128 --set device=cuda)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the selected rungs' run folders from an earlier ladder in --out")
     p.set_defaults(func=_run_ladder)
 
 
 def _run_ladder(args) -> int:
-    from .ladder import format_ladder, run_ladder
+    import shutil
+
+    from ..safepaths import check_replaceable, check_writable
+    from .data import load_train_data
+    from .ladder import _select, format_ladder, run_ladder
 
     models = args.models.split(",") if args.models else None
+    folders = [Path(args.out) / preset for preset, _, _ in _select(models)]
+    for folder in folders:       # every rung's folder is checked before anything is trained or removed
+        check_replaceable(folder, kind="training run", markers=("config.yaml",), overwrite=args.overwrite,
+                          protect=(args.data,))
+    check_writable(args.out)
+    data = load_train_data(args.data, splits=("train", "val"))
+    for folder in folders:
+        if folder.is_dir() and any(folder.iterdir()):
+            shutil.rmtree(folder)
     rows = run_ladder(args.data, args.out, models=models, epochs=args.epochs, overrides=args.overrides,
-                      progress=False if args.quiet else None)
+                      data=data, progress=False if args.quiet else None)
     print(format_ladder(rows))
     print(f"wrote {args.out}/ladder.md, ladder.json and one run folder per model")
     return 0
