@@ -203,6 +203,17 @@ def test_train_never_writes_into_a_folder_with_other_files(ingested, tmp_path):
     assert (out / "config.yaml").read_text() == "my own config\n"
 
 
+def test_retrain_overwrite_refuses_a_folder_that_is_not_a_retrained_model(ingested, tmp_path):
+    cfg = tmp_path / "best.yaml"
+    cfg.write_text(f"data: {ingested}\nmodel: fer_cnn_tiny\nepochs: 1\n")
+    out = tmp_path / "release"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"the shipped model")
+    line = _one_line_error(_fer("retrain", cfg, "--out", out, "--overwrite", "--quiet"))
+    assert "not a retrained model folder" in line and "MODEL_CARD.md" in line
+    assert (out / "model.onnx").read_bytes() == b"the shipped model"
+
+
 def test_ladder_overwrite_replaces_only_run_folders(ingested, tmp_path):
     out = tmp_path / "ladder"
     rung = out / "fer_cnn_0"

@@ -12,7 +12,7 @@ from PIL import Image
 
 from fer_core.data.classes import FOUR_CLASS
 from fer_core.data.synth import SynthConfig, SynthSet, generate, write_folders
-from fer_core.errors import DataError
+from fer_core.errors import DataError, FerError
 
 SMALL = SynthConfig(n=400, seed=3, label_noise=0.2, duplicate_share=0.1, conflict_share=0.3)
 
@@ -167,11 +167,15 @@ def test_refuses_non_empty_out_dir(tmp_path):
     target = tmp_path / "busy"
     target.mkdir()
     (target / "keep.txt").write_text("mine")
-    with pytest.raises(DataError, match="busy"):
+    with pytest.raises(FerError, match="busy"):
         write_folders(s, target)
+    with pytest.raises(FerError, match="not a synthetic face set"):     # --overwrite replaces only a set of ours
+        write_folders(s, target, overwrite=True)
     assert (target / "keep.txt").read_text() == "mine"
-    write_folders(s, target, overwrite=True)
-    assert not (target / "keep.txt").exists() and (target / "truth.csv").exists()
+    ours = tmp_path / "ours"
+    write_folders(s, ours)
+    write_folders(generate(SynthConfig(n=20, seed=3)), ours, overwrite=True)
+    assert len(_truth(ours)) == 20
     empty = tmp_path / "empty"
     empty.mkdir()
     write_folders(s, empty)                                            # an empty folder is fine

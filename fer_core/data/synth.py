@@ -47,8 +47,6 @@ import csv
 import io
 import json
 import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,6 +54,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .. import atomic
 from .. import progress as prog
 from ..errors import DataError
 from .classes import FOUR_CLASS
@@ -584,23 +583,18 @@ def write_folders(synth: SynthSet, out_dir: str | os.PathLike, layout: str = "fo
     noisy,dup_of,dup_kind`` (class names; noisy 0/1; dup_of an id or empty; for the CSV layout file
     is ``fer2013.csv#<row>`` with row counted from 0 after the header).
 
-    The set is built in a temporary folder beside ``out_dir`` and renamed into place. An existing
-    non-empty ``out_dir`` raises DataError unless ``overwrite`` is true. Returns ``out_dir``.
+    The set is built in a temporary folder beside ``out_dir`` and renamed into place
+    (``fer_core.atomic.atomic_dir``). An existing non-empty ``out_dir`` is an error unless
+    ``overwrite`` is true and it is an earlier synthetic set. Returns ``out_dir``.
     """
     if layout not in LAYOUTS:
         raise DataError(f"synth: unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     out = Path(out_dir).resolve()
-    if out.exists() and not out.is_dir():
-        raise DataError(f"synth: output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DataError(f"synth: output folder {out} is not empty; choose another folder or overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-
     config = synth.config or SynthConfig(n=len(synth), size=synth.images.shape[1], classes=synth.classes)
     ids = synth.ids()
     splits = assign_splits(len(synth), config.seed)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    # --overwrite replaces an earlier synthetic set (it holds synth.json), nothing else.
+    with atomic.atomic_dir(out, overwrite=overwrite, kind="synthetic face set", markers=("synth.json",)) as tmp:
         os.chmod(tmp, 0o755)
         if layout == "fer2013-csv":
             if synth.images.shape[1:] != (48, 48):
@@ -632,15 +626,4 @@ def write_folders(synth: SynthSet, out_dir: str | os.PathLike, layout: str = "fo
         if layout != "folders":
             meta["splits"] = {s: int((splits == s).sum()) for s in ("train", "val", "test")}
         (tmp / "synth.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-old-", dir=out.parent))
-            os.rename(out, old / "old")
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -187,7 +187,9 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
         data.require(split)
     fit_data = _train_plus_val(data) if on == "train+val" else data
 
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    # --overwrite replaces an earlier retrained model (it has a model card), never other folders or the data.
+    with atomic_dir(out, overwrite=overwrite, kind="retrained model folder", markers=("MODEL_CARD.md",),
+                    protect=(cfg.data,)) as tmp:
         result = train(cfg, fit_data, report=report, run_dir=tmp, progress=progress)
         if result.status == "diverged":
             raise FerError(f"retrain of {config_path} diverged: {result.message}")
