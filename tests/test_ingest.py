@@ -159,7 +159,8 @@ def test_relabels_class_selection_and_merge(tmp_path):
     assert m["classes"] == ["happy", "sad", "surprise"]
     totals = {c: sum(m["counts"][s][c] for s in m["counts"]) for c in m["classes"]}
     assert totals == {"happy": 38, "sad": 41, "surprise": 40}
-    assert m["quality"]["relabels"] == {"relabelled": 1, "dropped": 1, "unmatched": 1}
+    assert m["quality"]["relabels"] == {"relabelled": 1, "dropped": 1, "unmatched": 1,
+                                        "unmatched_ids": ["src:nope.png"]}
     assert m["quality"]["excluded_by_class_selection"] == {"angry": 40}
     assert m["quality"]["merge"]["added"] == {"happy": 0, "sad": 0, "surprise": 30}
     assert m["quality"]["duplicates"]["removed_duplicates"] == 1

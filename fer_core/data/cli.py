@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
+from .. import jsonio
 from ..errors import DataError
 from .readers import FORMATS
 
@@ -44,10 +44,13 @@ def _synth_parser(dsub) -> None:
 def _run_synth(args) -> int:
     from dataclasses import replace
 
+    from .ingest import MAX_SIZE, MIN_SIZE
     from .synth import SynthConfig, generate, write_folders
 
     if args.n < 8:
         raise DataError(f"--n: expected at least 8 images, got {args.n}")
+    if not MIN_SIZE <= args.size <= MAX_SIZE:
+        raise DataError(f"--size: expected {MIN_SIZE}..{MAX_SIZE} pixels, got {args.size}")
     if not 0 <= args.noise < 1 or not 0 <= args.duplicates < 1:
         raise DataError("--noise and --duplicates are shares in [0, 1)")
     t0 = time.perf_counter()
@@ -82,7 +85,7 @@ def _ingest_parser(dsub) -> None:
     p.add_argument("--name", default=None, help="data set name (default: the source's folder or file name)")
     p.add_argument("--classes", default=None,
                    help="comma-separated classes to keep, e.g. happy,neutral,sad,surprise (default: all present)")
-    p.add_argument("--size", type=int, default=d.size, help="resize images to SIZE x SIZE (default: 48)")
+    p.add_argument("--size", type=int, default=d.size, help="resize images to SIZE x SIZE, 8..512 (default: 48)")
     p.add_argument("--color", choices=("grayscale", "rgb"), default=d.color, help="stored color mode (default: grayscale)")
     p.add_argument("--split", default=d.split,
                    help="'keep' the source's own splits, or train/val/test ratios (default: 80/10/10)")
@@ -134,22 +137,33 @@ def _run_ingest(args) -> int:
 def _report_parser(dsub) -> None:
     p = dsub.add_parser("report", help="print a data set's report (text or JSON)",
                         description="Counts per split and class, duplicates, leakage, conflicts and mislabel "
-                                    "candidates of a data set written by 'fer data ingest'.")
+                                    "candidates of a data set written by 'fer data ingest'. Every shard is "
+                                    "read first and checked against the manifest (checksum, rows, counts).")
     p.add_argument("dir", help="data set folder or URI (file://, s3://, gs://)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="do not read the shards to check their checksums, rows and counts against the "
+                        "manifest (quicker for a large remote data set)")
     p.set_defaults(func=_run_report)
 
 
 def _run_report(args) -> int:
+    from .loader import verify_dataset
     from .manifest import read_manifest
     from .report import build_report, render_text
 
     manifest = read_manifest(args.dir)
+    # The report is printed from the manifest, so first check the shards still hold what it says.
+    checked = verify_dataset(manifest) if args.verify else None
     rep = build_report(manifest.data)
     if args.json:
-        print(json.dumps(rep, indent=2))
+        print(jsonio.dumps(rep, indent=2))
         return 0
     print(render_text(rep), end="")
+    if checked is not None:
+        print(f"checked {checked['shards']} shards against the manifest: checksums, rows and counts match")
+    else:
+        print("shards not checked (--no-verify)")
     report_dir = Path(args.dir) / "report"
     if "://" not in args.dir and report_dir.is_dir():
         pngs = sorted(p.name for p in report_dir.glob("*.png"))

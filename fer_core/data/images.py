@@ -29,12 +29,39 @@ def from_pil(img: Image.Image, size: int, color: str) -> np.ndarray:
     mode = COLOR_MODES[color]
     if img.format in ("JPEG", "TIFF", "WEBP", "MPO"):  # the formats that carry an EXIF orientation
         img = ImageOps.exif_transpose(img)
+    if img.mode.startswith("I") or img.mode == "F":
+        img = Image.fromarray(to_8bit(img), mode="L")
     if img.mode != mode:
         img = img.convert(mode)
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.LANCZOS)
     arr = np.asarray(img, dtype=np.uint8)
     return arr.reshape(size, size, -1)
+
+
+def to_8bit(img: Image.Image) -> np.ndarray:
+    """A single-channel image of more than 8 bits as uint8 gray values, scaled by its bit depth.
+
+    Pillow's ``convert("L")`` clips these to 255 (a 16-bit face becomes a white square), so:
+    - ``I;16*`` (16-bit PNG, TIFF, PGM): 0..65535 maps onto 0..255 (value / 257, rounded).
+    - ``I`` (32-bit int) and ``F`` (float) say nothing about their range, so it is read from the
+      values: within 0..255 they are kept, within 0..65535 scaled as 16-bit; a float image within
+      0..1 is scaled by 255. Anything else (negative, larger, NaN) raises ValueError: no scaling
+      guessed from one image's extremes would be applied consistently across a data set.
+    """
+    arr = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    arr = arr.astype(np.float64)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 65535:
+        raise ValueError(f"pixel values {lo:g}..{hi:g} of a mode {img.mode} image are outside 0..65535; "
+                         "convert it to 8 or 16 bits")
+    if img.mode == "F" and hi <= 1:
+        arr = arr * 255
+    elif hi > 255:
+        arr = arr / 257
+    return np.rint(arr).astype(np.uint8)
 
 
 def decode_file(path: str | os.PathLike, size: int, color: str) -> np.ndarray:

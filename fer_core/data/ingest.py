@@ -44,6 +44,15 @@ from .shards import write_manifest, write_shards
 # then pass that as --near-distance.
 DEFAULT_NEAR_DISTANCE = 6
 
+# Image side range for --size. pHash needs at least 8x8. FER models take 48-224 pixel faces, and
+# images are stored uncompressed and loaded whole: at 512x512 RGB one image is 768 KiB, so 35,000
+# (FER2013's size) already take 26 GiB. A larger side is almost surely a typo, and would fail
+# later with an out-of-memory error instead of a message.
+MIN_SIZE, MAX_SIZE = 8, 512
+# How many ids of a --relabels file that match no image are listed in the progress output and
+# kept in the manifest (all of them go to report/relabels_unmatched.csv).
+SHOW_UNMATCHED, KEEP_UNMATCHED = 10, 100
+
 
 @dataclass
 class IngestOptions:
@@ -90,8 +99,8 @@ def ingest(opts: IngestOptions) -> dict:
         raise DataError(f"--conflicts: expected one of {', '.join(dedup.CONFLICT_POLICIES)}, got {opts.conflicts!r}")
     if opts.near_distance < 0 or opts.near_distance > 32:
         raise DataError(f"--near-distance: expected 0..32 bits, got {opts.near_distance}")
-    if opts.size < 8:
-        raise DataError(f"--size: expected at least 8 pixels, got {opts.size}")
+    if not MIN_SIZE <= opts.size <= MAX_SIZE:
+        raise DataError(f"--size: expected {MIN_SIZE}..{MAX_SIZE} pixels, got {opts.size}")
     selection = cls.parse_selection(opts.classes)
     relabels = read_relabels(opts.relabels) if opts.relabels else {}
     merge_cap: int | str = int(opts.merge_cap) if str(opts.merge_cap).isdigit() else opts.merge_cap
@@ -123,17 +132,25 @@ def ingest(opts: IngestOptions) -> dict:
     # Relabels from a reviewed mislabels.csv, then the class selection.
     keep = np.ones(len(ids), dtype=bool)
     relabel_stats = Counter()
+    unmatched: list[tuple[str, str]] = []
     index = {i: k for k, i in enumerate(ids)}
     for rid, new in relabels.items():
         k = index.get(rid)
         if k is None:
             relabel_stats["unmatched"] += 1
+            unmatched.append((rid, new or "drop"))
         elif new is None:
             keep[k] = False
             relabel_stats["dropped"] += 1
         elif labels[k] != new:
             labels[k] = new
             relabel_stats["relabelled"] += 1
+    if unmatched:
+        # Usually ids from another data set name or source path: say which, so they can be fixed.
+        shown = ", ".join(i for i, _ in unmatched[:SHOW_UNMATCHED])
+        more = f" and {len(unmatched) - SHOW_UNMATCHED} more" if len(unmatched) > SHOW_UNMATCHED else ""
+        say(f"--relabels: {len(unmatched)} id(s) match no image: {shown}{more} "
+            f"(ids here look like {ids[0]!r}; all unmatched ids go to report/relabels_unmatched.csv)")
     present = cls.ordered({lab for lab, k in zip(labels, keep) if k})
     class_names = list(selection or present)
     if selection:
@@ -173,6 +190,24 @@ def ingest(opts: IngestOptions) -> dict:
         merge_stats = {"source": sources[1].name, "cap": merge_cap, "added": added,
                        "available": int(np.sum(res.keep & (rank == 1)))}
 
+    # A class can lose every image to deduplication, conflict resolution or the merge cap (one made
+    # only of copies of another class's images, say). Left in the class list it would have no
+    # images and an undefined weight, and training on it fails later; so drop it here, and say so.
+    group_class_names = class_names  # duplicates.csv speaks of the labels before this step
+    left = np.bincount(y[keep], minlength=len(class_names))
+    emptied = [c_ for k, c_ in enumerate(class_names) if left[k] == 0]
+    if emptied:
+        class_names = [c_ for k, c_ in enumerate(class_names) if left[k] > 0]
+        if len(class_names) < 2:
+            left_names = ", ".join(class_names) or "none"
+            raise DataError(f"{opts.src}: after removing duplicates only class(es) {left_names} keep images "
+                            f"({', '.join(emptied)} lost all of theirs); need at least two classes; check for "
+                            "copies across class folders, or lower --near-distance if distinct faces were grouped")
+        say(f"class(es) {', '.join(emptied)}: no images left after removing duplicates"
+            f"{' and merging' if opts.merge else ''}; dropped from the class list")
+        new_index = np.cumsum(left > 0) - 1      # old label -> new label (emptied ones are not kept)
+        y = np.where(keep, new_index[y], -1)
+
     idx = np.flatnonzero(keep)
     y_kept = y[idx]
     if keep_splits:
@@ -182,6 +217,14 @@ def ingest(opts: IngestOptions) -> dict:
             assigned = splitting.carve_val(y_kept, assigned, 0.1, opts.seed)
     else:
         assigned = splitting.stratified_split(y_kept, ratios, opts.seed)
+
+    in_train = np.bincount(y_kept[assigned == "train"], minlength=len(class_names))
+    no_train = [c_ for k, c_ in enumerate(class_names) if in_train[k] == 0]
+    if no_train:
+        fix = "re-split with --split 80/10/10" if keep_splits else "give train a larger share in --split"
+        raise DataError(f"{opts.src}: class(es) {', '.join(no_train)} have images only in val/test, none in "
+                        f"train, so no model can learn them; add train images, {fix}, or leave them out "
+                        "with --classes")
 
     mislabel_report = None
     if opts.mislabels and len(idx) >= 50:
@@ -204,7 +247,9 @@ def ingest(opts: IngestOptions) -> dict:
     quality = {
         "skipped": {"count": len(skipped), "by_reason": dict(Counter(_reason_kind(k.reason) for _, k in skipped))},
         "excluded_by_class_selection": dict(excluded),
-        "relabels": dict(relabel_stats),
+        "classes_emptied_by_dedup": emptied,
+        "relabels": {**relabel_stats, **({"unmatched_ids": [i for i, _ in unmatched[:KEEP_UNMATCHED]]}
+                                         if unmatched else {})},
         "duplicates": res.summary,
         "merge": merge_stats,
         "mislabels": report.mislabel_summary(mislabel_report),
@@ -224,8 +269,9 @@ def ingest(opts: IngestOptions) -> dict:
             quality=quality, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         report.write_artifacts(tmp / "report", manifest=manifest, skipped=skipped, members=res.members,
                                ids=ids, images=images, class_names=class_names,
+                               group_class_names=group_class_names,
                                mislabel_report=mislabel_report, kept_ids=[ids[i] for i in idx],
-                               kept_images=images[idx])
+                               kept_images=images[idx], unmatched_relabels=unmatched if opts.relabels else None)
     return manifest
 
 

@@ -6,39 +6,38 @@ others, so the reviewed file can be passed back as it is; rows with an empty new
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from ..errors import DataError
 from . import classes
+from .csvfile import csv_rows
 
 
 def read_relabels(path: str | Path) -> dict[str, str | None]:
     """id -> canonical class name, or None for 'drop'. Errors name the file and row."""
     path = Path(path)
-    try:
-        handle = open(path, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot open relabels file ({exc.strerror or exc})") from None
     out: dict[str, str | None] = {}
-    with handle:
-        reader = csv.DictReader(handle)
-        fields = [f.strip() for f in reader.fieldnames or []]
-        if "id" not in fields or "new_label" not in fields:
-            raise DataError(f"{path}: needs columns 'id' and 'new_label' (found {', '.join(fields) or 'none'})")
-        for row_no, row in enumerate(reader, start=2):
-            row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
-            new = row["new_label"]
-            if not new:
-                continue
-            if not row["id"]:
-                raise DataError(f"{path} row {row_no}: empty id")
-            if new.lower() == "drop":
-                out[row["id"]] = None
-                continue
-            canon = classes.normalize(new)
-            if canon is None:
-                raise DataError(f"{path} row {row_no}: unknown new_label {new!r}; use a class name "
-                                f"({', '.join(classes.CANONICAL)}) or 'drop'")
-            out[row["id"]] = canon
+    rows = csv_rows(path, "relabels file")
+    fields = [f.strip() for f in next(rows, (1, []))[1]]
+    if "id" not in fields or "new_label" not in fields:
+        raise DataError(f"{path}: needs columns 'id' and 'new_label' (found {', '.join(fields) or 'none'})")
+    for row_no, cells in rows:
+        if not cells:
+            continue
+        row = {k: v.strip() for k, v in zip(fields, cells) if k}
+        row.setdefault("id", "")
+        row.setdefault("new_label", "")
+        new = row["new_label"]
+        if not new:
+            continue
+        if not row["id"]:
+            raise DataError(f"{path} row {row_no}: empty id")
+        if new.lower() == "drop":
+            out[row["id"]] = None
+            continue
+        canon = classes.normalize(new)
+        if canon is None:
+            raise DataError(f"{path} row {row_no}: unknown new_label {new!r}; use a class name "
+                            f"({', '.join(classes.CANONICAL)}) or 'drop'")
+        out[row["id"]] = canon
     return out

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .. import atomic
+from .. import atomic, jsonio
 
 SPLITS = ("train", "val", "test")
 
@@ -37,6 +36,7 @@ def build_report(manifest: dict) -> dict:
         "class_weights": manifest.get("class_weights", {}),
         "sources": manifest.get("sources", []),
         "skipped": q.get("skipped", {}), "excluded_by_class_selection": q.get("excluded_by_class_selection", {}),
+        "classes_emptied_by_dedup": q.get("classes_emptied_by_dedup", []),
         "relabels": q.get("relabels", {}), "duplicates": q.get("duplicates", {}), "merge": q.get("merge", {}),
         "mislabels": q.get("mislabels", {}), "near_distance": q.get("near_distance"),
     }
@@ -70,8 +70,18 @@ def render_text(rep: dict) -> str:
       + "  (details: report/skipped.csv)")
     if rep["excluded_by_class_selection"]:
         w(f"excluded by --classes: {rep['excluded_by_class_selection']}")
+    if rep["classes_emptied_by_dedup"]:
+        w(f"dropped class(es) with no images left after removing duplicates: "
+          f"{', '.join(rep['classes_emptied_by_dedup'])}")
     if rep["relabels"]:
-        w(f"relabels applied: {rep['relabels']}")
+        r = rep["relabels"]
+        w(f"relabels applied: {r.get('relabelled', 0)} relabelled, {r.get('dropped', 0)} dropped, "
+          f"{r.get('unmatched', 0)} ids matched no image")
+        if r.get("unmatched"):
+            listed = r.get("unmatched_ids", [])[:10]
+            more = r["unmatched"] - len(listed)
+            w("  unmatched: " + ", ".join(listed) + (f" and {more} more" if more > 0 else "")
+              + "  (all: report/relabels_unmatched.csv)")
     if rep["merge"]:
         m = rep["merge"]
         w(f"merged from {m['source']} (cap {m['cap']}): added {m['added']} of {m['available']} unique images")
@@ -147,17 +157,24 @@ def duplicates_png(members: list[dict], images: np.ndarray, ids: list[str], clas
 
 def write_artifacts(folder: Path, *, manifest: dict, skipped, members: list[dict], ids: list[str],
                     images: np.ndarray, class_names: list[str], mislabel_report, kept_ids: list[str],
-                    kept_images: np.ndarray) -> dict:
+                    kept_images: np.ndarray, group_class_names: list[str] | None = None,
+                    unmatched_relabels: list[tuple[str, str]] | None = None) -> dict:
+    """Write the report files. ``members`` carry labels into ``group_class_names`` (the class list
+    before emptied classes were dropped; default ``class_names``); ``unmatched_relabels`` are the
+    (id, new_label) rows of --relabels that matched no image (None: no --relabels given)."""
+    group_class_names = group_class_names or class_names
     folder.mkdir(parents=True, exist_ok=True)
     rep = build_report(manifest)
-    atomic.write_text(folder / "report.json", json.dumps(rep, indent=2) + "\n")
+    atomic.write_text(folder / "report.json", jsonio.dumps(rep, indent=2) + "\n")
     atomic.write_text(folder / "report.txt", render_text(rep))
     _write_csv(folder / "skipped.csv", ["source", "item", "reason"], [[s, k.item, k.reason] for s, k in skipped])
     _write_csv(folder / "duplicates.csv", ["group", "id", "label", "split", "exact", "conflict", "action"],
-               [[m["group"], ids[m["index"]], class_names[m["label"]], m["split"] or "", int(m["exact"]),
+               [[m["group"], ids[m["index"]], group_class_names[m["label"]], m["split"] or "", int(m["exact"]),
                  int(m["conflict"]), m["action"]] for m in members])
+    if unmatched_relabels is not None:
+        _write_csv(folder / "relabels_unmatched.csv", ["id", "new_label"], [list(r) for r in unmatched_relabels])
     class_counts_png(rep, folder / "class_counts.png")
-    duplicates_png(members, images, ids, class_names, folder / "duplicates.png")
+    duplicates_png(members, images, ids, group_class_names, folder / "duplicates.png")
     if mislabel_report is not None:
         from .mislabels import write_review
         write_review(mislabel_report, kept_ids, class_names, folder, images=kept_images)

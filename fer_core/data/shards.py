@@ -8,7 +8,6 @@ Rows are grouped by split, so one split is read from its own shards only.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
-from .. import atomic
+from .. import atomic, jsonio
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, content_version
 from .readers.base import SPLITS
 
@@ -96,5 +95,5 @@ def write_manifest(folder: Path, *, name: str, classes: list[str], image_shape: 
         "class_weights": dict(zip(classes, class_weights)), "shards": shards,
         "ingest": ingest, "sources": sources, "quality": quality,
     }
-    atomic.write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    atomic.write_text(folder / MANIFEST, jsonio.dumps(manifest, indent=2) + "\n")
     return manifest

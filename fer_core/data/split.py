@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import DataError
@@ -9,15 +11,20 @@ from .readers.base import SPLITS
 
 
 def parse_ratios(spec: str) -> tuple[float, float, float]:
-    """'80/10/10' or '0.8/0.1/0.1' -> (0.8, 0.1, 0.1)."""
+    """'80/10/10' or '0.8/0.1/0.1' -> (0.8, 0.1, 0.1). The ratios must sum to 100 or to 1."""
     parts = spec.split("/")
     try:
         vals = [float(p) for p in parts]
     except ValueError:
         vals = []
-    if len(vals) != 3 or any(v < 0 for v in vals) or sum(vals) <= 0 or vals[0] == 0:
+    if len(vals) != 3 or not all(math.isfinite(v) and v >= 0 for v in vals) or vals[0] == 0:
         raise DataError(f"--split: expected 'keep' or train/val/test ratios like 80/10/10, got {spec!r}")
     total = sum(vals)
+    # Percentages or fractions only: scaling something like 50/50/50 to thirds would silently
+    # give a split nobody asked for (a typo for 50/25/25 or 80/10/10).
+    if not (math.isclose(total, 100, abs_tol=1e-6) or math.isclose(total, 1, abs_tol=1e-9)):
+        raise DataError(f"--split: ratios {spec!r} sum to {total:g}; they must sum to 100 (like 80/10/10) "
+                        "or to 1 (like 0.8/0.1/0.1)")
     return tuple(v / total for v in vals)  # type: ignore[return-value]
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +20,20 @@ _SPLIT_ALIASES = {
 def normalize_split(name: str) -> str | None:
     """'Training' -> 'train', 'PublicTest' -> 'val', 'validation' -> 'val'; None if not a split name."""
     return _SPLIT_ALIASES.get(name.strip().lower().replace("_", "").replace("-", ""))
+
+
+ESCAPES = "path escapes the source folder"
+
+
+def escapes(path: Path, root: Path) -> bool:
+    """Whether ``path``, with every symlink and '..' resolved, lies outside the folder ``root``.
+
+    Every file a source names (a list entry, a file in a class folder) must stay inside the source:
+    a '../x.png' line or a symlink to elsewhere would otherwise pull in files the user never chose.
+    """
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    return os.path.commonpath([real_root, real]) != real_root
 
 
 @dataclass

@@ -6,13 +6,13 @@ Usage: Training -> train, PublicTest -> val, PrivateTest -> test.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ...errors import DataError
+from ..csvfile import csv_rows
 from ..images import from_pil
 from ... import progress as prog
 from .base import SourceData, Skipped, normalize_split
@@ -37,50 +37,45 @@ def _parse_pixels(text: str) -> np.ndarray:
 
 def read_fer2013_csv(path: Path, *, size: int, color: str, name: str,
                      progress: bool | None = None) -> SourceData:
-    try:
-        handle = open(path, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot open ({exc.strerror or exc})") from None
     images: list[np.ndarray] = []
     labels: list[str] = []
     ids: list[str] = []
     splits: list[str | None] = []
     skipped: list[Skipped] = []
-    with handle:
-        reader = csv.reader(handle)
-        header = [h.strip().lower() for h in next(reader, [])]
-        if "emotion" not in header or "pixels" not in header:
-            raise DataError(f"{path}: header must contain 'emotion' and 'pixels' columns "
-                            f"(found {', '.join(header) or 'nothing'}); is this a FER2013 CSV?")
-        i_emo, i_pix = header.index("emotion"), header.index("pixels")
-        i_use = header.index("usage") if "usage" in header else None
-        for row_no, row in enumerate(prog.bar(reader, desc="rows", unit="row", progress=progress), start=2):
-            item = f"row {row_no}"
-            if not row or all(not c.strip() for c in row):
-                continue
-            try:
-                if len(row) < len(header):
-                    raise ValueError(f"expected {len(header)} columns, found {len(row)}")
-                emo = row[i_emo].strip()
-                if not emo.isdigit() or int(emo) >= len(FER2013_CLASSES):
-                    raise ValueError(f"unknown label {emo!r} (FER2013 emotions are 0-6)")
-                split = None
-                if i_use is not None:
-                    split = normalize_split(row[i_use])
-                    if split is None:
-                        raise ValueError(f"unknown Usage {row[i_use]!r} (Training, PublicTest, PrivateTest)")
-                gray = _parse_pixels(row[i_pix])
-            except ValueError as exc:
-                skipped.append(Skipped(item, str(exc)))
-                continue
-            if size == SIDE and color == "grayscale":
-                img = gray[:, :, None]
-            else:
-                img = from_pil(Image.fromarray(gray, mode="L"), size, color)
-            images.append(img)
-            labels.append(FER2013_CLASSES[int(emo)])
-            ids.append(f"{name}:row{row_no}")
-            splits.append(split)
+    rows = csv_rows(path, "FER2013 CSV")
+    header = [h.strip().lower() for h in next(rows, (1, []))[1]]
+    if "emotion" not in header or "pixels" not in header:
+        raise DataError(f"{path}: header must contain 'emotion' and 'pixels' columns "
+                        f"(found {', '.join(header) or 'nothing'}); is this a FER2013 CSV?")
+    i_emo, i_pix = header.index("emotion"), header.index("pixels")
+    i_use = header.index("usage") if "usage" in header else None
+    for row_no, row in prog.bar(rows, desc="rows", unit="row", progress=progress):
+        item = f"row {row_no}"
+        if not row or all(not c.strip() for c in row):
+            continue
+        try:
+            if len(row) < len(header):
+                raise ValueError(f"expected {len(header)} columns, found {len(row)}")
+            emo = row[i_emo].strip()
+            if not emo.isdigit() or int(emo) >= len(FER2013_CLASSES):
+                raise ValueError(f"unknown label {emo!r} (FER2013 emotions are 0-6)")
+            split = None
+            if i_use is not None:
+                split = normalize_split(row[i_use])
+                if split is None:
+                    raise ValueError(f"unknown Usage {row[i_use]!r} (Training, PublicTest, PrivateTest)")
+            gray = _parse_pixels(row[i_pix])
+        except ValueError as exc:
+            skipped.append(Skipped(item, str(exc)))
+            continue
+        if size == SIDE and color == "grayscale":
+            img = gray[:, :, None]
+        else:
+            img = from_pil(Image.fromarray(gray, mode="L"), size, color)
+        images.append(img)
+        labels.append(FER2013_CLASSES[int(emo)])
+        ids.append(f"{name}:row{row_no}")
+        splits.append(split)
     c = 1 if color == "grayscale" else 3
     stacked = np.stack(images) if images else np.empty((0, size, size, c), dtype=np.uint8)
     return SourceData(name=name, path=str(path), format="fer2013-csv", images=stacked,

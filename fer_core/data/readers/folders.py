@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ...errors import DataError
 from .. import classes
 from ..images import decode_files
-from .base import SourceData, Skipped, normalize_split
+from .base import ESCAPES, SourceData, Skipped, escapes, normalize_split
 
 
 def _visible_dirs(path: Path) -> list[Path]:
@@ -45,9 +46,14 @@ def read_folders(root: Path, *, size: int, color: str, name: str, workers: int |
             if label is None:
                 skipped += [Skipped(str(f.relative_to(root)), f"unknown label {class_dir.name!r}") for f in files]
                 continue
-            paths += files
-            labels += [label] * len(files)
-            splits += [split] * len(files)
+            for f in files:
+                if escapes(f, root):  # a symlink (or a linked folder) to a file outside the source
+                    reason = f"{ESCAPES} (links to {os.path.realpath(f)})"
+                    skipped.append(Skipped(str(f.relative_to(root)), reason))
+                    continue
+                paths.append(f)
+                labels.append(label)
+                splits.append(split)
         if split_layout:
             loose = [f for f in base.iterdir() if f.is_file() and not f.name.startswith(".")]
             skipped += [Skipped(str(f.relative_to(root)), "file outside a class folder") for f in sorted(loose)]

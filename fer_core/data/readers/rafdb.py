@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ...errors import DataError
 from ..images import decode_files
-from .base import SourceData, Skipped
+from .base import ESCAPES, SourceData, Skipped, escapes
 
 RAFDB_CLASSES = ("surprise", "fear", "disgust", "happy", "sad", "angry", "neutral")  # labels 1..7
 LIST_NAMES = ("list_patition_label.txt", "list_partition_label.txt")
@@ -26,13 +26,29 @@ def find_rafdb_list(root: Path) -> Path | None:
     return None
 
 
-def _resolve(image_dirs: list[Path], name: str) -> Path | None:
+def _resolve(root: Path, image_dirs: list[Path], name: str) -> tuple[Path | None, str]:
+    """The image file a list entry names, or None and why not.
+
+    A name that leads outside the source folder ('../x.png', an absolute path, a symlink to
+    elsewhere) is refused, even when the file it points at exists.
+    """
+    if "\0" in name:
+        return None, f"name {name!r} contains a NUL byte"
+    if Path(name).is_absolute():  # the list names files relative to the image folder
+        if escapes(Path(name), root):
+            return None, f"{ESCAPES}: {name!r}"
+        return None, f"absolute path {name!r}; name the file relative to the image folder"
     stem, suffix = Path(name).stem, Path(name).suffix
+    escaped = False
     for d in image_dirs:
         for candidate in (d / name, d / f"{stem}_aligned{suffix}", d / f"{stem}_aligned.jpg"):
-            if candidate.is_file():
-                return candidate
-    return None
+            if escapes(candidate, root):
+                escaped = True
+            elif candidate.is_file():
+                return candidate, ""
+    if escaped:
+        return None, f"{ESCAPES}: {name!r}"
+    return None, f"image {name!r} not found under {', '.join(map(str, image_dirs))}"
 
 
 def read_rafdb(root: Path, *, size: int, color: str, name: str, workers: int | None = None,
@@ -61,9 +77,9 @@ def read_rafdb(root: Path, *, size: int, color: str, name: str, workers: int | N
         if not raw.isdigit() or not 1 <= int(raw) <= len(RAFDB_CLASSES):
             skipped.append(Skipped(item, f"unknown label {raw!r} (RAF-DB labels are 1-7)"))
             continue
-        path = _resolve(image_dirs, fname)
+        path, why = _resolve(root, image_dirs, fname)
         if path is None:
-            skipped.append(Skipped(item, f"image {fname!r} not found under {', '.join(map(str, image_dirs))}"))
+            skipped.append(Skipped(item, why))
             continue
         paths.append(path)
         labels.append(RAFDB_CLASSES[int(raw) - 1])
