@@ -29,7 +29,7 @@ from fer_core.train import TrainData, load_checkpoint, resolve_config, train
 
 from .collapse import collapse_check
 
-__all__ = ["fer_trainable", "score_of", "annotate", "ran_to_the_end"]
+__all__ = ["fer_trainable", "score_of", "annotate", "ran_to_the_end", "resume_history"]
 
 
 def score_of(values: list[float], window: int) -> float:
@@ -70,6 +70,15 @@ def ran_to_the_end(result: dict) -> bool:
     return result.get("trial_status") in ("completed", "early_stopped")
 
 
+def resume_history(checkpoint_dir: str) -> list[float]:
+    """The val accuracies of the epochs a Tune checkpoint folder (``checkpoint.pt``) already holds.
+
+    Read with ``fer_core.train.load_checkpoint`` (tensors and plain data only): a checkpoint that
+    could run code, or a corrupt one, is a ``FerError`` and the trial errors instead of loading it.
+    """
+    return [h["val_acc"] for h in load_checkpoint(checkpoint_dir)["history"]]
+
+
 def fer_trainable(params: dict, *, data: TrainData, base: dict, fixed: dict, rules: dict) -> None:
     """Tune function trainable: train one sampled configuration and report every epoch."""
     from ray import tune
@@ -80,7 +89,7 @@ def fer_trainable(params: dict, *, data: TrainData, base: dict, fixed: dict, rul
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         resume_dir = checkpoint.to_directory()
-        history = [h["val_acc"] for h in load_checkpoint(resume_dir)["history"]]
+        history = resume_history(resume_dir)
 
     def report(metrics: dict, checkpoint_dir: str | None) -> None:
         history.append(metrics["val_acc"])

@@ -96,6 +96,11 @@ class TrainConfig:
     plateau_min_lr: float = 1e-6
     early_stopping_monitor: str | None = None    # e.g. val_acc: stop when it has not improved ...
     early_stopping_patience: int | None = None   # ... for this many epochs (best weights restored)
+    # divergence (a non-finite training loss always stops the run as diverged, at once)
+    diverge_factor: float = 10.0             # 0 (off) or > 1: also stop as diverged when the train loss is above this
+                                             # x ln(K) (K classes; ln(K) is a uniform guess's loss), or above ln(K) and
+                                             # this x its best (lowest) epoch loss so far ...
+    diverge_patience: int = 2                # ... for this many epochs in a row
     # runtime
     seed: int = 0
     device: str = "auto"                     # auto (cuda when available) | cpu | cuda | cuda:N
@@ -160,6 +165,11 @@ class TrainConfig:
         _integer(self, "seed", low=0)
         _integer(self, "eval_batch_size", low=1)
         _integer(self, "checkpoint_every", low=0)
+        _number(self, "diverge_factor", low=0.0)
+        if 0 < self.diverge_factor <= 1:
+            raise ConfigError(f"diverge_factor: must be 0 (off) or > 1 (a multiple of a uniform guess's loss; "
+                              f"default 10); got {self.diverge_factor!r}")
+        _integer(self, "diverge_patience", low=1)
         if self.threads is not None:
             _integer(self, "threads", low=1)
         if self.early_stopping_patience is not None:

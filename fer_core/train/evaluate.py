@@ -6,7 +6,6 @@ and support), ``report.txt`` (sklearn-style table), ``confusion.json`` and ``con
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -14,10 +13,12 @@ import torch
 
 from ..atomic import write_text
 from ..errors import FerError
+from ..jsonio import dumps
+from .checkpoint import BEST_FILE, CHECKPOINT_FILE, load_checkpoint, load_weights
 from .config import resolve_config
 from .data import DeviceSplit, TrainData, load_train_data
 from .metrics import classification_metrics, format_report, save_confusion
-from .trainer import CHECKPOINT_FILE, _evaluate_split, build_model, resolve_device
+from .trainer import _evaluate_split, build_model, resolve_device
 
 __all__ = ["evaluate_model", "evaluate_run", "load_run_model"]
 
@@ -39,10 +40,14 @@ def evaluate_model(model: torch.nn.Module, data: TrainData, split: str = "test",
 
 
 def load_run_model(run_dir: str | os.PathLike, weights: str = "best") -> tuple[torch.nn.Module, dict]:
-    """The model of a run folder with its ``best`` (``best.pt``) or ``final`` (last checkpoint) weights."""
+    """The model of a run folder with its ``best`` (``best.pt``) or ``final`` (last checkpoint) weights.
+
+    Both files are read by ``fer_core.train.checkpoint`` (tensors and plain data only: a file that
+    could run code, or a truncated one, is a ``FerError``).
+    """
     run_dir = Path(run_dir)
     if weights == "best":
-        path = run_dir / "best.pt"
+        path = run_dir / BEST_FILE
     elif weights == "final":
         path = run_dir / "checkpoint" / CHECKPOINT_FILE
     else:
@@ -50,12 +55,19 @@ def load_run_model(run_dir: str | os.PathLike, weights: str = "best") -> tuple[t
     if not path.is_file():
         raise FerError(f"{path}: not found; is {run_dir} a run folder written by 'fer train' "
                        "(with config.yaml, best.pt and checkpoint/)?")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_weights(path) if weights == "best" else load_checkpoint(path)
     cfg = resolve_config(state["config"], where=str(path))
     classes = state["classes"]
-    in_chans = next(v for k, v in state["model"].items() if v.dim() == 4).shape[1]
-    model = build_model(cfg, len(classes), in_chans)
-    model.load_state_dict(state["model"])
+    kernel = next((v for v in state["model"].values() if v.dim() == 4), None)
+    if kernel is None:
+        raise FerError(f"{path}: its weights have no convolution kernel to read the input channels from; "
+                       "is it a file written by 'fer train'?")
+    model = build_model(cfg, len(classes), kernel.shape[1])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise FerError(f"{path}: its weights do not fit model {cfg.model} with {len(classes)} classes "
+                       f"({str(exc).splitlines()[0]}); the file is damaged or was edited") from None
     return model, {"config": cfg, "classes": classes, "data_version": state["data_version"],
                    "epoch": state["epoch"], "weights": weights, "path": str(path)}
 
@@ -75,7 +87,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, split: str = "test", weights: st
     result.update(run_dir=str(run_dir), weights=weights, epoch=info["epoch"], model=cfg.model)
     out = run_dir / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    write_text(out / "metrics.json", dumps(result, indent=2) + "\n")
     write_text(out / "report.txt", format_report(result, dataset.classes) + "\n")
     import numpy as np
     save_confusion(np.asarray(result["confusion"]), dataset.classes, out,

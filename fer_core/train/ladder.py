@@ -10,10 +10,10 @@ accuracy against the peak (collapse) and the train-val gap at the peak.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..atomic import write_text
+from ..jsonio import dumps
 from ..progress import say
 from .config import config_from_preset, parse_overrides
 from .data import TrainData, load_train_data
@@ -76,7 +76,7 @@ def run_ladder(data_uri: str, out_dir: str | Path, *, models: list[str] | None =
                      "gap_at_best": (best["train_acc"] - best["val_acc"]) if best else None,
                      "final_val_acc": final.get("val_acc"),
                      "drop_from_peak": (result.best_val_acc - final["val_acc"]) if final else None})
-    write_text(out_dir / "ladder.json", json.dumps(rows, indent=2) + "\n")
+    write_text(out_dir / "ladder.json", dumps(rows, indent=2) + "\n")
     write_text(out_dir / "ladder.md", format_ladder(rows) + "\n")
     return rows
 

@@ -43,6 +43,8 @@ import yaml
 
 from ..atomic import atomic_dir, write_bytes, write_text
 from ..errors import FerError
+from ..jsonio import dumps
+from .checkpoint import BEST_FILE, FINAL_FILE, load_weights, save_weights
 from .config import TrainConfig, load_config
 from .data import TrainData, load_train_data
 
@@ -90,14 +92,6 @@ def _check_on(cfg: TrainConfig, on: str, weights: str) -> None:
     if cfg.lr_schedule == "plateau" and cfg.plateau_monitor.startswith("val"):
         raise FerError(f"lr_schedule=plateau watches {cfg.plateau_monitor}, which --on train+val trains on; "
                        "retrain --on train, or use a schedule that does not watch the val split")
-
-
-def _state(model: torch.nn.Module, *, epoch: int, val_acc, cfg: TrainConfig, data: TrainData) -> bytes:
-    """Weights in the format of the trainer's ``best.pt`` (``fer evaluate``'s ``load_run_model`` reads it)."""
-    buf = io.BytesIO()
-    torch.save({"model": model.state_dict(), "epoch": epoch, "val_acc": val_acc, "config": cfg.to_dict(),
-                "data_version": data.version, "classes": data.classes}, buf)
-    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,11 +189,11 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
             raise FerError(f"retrain of {config_path} diverged: {result.message}")
         model = result.model
         final_epoch = len(result.history)
-        write_bytes(tmp / "final.pt", _state(model, epoch=final_epoch, val_acc=result.final.get("val_acc"),
-                                             cfg=cfg, data=data))
+        save_weights(tmp / FINAL_FILE, model, epoch=final_epoch, val_acc=result.final.get("val_acc"),
+                     config=cfg.to_dict(), data_version=data.version, classes=data.classes)
         eval_epoch = final_epoch
         if weights == "best":
-            state = torch.load(tmp / "best.pt", map_location="cpu", weights_only=False)
+            state = load_weights(tmp / BEST_FILE)
             model.load_state_dict(state["model"])
             eval_epoch = state["epoch"]
         # --- the one look at the test split ---------------------------------------------------
@@ -234,7 +228,7 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
             "config": cfg.to_dict(), "provenance": prov, "torchscript": ts,
             "wall_s": time.time() - t0, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        write_text(tmp / "metrics.json", json.dumps(info, indent=2, default=str) + "\n")
+        write_text(tmp / "metrics.json", dumps(info, indent=2) + "\n")
         write_text(tmp / "MODEL_CARD.md", model_card(info, cfg))
     info["out_dir"] = str(out)
     return info

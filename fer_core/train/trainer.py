@@ -14,7 +14,12 @@ host memory); each batch is one ``index_select`` of a seeded permutation, conver
 [0, 1], augmented as a batch on the device (``augment.py``), and fed to the model in channels_last
 layout (faster on CPU too: a small CNN's epoch took 1.4x as long in NCHW) with bf16 autocast on
 CUDA. Loss and accuracy accumulate on the device and are read once per epoch, so the loop never
-waits on the host. A non-finite training loss ends the run with status ``diverged``.
+waits on the host.
+
+Divergence ends a run with status ``diverged`` (see ``divergence_reason``): at once when the training
+loss is not finite, or when it explodes - above ``diverge_factor`` x ln(K) (K classes; ln(K) is the loss
+of a uniform guess), or above ln(K) and ``diverge_factor`` x its best epoch so far - for
+``diverge_patience`` epochs in a row. The epoch that ends the run is not validated, reported or kept.
 
 Reproducibility: the permutation, the augmentation and dropout are seeded from ``(seed, epoch)``, so
 an epoch computes the same thing whether it follows the previous one in-process or a resume from
@@ -23,8 +28,6 @@ that epoch's checkpoint (``resume=``): on CPU a resumed run matches an uninterru
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import os
 import time
@@ -35,21 +38,21 @@ from typing import Callable
 import torch
 
 from .. import progress as progress_mod
-from ..atomic import write_bytes, write_text
+from ..atomic import write_text
 from ..errors import FerError
+from ..jsonio import dumps
 from .augment import create_augment
+from .checkpoint import BEST_FILE, CHECKPOINT_FILE, CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint, save_weights
 from .config import RUNTIME_KEYS, TrainConfig, dump_config
 from .data import DeviceSplit, TrainData, load_train_data
 from .metrics import ConfusionAccumulator, classification_metrics
 from .optim import LRSchedule, create_optimizer
 
 __all__ = ["train", "TrainResult", "build_model", "build_loss", "resolve_device", "EPOCH_METRICS",
-           "CHECKPOINT_FILE", "load_checkpoint", "add_l2_grad_", "l2_penalty"]
+           "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "load_checkpoint", "add_l2_grad_", "l2_penalty",
+           "divergence_reason"]
 
 Report = Callable[[dict, "str | None"], None]
-
-CHECKPOINT_FILE = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1
 
 #: Keys of every epoch's metrics (plus ``val_recall_<class>`` per class and ``val_confusion``);
 #: ``status`` is running, completed (the last epoch) or early_stopped (the trainer's early stopping).
@@ -170,33 +173,12 @@ def _monitor_mode(name: str) -> float:
 # Checkpoints
 # ----------------------------------------------------------------------------------------------
 
-def _save_checkpoint(folder: Path, state: dict) -> Path:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return write_bytes(folder / CHECKPOINT_FILE, buf.getvalue())
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint saved by ``train`` (``checkpoint.pt``, its folder, or the run folder), on CPU."""
-    path = Path(path)
-    if path.is_dir():      # a checkpoint folder, or a run folder holding checkpoint/
-        path = path / CHECKPOINT_FILE if (path / CHECKPOINT_FILE).is_file() else path / "checkpoint" / CHECKPOINT_FILE
-    if not path.is_file():
-        raise FerError(f"{path}: no checkpoint there (expected a {CHECKPOINT_FILE} written by 'fer train')")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing here
-        raise FerError(f"{path}: not a readable checkpoint ({exc})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise FerError(f"{path}: not a fer-sweep checkpoint (format {CHECKPOINT_FORMAT})")
-    return state
-
-
 def _check_resume(state: dict, cfg: TrainConfig, data: TrainData, path) -> None:
     if state["data_version"] != data.version:
         raise FerError(f"{path}: checkpoint was trained on data version {state['data_version']}, "
                        f"but {data.uri} is {data.version}; resume on the same data or start a new run")
-    old = state["config"]
+    # A key the checkpoint's config lacks was added to TrainConfig later: the old run used its default.
+    old = {**TrainConfig().to_dict(), **state["config"]}
     differ = sorted(k for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS and old.get(k) != v)
     if differ:
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in differ)
@@ -204,6 +186,39 @@ def _check_resume(state: dict, cfg: TrainConfig, data: TrainData, path) -> None:
                        "same config - start a new run to change it")
     if cfg.epochs < state["epoch"]:
         raise FerError(f"{path}: checkpoint is at epoch {state['epoch']}, beyond epochs={cfg.epochs}")
+
+
+def divergence_reason(losses: list[float], num_classes: int, factor: float, patience: int) -> str | None:
+    """Why the training losses ``losses`` (one per epoch from epoch 1, the current epoch last) mean the run
+    has diverged, or None.
+
+    With K classes, ``ln(K)`` is the cross-entropy of a uniform guess (about where an untrained model
+    starts). An epoch's loss *explodes* when it is
+
+    - above ``factor x ln(K)``: far worse than guessing (e.g. Adam at lr=1e5: loss 1e11), or
+    - above ``ln(K)`` and above ``factor x`` the lowest loss of the epochs before it: the run had
+      learned and blew up to worse than guessing.
+
+    The run has diverged when the last ``patience`` epochs all exploded; the message names the rule
+    that the current epoch broke, with the numbers. ``factor`` 0 turns this off. A non-finite loss is
+    the trainer's own, immediate check (not this function's).
+    """
+    if factor <= 0 or num_classes < 2 or len(losses) < patience:
+        return None
+    uniform = math.log(num_classes)
+    for i in range(len(losses) - patience, len(losses)):
+        best = min(losses[:i], default=math.inf)
+        if not (losses[i] > factor * uniform or (losses[i] > uniform and losses[i] > factor * best)):
+            return None
+    loss, epoch = losses[-1], len(losses)
+    run = f"for {patience} epochs in a row" if patience > 1 else "for 1 epoch"
+    if loss > factor * uniform:
+        return (f"training loss {loss:.3g} in epoch {epoch} is above {factor:g} x ln({num_classes}) = "
+                f"{factor * uniform:.3g} ({factor:g} times a uniform guess's loss) {run}")
+    best = min(losses[:-1])
+    best_epoch = losses.index(best) + 1
+    return (f"training loss {loss:.3g} in epoch {epoch} is above ln({num_classes}) = {uniform:.3g} (a uniform "
+            f"guess's loss) and {factor:g} x its best {best:.3g} (epoch {best_epoch}) = {factor * best:.3g} {run}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,6 +374,12 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
                 message = (f"training loss became {train_loss} in epoch {epoch + 1} (lr {schedule.lr:.3g}); "
                            "lower lr, add warmup, or check the data")
                 break
+            reason = divergence_reason([h["train_loss"] for h in history] + [train_loss], num_classes,
+                                       cfg.diverge_factor, cfg.diverge_patience)
+            if reason is not None:
+                status = "diverged"
+                message = f"{reason} (lr {schedule.lr:.3g}); lower lr, add warmup, or check the data"
+                break
             # --- validate --------------------------------------------------------------------
             val_loss, cm = _evaluate_split(model, val_split, eval_loss_fn, num_classes, cfg.eval_batch_size,
                                            amp_dtype, device)
@@ -367,11 +388,8 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
             if val_acc > best_val_acc:
                 best_val_acc, best_epoch = val_acc, epoch + 1
                 if run_path is not None:
-                    buf = io.BytesIO()
-                    torch.save({"model": model.state_dict(), "epoch": epoch + 1, "val_acc": val_acc,
-                                "config": cfg.to_dict(), "data_version": data.version,
-                                "classes": data.classes}, buf)
-                    write_bytes(run_path / "best.pt", buf.getvalue())
+                    save_weights(run_path / BEST_FILE, model, epoch=epoch + 1, val_acc=val_acc, config=cfg.to_dict(),
+                                 data_version=data.version, classes=data.classes)
             lr_used = schedule.lr
             metrics = {
                 "epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
@@ -407,16 +425,14 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
             metrics["status"] = "early_stopped" if stop_early else ("completed" if last else "running")
             ckpt_path = None
             if ckpt_dir is not None and cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
-                _save_checkpoint(ckpt_dir, {
-                    "format": CHECKPOINT_FORMAT, "epoch": epoch + 1, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    "config": cfg.to_dict(), "data_version": data.version, "classes": data.classes,
-                    "history": history, "best_val_acc": best_val_acc, "best_epoch": best_epoch,
-                    "es_best": es_best, "es_wait": es_wait, "es_state": es_state})
+                save_checkpoint(ckpt_dir, epoch=epoch + 1, model=model, optimizer=optimizer, schedule=schedule,
+                                config=cfg.to_dict(), data_version=data.version, classes=data.classes,
+                                history=history, best_val_acc=best_val_acc, best_epoch=best_epoch,
+                                es_best=es_best, es_wait=es_wait, es_state=es_state)
                 ckpt_path = str(ckpt_dir)
             if run_path is not None:
                 with open(run_path / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(metrics) + "\n")
+                    fh.write(dumps(metrics) + "\n")
             bar.update(1)
             bar.set_postfix(val_acc=f"{val_acc:.3f}", best=f"{best_val_acc:.3f}@{best_epoch}", refresh=False)
             if report is not None:
@@ -435,5 +451,5 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
                          best_val_acc=best_val_acc if history else float("nan"), best_epoch=best_epoch,
                          model=model, run_dir=run_path)
     if run_path is not None:
-        write_text(run_path / "result.json", json.dumps(result.summary(), indent=2) + "\n")
+        write_text(run_path / "result.json", dumps(result.summary(), indent=2) + "\n")
     return result
