@@ -108,11 +108,12 @@ def test_retrain_reproduces_the_trial_and_ships_a_model(experiment, tmp_path):
 
     # TorchScript: loads, same logits as the final weights, same test accuracy as metrics.json
     from fer_core.train.data import load_train_data
+    from fer_core.train.checkpoint import load_weights
     from fer_core.train.retrain import load_torchscript
     from fer_core.train.trainer import build_model
 
     scripted, classes = load_torchscript(run / "model.torchscript.pt")
-    state = torch.load(run / "final.pt", map_location="cpu", weights_only=False)
+    state = load_weights(run / "final.pt")
     assert classes == state["classes"] == metrics["data"]["classes"]
     model = build_model(resolve_config(state["config"]), len(classes), 1)
     model.load_state_dict(state["model"])

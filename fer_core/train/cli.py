@@ -116,10 +116,10 @@ def _run_ladder(args) -> int:
 
     from ..safepaths import check_replaceable, check_writable
     from .data import load_train_data
-    from .ladder import _select, format_ladder, run_ladder
+    from .ladder import format_ladder, run_ladder, select_rungs
 
     models = args.models.split(",") if args.models else None
-    folders = [Path(args.out) / preset for preset, _, _ in _select(models)]
+    folders = [Path(args.out) / preset for preset, _, _ in select_rungs(models)]
     for folder in folders:       # every rung's folder is checked before anything is trained or removed
         check_replaceable(folder, kind="training run", markers=("config.yaml",), overwrite=args.overwrite,
                           protect=(args.data,))

@@ -19,7 +19,7 @@ from .config import config_from_preset, parse_overrides
 from .data import TrainData, load_train_data
 from .trainer import train
 
-__all__ = ["LADDER", "run_ladder", "format_ladder"]
+__all__ = ["LADDER", "run_ladder", "format_ladder", "select_rungs"]
 
 #: (preset, label, key technique) in the notebook's order.
 LADDER = (
@@ -33,7 +33,7 @@ LADDER = (
 )
 
 
-def _select(models: list[str] | None) -> list[tuple[str, str, str]]:
+def select_rungs(models: list[str] | None) -> list[tuple[str, str, str]]:
     if not models:
         return list(LADDER)
     by_key = {}
@@ -53,7 +53,7 @@ def _select(models: list[str] | None) -> list[tuple[str, str, str]]:
 def run_ladder(data_uri: str, out_dir: str | Path, *, models: list[str] | None = None, epochs: int | None = None,
                overrides: list[str] = (), data: TrainData | None = None, progress: bool | None = None) -> list[dict]:
     """Train each selected rung into ``out_dir/<preset>`` and return one summary row per rung."""
-    rungs = _select(models)
+    rungs = select_rungs(models)
     extra = parse_overrides(overrides)
     if data is None:
         data = load_train_data(data_uri, splits=("train", "val"))
