@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from fer_core.errors import FerError
 from fer_core.progress import say
@@ -51,34 +50,45 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=_run_compare)
 
 
-def _writable(out) -> Path:
-    """``--out``: a new file, or a page this command wrote earlier (nothing else is replaced)."""
+def _output(out):
+    """``--out`` (a file or URI): a new file, or a page this command wrote earlier (nothing else is replaced)."""
     from fer_core.safepaths import check_file_replaceable
+    from fer_core.storage import Location, is_uri, locate
 
-    from .html import is_our_page
+    from .html import GENERATOR, is_our_page
 
-    return check_file_replaceable(out, is_ours=is_our_page, what="a dashboard page")
+    if isinstance(out, Location) or is_uri(out):
+        loc = out if isinstance(out, Location) else locate(out)
+        if loc.info().type.name == "Directory":
+            raise FerError(f"--out {loc}: is a folder; give the HTML file to write")
+        if loc.is_file() and GENERATOR.encode() not in loc.read_bytes()[:4096]:
+            raise FerError(f"--out {loc}: exists and is not a dashboard page written by fer, so it is not replaced; "
+                           "choose another --out")
+        return loc
+    return locate(check_file_replaceable(out, is_ours=is_our_page, what="a dashboard page"))
 
 
 def _run_build(args) -> int:
     from .experiment import load_experiment
-    from .report import write_report
+    from .report import build_report
 
     t0 = time.time()
     exp = load_experiment(args.experiment)
-    out = _writable(args.out or Path(args.experiment) / "dashboard.html")
-    out = write_report(exp, out)
+    out = _output(args.out or exp.store.file("dashboard.html"))
+    out.write_text(build_report(exp))
     say(f"{exp.name}: {len(exp.trials)} trials{' (live)' if exp.live else ''}; page built in {time.time() - t0:.1f}s")
     print(out)
     return 0
 
 
 def _run_compare(args) -> int:
-    from .compare import write_compare
+    from .compare import build_compare
     from .experiment import load_experiment
 
     a, b = load_experiment(args.experiment_a), load_experiment(args.experiment_b)
-    print(write_compare(a, b, _writable(args.out)))
+    out = _output(args.out)
+    out.write_text(build_compare(a, b))
+    print(out)
     return 0
 
 
@@ -94,7 +104,9 @@ def _run_serve(args) -> int:
         say(f"warning: --host {args.host} exposes this page to every machine that can reach this one, with no "
             "authentication: it shows the experiment's paths, commands and configs. Bind 127.0.0.1 (the default) "
             "and use an SSH tunnel unless that is what you want")
-    if not Path(args.experiment).is_dir():
+    from experiment_store import ExperimentStore
+
+    if not ExperimentStore(args.experiment).exists():
         say(f"{args.experiment} does not exist yet: the page waits for the sweep to create it")
     try:
         server.serve_forever()

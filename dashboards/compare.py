@@ -61,7 +61,7 @@ def _summary(a: Experiment, b: Experiment, labels: tuple[str, str]) -> str:
 def _labels(a: Experiment, b: Experiment) -> tuple[str, str]:
     if a.name != b.name:
         return f"A: {a.name}", f"B: {b.name}"
-    return f"A: {a.name} ({a.path.name if a.path.name != a.name else a.path})", f"B: {b.name} ({b.path})"
+    return f"A: {a.name} ({a.store.name if a.store.name != a.name else a.where})", f"B: {b.name} ({b.where})"
 
 
 def build_compare(a: Experiment, b: Experiment) -> str:

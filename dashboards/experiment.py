@@ -1,9 +1,9 @@
-"""A sweep's experiment folder as one typed object: ``load_experiment(path) -> Experiment``.
+"""A sweep's experiment as one object for review and release: ``load_experiment(uri) -> Experiment``.
 
-A finished sweep (``sweeps/regularization.py``) leaves ``trials.parquet``, ``epochs.parquet`` and
-``sweep.json`` in ``<storage>/<name>/``. While it runs those do not exist yet; then the trials are
-read from Tune's own files instead (``dashboards.live``), and trials without a final result are
-``running``. The data set's ``manifest.json`` (at ``sweep.json``'s ``data.uri``) adds class counts
+The files are read through ``experiment_store`` (a local folder or any storage URI). A finished
+sweep (``sweeps/regularization.py``) leaves ``trials.parquet``, ``epochs.parquet`` and ``sweep.json``
+in ``<storage>/<name>/``. While it runs the tables do not exist yet; then the trials are read from
+Tune's own files instead (``dashboards.live``), and trials without a final result are ``running``. The data set's ``manifest.json`` (at ``sweep.json``'s ``data.uri``) adds class counts
 per split and the quality summary when it is readable; a dashboard never fails for lack of it.
 
     >>> exp = load_experiment("runs/sweeps/reg1")
@@ -12,22 +12,19 @@ per split and the quality summary when it is readable; a dashboard never fails f
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiment_store import EPOCHS, TRIALS, ExperimentError, ExperimentStore
 from fer_core.errors import FerError
+from fer_core.storage import StorageError
 
 __all__ = ["Experiment", "Param", "load_experiment", "ExperimentError", "MAIN_OUTCOMES"]
 
 # Always shown in the header, even at zero; the other outcomes only when they occur.
 MAIN_OUTCOMES = ("completed", "stopped by ASHA", "collapsed", "diverged", "errored")
-
-
-class ExperimentError(FerError):
-    """A folder that is not a sweep's experiment folder, or one whose files cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,7 @@ class Param:
 
 @dataclass
 class Experiment:
-    path: Path
+    store: ExperimentStore
     name: str
     meta: dict                      # sweep.json ({} while the sweep runs)
     trials: list[dict]              # trials.parquet rows (or their live equivalent)
@@ -75,6 +72,11 @@ class Experiment:
     live: bool = False              # read from Tune's files: the sweep is running (or was interrupted)
     space_inferred: bool = False    # no sweep.json: the space was inferred from the sampled values
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        """The experiment's location as shown and recorded: a local path, or its URI (secrets redacted)."""
+        return self.store.location.path if self.store.local else self.store.uri
 
     # -- derived facts ------------------------------------------------------------------------------
     def outcome_counts(self) -> dict[str, int]:
@@ -137,7 +139,7 @@ class Experiment:
         for row in self.trials:
             if row["trial_id"] == trial_id:
                 return row
-        raise ExperimentError(f"{self.path}: no trial {trial_id!r} in trials.parquet")
+        raise ExperimentError(f"{self.where}: no trial {trial_id!r} in trials.parquet")
 
     def sampled(self, row: dict) -> dict:
         """The values the trial sampled, from its ``config/<key>`` columns.
@@ -163,7 +165,7 @@ class Experiment:
         base = self.meta.get("base_config") or {}
         try:
             return resolve_config({**base, **self.fixed, **_uncoerce(self.sampled(row))},
-                                  where=f"{self.path} trial {row['trial_id']}")
+                                  where=f"{self.where} trial {row['trial_id']}")
         except ConfigError as exc:
             raise ExperimentError(f"{exc} (the experiment's sweep.json and trials.parquet do not give a valid "
                                   "trainer config; was it written by another version of sweeps/regularization.py?)") from None
@@ -200,29 +202,6 @@ def _uncoerce(params: dict) -> dict:
 
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ExperimentError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise ExperimentError(f"{path}: not valid JSON ({exc})") from None
-
-
-def _read_parquet(path: Path) -> list[dict]:
-    import pyarrow.parquet as pq
-
-    try:
-        rows = pq.read_table(path).to_pylist()
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
-        raise ExperimentError(f"{path}: not a readable Parquet table ({exc})") from None
-    for row in rows:                      # a missing number is None, as in sweep.json, never NaN
-        for k, v in row.items():
-            if isinstance(v, float) and math.isnan(v):
-                row[k] = None
-    return rows
 
 
 def _params(space: dict) -> tuple[list[Param], dict]:
@@ -274,53 +253,48 @@ def _manifest(meta: dict, notes: list[str]) -> dict | None:
         return None
 
 
-def _tables_are_current(path: Path) -> bool:
-    """Whether trials.parquet exists and is newer than every trial's result.json (a resumed sweep is not)."""
-    table = path / "trials.parquet"
-    if not table.is_file() or not (path / "epochs.parquet").is_file():
-        return False
-    written = table.stat().st_mtime
-    return all(p.stat().st_mtime <= written + 1.0 for p in path.glob("*/result.json"))
-
-
-def load_experiment(path: str | Path, *, finished: bool = False) -> Experiment:
-    """Read an experiment folder (finished: the tables; running: Tune's trial folders).
+def load_experiment(uri: str | Path, *, finished: bool = False) -> Experiment:
+    """Read an experiment (finished: the tables; running: Tune's trial folders) from a folder or URI.
 
     ``finished=True`` (exporting, confirming): only a sweep that ended, i.e. one with ``sweep.json`` and
     ``trials.parquet``, is accepted; anything else is an error that names the missing file.
     """
-    if "://" in str(path):
-        raise ExperimentError(f"{path}: experiment folders are read from local disk; copy it here first "
-                              "(e.g. 'aws s3 sync' or 'gsutil rsync') and pass the local folder")
-    path = Path(path)
-    if not path.is_dir():
-        raise ExperimentError(f"{path}: no such experiment folder; pass <storage>/<name> of a sweep "
-                              "(sweeps/regularization.py writes it, e.g. runs/sweeps/regularization-<date>-<time>)"
-                              if not path.exists() else f"{path}: not a folder; pass the sweep's experiment folder")
+    try:
+        store = ExperimentStore(str(uri))
+        return _load(store, finished)
+    except StorageError as exc:
+        raise ExperimentError(str(exc)) from None
+
+
+def _load(store: ExperimentStore, finished: bool) -> Experiment:
+    if not store.exists():
+        is_file = store.local and Path(store.location.path).exists()
+        raise ExperimentError(f"{store}: not a folder; pass the sweep's experiment folder" if is_file else
+                              f"{store}: no such experiment folder; pass <storage>/<name> of a sweep "
+                              "(sweeps/regularization.py writes it, e.g. runs/sweeps/regularization-<date>-<time>)")
     notes: list[str] = []
-    meta_file = path / "sweep.json"
     if finished:
-        for name in ("sweep.json", "trials.parquet"):
-            if not (path / name).is_file():
+        for name in ("sweep.json", TRIALS):
+            if not store.has(name):
                 raise ExperimentError(
-                    f"{path}: not a finished sweep experiment: {path / name} is missing (sweeps/regularization.py "
+                    f"{store}: not a finished sweep experiment: {store.file(name)} is missing (sweeps/regularization.py "
                     "writes sweep.json and trials.parquet when the sweep ends; continue an interrupted one with "
                     "--resume --name <experiment>)")
-    meta = _read_json(meta_file) if meta_file.is_file() else {}
+    record = store.read_record()
+    meta = record.to_dict() if record is not None else {}
     if finished:
-        epochs_file = path / "epochs.parquet"
-        trials, live = _read_parquet(path / "trials.parquet"), False
-        epochs = _read_parquet(epochs_file) if epochs_file.is_file() else []
-    elif _tables_are_current(path):
-        trials, epochs, live = _read_parquet(path / "trials.parquet"), _read_parquet(path / "epochs.parquet"), False
+        trials, live = store.read_rows(TRIALS) or [], False
+        epochs = store.read_rows(EPOCHS) or []
+    elif store.tables_current():
+        trials, epochs, live = store.read_rows(TRIALS) or [], store.read_rows(EPOCHS) or [], False
     else:
         from .live import read_tune_trials
 
-        found = read_tune_trials(path, max_epochs=meta.get("max_epochs"))
+        found = read_tune_trials(store, max_epochs=meta.get("max_epochs"))
         if found is None:
             missing = "trials.parquet" if meta else "sweep.json and trials.parquet"
             raise ExperimentError(
-                f"{path}: not a sweep experiment folder: missing {missing} (written by "
+                f"{store}: not a sweep experiment folder: missing {missing} (written by "
                 "sweeps/regularization.py when a sweep ends), and no Tune trial folders (*/result.json) "
                 "to read a running sweep from")
         trials, epochs = found
@@ -328,15 +302,15 @@ def load_experiment(path: str | Path, *, finished: bool = False) -> Experiment:
         notes.append("read from Tune's trial folders (the sweep is running or was interrupted): "
                      "trials without a final result are shown as running")
     if not meta:
-        notes.append("sweep.json is not written yet (it is at the end of a sweep): the search space is "
-                     "inferred from the sampled values, and the data set and command are not known")
+        notes.append("sweep.json is not written yet: the search space is inferred from the sampled values, "
+                     "and the data set and command are not known")
     epochs.sort(key=lambda r: (str(r.get("trial_id")), r.get("epoch") or 0))
     if meta.get("space"):
         params, fixed = _params(meta["space"])
         inferred = False
     else:
         params, fixed, inferred = _infer_params(trials), {}, True
-    return Experiment(path=path, name=str(meta.get("name") or path.name), meta=meta, trials=trials, epochs=epochs,
+    return Experiment(store=store, name=str(meta.get("name") or store.name), meta=meta, trials=trials, epochs=epochs,
                       params=params, fixed=fixed, classes=_classes(meta, epochs),
                       manifest=None if finished else _manifest(meta, notes),
                       live=live, space_inferred=inferred, notes=notes)

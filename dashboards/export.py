@@ -83,7 +83,7 @@ def _no_finished_trial(exp: Experiment) -> FerError:
     seen = ", ".join(f"{n} {o}" for o, n in sorted(counts.items(), key=lambda t: -t[1])) or "no trials at all"
     budget = exp.meta.get("max_epochs")
     return FerError(
-        f"experiment {exp.name} ({exp.path}): no trial ran its full budget"
+        f"experiment {exp.name} ({exp.where}): no trial ran its full budget"
         + (f" of {budget} epochs" if budget else "") + f" (outcomes: {seen}). A trial stopped early has a score "
         "from the epoch it stopped at, not from the budget, so export-best only picks completed trials. "
         "Run the sweep longer (more --samples, a larger --grace-period, or --no-asha) or check why trials "
@@ -99,10 +99,10 @@ def best_trials(exp: Experiment, by: str = "score", top: int = 1) -> list[dict]:
     if by == "confirmed":
         from sweeps.confirm import read_confirm, summarize
 
-        ranking = summarize(read_confirm(exp.path))
+        ranking = summarize(read_confirm(exp.store))
         if not ranking:
-            raise FerError(f"{exp.path / 'confirm.parquet'}: no confirmation run has a score; "
-                           f"rerun 'fer confirm {exp.path}'")
+            raise FerError(f"{exp.store.file('confirm.parquet')}: no confirmation run has a score; "
+                           f"rerun 'fer confirm {exp.where}'")
         return [{"row": exp.trial(r["trial_id"]), "rank": i + 1, "candidates": len(ranking), "value": r["mean"],
                  "confirmed": r} for i, r in enumerate(ranking[:top])]
     ranked = rank_trials(exp.trials, by)
@@ -129,7 +129,7 @@ def provenance(exp: Experiment, pick: dict, by: str, *, exported_at: str | None 
             "final": "final = val_acc of the last epoch", "peak": "peak = best val_acc of any epoch",
             "confirmed": "mean score over fresh seeds (fer confirm, confirm.parquet)"}[by]
     out: dict[str, Any] = {
-        "experiment": exp.name, "experiment_dir": str(exp.path.resolve()), "trial_id": row["trial_id"],
+        "experiment": exp.name, "experiment_dir": exp.where, "trial_id": row["trial_id"],
         "ranked_by": by, "ranking": what, "rank": pick["rank"],
         "candidates": pick["candidates"],
         "metrics": {k: row.get(k) for k in METRIC_KEYS},

@@ -114,7 +114,7 @@ def header(exp: Experiment, *, level: str = "h1") -> str:
     cmd = (f"<pre><code>{esc(command)}</code></pre>" if command else note("not known until sweep.json is written"))
     notes = "".join(note(n) for n in exp.notes)
     return (f'<header><{level} class="exp-name">{esc(exp.name)}</{level}>{badge}'
-            f"<p>experiment folder <code>{esc(exp.path)}</code></p>"
+            f"<p>experiment folder <code>{esc(exp.where)}</code></p>"
             f'<div class="facts"><dl>{left}</dl><dl>{right}</dl></div>'
             f"<h3>Command that reproduces this sweep</h3>{cmd}{notes}</header>")
 
@@ -202,12 +202,13 @@ def _best_confusion(exp: Experiment) -> str:
 
 def _confirmed(exp: Experiment) -> str:
     """``fer confirm``'s ranking: mean score over fresh seeds with its spread, beside the sweep's score."""
-    if not (exp.path / "confirm.parquet").is_file():
-        return note(f"Not confirmed yet: 'fer confirm {exp.path} --top 3 --seeds 3' re-trains the top "
-                    "configurations with fresh seeds; the sweep's winner was picked on one seed.")
     from sweeps.confirm import read_confirm, summarize
 
-    ranking = summarize(read_confirm(exp.path))
+    rows = read_confirm(exp.store, required=False)
+    if rows is None:
+        return note(f"Not confirmed yet: 'fer confirm {exp.where} --top 3 --seeds 3' re-trains the top "
+                    "configurations with fresh seeds; the sweep's winner was picked on one seed.")
+    ranking = summarize(rows)
     sweep_score = {t["trial_id"]: t.get("score") for t in exp.trials}
     rows = [[i + 1, r["trial_id"], Cell(_num(sweep_score.get(r["trial_id"])), sweep_score.get(r["trial_id"])),
              Cell(_num(r["mean"]), r["mean"]), Cell(_num(r["std"]), r["std"]), Cell(_num(r["min"]), r["min"]),

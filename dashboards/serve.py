@@ -21,7 +21,6 @@ always carries the attacker's own name, so it is refused.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import socket
@@ -42,7 +41,6 @@ __all__ = ["DashboardServer", "make_server", "experiment_version", "host_allowed
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8050
-WATCHED = ("sweep.json", "trials.parquet", "epochs.parquet")
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
@@ -89,24 +87,21 @@ def host_allowed(header: str | None, names: frozenset[str]) -> bool:
     return _is_ip(host) or host == "localhost" or host.endswith(".localhost") or host in names
 
 
-def experiment_version(exp_dir: Path) -> str:
-    """A fingerprint of the files a page is built from (names, sizes, modification times)."""
-    h = hashlib.sha256()
-    paths = [exp_dir / n for n in WATCHED] + sorted(exp_dir.glob("*/result.json")) + sorted(exp_dir.glob("*/error.txt"))
-    for p in paths:
-        try:
-            st = p.stat()
-        except OSError:
-            continue
-        h.update(f"{p.relative_to(exp_dir)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+def experiment_version(exp_dir: str | Path) -> str:
+    """A fingerprint of the files a page is built from (names, sizes, modification times); any storage URI."""
+    from experiment_store import ExperimentStore
+
+    try:
+        return ExperimentStore(str(exp_dir)).fingerprint()
+    except FerError:
+        return "unreachable"
 
 
 class DashboardServer:
     """Builds and caches the page of one experiment folder; thread-safe."""
 
     def __init__(self, exp_dir: str | Path, *, refresh_s: int = 10):
-        self.exp_dir = Path(exp_dir)
+        self.exp_dir = str(exp_dir)
         self.refresh_s = refresh_s
         self._lock = threading.Lock()
         self._cached: tuple[str, int, bytes] | None = None       # (version, status, body)
@@ -208,7 +203,7 @@ def make_server(exp_dir: str | Path, *, host: str = DEFAULT_HOST, port: int = DE
 
     ``allow_hosts``: extra host names it answers to (``*``: any; see the module doc).
     """
-    exp_dir = Path(exp_dir)      # may not exist yet: the page says it waits, and reloads when it appears
+    # exp_dir may not exist yet: the page says it waits, and reloads when it appears
     cls = _Server6 if ":" in host else _Server
     try:
         return cls((host, port), _handler(DashboardServer(exp_dir, refresh_s=refresh_s), quiet,

@@ -107,21 +107,18 @@ def summarize(rows: list[dict]) -> list[dict]:
     return sorted(scored, key=lambda s: (s["failed"] > 0, -s["mean"], s["trial_id"]))
 
 
-def read_confirm(exp_dir: str | Path) -> list[dict]:
-    """The rows of ``<exp_dir>/confirm.parquet``; a clear error when ``fer confirm`` has not run."""
-    import pyarrow.parquet as pq
+def read_confirm(store, *, required: bool = True) -> list[dict] | None:
+    """The rows of an experiment's ``confirm.parquet`` (``store``: an ``ExperimentStore`` or its URI).
 
-    path = Path(exp_dir) / "confirm.parquet"
-    if not path.is_file():
-        raise FerError(f"{path} is missing: --by confirmed ranks the configurations re-trained with fresh seeds; "
-                       f"run 'fer confirm {exp_dir} --top 3 --seeds 3' first")
-    try:
-        rows = pq.read_table(path).to_pylist()
-    except Exception as exc:  # noqa: BLE001
-        raise FerError(f"{path}: not a readable Parquet table ({exc})") from None
-    for r in rows:
-        if isinstance(r.get("score"), float) and math.isnan(r["score"]):
-            r["score"] = None
+    When ``fer confirm`` has not run: a clear error, or None with ``required=False``.
+    """
+    from experiment_store import CONFIRM_TABLE, ExperimentStore
+
+    store = store if isinstance(store, ExperimentStore) else ExperimentStore(str(store))
+    rows = store.read_rows(CONFIRM_TABLE)
+    if rows is None and required:
+        raise FerError(f"{store.file(CONFIRM_TABLE)} is missing: --by confirmed ranks the configurations re-trained "
+                       f"with fresh seeds; run 'fer confirm {store} --top 3 --seeds 3' first")
     return rows
 
 
@@ -156,8 +153,6 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
             gpus_per_task: float | None = None, command: str | None = None) -> dict:
     """Re-train the top ``top`` completed trials of ``exp_dir`` with ``seeds`` fresh seeds each; see the module doc."""
     from dashboards.export import load_experiment, rank_trials
-    from fer_core.atomic import write_bytes, write_text
-    from fer_core.jsonio import dumps
     from fer_core.safepaths import check_writable
 
     for flag, value in (("--top", top), ("--seeds", seeds)):
@@ -166,7 +161,8 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
     if concurrency is not None and concurrency < 1:
         raise FerError(f"--concurrency: must be >= 1; got {concurrency!r}")
     exp = load_experiment(exp_dir)
-    check_writable(exp.path, flag="EXPERIMENT_DIR")      # results go there: fail now, not after the training
+    if exp.store.local:                                   # results go there: fail now, not after the training
+        check_writable(exp.store.location.path, flag="EXPERIMENT_DIR")
     ranked = rank_trials(exp.trials, "score")
     if not ranked:
         from dashboards.export import _no_finished_trial
@@ -236,15 +232,8 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
     for i, r in enumerate(ranking, 1):
         r.update(rank=i, sweep_score=sweep_scores.get(r["trial_id"]),
                  sweep_rank=[p["trial_id"] for p in picked].index(r["trial_id"]) + 1)
-    import io
-
-    import pyarrow.parquet as pq
-
-    buf = io.BytesIO()
-    pq.write_table(_table(rows), buf, compression="zstd")
-    write_bytes(exp.path / "confirm.parquet", buf.getvalue())
     meta = {
-        "experiment": exp.name, "experiment_dir": str(exp.path.resolve()), "command": command,
+        "experiment": exp.name, "experiment_dir": exp.where, "command": command,
         "top": top, "seeds": seed_list, "seed_rule": f"sweep seed {sweep_seed} + {SEED_OFFSET} + i",
         "ranked_from": "score among completed trials (as fer export-best --by score)",
         "score": f"mean val_acc of the last {exp.score_window} epochs, per run; ranked by its mean over seeds",
@@ -252,12 +241,12 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
         "wall_s": time.time() - t0, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "ranking": ranking,
     }
-    write_text(exp.path / "confirm.json", dumps(meta, indent=2) + "\n")
+    exp.store.write_confirm(_table(rows), meta)
     print(f"{exp.name}: top {len(configs)} configuration(s) re-trained with seeds {', '.join(map(str, seed_list))}, "
           "ranked by mean score:")
     print(format_ranking(ranking, sweep_scores))
-    print(f"wrote {exp.path / 'confirm.parquet'} ({len(rows)} runs) and confirm.json; "
-          f"export the winner with: fer export-best {shlex.quote(str(exp.path))} --by confirmed --out best.yaml")
+    print(f"wrote {exp.store.file('confirm.parquet')} ({len(rows)} runs) and confirm.json; "
+          f"export the winner with: fer export-best {shlex.quote(exp.where)} --by confirmed --out best.yaml")
     return meta
 
 

@@ -54,8 +54,6 @@ from fer_core.progress import say  # noqa: E402
 
 DEFAULT_DATA = "runs/default/data"
 DEFAULT_SPACE = str(Path(__file__).resolve().parent / "spaces" / "regularization.yaml")
-#: Files that make a folder an experiment this sweep wrote (``--overwrite`` replaces nothing else).
-EXPERIMENT_MARKERS = ("sweep.json", "tuner.pkl", "experiment_state-*.json")
 SMOKE = dict(samples=4, max_epochs=4, grace_period=1, collapse_grace=2, collapse_window=2, concurrency=2)
 
 
@@ -128,6 +126,69 @@ def _storage_path(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).resolve())
 
 
+#: Settings a resume may change (where and how it runs); every other setting is the launch's.
+RUNTIME_SETTINGS = ("address", "num_cpus", "concurrency", "max_failures", "wandb_mode", "wandb_project", "resume",
+                    "overwrite", "name", "storage")
+
+
+def _resume_settings(args, argv: list[str], launch: dict) -> argparse.Namespace:
+    """``args`` with the launch's settings (``sweep.json``'s ``settings``) for everything a resume may not change.
+
+    A setting given on the resume's command line that differs from the launch's is an error: the
+    resumed trials would otherwise train with other settings than the ones they started with.
+    """
+    defaults = vars(get_parser().parse_args([]))
+    out = dict(vars(args))
+    for key, value in launch.items():
+        if key in RUNTIME_SETTINGS or key not in defaults:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if key == "overrides":
+            flag = "--set"
+        given = _explicit(argv, flag)
+        if isinstance(value, str) and "***" in value:     # recorded with its secrets redacted: needs the real one
+            if not given:
+                raise FerError(f"{flag}: this experiment's launch used a location with credentials in it ({value}); "
+                               f"pass {flag} again to resume (better: credentials in the environment, not the URI)")
+            continue
+        if given and out[key] != value:
+            raise FerError(f"{flag}: {out[key]!r} differs from this experiment's launch ({value!r}); a resume continues "
+                           f"with the launch's settings - drop {flag}, or start a new experiment with another --name")
+        out[key] = value
+    return argparse.Namespace(**out)
+
+
+def _launch_record(args, argv: list[str], name: str, store, space, data, base: dict):
+    """The record written when the sweep starts (its results are added when it ends)."""
+    import getpass
+
+    from experiment_store import DataRef, SweepRecord, experiment_dir_of
+    from fer_core.storage import redact
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = None
+    settings = {k: v for k, v in vars(args).items() if k != "overrides"} | {"overrides": args.overrides}
+    for key in ("data", "storage", "address"):
+        if isinstance(settings.get(key), str):
+            settings[key] = redact(settings[key])
+    return SweepRecord(
+        name=name, experiment_dir=experiment_dir_of(store),
+        command="python sweeps/regularization.py " + " ".join(shlex.quote(redact(a)) for a in argv),
+        data=DataRef(uri=redact(args.data), version=data.version, classes=list(data.classes),
+                     train=len(data.labels["train"]), val=len(data.labels["val"])),
+        space=space.to_dict(), space_file=args.space,
+        base_config={**base, "data": redact(args.data)},  # a trial's config = base < space fixed < its sampled values
+        max_epochs=args.max_epochs, score_window=args.score_window, settings=settings,
+        objective=f"score = mean val_acc of the last {args.score_window} epochs (max)",
+        user=user, started=_now())
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def run(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = get_parser().parse_args(argv)
@@ -137,6 +198,28 @@ def run(argv: list[str] | None = None) -> dict:
                 setattr(args, key, value)
     if args.resume and not args.name:
         raise FerError("--resume needs --name: the experiment to continue (a folder in --storage)")
+    if args.overwrite and args.resume:
+        raise FerError("--overwrite and --resume contradict each other: pick one")
+
+    # --- where: the experiment, and what a resume continues ------------------------------------
+    from experiment_store import MARKERS, ExperimentStore
+    from fer_core.safepaths import check_name, check_replaceable, check_writable, child, is_uri
+
+    name = check_name(args.name or time.strftime("regularization-%Y%m%d-%H%M%S"))
+    storage = _storage_path(args.storage)
+    store = ExperimentStore(child(storage, name))
+    local = not is_uri(storage)
+    exists = store.exists()
+    if exists and not args.resume and not args.overwrite:
+        raise FerError(f"{store} already exists; pass --resume to continue it or choose another --name")
+    if args.resume and not exists:
+        raise FerError(f"--resume: {store} does not exist; check --storage and --name")
+    launch = store.read_record() if args.resume else None
+    if launch is not None:
+        args = _resume_settings(args, argv, launch.settings)
+    elif args.resume:
+        say(f"{store} has no sweep.json (written by an older fer-sweep): resuming with the settings given now, "
+            "which must be the launch's")
     for flag in ("samples", "max_epochs", "grace_period", "score_window", "collapse_window"):
         if getattr(args, flag) < 1:
             raise FerError(f"--{flag.replace('_', '-')} must be >= 1; got {getattr(args, flag)}")
@@ -144,29 +227,18 @@ def run(argv: list[str] | None = None) -> dict:
         raise FerError(f"--grace-period {args.grace_period} exceeds --max-epochs {args.max_epochs}")
 
     # --- everything that can fail fast, before Ray starts ------------------------------------
-    from fer_core.safepaths import check_name, check_replaceable, check_writable, child, is_uri
     from fer_core.train.config import parse_overrides, resolve_config
     from sweeps.space import load_space
     from sweeps.wandb_logging import prepare_environment, resolve_mode
 
     space = load_space(args.space)
-    name = check_name(args.name or time.strftime("regularization-%Y%m%d-%H%M%S"))
-    storage = _storage_path(args.storage)
-    exp_dir = child(storage, name)
-    local = not is_uri(storage)
-    if args.overwrite and args.resume:
-        raise FerError("--overwrite and --resume contradict each other: pick one")
-    exists = local and Path(exp_dir).exists()
-    if args.overwrite and not local:
-        raise FerError(f"--overwrite: replacing an experiment in {storage} is not supported (only in local storage); "
-                       "choose another --name")
-    if exists and not args.resume and not args.overwrite:
-        raise FerError(f"{exp_dir} already exists; pass --resume to continue it or choose another --name")
-    if args.resume and local and not exists:
-        raise FerError(f"--resume: {exp_dir} does not exist; check --storage and --name")
     if exists and args.overwrite:      # checked now, removed only once every other check has passed
-        check_replaceable(exp_dir, kind="sweep experiment", markers=EXPERIMENT_MARKERS, overwrite=True,
-                          protect=(args.data, args.space), flag="--name")
+        if local:
+            check_replaceable(store.location.path, kind="sweep experiment", markers=MARKERS, overwrite=True,
+                              protect=(args.data, args.space), flag="--name")
+        elif not (store.has("sweep.json") or store.has("tuner.pkl")):
+            raise FerError(f"--name: {store} is not a sweep experiment (no sweep.json or tuner.pkl), so --overwrite "
+                           "will not replace it; choose another --name")
     if local:
         check_writable(storage, flag="--storage")
     wandb_mode = resolve_mode(args.wandb_mode)
@@ -177,8 +249,11 @@ def run(argv: list[str] | None = None) -> dict:
     threads = max(1, int(args.cpus_per_trial))
     base = {**parse_overrides(args.overrides), "data": args.data, "epochs": args.max_epochs, "seed": args.seed,
             "threads": threads, "device": "cuda" if args.gpus_per_trial > 0 else "cpu"}
-    say(f"reading {args.data} once for all trials")
+    say(f"reading {redact_uri(args.data)} once for all trials")
     data = load_train_data(args.data, splits=("train", "val"))
+    if launch is not None and data.version != launch.data.version:
+        raise FerError(f"--data {redact_uri(args.data)} is version {data.version}, but {store} was launched on "
+                       f"{launch.data.version}; resume it with the same data set")
     base["data_version"] = data.version
     resolve_config({**base, **space.fixed}, where="sweep base config")     # base + fixed valid on their own
     say(f"data {data.version}: {len(data.labels['train'])} train / {len(data.labels['val'])} val images, "
@@ -197,7 +272,7 @@ def run(argv: list[str] | None = None) -> dict:
     from sweeps.trainable import fer_trainable, ran_to_the_end
     from sweeps.wandb_logging import make_callback
 
-    if "://" not in storage:
+    if local:
         # Epochs of small FER models take seconds, and num_to_keep=1 forces an experiment snapshot
         # after each checkpoint: cheap on a local disk (milliseconds), so Tune's warning is noise here.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -214,9 +289,8 @@ def run(argv: list[str] | None = None) -> dict:
     if args.gpus_per_trial > 0 and cluster.get("GPU", 0) == 0:
         raise FerError("--gpus-per-trial > 0 but the Ray cluster has no GPUs; use --gpus-per-trial 0")
     if exists and args.overwrite:
-        import shutil
-        say(f"--overwrite: removing the previous experiment {exp_dir}")
-        shutil.rmtree(exp_dir)
+        say(f"--overwrite: removing the previous experiment {store}")
+        store.location.delete()
     concurrency = args.concurrency
     if concurrency is None:
         by_cpu = int(cluster.get("CPU", 1) // max(args.cpus_per_trial, 1e-9))
@@ -240,7 +314,8 @@ def run(argv: list[str] | None = None) -> dict:
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=args.max_epochs,
                               grace_period=args.grace_period, reduction_factor=args.reduction_factor)
     stoppers = [] if args.no_collapse_stop else [CollapseStopper("val_acc", **{k: v for k, v in collapse_rule.items()})]
-    callbacks = [cb for cb in [make_callback(wandb_mode, project=args.wandb_project, group=name, exp_dir=exp_dir)]
+    callbacks = [cb for cb in [make_callback(wandb_mode, project=args.wandb_project, group=name,
+                                             exp_dir=store.location.path if local else store.uri)]
                  if cb is not None]
     run_config = tune.RunConfig(
         name=name, storage_path=storage,
@@ -252,21 +327,32 @@ def run(argv: list[str] | None = None) -> dict:
         scheduler = None
     tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=args.samples,
                                   max_concurrent_trials=concurrency, metric="score", mode="max")
+    if launch is None:
+        launch = _launch_record(args, argv, name, store, space, data, base)
+        if not args.resume:
+            store.write_record(launch)             # the launch's settings, for the dashboard and a resume
     t0 = time.time()
     if args.resume:
-        say(f"resuming {exp_dir}: finished trials are kept, unfinished ones continue from their checkpoints")
-        tuner = tune.Tuner.restore(exp_dir, trainable=trainable, resume_errored=True, restart_errored=False)
+        say(f"resuming {store}: finished trials are kept, unfinished ones continue from their checkpoints")
+        tuner = tune.Tuner.restore(store.location.uri if not local else store.location.path, trainable=trainable,
+                                   resume_errored=True, restart_errored=False)
     else:
-        say(f"experiment {exp_dir}: {args.samples} trials x up to {args.max_epochs} epochs, "
+        say(f"experiment {store}: {args.samples} trials x up to {args.max_epochs} epochs, "
             f"{concurrency} at a time")
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
     wall = time.time() - t0
-    meta = _write_outputs(args, argv, name, exp_dir, space, data, grid, wall, base)
+    record = _write_outputs(args, argv, store, launch, space, grid, wall)
     del tuner, grid, run_config, callbacks      # W&B's callback cleans up now, not at interpreter exit
     import gc
     gc.collect()
-    return meta
+    return record.to_dict()
+
+
+def redact_uri(uri: str) -> str:
+    from fer_core.storage import redact
+
+    return redact(uri)
 
 
 def _history(result) -> list[dict]:
@@ -280,19 +366,11 @@ def _history(result) -> list[dict]:
             for row in df.to_dict("records")]
 
 
-def _previous_meta(exp_dir: Path) -> dict | None:
-    """The ``sweep.json`` a finished earlier run of this experiment wrote, if any."""
-    try:
-        meta = json.loads((exp_dir / "sweep.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None
+def _write_outputs(args, argv, store, launch, space, grid, wall):
+    """The tables, the summary and the record (the launch's, with what the sweep found) in the experiment."""
+    from dataclasses import replace
 
-
-def _write_outputs(args, argv, name, exp_dir, space, data, grid, wall, base) -> dict:
-    from fer_core.atomic import write_text
-    from fer_core.jsonio import dumps
-    from sweeps.results import format_summary, write_tables
+    from sweeps.results import epoch_rows, format_summary, trial_rows
 
     trials = []
     for result in grid:
@@ -300,39 +378,23 @@ def _write_outputs(args, argv, name, exp_dir, space, data, grid, wall, base) -> 
         trials.append({"trial_id": last.get("trial_id") or Path(str(result.path)).name, "config": result.config,
                        "last": last, "errored": result.error is not None, "finished": True,
                        "time_s": last.get("time_total_s"), "history": _history(result)})
-    trials_t, _ = write_tables(exp_dir, trials, args.max_epochs)
-    summary = format_summary(trials_t, keys=[f"config/{k}" for k in space.names][:7])
-    rows = trials_t.to_pylist()
+    rows = trial_rows(trials, args.max_epochs)
+    summary = format_summary(rows, keys=[f"config/{k}" for k in space.names][:7])
     best = max((r for r in rows if r.get("score") is not None), key=lambda r: r["score"], default=None)
-    meta = {
-        "name": name, "experiment_dir": exp_dir,
-        "command": "python sweeps/regularization.py " + " ".join(shlex.quote(a) for a in argv),
-        "data": {"uri": args.data, "version": data.version, "classes": data.classes,
-                 "train": len(data.labels["train"]), "val": len(data.labels["val"])},
-        "space": space.to_dict(), "space_file": args.space,
-        "base_config": base,       # a trial's trainer config = base < space fixed < its sampled values
-        "max_epochs": args.max_epochs, "score_window": args.score_window,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("overrides",)} | {"overrides": args.overrides},
-        "objective": f"score = mean val_acc of the last {args.score_window} epochs (max)",
-        "trials": len(rows), "outcomes": {o: sum(r["outcome"] == o for r in rows) for o in {r["outcome"] for r in rows}},
-        "epochs_total": int(sum(r["epochs"] for r in rows)), "wall_s": wall,
-        "compute_s": float(sum(r["time_s"] or 0 for r in rows)),
-        "best": best,
-    }
-    if "://" not in exp_dir:
-        previous = _previous_meta(Path(exp_dir)) if args.resume else None
-        if previous:         # a resume keeps the launch's command and wall time, and records itself beside them
-            resumes = list(previous.get("resumes") or [])
-            resumes.append({"command": meta["command"], "wall_s": wall,
-                            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-            meta.update(command=previous.get("command", meta["command"]), wall_s=previous.get("wall_s", wall),
-                        resumes=resumes)
-        write_text(Path(exp_dir) / "summary.txt", summary + "\n")
-        write_text(Path(exp_dir) / "sweep.json", dumps(meta, indent=2) + "\n")
+    record = replace(
+        launch, trials=len(rows), outcomes={o: sum(r["outcome"] == o for r in rows) for o in {r["outcome"] for r in rows}},
+        epochs_total=int(sum(r["epochs"] for r in rows)), compute_s=float(sum(r["time_s"] or 0 for r in rows)),
+        best=best, finished=_now(), wall_s=launch.wall_s if launch.wall_s is not None else wall,
+        resumes=list(launch.resumes))
+    if args.resume:     # a resume keeps the launch's command and wall time, and records itself beside them
+        from fer_core.storage import redact
+        record.resumes.append({"command": "python sweeps/regularization.py " + " ".join(shlex.quote(redact(a)) for a in argv),
+                               "wall_s": wall, "finished": record.finished})
+    store.write_results(rows, epoch_rows(trials), summary, record)
     print(summary)
-    print(f"{meta['epochs_total']} epochs in {wall:.0f}s; outputs in {exp_dir} "
+    print(f"{record.epochs_total} epochs in {wall:.0f}s; outputs in {store} "
           "(trials.parquet, epochs.parquet, summary.txt, sweep.json)")
-    return meta
+    return record
 
 
 def main(argv: list[str] | None = None) -> int:

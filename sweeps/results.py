@@ -4,19 +4,15 @@
 ``outcome`` (completed, stopped by ASHA, collapsed, diverged, errored, early_stopped, running),
 ``stop_reason``, ``peak``, ``peak_epoch``, ``final``, ``score``, ``epochs`` and ``time_s``.
 ``epochs.parquet`` has a row per trial-epoch with every metric the trainer reported.
-Both are written to a temp file and renamed (local storage) so a reader never sees half a table.
+This module makes the rows; ``experiment_store`` writes and reads the files.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-__all__ = ["OUTCOMES", "trial_rows", "epoch_rows", "write_tables", "format_summary", "classify"]
+__all__ = ["OUTCOMES", "trial_rows", "epoch_rows", "format_summary", "classify"]
 
 OUTCOMES = ("completed", "stopped by ASHA", "collapsed", "early_stopped", "diverged", "errored", "running")
 
@@ -88,50 +84,8 @@ def epoch_rows(trials: list[dict]) -> list[dict]:
     return rows
 
 
-def _table(rows: list[dict]) -> pa.Table:
-    if not rows:
-        return pa.table({"trial_id": pa.array([], pa.string())})
-    keys: list[str] = []
-    for r in rows:
-        keys.extend(k for k in r if k not in keys)
-    columns = {}
-    for k in keys:
-        values = [r.get(k) for r in rows]
-        try:
-            columns[k] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):      # mixed types in one column (e.g. alpha list vs float)
-            columns[k] = pa.array([None if v is None else str(v) for v in values], pa.string())
-    return pa.table(columns)
-
-
-def write_tables(exp_dir: str, trials: list[dict], max_epochs: int) -> tuple[pa.Table, pa.Table]:
-    """Write ``trials.parquet`` and ``epochs.parquet`` into ``exp_dir`` (a local path or a URI)."""
-    from fer_core.data.manifest import resolve_uri
-
-    t_rows, e_rows = trial_rows(trials, max_epochs), epoch_rows(trials)
-    trials_t, epochs_t = _table(t_rows), _table(e_rows)
-    fs, root = resolve_uri(exp_dir)
-    for name, table in (("trials.parquet", trials_t), ("epochs.parquet", epochs_t)):
-        buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd")
-        _atomic_write(fs, f"{root.rstrip('/')}/{name}", buf.getvalue())
-    return trials_t, epochs_t
-
-
-def _atomic_write(fs, path: str, data: bytes) -> None:
-    from pyarrow import fs as pafs
-
-    if isinstance(fs, pafs.LocalFileSystem):
-        from fer_core.atomic import write_bytes
-        write_bytes(path, data)
-        return
-    with fs.open_output_stream(path) as fh:     # object stores: a PUT is already all-or-nothing
-        fh.write(data)
-
-
-def format_summary(trials_t: pa.Table, top: int = 10, keys: list[str] | None = None) -> str:
-    """Outcome counts and the top trials by score, as a text table."""
-    rows = trials_t.to_pylist()
+def format_summary(rows: list[dict], top: int = 10, keys: list[str] | None = None) -> str:
+    """Outcome counts and the top trials by score (``rows``: ``trial_rows``), as a text table."""
     counts = {o: sum(r.get("outcome") == o for r in rows) for o in OUTCOMES}
     lines = [f"{len(rows)} trials: " + ", ".join(f"{n} {o}" for o, n in counts.items() if n)]
     ranked = sorted((r for r in rows if r.get("score") is not None), key=lambda r: -r["score"])[:top]

@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from fer_core.errors import FerError
-from sweeps.results import classify, format_summary, write_tables
+from experiment_store import ExperimentStore
+from sweeps.results import classify, epoch_rows, format_summary, trial_rows
 from sweeps.trainable import annotate, ran_to_the_end, score_of
 
 RULES = {"score_window": 3, "collapse": dict(mode="max", grace_period=3, window=2, margin=0.05, patience=0,
@@ -66,7 +67,7 @@ def test_tables_and_summary(tmp_path):
          "last": {"epoch": 1, "score": 0.4, "peak": 0.4, "peak_epoch": 1, "final": 0.4, "trial_status": "running"},
          "history": [{"epoch": 1, "val_acc": 0.4}]},
     ]
-    trials_t, epochs_t = write_tables(str(tmp_path), trials, max_epochs=3)
+    trials_t, epochs_t = ExperimentStore(str(tmp_path)).write_tables(trial_rows(trials, 3), epoch_rows(trials))
     rows = pq.read_table(tmp_path / "trials.parquet").to_pylist()
     assert [r["outcome"] for r in rows] == ["completed", "stopped by ASHA"]
     assert rows[0]["drop_from_peak"] == pytest.approx(0.02)
@@ -74,7 +75,7 @@ def test_tables_and_summary(tmp_path):
     assert pq.read_table(tmp_path / "epochs.parquet").num_rows == 4
     assert "done" not in epochs_t.column_names and "hostname" not in epochs_t.column_names
     assert epochs_t.column("timestamp").to_pylist()[:3] == [1_790_000_001, 1_790_000_002, 1_790_000_003]
-    text = format_summary(trials_t)
+    text = format_summary(trials_t.to_pylist())
     assert text.startswith("2 trials: 1 completed, 1 stopped by ASHA")
     lines = text.splitlines()
     assert lines[4].startswith("a ") and lines[5].startswith("b ")          # ranked by score

@@ -6,14 +6,15 @@ failed ingest leaves nothing half-written and an existing data set untouched.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from .. import atomic
+from .. import storage
 from .. import progress as prog
 from ..errors import DataError
 from . import classes as cls
@@ -90,9 +91,40 @@ def _concat(sources: list[SourceData], c: int, size: int) -> tuple[np.ndarray, l
 
 
 def ingest(opts: IngestOptions) -> dict:
-    """Run the whole pipeline; returns the manifest that was written."""
+    """Run the whole pipeline; returns the manifest that was written.
+
+    ``src`` / ``merge`` may be storage URIs (``s3://bucket/raw/fer2013``): they are copied to a local
+    temp folder first (named as the URI, so ids and the data version do not depend on the copy);
+    ``out`` may be a URI too (``fer_core.storage.folder_writer``).
+    """
+    with contextlib.ExitStack() as stack:
+        local = replace(opts, src=_local(opts.src, stack), merge=_local(opts.merge, stack),
+                        name=opts.name or (storage.locate(opts.src).name if storage.is_uri(opts.src) else None))
+        return _ingest(local, recorded_as={local.src: storage.redact(opts.src), local.merge: storage.redact(opts.merge or "")})
+
+
+def _local(uri: str | None, stack: contextlib.ExitStack) -> str | None:
+    """A local copy of the source at ``uri`` (a folder, or one file such as a CSV), or ``uri`` itself when local."""
+    if uri is None or not storage.is_uri(uri):
+        return uri
+    import tempfile
+
+    loc = storage.locate(uri)
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fer-src-"))) / loc.name
+    if loc.is_file():
+        folder.mkdir()
+        (folder / loc.name).write_bytes(loc.read_bytes())
+        return str(folder / loc.name)
+    if not loc.is_dir():
+        raise DataError(f"{loc}: no such file or folder; check the source URI")
+    loc.download_dir(folder)
+    return str(folder)
+
+
+def _ingest(opts: IngestOptions, recorded_as: dict) -> dict:
+    """The pipeline on local sources; ``recorded_as`` maps their paths to what the manifest records (the URIs)."""
     say = lambda msg: prog.say(msg, quiet=opts.quiet)  # noqa: E731
-    atomic.check_target(opts.out, **_out_rule(opts))
+    storage.check_folder(opts.out, **_out_rule(opts))
     keep_splits = opts.split == "keep"
     ratios = None if keep_splits else splitting.parse_ratios(opts.split)
     if opts.conflicts not in dedup.CONFLICT_POLICIES:
@@ -255,8 +287,9 @@ def ingest(opts: IngestOptions) -> dict:
         "mislabels": report.mislabel_summary(mislabel_report),
         "near_distance": opts.near_distance,
     }
-    ingest_params = {k: v for k, v in asdict(opts).items() if k not in ("progress", "quiet", "overwrite", "out")}
-    with atomic.atomic_dir(opts.out, **_out_rule(opts)) as tmp:
+    ingest_params = {k: recorded_as.get(v, v) if k in ("src", "merge") else v for k, v in asdict(opts).items()
+                     if k not in ("progress", "quiet", "overwrite", "out")}
+    with storage.folder_writer(opts.out, **_out_rule(opts), last=("manifest.json",)) as tmp:
         say(f"writing shards to {opts.out}")
         shard_entries = write_shards(tmp, images=images[idx], labels=y_kept, ids=[ids[i] for i in idx],
                                      splits=assigned, sources=source_names, phashes=phashes[idx],
@@ -265,7 +298,8 @@ def ingest(opts: IngestOptions) -> dict:
             tmp, name=opts.name or primary.name, classes=class_names, image_shape=[opts.size, opts.size, c],
             color=opts.color, shards=shard_entries, counts=counts, class_weights=weights,
             ingest=ingest_params,
-            sources=[{"name": s.name, "path": s.path, "format": s.format, "images": len(s)} for s in sources],
+            sources=[{"name": s.name, "path": recorded_as.get(s.path, s.path), "format": s.format, "images": len(s)}
+                     for s in sources],
             quality=quality, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
         report.write_artifacts(tmp / "report", manifest=manifest, skipped=skipped, members=res.members,
                                ids=ids, images=images, class_names=class_names,
