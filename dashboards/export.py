@@ -122,6 +122,18 @@ def export_paths(out: str | Path, k: int) -> list[Path]:
     return [out] + [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(2, k + 1)]
 
 
+def _targets(out: str | Path, k: int) -> list:
+    """Where the K files go: local paths (``export_paths``), or ``Location``s next to a storage URI."""
+    from fer_core.storage import is_uri, locate
+
+    if not is_uri(out):
+        return export_paths(out, k)
+    first = locate(out)
+    stem, dot, suffix = first.name.rpartition(".")
+    stem, suffix = (stem, f".{suffix}") if dot else (first.name, "")
+    return [first] + [first.sibling(f"{stem}-{i}{suffix}") for i in range(2, k + 1)]
+
+
 def provenance(exp: Experiment, pick: dict, by: str, *, exported_at: str | None = None) -> dict:
     """The ``provenance:`` block of an exported config."""
     row = pick["row"]
@@ -174,9 +186,13 @@ def render(cfg: TrainConfig, prov: dict) -> str:
     return "\n".join(head) + "\n" + dump_config(cfg) + body
 
 
-def is_export(path: str | Path) -> bool:
-    """Whether ``path`` is a config this module wrote (a YAML mapping with a ``provenance`` block naming a trial)."""
-    doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+def is_export(path) -> bool:
+    """Whether ``path`` (a file or ``Location``) is a config this module wrote (a YAML mapping with a
+    ``provenance`` block naming a trial)."""
+    try:
+        doc = yaml.safe_load(path.read_text() if hasattr(path, "fs") else Path(path).read_text(encoding="utf-8"))
+    except (FerError, OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
     return isinstance(doc, dict) and isinstance(doc.get("provenance"), dict) and "trial_id" in doc["provenance"]
 
 
@@ -186,14 +202,21 @@ def export_best(exp_dir: str | Path, out: str | Path, *, by: str = "score", top:
 
     exp = load_experiment(exp_dir)
     picks = best_trials(exp, by, top)
-    paths = export_paths(out, len(picks))
+    paths = _targets(out, len(picks))
     for path in paths:           # every target is checked before the first is written
-        check_file_replaceable(path, is_ours=is_export, what="a config exported by 'fer export-best'")
+        if isinstance(path, Path):
+            check_file_replaceable(path, is_ours=is_export, what="a config exported by 'fer export-best'")
+        elif path.is_file() and not is_export(path):
+            raise FerError(f"--out {path}: exists and is not a config exported by 'fer export-best', so it is not "
+                           "replaced; choose another --out")
     written = []
     for pick, path in zip(picks, paths):
         cfg = exp.config(pick["row"])
         prov = provenance(exp, pick, by)
-        write_text(path, render(cfg, prov))
+        if isinstance(path, Path):
+            write_text(path, render(cfg, prov))
+        else:
+            path.write_text(render(cfg, prov))
         written.append({"path": path, "trial_id": pick["row"]["trial_id"], "rank": pick["rank"],
                         "value": pick["value"], "candidates": pick["candidates"], "config": cfg,
                         "provenance": prov})
@@ -216,6 +239,7 @@ def run_export(args) -> int:
     from fer_core.train.retrain import default_out
 
     first = written[0]["path"]
+    first = first.uri if hasattr(first, "fs") else first
     print(f"next: fer retrain {shlex.quote(str(first))}   (run folder: {default_out(first, 'train')})")
     return 0
 

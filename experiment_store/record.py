@@ -31,7 +31,7 @@ class DataRef:
 
     uri: str
     version: str
-    classes: list[str]
+    classes: list[str] = field(default_factory=list)
     train: int = 0
     val: int = 0
 
@@ -87,12 +87,12 @@ class SweepRecord:
                 raise RecordError(f"{where}: {key!r} is missing or not a {kind.__name__}; the file is damaged or "
                                   "not written by sweeps/regularization.py")
         data = raw["data"]
-        if not isinstance(data.get("version"), str) or not isinstance(data.get("classes"), list):
-            raise RecordError(f"{where}: 'data' lacks the data set's version or classes")
+        if not isinstance(data.get("version"), str) or not isinstance(data.get("classes", []), list):
+            raise RecordError(f"{where}: 'data' lacks the data set's version (or its classes are not a list)")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in raw.items() if k in known and k not in ("data", "extra")}
         values["data"] = DataRef(uri=str(data.get("uri", "")), version=data["version"],
-                                 classes=[str(c) for c in data["classes"]], train=int(data.get("train") or 0),
+                                 classes=[str(c) for c in data.get("classes", [])], train=int(data.get("train") or 0),
                                  val=int(data.get("val") or 0))
         values.setdefault("command", "")
         values["format"], values["format_version"] = FORMAT, FORMAT_VERSION

@@ -78,6 +78,13 @@ class Location:
     def __str__(self) -> str:
         return redact(self.uri)
 
+    def sibling(self, name: str) -> "Location":
+        """The location ``name`` in the same folder (``best.yaml`` -> ``best-2.yaml``)."""
+        parent = self.path.rstrip("/").rsplit("/", 1)[0]
+        head, sep, query = self.uri.partition("?")
+        uri = f"{head.rstrip('/').rsplit('/', 1)[0]}/{name}" + (f"?{query}" if sep else "")
+        return Location(self.fs, f"{parent}/{name}", uri)
+
     def child(self, *parts: str) -> "Location":
         rel = "/".join(p.strip("/") for p in parts if p)
         base_uri = self.uri

@@ -35,7 +35,6 @@ confirmed`` exports from it.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shlex

@@ -38,7 +38,6 @@ and ``sweep.json`` (command, space, data version, outcome counts, best trial).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shlex
@@ -204,11 +203,13 @@ def run(argv: list[str] | None = None) -> dict:
     # --- where: the experiment, and what a resume continues ------------------------------------
     from experiment_store import MARKERS, ExperimentStore
     from fer_core.safepaths import check_name, check_replaceable, check_writable, child, is_uri
+    from fer_core.storage import locate
 
     name = check_name(args.name or time.strftime("regularization-%Y%m%d-%H%M%S"))
     storage = _storage_path(args.storage)
-    store = ExperimentStore(child(storage, name))
     local = not is_uri(storage)
+    # local: a folder that must resolve inside the storage; a URI: its query (endpoint options) stays at the end
+    store = ExperimentStore(child(storage, name) if local else locate(storage).child(name))
     exists = store.exists()
     if exists and not args.resume and not args.overwrite:
         raise FerError(f"{store} already exists; pass --resume to continue it or choose another --name")

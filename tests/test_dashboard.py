@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from experiment_store import ExperimentStore
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 INSTALL = "apt-get install -y chromium chromium-driver  (and: pip install -e '.[test]' for selenium)"
@@ -244,7 +246,7 @@ def _crafted(n: int = 24):
         trials.append({"trial_id": f"t{i}", "outcome": "completed", "score": 0.3 + 0.2 * (math.log10(lr) + 4),
                        "config/lr": lr, "config/dropout_scale": rng.uniform(0, 1.6), "config/loss": loss,
                        "config/focal_gamma": rng.uniform(0.5, 4.0) if loss == "focal" else None})
-    return Experiment(path=Path("crafted"), name="crafted", meta={}, trials=trials, epochs=[], params=params,
+    return Experiment(store=ExperimentStore("crafted"), name="crafted", meta={}, trials=trials, epochs=[], params=params,
                       fixed={}, classes=[])
 
 

@@ -97,7 +97,7 @@ def test_report_checks_counts_against_the_shards(ingested, tmp_path, capsys):
     assert main(["data", "report", str(copy)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("fer: error:") and "\n" not in err
-    assert f"manifest.json: counts say" in err and f"val images of '{cls}'" in err
+    assert "manifest.json: counts say" in err and f"val images of '{cls}'" in err
 
 
 # 2. Readers stay inside their source.

@@ -328,8 +328,10 @@ def load_config(path: str | Path | None = None, *, overrides: Iterable[str] = ()
     raw: dict[str, Any] = {}
     where = "config"
     if path is not None:
-        path = Path(path)
-        where = str(path)
+        from ..storage import is_uri, redact
+
+        path = path if is_uri(path) else Path(path)
+        where = redact(path)
         raw = read_yaml(path, "config file", ConfigError) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: must be a YAML mapping of key: value")

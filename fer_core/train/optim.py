@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn

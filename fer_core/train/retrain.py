@@ -39,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from ..atomic import atomic_dir, write_bytes, write_text
+from ..atomic import write_bytes, write_text
 from ..errors import FerError
+from ..storage import folder_writer, redact
 from ..jsonio import dumps
 from .checkpoint import BEST_FILE, FINAL_FILE, load_weights, save_weights
 from .config import TrainConfig, load_config
@@ -60,9 +60,11 @@ CARD_KEYS = ("model", "model_args", "dropout_scale", "loss", "focal_gamma", "foc
 
 def read_provenance(path: str | os.PathLike) -> dict:
     """The ``provenance:`` block of an exported config ({} when there is none)."""
+    from ..yamlio import read_yaml
+
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
+        raw = read_yaml(path, "config file") or {}
+    except FerError:
         return {}        # load_config has already reported an unreadable file
     prov = raw.get("provenance") if isinstance(raw, dict) else None
     return prov if isinstance(prov, dict) else {}
@@ -155,7 +157,7 @@ def load_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, l
 def default_out(config_path: str | os.PathLike, on: str) -> Path:
     prov = read_provenance(config_path)
     stem = (f"{prov['experiment']}-{prov['trial_id']}" if prov.get("experiment") and prov.get("trial_id")
-            else Path(config_path).stem)
+            else Path(str(config_path).split("?", 1)[0]).stem)
     return Path("runs/retrain") / (stem + ("-trainval" if on == "train+val" else ""))
 
 
@@ -173,7 +175,7 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
     cfg = load_config(config_path, overrides=overrides)
     _check_on(cfg, on, weights)
     prov = read_provenance(config_path)
-    out = Path(out) if out is not None else default_out(config_path, on)
+    out = str(out) if out is not None else str(default_out(config_path, on))      # a folder or a storage URI
 
     t0 = time.time()
     data = load_train_data(cfg.data, expected_version=cfg.data_version, splits=("train", "val", "test"))
@@ -182,8 +184,8 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
     fit_data = _train_plus_val(data) if on == "train+val" else data
 
     # --overwrite replaces an earlier retrained model (it has a model card), never other folders or the data.
-    with atomic_dir(out, overwrite=overwrite, kind="retrained model folder", markers=("MODEL_CARD.md",),
-                    protect=(cfg.data,)) as tmp:
+    with folder_writer(out, overwrite=overwrite, kind="retrained model folder", markers=("MODEL_CARD.md",),
+                       protect=(cfg.data,), last=("metrics.json", "MODEL_CARD.md")) as tmp:
         result = train(cfg, fit_data, report=report, run_dir=tmp, progress=progress)
         if result.status == "diverged":
             raise FerError(f"retrain of {config_path} diverged: {result.message}")
@@ -208,7 +210,7 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
                                                                  ("experiment", "trial_id", "ranked_by")},
                                              "data.json": {"uri": data.uri, "version": data.version}})
         write_bytes(tmp / TORCHSCRIPT_FILE, blob)
-        ts["path"] = str(out / TORCHSCRIPT_FILE)
+        ts["path"] = f"{redact(out).rstrip('/')}/{TORCHSCRIPT_FILE}"
         counts = {s: dict(zip(data.classes, data.counts(s))) for s in ("train", "val", "test")}
         final = result.final
         info = {
@@ -230,7 +232,7 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
         }
         write_text(tmp / "metrics.json", dumps(info, indent=2) + "\n")
         write_text(tmp / "MODEL_CARD.md", model_card(info, cfg))
-    info["out_dir"] = str(out)
+    info["out_dir"] = redact(out)
     return info
 
 
