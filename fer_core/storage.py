@@ -54,8 +54,10 @@ def redact(uri: str | os.PathLike) -> str:
         return text
     parts = urlsplit(text)
     netloc = parts.netloc.rsplit("@", 1)[-1] if "@" in parts.netloc else parts.netloc
-    query = [(k, v if k in _SAFE_KEYS or not _SECRET_KEYS.search(k) else "***")
-             for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = [(k, v if k in _SAFE_KEYS or not _SECRET_KEYS.search(k) else "***") for k, v in pairs]
+    if netloc == parts.netloc and query == pairs:
+        return text                       # nothing secret: exactly as given (sqlite:////abs/path stays intact)
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*:/"), parts.fragment))
 
 

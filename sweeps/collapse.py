@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from ray.tune.stopper import Stopper
 
-__all__ = ["CollapseState", "CollapseStopper", "collapse_check"]
+__all__ = ["CollapseState", "CollapseStopper", "ReportedCollapseStopper", "collapse_check"]
 
 # Gaps within this (relative) distance of the margin count as equal to it, so that decimal inputs
 # behave as written: peak 0.60, window mean 0.58, margin 0.02 does not stop.
@@ -282,3 +282,23 @@ def collapse_check(values: Sequence[Any], *, mode: str = "max", grace_period: in
         if state.update(value):
             return index
     return None
+
+
+class ReportedCollapseStopper(Stopper):
+    """Stop a trial as soon as its own result says it has collapsed (``result["collapsed"]``).
+
+    The trainable applies the collapse rule (``collapse_check``, the same rule as `CollapseStopper`)
+    to the trial's whole validation history, which it restores from the trial's checkpoint on a
+    retry or a resume. This stopper keeps no state of its own, so a resumed sweep stops every trial
+    at exactly the epoch an uninterrupted sweep would - unlike a stateful stopper, which Tune
+    restores as it was pickled when the experiment started (empty).
+    """
+
+    def __init__(self, key: str = "collapsed"):
+        self.key = key
+
+    def __call__(self, trial_id: str, result: Dict) -> bool:
+        return bool(result.get(self.key))
+
+    def stop_all(self) -> bool:
+        return False

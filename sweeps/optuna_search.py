@@ -163,6 +163,34 @@ class PruningOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials:
             logger.warning(f"Received a second completion for trial {trial_id}; ignored.")
             return
+        try:
+            self._complete(trial_id, result, error)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # A persistent study already holds this trial's end: it finished after the experiment snapshot
+            # the sweep was resumed from, and Tune re-ran its last epoch from the checkpoint.
+            logger.info(f"Trial {trial_id} had already finished in the study; its state is kept.")
+        self._completed_trials.add(trial_id)
+        self._reported_steps.pop(trial_id, None)
+        self._last_seen_step.pop(trial_id, None)
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self._fail_orphans()
+
+    def _fail_orphans(self) -> None:
+        """FAIL the study's RUNNING trials that no Tune trial owns.
+
+        With a persistent study (RDB, journal), a trial the searcher suggested just before the driver
+        died, after Tune's last experiment snapshot, stays RUNNING in the study but is not in the
+        restored searcher or in Tune's state. TPE would count it as running (``constant_liar``) and
+        propose something else than an uninterrupted sweep; failed trials it ignores.
+        """
+        known = {t.number for t in self._ot_trials.values()}
+        for t in self._ot_study.get_trials(deepcopy=False, states=(_TrialState.RUNNING,)):
+            if t.number not in known:
+                self._ot_study.tell(t.number, state=_TrialState.FAIL)
+
+    def _complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         ot_trial = self._ot_trials[trial_id]
         if error:
             self._ot_study.tell(ot_trial, state=_TrialState.FAIL)
@@ -183,9 +211,6 @@ class PruningOptunaSearch(OptunaSearch):
                     self._ot_study.tell(ot_trial, state=_TrialState.FAIL)
                 else:
                     self._ot_study.tell(ot_trial, value, state=_TrialState.COMPLETE)
-        self._completed_trials.add(trial_id)
-        self._reported_steps.pop(trial_id, None)
-        self._last_seen_step.pop(trial_id, None)
 
     def _ran_to_completion(self, trial_id: str, result: dict, step: int | None) -> bool:
         # Full budget.
@@ -206,7 +231,10 @@ class PruningOptunaSearch(OptunaSearch):
         value = _finite(result.get(self.intermediate_key))
         reported = self._reported_steps.setdefault(trial_id, set())
         if value is not None and step not in reported:
-            self._ot_trials[trial_id].report(value, step)
+            try:
+                self._ot_trials[trial_id].report(value, step)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass                     # finished in a persistent study before a resume (see on_trial_complete)
             reported.add(step)
         return step
 

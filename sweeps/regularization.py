@@ -74,6 +74,13 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default="runs/sweeps", help="experiment storage: local folder or URI (s3://, gs://)")
     p.add_argument("--name", default=None, help="experiment name (default: regularization-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the experiment --name in --storage")
+    p.add_argument("--extend", type=int, default=None, metavar="N",
+                   help="add N trials to the finished experiment --name: a new Tune run on the same Optuna study, "
+                        "so TPE sees every earlier trial (its launch's settings are kept)")
+    p.add_argument("--optuna-storage", default=None, metavar="URL",
+                   help="where the Optuna study lives (study name = experiment name): an SQLAlchemy URL "
+                        "(sqlite:///..., postgresql://...), journal:/shared/file.log, or memory; default "
+                        "sqlite:///<experiment>/optuna.db for local storage (required for URI storage)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing local experiment --name")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's training")
     p.add_argument("--score-window", type=int, default=3, help="score = mean val acc of the last N epochs")
@@ -125,9 +132,11 @@ def _storage_path(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).resolve())
 
 
-#: Settings a resume may change (where and how it runs); every other setting is the launch's.
+#: Settings a resume or an extension may change (where and how it runs); every other setting is the launch's.
 RUNTIME_SETTINGS = ("address", "num_cpus", "concurrency", "max_failures", "wandb_mode", "wandb_project", "resume",
-                    "overwrite", "name", "storage")
+                    "overwrite", "name", "storage", "extend")
+#: Of those, the ones a resume keeps from the launch unless it gives them again.
+INHERITED_RUNTIME = ("num_cpus", "concurrency", "max_failures", "wandb_mode", "wandb_project")
 
 
 def _resume_settings(args, argv: list[str], launch: dict) -> argparse.Namespace:
@@ -139,9 +148,13 @@ def _resume_settings(args, argv: list[str], launch: dict) -> argparse.Namespace:
     defaults = vars(get_parser().parse_args([]))
     out = dict(vars(args))
     for key, value in launch.items():
-        if key in RUNTIME_SETTINGS or key not in defaults:
+        if key not in defaults:
             continue
         flag = "--" + key.replace("_", "-")
+        if key in INHERITED_RUNTIME and not _explicit(argv, flag):
+            out[key] = value
+        if key in RUNTIME_SETTINGS:
+            continue
         if key == "overrides":
             flag = "--set"
         given = _explicit(argv, flag)
@@ -199,23 +212,33 @@ def run(argv: list[str] | None = None) -> dict:
         raise FerError("--resume needs --name: the experiment to continue (a folder in --storage)")
     if args.overwrite and args.resume:
         raise FerError("--overwrite and --resume contradict each other: pick one")
+    if args.extend is not None:
+        if not args.name or args.resume or args.overwrite:
+            raise FerError("--extend N adds trials to the finished experiment --name (without --resume or --overwrite)")
+        if args.extend < 1:
+            raise FerError(f"--extend: must be >= 1; got {args.extend}")
 
     # --- where: the experiment, and what a resume continues ------------------------------------
     from experiment_store import MARKERS, ExperimentStore
-    from fer_core.safepaths import check_name, check_replaceable, check_writable, child, is_uri
+    from fer_core.safepaths import check_name, check_replaceable, check_writable, child
     from fer_core.storage import locate
 
     name = check_name(args.name or time.strftime("regularization-%Y%m%d-%H%M%S"))
-    storage = _storage_path(args.storage)
-    local = not is_uri(storage)
-    # local: a folder that must resolve inside the storage; a URI: its query (endpoint options) stays at the end
-    store = ExperimentStore(child(storage, name) if local else locate(storage).child(name))
+    storage_loc = locate(_storage_path(args.storage))
+    local = storage_loc.local                     # a local path or file://: a folder on this machine
+    # storage as Tune gets it: the folder, or the URI as given (its query - endpoint options - kept)
+    storage = storage_loc.path if local else storage_loc.uri
+    # local: a folder that must resolve inside the storage; a URI: its query stays at the end
+    store = ExperimentStore(child(storage, name) if local else storage_loc.child(name))
     exists = store.exists()
-    if exists and not args.resume and not args.overwrite:
+    continuing = args.resume or args.extend is not None
+    if exists and not continuing and not args.overwrite:
         raise FerError(f"{store} already exists; pass --resume to continue it or choose another --name")
-    if args.resume and not exists:
-        raise FerError(f"--resume: {store} does not exist; check --storage and --name")
-    launch = store.read_record() if args.resume else None
+    if continuing and not exists:
+        raise FerError(f"{'--resume' if args.resume else '--extend'}: {store} does not exist; check --storage and --name")
+    launch = store.read_record() if continuing else None
+    if args.extend is not None and (launch is None or not launch.finished):
+        raise FerError(f"--extend: {store} has not finished (no complete sweep.json); finish it with --resume first")
     if launch is not None:
         args = _resume_settings(args, argv, launch.settings)
     elif args.resume:
@@ -242,6 +265,16 @@ def run(argv: list[str] | None = None) -> dict:
                            "will not replace it; choose another --name")
     if local:
         check_writable(storage, flag="--storage")
+    from sweeps.optuna_storage import MEMORY, default_storage_url, open_storage
+
+    optuna_url = args.optuna_storage or default_storage_url(store.location.path if local else None)
+    if optuna_url is None:
+        raise FerError(f"--storage {redact_uri(storage)} is an object store, which cannot hold the Optuna study: pass "
+                       "--optuna-storage with an RDB URL (postgresql://user@host/db) or journal:/shared/path.log "
+                       "on a shared file system, or --optuna-storage memory to keep it inside Tune's state only")
+    if args.extend is not None and optuna_url == MEMORY:
+        raise FerError("--extend continues the experiment's Optuna study, but it was kept in memory "
+                       "(--optuna-storage memory); start a new experiment instead")
     wandb_mode = resolve_mode(args.wandb_mode)
     prepare_environment(wandb_mode)
     ensure_default_data(args.data)
@@ -265,10 +298,10 @@ def run(argv: list[str] | None = None) -> dict:
     import optuna
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.stopper import CombinedStopper
 
-    from sweeps.collapse import CollapseStopper
+    from sweeps.asha import ReplayingASHAScheduler
+    from sweeps.collapse import ReportedCollapseStopper
     from sweeps.optuna_search import PruningOptunaSearch
     from sweeps.trainable import fer_trainable, ran_to_the_end
     from sweeps.wandb_logging import make_callback
@@ -292,11 +325,13 @@ def run(argv: list[str] | None = None) -> dict:
     if exists and args.overwrite:
         say(f"--overwrite: removing the previous experiment {store}")
         store.location.delete()
+    previous = (store.read_rows("trials.parquet") or []) if args.extend is not None else []
+    samples = args.extend if args.extend is not None else args.samples
     concurrency = args.concurrency
     if concurrency is None:
         by_cpu = int(cluster.get("CPU", 1) // max(args.cpus_per_trial, 1e-9))
         by_gpu = int(cluster.get("GPU", 0) // args.gpus_per_trial) if args.gpus_per_trial > 0 else by_cpu
-        concurrency = max(1, min(by_cpu, by_gpu, args.samples))
+        concurrency = max(1, min(by_cpu, by_gpu, samples))
 
     collapse_rule = dict(mode="max", grace_period=args.collapse_grace, window=args.collapse_window,
                          margin=args.collapse_margin, patience=args.collapse_patience, relative=False)
@@ -305,16 +340,21 @@ def run(argv: list[str] | None = None) -> dict:
         tune.with_parameters(fer_trainable, data=data, base=base, fixed=space.fixed, rules=rules),
         {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
 
+    # An extension's sampler continues from the study's trials; a seed offset by their number keeps it
+    # from replaying the launch's random draws (the start-up trials, random search).
+    seed = args.seed + len(previous)
+    if local:
+        Path(store.location.path).mkdir(parents=True, exist_ok=True)      # where the default SQLite study goes
     searcher = PruningOptunaSearch(space=space.define_by_run, metric="score", mode="max",
-                                   sampler=(optuna.samplers.TPESampler(seed=args.seed,
-                                                                       n_startup_trials=startup)
-                                            if args.search == "tpe"
-                                            else optuna.samplers.RandomSampler(seed=args.seed)),
+                                   sampler=(optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+                                            if args.search == "tpe" else optuna.samplers.RandomSampler(seed=seed)),
+                                   study_name=name, storage=open_storage(optuna_url),
                                    max_t=args.max_epochs, time_attr="training_iteration",
                                    is_complete=ran_to_the_end)
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=args.max_epochs,
-                              grace_period=args.grace_period, reduction_factor=args.reduction_factor)
-    stoppers = [] if args.no_collapse_stop else [CollapseStopper("val_acc", **{k: v for k, v in collapse_rule.items()})]
+    scheduler = ReplayingASHAScheduler(time_attr="training_iteration", max_t=args.max_epochs,
+                                       grace_period=args.grace_period, reduction_factor=args.reduction_factor)
+    # The trainable applies the collapse rule to each trial's whole (checkpointed) history: no driver state.
+    stoppers = [] if args.no_collapse_stop else [ReportedCollapseStopper()]
     callbacks = [cb for cb in [make_callback(wandb_mode, project=args.wandb_project, group=name,
                                              exp_dir=store.location.path if local else store.uri)]
                  if cb is not None]
@@ -326,10 +366,11 @@ def run(argv: list[str] | None = None) -> dict:
         callbacks=callbacks, verbose=1)
     if args.no_asha:
         scheduler = None
-    tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=args.samples,
+    tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=samples,
                                   max_concurrent_trials=concurrency, metric="score", mode="max")
     if launch is None:
         launch = _launch_record(args, argv, name, store, space, data, base)
+        launch.optuna = {"storage": redact_uri(optuna_url), "study": name}
         if not args.resume:
             store.write_record(launch)             # the launch's settings, for the dashboard and a resume
     t0 = time.time()
@@ -338,8 +379,8 @@ def run(argv: list[str] | None = None) -> dict:
         tuner = tune.Tuner.restore(store.location.uri if not local else store.location.path, trainable=trainable,
                                    resume_errored=True, restart_errored=False)
     else:
-        say(f"experiment {store}: {args.samples} trials x up to {args.max_epochs} epochs, "
-            f"{concurrency} at a time")
+        say(f"experiment {store}: {samples} {'more ' if previous else ''}trials x up to {args.max_epochs} epochs, "
+            f"{concurrency} at a time; Optuna study {name} in {redact_uri(optuna_url)}")
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
     wall = time.time() - t0
@@ -371,6 +412,7 @@ def _write_outputs(args, argv, store, launch, space, grid, wall):
     """The tables, the summary and the record (the launch's, with what the sweep found) in the experiment."""
     from dataclasses import replace
 
+    from experiment_store import EPOCHS, TRIALS
     from sweeps.results import epoch_rows, format_summary, trial_rows
 
     trials = []
@@ -379,7 +421,11 @@ def _write_outputs(args, argv, store, launch, space, grid, wall):
         trials.append({"trial_id": last.get("trial_id") or Path(str(result.path)).name, "config": result.config,
                        "last": last, "errored": result.error is not None, "finished": True,
                        "time_s": last.get("time_total_s"), "history": _history(result)})
-    rows = trial_rows(trials, args.max_epochs)
+    rows, epochs = trial_rows(trials, args.max_epochs), epoch_rows(trials)
+    # Trials of earlier runs of this experiment that this run did not touch (an extension's launch) stay.
+    ran = {r["trial_id"] for r in rows}
+    rows = [r for r in store.read_rows(TRIALS) or [] if r["trial_id"] not in ran] + rows
+    epochs = [r for r in store.read_rows(EPOCHS) or [] if r["trial_id"] not in ran] + epochs
     summary = format_summary(rows, keys=[f"config/{k}" for k in space.names][:7])
     best = max((r for r in rows if r.get("score") is not None), key=lambda r: r["score"], default=None)
     record = replace(
@@ -387,11 +433,11 @@ def _write_outputs(args, argv, store, launch, space, grid, wall):
         epochs_total=int(sum(r["epochs"] for r in rows)), compute_s=float(sum(r["time_s"] or 0 for r in rows)),
         best=best, finished=_now(), wall_s=launch.wall_s if launch.wall_s is not None else wall,
         resumes=list(launch.resumes))
-    if args.resume:     # a resume keeps the launch's command and wall time, and records itself beside them
+    if args.resume or args.extend is not None:     # keeps the launch's command and wall time; records itself
         from fer_core.storage import redact
         record.resumes.append({"command": "python sweeps/regularization.py " + " ".join(shlex.quote(redact(a)) for a in argv),
                                "wall_s": wall, "finished": record.finished})
-    store.write_results(rows, epoch_rows(trials), summary, record)
+    store.write_results(rows, epochs, summary, record)
     print(summary)
     print(f"{record.epochs_total} epochs in {wall:.0f}s; outputs in {store} "
           "(trials.parquet, epochs.parquet, summary.txt, sweep.json)")

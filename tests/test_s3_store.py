@@ -14,16 +14,13 @@ only), and ``sweep.json`` / ``summary.txt`` for a sweep on S3 (written only for 
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,48 +128,3 @@ def test_fer_data_report_verifies_a_data_set_on_s3(s3_server, s3_dataset, ingest
     assert f"version {version}" in out.stdout
     assert "shards against the manifest: checksums, rows and counts match" in out.stdout
 
-
-# ----------------------------------------------------------------------------------------------
-# A real Ray Tune sweep on S3
-# ----------------------------------------------------------------------------------------------
-
-@pytest.mark.slow
-def test_smoke_sweep_with_data_and_storage_on_s3(s3_server, s3_dataset):
-    bucket = s3_dataset.removeprefix("s3://").split("/")[0]
-    env = s3_server.subprocess_env({**os.environ, "PYTHONPATH": str(ROOT), "FER_NO_PROGRESS": "1",
-                                    "RAY_USAGE_STATS_ENABLED": "0"})
-    env.pop("RAY_ADDRESS", None)
-    env.pop("WANDB_API_KEY", None)
-    with tempfile.TemporaryDirectory(prefix="rt", dir="/tmp") as ray_tmp:    # a short path: Ray's sockets
-        env["RAY_TMPDIR"] = ray_tmp
-        cmd = [sys.executable, "sweeps/regularization.py", "--smoke", "--samples", "2", "--max-epochs", "2",
-               "--concurrency", "1", "--num-cpus", "2", "--wandb-mode", "disabled", "--data", s3_dataset,
-               "--storage", f"s3://{bucket}/sweeps", "--name", "smoke"]
-        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-
-    fs = s3_server.filesystem()
-    exp = f"{bucket}/sweeps/smoke"
-    files = _files(fs, exp)
-    top = {p for p in files if "/" not in p}
-    for prefix in ("experiment_state-", "search_gen_state-", "searcher-state-"):
-        assert any(p.startswith(prefix) for p in top), (prefix, sorted(top))
-    assert {"tuner.pkl", "trials.parquet", "epochs.parquet"} <= top
-
-    # trial folders, written by the trial actors (Ray workers): results and the kept checkpoint
-    trials = {p.split("/")[0] for p in files if "/" in p}
-    assert len(trials) == 2 and all(t.startswith("fer_trainable_") for t in trials)
-    for t in trials:
-        mine = {p.removeprefix(t + "/") for p in files if p.startswith(t + "/")}
-        assert {"params.json", "params.pkl", "result.json", "progress.csv"} <= mine, sorted(mine)
-        ckpts = [p for p in mine if p.startswith("checkpoint_") and p.endswith("/checkpoint.pt")]
-        assert len(ckpts) == 1 and files[f"{t}/{ckpts[0]}"] > 0, sorted(mine)      # num_to_keep=1
-
-    def table(name):
-        with fs.open_input_file(f"{exp}/{name}") as fh:
-            return pq.read_table(io.BytesIO(fh.read()))
-
-    rows = table("trials.parquet").to_pylist()
-    assert len(rows) == 2 and {r["trial_id"] for r in rows} == {t.split("_")[2] for t in trials}
-    assert all(r["score"] is not None for r in rows)
-    assert table("epochs.parquet").num_rows == sum(r["epochs"] for r in rows) >= 2

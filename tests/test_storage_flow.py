@@ -32,7 +32,7 @@ def _fer(*args, env) -> subprocess.CompletedProcess:
     return _run(["-m", "fer_core", *args], env)
 
 
-def _flow(root: str, env: dict, synth_dir: Path, read) -> None:
+def _flow(root: str, env: dict, synth_dir: Path, read, sweep_flags: tuple = ()) -> None:
     """The whole flow against ``root`` (a URI); ``read(rel)`` returns a stored file's bytes (or None)."""
     data, sweeps, exp = f"{root}/data/fer", f"{root}/sweeps", f"{root}/sweeps/flow"
     _fer("data", "ingest", synth_dir, "--out", data, "--no-mislabels", "--quiet", env=env)
@@ -42,7 +42,7 @@ def _flow(root: str, env: dict, synth_dir: Path, read) -> None:
 
     _run(["sweeps/regularization.py", "--smoke", "--samples", "2", "--max-epochs", "2", "--no-asha",
           "--no-collapse-stop", "--concurrency", "1", "--num-cpus", "2", "--wandb-mode", "disabled",
-          "--data", data, "--storage", sweeps, "--name", "flow"], env)
+          "--data", data, "--storage", sweeps, "--name", "flow", *sweep_flags], env)
     record = json.loads(read("sweeps/flow/sweep.json"))
     assert record["format"] == "fer-sweep-experiment" and record["finished"] and record["trials"] == 2
     assert record["data"]["version"] == manifest["version"] and record["experiment_dir"].endswith("sweeps/flow")
@@ -93,8 +93,20 @@ def test_the_cluster_flow_on_s3(synth_dir, s3_server, s3_bucket, tmp_path):
         except (FileNotFoundError, OSError):
             return None
 
-    _flow(f"s3://{s3_bucket}", s3_server.subprocess_env(_env()), synth_dir, read)
+    journal = tmp_path.parent / f"{tmp_path.name}-optuna.log"      # the study: a journal on a "shared" disk
+    _flow(f"s3://{s3_bucket}", s3_server.subprocess_env(_env()), synth_dir, read,
+          sweep_flags=("--optuna-storage", f"journal:{journal}"))
+    import optuna
+    study = optuna.load_study(study_name="flow", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))))
+    assert len(study.trials) == 2 and all(t.state.is_finished() for t in study.trials)
     listed = fs.get_file_info(pafs.FileSelector(s3_bucket, recursive=True))
     names = {i.path.removeprefix(f"{s3_bucket}/") for i in listed if i.type == pafs.FileType.File}
     assert {"sweeps/flow/tuner.pkl", "sweeps/flow/epochs.parquet", "models/best/model.torchscript.pt"} <= names
+    trials = {n.split("/")[2] for n in names if n.startswith("sweeps/flow/fer_trainable_")}
+    assert len(trials) == 2
+    for t in trials:      # written by the trial actors (Ray workers): results and the one kept checkpoint
+        mine = [n for n in names if n.startswith(f"sweeps/flow/{t}/")]
+        assert f"sweeps/flow/{t}/result.json" in mine
+        assert len([n for n in mine if n.endswith("/checkpoint.pt")]) == 1, mine
     assert not list(tmp_path.iterdir()), "nothing may be written locally in the test's folder"
