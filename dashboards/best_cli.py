@@ -4,7 +4,8 @@
     fer retrain best.yaml [--on train|train+val] [--out RUN_DIR] [--epochs N] [--weights final|best]
     fer confirm runs/sweeps/reg1 --top 3 --seeds 3 [--concurrency C] [--address ...]
 
-The work is in ``dashboards.export``, ``fer_core.train.retrain`` and ``sweeps.confirm``.
+The work is in ``dashboards.export``, ``fer_core.train.retrain`` and ``sweeps.confirm``; retrain and
+confirm log W&B runs (job types ``retrain`` and ``confirm``) through ``sweeps.wandb_logging``.
 """
 
 from __future__ import annotations
@@ -64,30 +65,84 @@ def _retrain_parser(sub) -> None:
                    help="override a config key (e.g. --set device=cuda); repeatable")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    from sweeps.wandb_logging import add_arguments as add_wandb_arguments
+
+    add_wandb_arguments(p, runs="one run, job type retrain, the model as an artifact")
     p.set_defaults(func=_run_retrain)
 
 
 def _run_retrain(args) -> int:
+    from pathlib import Path
+
     from fer_core.progress import say
-    from fer_core.train.retrain import retrain
+    from fer_core.train.checkpoint import BEST_FILE
+    from fer_core.train.config import load_config
+    from fer_core.train.retrain import MODEL_FILES, default_out, read_provenance, retrain
+    from sweeps.wandb_logging import JOB_RETRAIN, RunLogger, epoch_metrics, prepare_environment, resolve_mode
 
     if args.epochs is not None and args.epochs < 1:
         raise FerError(f"--epochs: must be >= 1; got {args.epochs}")
+    mode = resolve_mode(args.wandb_mode)
+    prepare_environment(mode)
+    overrides = [*args.overrides, *([f"epochs={args.epochs}"] if args.epochs is not None else [])]
+    cfg = load_config(args.config, overrides=overrides)           # what retrain trains (its errors come first)
+    prov = read_provenance(args.config)
+    out = str(args.out) if args.out is not None else str(default_out(args.config, args.on))
+    stem = Path(str(args.config).split("?", 1)[0]).stem
+    # W&B: one run, started with the first epoch; its files land in <out>/wandb once the model folder is written
+    tracker = RunLogger(mode, project=args.wandb_project, group=prov.get("experiment") or stem,
+                        job_type=JOB_RETRAIN, target=out, direct=False)
+    run = None
 
     def report(m: dict, _ckpt) -> None:
+        nonlocal run
         if not args.quiet:
             say(f"epoch {m['epoch']:>3}  train loss {m['train_loss']:.4f} acc {m['train_acc']:.4f}  "
                 f"val loss {m['val_loss']:.4f} acc {m['val_acc']:.4f}  {m['images_per_s']:.0f} img/s")
+        if run is None:
+            run = tracker.start(name=f"{prov.get('trial_id') or stem}-retrain-{args.on}", config={
+                **cfg.to_dict(),
+                "retrain": {"config_file": _redacted(str(args.config)), "on": args.on, "weights": args.weights,
+                            "out": _redacted(out)},
+                "provenance": {k: prov.get(k) for k in ("experiment", "trial_id", "ranked_by", "rank")}})
+        tracker.log_epoch(run, m)
 
-    info = retrain(args.config, on=args.on, out=args.out, epochs=args.epochs, weights=args.weights,
-                   overrides=args.overrides, overwrite=args.overwrite, progress=False if args.quiet else None,
-                   report=report)
+    def written(folder, info: dict) -> None:
+        files = MODEL_FILES + ((BEST_FILE,) if args.weights == "best" else ())
+        t = info["test"]
+        tracker.log_files(run, name=f"model-{prov.get('experiment') or ''}-{prov.get('trial_id') or stem}",
+                          type="model", folder=folder, files=files, metadata={
+                              "on": args.on, "weights": args.weights, "epoch": info["epoch"],
+                              "test_accuracy": t["accuracy"], "test_macro_f1": t["macro_f1"],
+                              "data_version": info["data"]["version"], "out": _redacted(out),
+                              "provenance": {k: prov.get(k) for k in ("experiment", "trial_id", "ranked_by")}})
+
+    ok = False
+    try:
+        info = retrain(args.config, on=args.on, out=out, epochs=args.epochs, weights=args.weights,
+                       overrides=args.overrides, overwrite=args.overwrite, progress=False if args.quiet else None,
+                       report=report, on_written=written)
+        t = info["test"]
+        tracker.finish(run, {
+            **{f"test/{k}": t[k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "loss", "n")},
+            **{f"test/f1_{c}": pc["f1"] for c, pc in t["per_class"].items()},
+            **{f"val/{k}": v for k, v in epoch_metrics(info["val"]).items()},
+            "epochs": info["epochs"], "status": info["status"], "evaluated_epoch": info["epoch"]})
+        ok = True
+    finally:
+        tracker.close(ok=ok)          # <out>/wandb; after a failure the runs stay on this node (and say where)
     t = info["test"]
     print(json.dumps({"test_accuracy": t["accuracy"], "test_macro_f1": t["macro_f1"], "n": t["n"],
                       "on": info["on"], "weights": info["weights"], "epoch": info["epoch"]}, indent=2))
     print(f"wrote {info['out_dir']}: best.pt, final.pt, model.torchscript.pt, metrics.json, confusion.json/png, "
           "MODEL_CARD.md")
     return 0
+
+
+def _redacted(uri: str) -> str:
+    from fer_core.storage import redact
+
+    return redact(uri)
 
 
 def _confirm_parser(sub) -> None:
@@ -109,5 +164,8 @@ def _run_confirm(args) -> int:
     command = [f"fer confirm {shlex.quote(args.experiment)} --top {args.top} --seeds {args.seeds}"]
     for flag in ("concurrency", "address", "num_cpus", "cpus_per_task", "gpus_per_task"):
         if getattr(args, flag) is not None:
+            command.append(f"--{flag.replace('_', '-')} {shlex.quote(str(getattr(args, flag)))}")
+    for flag, default in (("wandb_mode", "auto"), ("wandb_project", None)):
+        if getattr(args, flag) != default:
             command.append(f"--{flag.replace('_', '-')} {shlex.quote(str(getattr(args, flag)))}")
     return run_confirm(args, " ".join(command))

@@ -24,6 +24,11 @@ Launch::
     RAY_AUTH_MODE=token ray job submit --address http://HEAD:8265 --working-dir . -- \\
         python sweeps/confirm.py runs/sweeps/reg1 --top 3 --seeds 3
 
+W&B: one run per (configuration, seed), job type ``confirm``, grouped by the experiment's name like
+its trials (config, per-epoch metrics, the run's score as summary); offline by default, files under
+``<experiment>/wandb`` (``sweeps.wandb_logging``: ``--wandb-mode``, ``--wandb-project``). The runs
+are logged by this driver: the Ray tasks send their epochs through a queue and never see W&B or its key.
+
 Outputs (in the experiment folder, each written atomically): ``confirm.parquet``, a row per
 (trial, seed): trial_id, seed, score, peak, peak_epoch, final, epochs, status, time_s, error; and
 ``confirm.json``: settings and the ranking (trial_id, mean, std, min, max, n, failed, sweep score).
@@ -61,17 +66,25 @@ def confirm_seeds(sweep_seed: int, n: int) -> list[int]:
     return [sweep_seed + SEED_OFFSET + i for i in range(n)]
 
 
-def train_seed(trial_id: str, seed: int, config: dict, data, score_window: int) -> dict:
-    """Train one configuration with one seed (a Ray task); a row of ``confirm.parquet``."""
+def train_seed(trial_id: str, seed: int, config: dict, data, score_window: int, epochs=None) -> dict:
+    """Train one configuration with one seed (a Ray task); a row of ``confirm.parquet``.
+
+    ``epochs``: a queue (``ray.util.queue.Queue``) that gets ``(trial_id, seed, metrics)`` after every
+    epoch, for the driver's W&B run; None: nothing is sent.
+    """
     from fer_core.train import resolve_config, train
     from sweeps.trainable import score_of
+    from sweeps.wandb_logging import epoch_metrics
+
+    def report(metrics: dict, _checkpoint) -> None:
+        epochs.put((trial_id, seed, epoch_metrics(metrics)))
 
     t0 = time.perf_counter()
     row = {"trial_id": trial_id, "seed": seed, "score": None, "peak": None, "peak_epoch": None, "final": None,
            "epochs": 0, "status": "errored", "time_s": None, "error": None}
     try:
         cfg = resolve_config({**config, "seed": seed}, where=f"trial {trial_id} seed {seed}")
-        result = train(cfg, data, progress=False)
+        result = train(cfg, data, progress=False, report=report if epochs is not None else None)
     except Exception as exc:  # noqa: BLE001 - one failed run is recorded, not fatal to the others
         row.update(error=f"{type(exc).__name__}: {exc}", time_s=time.perf_counter() - t0)
         return row
@@ -149,10 +162,12 @@ def _f(v) -> str:
 
 def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: int | None = None,
             address: str | None = None, num_cpus: int | None = None, cpus_per_task: float | None = None,
-            gpus_per_task: float | None = None, command: str | None = None) -> dict:
+            gpus_per_task: float | None = None, command: str | None = None, wandb_mode: str = "auto",
+            wandb_project: str | None = None) -> dict:
     """Re-train the top ``top`` completed trials of ``exp_dir`` with ``seeds`` fresh seeds each; see the module doc."""
     from dashboards.export import load_experiment, rank_trials
     from fer_core.safepaths import check_writable
+    from sweeps.wandb_logging import DEFAULT_PROJECT, JOB_CONFIRM, RunLogger, prepare_environment, resolve_mode
 
     for flag, value in (("--top", top), ("--seeds", seeds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -179,6 +194,8 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
 
     from fer_core.train import load_train_data
 
+    mode = resolve_mode(wandb_mode)
+    prepare_environment(mode)             # before Ray starts: offline and disabled runs drop the key
     say(f"reading {first.data} once for all runs")
     data = load_train_data(first.data, expected_version=first.data_version, splits=("train", "val"))
 
@@ -194,6 +211,10 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
             started = True
     t0 = time.time()
     rows: list[dict] = []
+    project = wandb_project or settings.get("wandb_project") or DEFAULT_PROJECT      # the sweep's, by default
+    tracker = RunLogger(mode, project=project, group=exp.name, job_type=JOB_CONFIRM,
+                        target=exp.store.location)
+    epochs = None                                       # the queue of the tasks' epochs, for W&B
     try:
         cluster = ray.cluster_resources()
         if gpus > 0 and cluster.get("GPU", 0) == 0:
@@ -206,20 +227,45 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
             f"{cpus:g} CPU{'s' if cpus != 1 else ''}" + (f" + {gpus:g} GPU" if gpus else "") + " each")
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(train_seed)
         data_ref = ray.put(data)
+        if tracker.enabled:
+            from ray.util.queue import Queue
+            epochs = Queue(actor_options={"num_cpus": 0})
+        runs: dict[tuple, object] = {}                    # (trial_id, seed) -> its W&B run
+        job_of: dict = {}
         pending: list = []
         queue = list(jobs)
+
+        def log_epochs() -> None:
+            if epochs is not None and epochs.qsize():
+                for tid_, seed_, m in epochs.get_nowait_batch(epochs.qsize()):
+                    tracker.log_epoch(runs.get((tid_, seed_)), m)
+
         while queue or pending:
             while queue and len(pending) < limit:
                 tid, s = queue.pop(0)
-                pending.append(task.remote(tid, s, configs[tid].to_dict(), data_ref, exp.score_window))
-            done, pending = ray.wait(pending, num_returns=1)
+                runs[(tid, s)] = tracker.start(
+                    name=f"{tid}-seed{s}",
+                    config={**configs[tid].to_dict(), "seed": s, "trial_id": tid,
+                            "sweep_score": next(p.get("score") for p in picked if p["trial_id"] == tid)})
+                ref = task.remote(tid, s, configs[tid].to_dict(), data_ref, exp.score_window, epochs)
+                job_of[ref] = (tid, s)
+                pending.append(ref)
+            done, pending = ray.wait(pending, num_returns=1, timeout=1.0 if epochs is not None else None)
+            log_epochs()
+            if not done:
+                continue
             row = ray.get(done[0])
             rows.append(row)
+            tracker.finish(runs.get(job_of.pop(done[0])), {k: row.get(k) for k in COLUMNS[2:]},
+                           failed=row["score"] is None)
             say(f"[{len(rows)}/{len(jobs)}] trial {row['trial_id']} seed {row['seed']}: "
                 + (f"score {_f(row['score'])} (peak {_f(row['peak'])} at epoch {row['peak_epoch']}, "
                    f"final {_f(row['final'])}, {row['epochs']} epochs, {row['time_s']:.1f}s)"
                    if row["score"] is not None else f"{row['status']}: {row['error']}"))
     finally:
+        where = tracker.close()              # runs an error or an interrupt left open are marked failed
+        if epochs is not None:
+            epochs.shutdown()
         if started:
             ray.shutdown()
     if all(r["score"] is None for r in rows):
@@ -238,6 +284,8 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
         "score": f"mean val_acc of the last {exp.score_window} epochs, per run; ranked by its mean over seeds",
         "std": "sample standard deviation (ddof=1)", "cpus_per_task": cpus, "gpus_per_task": gpus,
         "wall_s": time.time() - t0, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wandb": ({"mode": mode, "project": project, "group": exp.name, "job_type": JOB_CONFIRM, "runs": where}
+                  if where else None),
         "ranking": ranking,
     }
     exp.store.write_confirm(_table(rows), meta)
@@ -262,12 +310,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus-per-task", type=float, default=None,
                    help="CPUs per run (default: the sweep's --cpus-per-trial, which is also its torch threads)")
     p.add_argument("--gpus-per-task", type=float, default=None, help="GPUs per run (default: the sweep's)")
+    from sweeps.wandb_logging import add_arguments as add_wandb_arguments
+
+    add_wandb_arguments(p, runs="one run per configuration and seed, job type confirm", project=None)
 
 
 def run_confirm(args, command: str | None = None) -> int:
     confirm(args.experiment, top=args.top, seeds=args.seeds, concurrency=args.concurrency, address=args.address,
             num_cpus=args.num_cpus, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
-            command=command)
+            command=command, wandb_mode=args.wandb_mode, wandb_project=args.wandb_project)
     return 0
 
 

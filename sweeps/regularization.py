@@ -32,7 +32,9 @@ Launch::
 
 Outputs in ``<storage>/<name>/``: Tune's experiment state and trial folders (checkpoints, results),
 ``trials.parquet`` (a row per trial), ``epochs.parquet`` (a row per trial-epoch), ``summary.txt``
-and ``sweep.json`` (command, space, data version, outcome counts, best trial).
+and ``sweep.json`` (command, space, data version, outcome counts, best trial); ``wandb/``: a W&B run
+per trial (job type ``sweep-trial``, run id = trial id; ``--resume`` continues it), see
+``sweeps.wandb_logging``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ if __package__ in (None, ""):        # run as a script (python sweeps/regulariza
 
 from fer_core.errors import FerError  # noqa: E402
 from fer_core.progress import say  # noqa: E402
+from sweeps.wandb_logging import add_arguments as add_wandb_arguments  # noqa: E402
 
 DEFAULT_DATA = "runs/default/data"
 DEFAULT_SPACE = str(Path(__file__).resolve().parent / "spaces" / "regularization.yaml")
@@ -98,10 +101,7 @@ def get_parser() -> argparse.ArgumentParser:
                         "Optuna's 10, so a small study is not all start-up)")
     p.add_argument("--no-asha", action="store_true", help="no ASHA: every trial runs its full budget (a baseline)")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (from its checkpoint)")
-    p.add_argument("--wandb-project", default="fer-sweep", help="W&B project (one run per trial, grouped by experiment)")
-    p.add_argument("--wandb-mode", default="auto", choices=("auto", "offline", "online", "disabled"),
-                   help="auto: WANDB_MODE when set, else online when WANDB_API_KEY is set, else offline (runs saved "
-                        "under the experiment); the key is never passed to Ray or written anywhere")
+    add_wandb_arguments(p, runs="one run per trial, job type sweep-trial; --resume continues the trials' runs")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="trainer config key for every trial (below the space's fixed keys and sampled values)")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
@@ -304,7 +304,7 @@ def run(argv: list[str] | None = None) -> dict:
     from sweeps.collapse import ReportedCollapseStopper
     from sweeps.optuna_search import PruningOptunaSearch
     from sweeps.trainable import fer_trainable, ran_to_the_end
-    from sweeps.wandb_logging import make_callback
+    from sweeps.wandb_logging import RunFolder, make_callback
 
     if local:
         # Epochs of small FER models take seconds, and num_to_keep=1 forces an experiment snapshot
@@ -355,8 +355,12 @@ def run(argv: list[str] | None = None) -> dict:
                                        grace_period=args.grace_period, reduction_factor=args.reduction_factor)
     # The trainable applies the collapse rule to each trial's whole (checkpointed) history: no driver state.
     stoppers = [] if args.no_collapse_stop else [ReportedCollapseStopper()]
+    # W&B files: <experiment>/wandb; for an experiment on an object store, a folder on this node first,
+    # uploaded into the experiment when the sweep ends (so they do not die with the head node)
+    wandb_runs = RunFolder(store.location) if wandb_mode != "disabled" else None
     callbacks = [cb for cb in [make_callback(wandb_mode, project=args.wandb_project, group=name,
-                                             exp_dir=store.location.path if local else store.uri)]
+                                             exp_dir=store.location.path if local else store.uri,
+                                             runs_dir=wandb_runs.path if wandb_runs else None)]
                  if cb is not None]
     run_config = tune.RunConfig(
         name=name, storage_path=storage,
@@ -378,17 +382,39 @@ def run(argv: list[str] | None = None) -> dict:
         say(f"resuming {store}: finished trials are kept, unfinished ones continue from their checkpoints")
         tuner = tune.Tuner.restore(store.location.uri if not local else store.location.path, trainable=trainable,
                                    resume_errored=True, restart_errored=False)
+        _use_callbacks(tuner, callbacks)
     else:
         say(f"experiment {store}: {samples} {'more ' if previous else ''}trials x up to {args.max_epochs} epochs, "
             f"{concurrency} at a time; Optuna study {name} in {redact_uri(optuna_url)}")
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    finally:
+        if wandb_runs is not None and not wandb_runs.direct:
+            say(f"W&B: runs in {wandb_runs.close()}")
     wall = time.time() - t0
     record = _write_outputs(args, argv, store, launch, space, grid, wall)
     del tuner, grid, run_config, callbacks      # W&B's callback cleans up now, not at interpreter exit
     import gc
     gc.collect()
     return record.to_dict()
+
+
+def _use_callbacks(tuner, callbacks: list) -> None:
+    """A restored Tuner runs with this command's callbacks, not the ones pickled at launch.
+
+    ``Tuner.restore`` brings back the launch's ``RunConfig``, callbacks included: its W&B callback
+    would log with the launch's mode, project and folder (a temp folder on a head node that may be
+    gone) and, for an experiment launched before runs were resumable, start new W&B runs. With this
+    run's callback every resumed trial continues its run (same id, ``resume="allow"``), in the
+    mode and project given now (``--wandb-mode`` and ``--wandb-project`` may change on a resume).
+    """
+    internal = getattr(tuner, "_local_tuner", None)          # None under Ray Client (not used here)
+    run_config = internal.get_run_config() if internal is not None else None
+    if run_config is None or not hasattr(run_config, "callbacks"):
+        say("--resume: this Ray version's Tuner keeps the launch's callbacks (W&B logs as at launch)")
+        return
+    run_config.callbacks = list(callbacks)
 
 
 def redact_uri(uri: str) -> str:

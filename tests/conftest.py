@@ -22,6 +22,14 @@ def save(path: Path, arr: np.ndarray, fmt: str | None = None) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _wandb_data_dir(tmp_path_factory):
+    """Offline W&B stages artifacts (``fer retrain``'s model) in WANDB_DATA_DIR: the session's, not ~/.local/share."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WANDB_DATA_DIR", str(tmp_path_factory.mktemp("wandb-data")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def brightness_data():
     """96 train / 32 val 48x48 images of 4 classes whose mean brightness encodes the class (learnable)."""

@@ -48,10 +48,12 @@ from .checkpoint import BEST_FILE, FINAL_FILE, load_weights, save_weights
 from .config import TrainConfig, load_config
 from .data import TrainData, load_train_data
 
-__all__ = ["retrain", "export_torchscript", "load_torchscript", "ON", "TORCHSCRIPT_FILE"]
+__all__ = ["retrain", "export_torchscript", "load_torchscript", "ON", "TORCHSCRIPT_FILE", "MODEL_FILES"]
 
 ON = ("train", "train+val")
 TORCHSCRIPT_FILE = "model.torchscript.pt"
+#: The files that make up the shipped model (what ``fer retrain`` logs as a W&B artifact of type model).
+MODEL_FILES = (FINAL_FILE, TORCHSCRIPT_FILE, "config.yaml", "MODEL_CARD.md", "metrics.json", "confusion.json")
 #: Config keys the model card lists (the full config is in config.yaml).
 CARD_KEYS = ("model", "model_args", "dropout_scale", "loss", "focal_gamma", "focal_alpha", "label_smoothing",
              "class_weight", "sampler", "l2", "l2_scope", "weight_decay", "augment", "optimizer", "lr",
@@ -163,8 +165,13 @@ def default_out(config_path: str | os.PathLike, on: str) -> Path:
 
 def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.PathLike | None = None,
             epochs: int | None = None, weights: str = "final", overrides: list[str] | tuple = (),
-            overwrite: bool = False, progress: bool | None = None, report=None) -> dict:
-    """Retrain ``config_path`` from scratch, evaluate once on test, write the run folder; returns ``metrics.json``."""
+            overwrite: bool = False, progress: bool | None = None, report=None, on_written=None) -> dict:
+    """Retrain ``config_path`` from scratch, evaluate once on test, write the run folder; returns ``metrics.json``.
+
+    ``report(metrics, checkpoint_dir)``: called after every epoch (the trainer's hook). ``on_written(folder,
+    info)``: called with the local folder holding every output file (``MODEL_FILES`` among them) and the
+    ``metrics.json`` content, just before that folder becomes ``out`` - e.g. to log the model as an artifact.
+    """
     from .evaluate import evaluate_model
     from .metrics import save_confusion
     from .trainer import train
@@ -232,6 +239,8 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
         }
         write_text(tmp / "metrics.json", dumps(info, indent=2) + "\n")
         write_text(tmp / "MODEL_CARD.md", model_card(info, cfg))
+        if on_written is not None:
+            on_written(tmp, info)
     info["out_dir"] = redact(out)
     return info
 
