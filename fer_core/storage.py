@@ -30,7 +30,7 @@ import pyarrow.fs as pafs
 
 from .errors import FerError
 
-__all__ = ["Location", "locate", "is_uri", "redact", "StorageError", "check_folder", "folder_writer"]
+__all__ = ["Location", "locate", "is_uri", "redact", "StorageError", "check_folder", "folder_writer", "working_copy"]
 
 #: Query parameters and URI parts that hold secrets (pyarrow's S3 options, SAS tokens, passwords).
 _SECRET_KEYS = re.compile(r"(secret|token|password|passwd|key|credential|signature|sig)", re.I)
@@ -259,3 +259,20 @@ def folder_writer(uri: str | os.PathLike, *, overwrite: bool = False, kind: str 
             except OSError as exc:
                 raise StorageError(f"{loc}: the new content is in place, but a file of the previous one could not "
                                    f"be removed ({stale}: {exc})") from None
+
+
+@contextmanager
+def working_copy(uri: str | os.PathLike, *, download: bool = True) -> Iterator[tuple[Path, "Location | None"]]:
+    """A local folder to work in for the folder at ``uri``: ``(uri itself, None)`` when it is local;
+    for a storage URI a temp copy (its files downloaded when ``download``) and its ``Location``, to
+    which the caller uploads what it wrote (``Location.upload_dir``). The temp copy is removed at the end."""
+    if not is_uri(uri) or locate(uri).local:
+        yield Path(locate(uri).path), None
+        return
+    loc = locate(uri)
+    with tempfile.TemporaryDirectory(prefix="fer-work-") as tmp:
+        local = Path(tmp) / (loc.name or "run")
+        local.mkdir()
+        if download and loc.is_dir():
+            loc.download_dir(local)
+        yield local, loc

@@ -110,3 +110,33 @@ def test_the_cluster_flow_on_s3(synth_dir, s3_server, s3_bucket, tmp_path):
         assert f"sweeps/flow/{t}/result.json" in mine
         assert len([n for n in mine if n.endswith("/checkpoint.pt")]) == 1, mine
     assert not list(tmp_path.iterdir()), "nothing may be written locally in the test's folder"
+
+
+@pytest.mark.slow
+def test_the_single_run_commands_take_uris(s3_server, s3_bucket):
+    """synth, ingest from and to S3, train (+ evaluate), evaluate, ladder: no command refuses a URI."""
+    fs, root, env = s3_server.filesystem(), f"s3://{s3_bucket}", s3_server.subprocess_env(_env())
+
+    def names(prefix):
+        listed = fs.get_file_info(pafs.FileSelector(f"{s3_bucket}/{prefix}", recursive=True, allow_not_found=True))
+        return {i.path.removeprefix(f"{s3_bucket}/{prefix}/") for i in listed if i.type == pafs.FileType.File}
+
+    _fer("data", "synth", "--out", f"{root}/raw", "--n", "300", env=env)
+    assert {"synth.json", "truth.csv"} <= names("raw")
+    _fer("data", "ingest", f"{root}/raw", "--out", f"{root}/data", "--no-mislabels", "--quiet", env=env)
+    manifest = json.loads(fs.open_input_stream(f"{s3_bucket}/data/manifest.json").read())
+    assert manifest["name"] == "raw" and manifest["sources"][0]["path"] == f"{root}/raw"    # the URI, not a temp copy
+
+    train = ["train", "--set", f"data={root}/data", "--set", "model=fer_cnn_tiny", "--set", "epochs=2",
+             "--out", f"{root}/runs/t1", "--quiet"]
+    _fer(*train, "--evaluate", env=env)
+    assert {"config.yaml", "metrics.jsonl", "best.pt", "result.json", "checkpoint/checkpoint.pt",
+            "eval-test/metrics.json"} <= names("runs/t1")
+    again = subprocess.run([sys.executable, "-m", "fer_core", *train], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 2 and "already exists" in again.stderr      # a run is never replaced
+    _fer("evaluate", f"{root}/runs/t1", "--split", "val", "--weights", "final", env=env)
+    assert "eval-val/metrics.json" in names("runs/t1")
+    _fer("ladder", "--data", f"{root}/data", "--out", f"{root}/ladder", "--models", "0", "--epochs", "1", "--quiet",
+         env=env)
+    assert {"ladder.json", "ladder.md", "fer_cnn_0/result.json"} <= names("ladder")

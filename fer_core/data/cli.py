@@ -60,7 +60,7 @@ def _run_synth(args) -> int:
     out = write_folders(synth, args.out, layout=args.layout, overwrite=args.overwrite)
     print(f"wrote {len(synth.labels)} synthetic faces ({int(synth.noisy.sum())} with noisy labels, "
           f"{int((synth.dup_of >= 0).sum())} duplicate copies) to {out} in {time.perf_counter() - t0:.1f}s; "
-          f"ground truth in {Path(out) / 'truth.csv'}")
+          f"ground truth in {str(out).rstrip('/')}/truth.csv")
     return 0
 
 

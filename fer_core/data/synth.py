@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .. import atomic
+from .. import storage
 from .. import progress as prog
 from ..errors import DataError
 from .classes import FOUR_CLASS
@@ -584,17 +584,19 @@ def write_folders(synth: SynthSet, out_dir: str | os.PathLike, layout: str = "fo
     is ``fer2013.csv#<row>`` with row counted from 0 after the header).
 
     The set is built in a temporary folder beside ``out_dir`` and renamed into place
-    (``fer_core.atomic.atomic_dir``). An existing non-empty ``out_dir`` is an error unless
+    (``fer_core.storage.folder_writer``: a local folder or a storage URI). An existing non-empty
+    ``out_dir`` is an error unless
     ``overwrite`` is true and it is an earlier synthetic set. Returns ``out_dir``.
     """
     if layout not in LAYOUTS:
         raise DataError(f"synth: unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    out = Path(out_dir).resolve()
+    out = out_dir if storage.is_uri(out_dir) else Path(out_dir).resolve()
     config = synth.config or SynthConfig(n=len(synth), size=synth.images.shape[1], classes=synth.classes)
     ids = synth.ids()
     splits = assign_splits(len(synth), config.seed)
     # --overwrite replaces an earlier synthetic set (it holds synth.json), nothing else.
-    with atomic.atomic_dir(out, overwrite=overwrite, kind="synthetic face set", markers=("synth.json",)) as tmp:
+    with storage.folder_writer(out, overwrite=overwrite, kind="synthetic face set", markers=("synth.json",),
+                               last=("synth.json",)) as tmp:
         os.chmod(tmp, 0o755)
         if layout == "fer2013-csv":
             if synth.images.shape[1:] != (48, 48):

@@ -35,15 +35,23 @@ def _train_parser(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from ..safepaths import check_writable
+    from ..storage import working_copy
     from .config import TrainConfig, dump_config, load_config
-    from .trainer import CHECKPOINT_FILE, train
 
     if args.keys:
         print(dump_config(TrainConfig()), end="")
         return 0
     cfg = load_config(args.config, overrides=args.overrides)
-    out = Path(args.out or f"runs/train/{cfg.model}")
+    with working_copy(args.out or f"runs/train/{cfg.model}", download=args.resume) as (out, remote):
+        return _train_into(args, cfg, out, remote)
+
+
+def _train_into(args, cfg, out: Path, remote) -> int:
+    """``fer train`` into the run folder ``out`` (a local working copy of ``remote`` when --out is a URI: the
+    run's files are uploaded there after every epoch, so a killed run resumes from it with --resume)."""
+    from ..safepaths import check_writable
+    from .trainer import CHECKPOINT_FILE, train
+
     resume = None
     if args.resume:
         resume = out / "checkpoint" / CHECKPOINT_FILE
@@ -51,12 +59,15 @@ def _run_train(args) -> int:
             raise FerError(f"--resume: {resume} does not exist; train without --resume first")
     elif (out / "checkpoint").exists():
         raise FerError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FerError(f"--out {out}: already exists and is not empty; 'fer train' writes a new run folder and "
-                       "never replaces files in it: choose another --out")
-    check_writable(out, target=out)
+    elif (out.exists() and (not out.is_dir() or any(out.iterdir()))) or (remote is not None and remote.is_dir()):
+        raise FerError(f"--out {remote or out}: already exists and is not empty; 'fer train' writes a new run folder "
+                       "and never replaces files in it: choose another --out")
+    if remote is None:
+        check_writable(out, target=out)
 
     def report(m: dict, _ckpt) -> None:
+        if remote is not None:
+            remote.upload_dir(out)
         if not args.quiet:
             say(f"epoch {m['epoch']:>3}/{cfg.epochs}  train loss {m['train_loss']:.4f} acc {m['train_acc']:.4f}  "
                 f"val loss {m['val_loss']:.4f} acc {m['val_acc']:.4f} (best {m['best_val_acc']:.4f} @ "
@@ -64,9 +75,11 @@ def _run_train(args) -> int:
 
     result = train(cfg, report=report, run_dir=out, resume=resume, progress=False if args.quiet else None)
     print(json.dumps(result.summary(), indent=2))
-    print(f"run folder: {out}")
     if args.evaluate and result.status != "diverged":
         _print_eval(out, "test", "best")
+    if remote is not None:
+        remote.upload_dir(out, last=("result.json",))
+    print(f"run folder: {remote or out}")
     return 1 if result.status == "diverged" else 0
 
 
@@ -84,13 +97,19 @@ def _evaluate_parser(sub) -> None:
 
 
 def _print_eval(run_dir, split, weights, data=None, device="auto") -> int:
+    from ..storage import working_copy
     from .evaluate import evaluate_run
     from .metrics import format_report
 
-    result = evaluate_run(run_dir, split=split, weights=weights, data=data, device=device)
+    with working_copy(run_dir) as (local, remote):          # a run folder on a storage URI: a local copy
+        result = evaluate_run(local, split=split, weights=weights, data=data, device=device)
+        out = result["out_dir"]
+        if remote is not None:
+            out = remote.child(f"eval-{split}")
+            out.upload_dir(result["out_dir"])
     print(f"{result['model']} on {split} ({result['n']} images, {weights} weights from epoch {result['epoch']}):")
     print(format_report(result, result["classes"]))
-    print(f"wrote {result['out_dir']}/metrics.json, report.txt, confusion.json, confusion.png")
+    print(f"wrote {out}/metrics.json, report.txt, confusion.json, confusion.png")
     return 0
 
 
@@ -115,21 +134,32 @@ def _run_ladder(args) -> int:
     import shutil
 
     from ..safepaths import check_replaceable, check_writable
+    from ..storage import check_folder, working_copy
     from .data import load_train_data
     from .ladder import format_ladder, run_ladder, select_rungs
 
     models = args.models.split(",") if args.models else None
-    folders = [Path(args.out) / preset for preset, _, _ in select_rungs(models)]
-    for folder in folders:       # every rung's folder is checked before anything is trained or removed
-        check_replaceable(folder, kind="training run", markers=("config.yaml",), overwrite=args.overwrite,
-                          protect=(args.data,))
-    check_writable(args.out)
-    data = load_train_data(args.data, splits=("train", "val"))
-    for folder in folders:
-        if folder.is_dir() and any(folder.iterdir()):
-            shutil.rmtree(folder)
-    rows = run_ladder(args.data, args.out, models=models, epochs=args.epochs, overrides=args.overrides,
-                      data=data, progress=False if args.quiet else None)
+    presets = [preset for preset, _, _ in select_rungs(models)]
+    with working_copy(args.out, download=False) as (out, remote):
+        for preset in presets:       # every rung's folder is checked before anything is trained or removed
+            if remote is not None:
+                check_folder(remote.child(preset).uri, overwrite=args.overwrite, kind="training run",
+                             markers=("config.yaml",))
+            else:
+                check_replaceable(out / preset, kind="training run", markers=("config.yaml",),
+                                  overwrite=args.overwrite, protect=(args.data,))
+        if remote is None:
+            check_writable(out)
+        data = load_train_data(args.data, splits=("train", "val"))
+        for preset in presets:
+            if remote is not None:
+                remote.child(preset).delete()
+            elif (out / preset).is_dir() and any((out / preset).iterdir()):
+                shutil.rmtree(out / preset)
+        rows = run_ladder(args.data, out, models=models, epochs=args.epochs, overrides=args.overrides,
+                          data=data, progress=False if args.quiet else None)
+        if remote is not None:
+            remote.upload_dir(out, last=("ladder.json", "ladder.md"))
     print(format_ladder(rows))
-    print(f"wrote {args.out}/ladder.md, ladder.json and one run folder per model")
+    print(f"wrote {remote or args.out}/ladder.md, ladder.json and one run folder per model")
     return 0
