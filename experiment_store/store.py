@@ -47,6 +47,8 @@ CONFIRM_TABLE = "confirm.parquet"
 CONFIRM_RECORD = "confirm.json"
 #: Files that make a folder an experiment (``--overwrite`` replaces nothing else).
 MARKERS = (RECORD, "tuner.pkl", "experiment_state-*.json")
+TUNER_STATE = "tuner.pkl"
+TUNER_COPY = ".tuner.pkl.launch"
 
 
 class ExperimentError(FerError):
@@ -218,6 +220,46 @@ class ExperimentStore:
             params = dict(results[-1].get("config") or {})
         return params, results, self.has(f"{folder}/error.txt")
 
+    # -- Ray Tune's own state (what a resume restores) --------------------------------------------------
+    def keep_tune_state_copy(self) -> None:
+        """Keep a copy of ``tuner.pkl`` as written at the launch (call right after creating the Tuner).
+
+        Ray re-uploads ``tuner.pkl`` (and its other state files) at every experiment snapshot of a
+        resumed run, each time by truncating and rewriting the file: a driver killed during such an
+        upload leaves it empty or cut short, and the next resume fails. Its content never changes
+        after the launch, so the copy (``.tuner.pkl.launch``, a name Ray's sync ignores) repairs it.
+        """
+        data = self.file(TUNER_STATE).read_bytes()
+        if _complete_pickle(data):
+            self.file(TUNER_COPY).write_bytes(data)
+
+    def repair_tune_state(self) -> list[str]:
+        """Before a resume: undo what a driver killed while Ray wrote its state left behind; what was done.
+
+        - an empty or cut-short ``tuner.pkl`` is restored from the launch's copy;
+        - the newest snapshot (``experiment_state-<session>.json`` with its searcher files) is set
+          aside (renamed ``*.damaged``) when it is cut short, so Ray restores the snapshot before it.
+        """
+        done = []
+        tuner = self.file(TUNER_STATE)
+        if not (tuner.is_file() and _complete_pickle(tuner.read_bytes())) and self.has(TUNER_COPY):
+            tuner.write_bytes(self.file(TUNER_COPY).read_bytes())
+            done.append(f"restored {TUNER_STATE} from the launch's copy (a killed driver had cut it short)")
+        states = sorted(i.base_name for i in self.location.list()
+                        if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json"))
+        for name in reversed(states[1:]):              # never the only one: Ray needs one to restore from
+            session = name[len("experiment_state-"):-len(".json")]
+            files = [name, f"searcher-state-{session}.pkl", f"search_gen_state-{session}.json"]
+            if _snapshot_complete(self, files):
+                break
+            for f in files:
+                if self.has(f):
+                    self.file(f).sibling(f + ".damaged").write_bytes(self.file(f).read_bytes())
+                    self.file(f).delete()
+            done.append(f"set aside the snapshot {session} (cut short when a driver was killed); resuming from "
+                        "the one before it")
+        return done
+
     # -- change detection (the live dashboard) -----------------------------------------------------------
     def fingerprint(self) -> str:
         """Changes whenever a file a page is built from changes (names, sizes, modification times)."""
@@ -241,3 +283,35 @@ class ExperimentStore:
 def experiment_dir_of(store: ExperimentStore) -> str:
     """How a record names the experiment: the absolute path when local, the (redacted) URI otherwise."""
     return store.location.path if store.local else store.uri
+
+
+def _complete_pickle(data: bytes) -> bool:
+    """Whether ``data`` is a whole pickle (parsed with ``pickletools``: nothing is run)."""
+    import pickletools
+
+    if not data:
+        return False
+    try:
+        for op, _arg, _pos in pickletools.genops(data):
+            if op.name == "STOP":
+                return True
+    except Exception:  # noqa: BLE001 - a cut-short pickle ends the parse early
+        return False
+    return False
+
+
+def _snapshot_complete(store: "ExperimentStore", files: list[str]) -> bool:
+    """Whether a Tune snapshot's files (state JSON, searcher pickle, generator JSON) are all whole."""
+    for name in files:
+        if not store.has(name):
+            continue
+        data = store.file(name).read_bytes()
+        if name.endswith(".pkl"):
+            if not _complete_pickle(data):
+                return False
+        else:
+            try:
+                json.loads(data)
+            except ValueError:
+                return False
+    return True

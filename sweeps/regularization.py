@@ -380,6 +380,8 @@ def run(argv: list[str] | None = None) -> dict:
     t0 = time.time()
     if args.resume:
         say(f"resuming {store}: finished trials are kept, unfinished ones continue from their checkpoints")
+        for note in store.repair_tune_state():
+            say(f"--resume: {note}")
         tuner = tune.Tuner.restore(store.location.uri if not local else store.location.path, trainable=trainable,
                                    resume_errored=True, restart_errored=False)
         _use_callbacks(tuner, callbacks)
@@ -387,6 +389,7 @@ def run(argv: list[str] | None = None) -> dict:
         say(f"experiment {store}: {samples} {'more ' if previous else ''}trials x up to {args.max_epochs} epochs, "
             f"{concurrency} at a time; Optuna study {name} in {redact_uri(optuna_url)}")
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+        store.keep_tune_state_copy()
     try:
         grid = tuner.fit()
     finally:
