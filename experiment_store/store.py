@@ -306,7 +306,7 @@ def _snapshot_complete(store: "ExperimentStore", files: list[str]) -> bool:
         if not store.has(name):
             continue
         data = store.file(name).read_bytes()
-        if name.endswith(".pkl"):
+        if name.endswith(".pkl") or data[:1] == b"\x80":      # Ray's search_gen_state-*.json is a pickle
             if not _complete_pickle(data):
                 return False
         else:

@@ -75,6 +75,8 @@ def test_a_cut_short_newest_snapshot_is_set_aside(tmp_path):
     good = {"trial_data": [], "runner_data": {}}
     (exp / "experiment_state-2026-01-01_10-00-00.json").write_text(json.dumps(good))
     (exp / "searcher-state-2026-01-01_10-00-00.pkl").write_bytes(pickle.dumps({"s": 1}))
+    (exp / "search_gen_state-2026-01-01_10-00-00.json").write_bytes(pickle.dumps({"g": 1}))   # Ray: a pickle
+    (exp / "search_gen_state-2026-01-01_11-00-00.json").write_bytes(pickle.dumps({"g": 2}))
     (exp / "experiment_state-2026-01-01_11-00-00.json").write_text(json.dumps(good)[:10])
     (exp / "searcher-state-2026-01-01_11-00-00.pkl").write_bytes(pickle.dumps({"s": 2}))
     notes = ExperimentStore(str(exp)).repair_tune_state()
@@ -83,6 +85,7 @@ def test_a_cut_short_newest_snapshot_is_set_aside(tmp_path):
     assert "experiment_state-2026-01-01_11-00-00.json.damaged" in names
     assert "experiment_state-2026-01-01_11-00-00.json" not in names and "searcher-state-2026-01-01_11-00-00.pkl" not in names
     assert "experiment_state-2026-01-01_10-00-00.json" in names
+    assert ExperimentStore(str(exp)).repair_tune_state() == []          # the older one is whole: kept
     # the only snapshot left is never set aside, even when damaged: Ray then says what is wrong
     (exp / "experiment_state-2026-01-01_10-00-00.json").write_text("{")
     assert ExperimentStore(str(exp)).repair_tune_state() == []

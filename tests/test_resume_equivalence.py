@@ -58,6 +58,10 @@ def _run(args: list, env: dict, *, kill_after: int | None = None, exp: Path | No
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None and _results_written(exp) < kill_after:
         time.sleep(0.05)
+    # Not in the first instants after a result: the driver is then writing Tune's snapshot, which Ray does by
+    # truncating and rewriting its files (the store repairs tuner.pkl, but an older snapshot can point at a
+    # checkpoint Ray has already deleted: a limit of Ray's, see experiment_store.repair_tune_state).
+    time.sleep(0.3)
     finished = proc.poll() is not None
     if not finished:
         os.killpg(proc.pid, signal.SIGKILL)          # the driver and the local Ray it started: no clean-up at all
