@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import FerError
+from .storage import is_uri
 
 __all__ = ["NAME_RULE", "check_name", "child", "check_replaceable", "check_writable", "check_file_replaceable",
            "is_uri"]
@@ -36,10 +37,6 @@ __all__ = ["NAME_RULE", "check_name", "child", "check_replaceable", "check_writa
 NAME_RULE = ("one folder name of letters, digits, '-', '_' and '.', starting with a letter or digit, "
              "at most 128 characters")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def is_uri(path: str | os.PathLike) -> bool:
-    return "://" in str(path)
 
 
 def check_name(name: str, flag: str = "--name") -> str:

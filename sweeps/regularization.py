@@ -221,7 +221,7 @@ def run(argv: list[str] | None = None) -> dict:
     # --- where: the experiment, and what a resume continues ------------------------------------
     from experiment_store import MARKERS, ExperimentStore
     from fer_core.safepaths import check_name, check_replaceable, check_writable, child
-    from fer_core.storage import locate
+    from fer_core.storage import locate, redact
 
     name = check_name(args.name or time.strftime("regularization-%Y%m%d-%H%M%S"))
     storage_loc = locate(_storage_path(args.storage))
@@ -269,7 +269,7 @@ def run(argv: list[str] | None = None) -> dict:
 
     optuna_url = args.optuna_storage or default_storage_url(store.location.path if local else None)
     if optuna_url is None:
-        raise FerError(f"--storage {redact_uri(storage)} is an object store, which cannot hold the Optuna study: pass "
+        raise FerError(f"--storage {redact(storage)} is an object store, which cannot hold the Optuna study: pass "
                        "--optuna-storage with an RDB URL (postgresql://user@host/db) or journal:/shared/path.log "
                        "on a shared file system, or --optuna-storage memory to keep it inside Tune's state only")
     if args.extend is not None and optuna_url == MEMORY:
@@ -283,10 +283,10 @@ def run(argv: list[str] | None = None) -> dict:
     threads = max(1, int(args.cpus_per_trial))
     base = {**parse_overrides(args.overrides), "data": args.data, "epochs": args.max_epochs, "seed": args.seed,
             "threads": threads, "device": "cuda" if args.gpus_per_trial > 0 else "cpu"}
-    say(f"reading {redact_uri(args.data)} once for all trials")
+    say(f"reading {redact(args.data)} once for all trials")
     data = load_train_data(args.data, splits=("train", "val"))
     if launch is not None and data.version != launch.data.version:
-        raise FerError(f"--data {redact_uri(args.data)} is version {data.version}, but {store} was launched on "
+        raise FerError(f"--data {redact(args.data)} is version {data.version}, but {store} was launched on "
                        f"{launch.data.version}; resume it with the same data set")
     base["data_version"] = data.version
     resolve_config({**base, **space.fixed}, where="sweep base config")     # base + fixed valid on their own
@@ -374,7 +374,7 @@ def run(argv: list[str] | None = None) -> dict:
                                   max_concurrent_trials=concurrency, metric="score", mode="max")
     if launch is None:
         launch = _launch_record(args, argv, name, store, space, data, base)
-        launch.optuna = {"storage": redact_uri(optuna_url), "study": name}
+        launch.optuna = {"storage": redact(optuna_url), "study": name}
         if not args.resume:
             store.write_record(launch)             # the launch's settings, for the dashboard and a resume
     t0 = time.time()
@@ -387,7 +387,7 @@ def run(argv: list[str] | None = None) -> dict:
         _use_callbacks(tuner, callbacks)
     else:
         say(f"experiment {store}: {samples} {'more ' if previous else ''}trials x up to {args.max_epochs} epochs, "
-            f"{concurrency} at a time; Optuna study {name} in {redact_uri(optuna_url)}")
+            f"{concurrency} at a time; Optuna study {name} in {redact(optuna_url)}")
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
         store.keep_tune_state_copy()
     try:
@@ -418,12 +418,6 @@ def _use_callbacks(tuner, callbacks: list) -> None:
         say("--resume: this Ray version's Tuner keeps the launch's callbacks (W&B logs as at launch)")
         return
     run_config.callbacks = list(callbacks)
-
-
-def redact_uri(uri: str) -> str:
-    from fer_core.storage import redact
-
-    return redact(uri)
 
 
 def _history(result) -> list[dict]:

@@ -29,14 +29,14 @@ def content_version(classes: list[str], image_shape: list[int], shards: list[dic
 
 
 def resolve_uri(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) for a local path or a URI pyarrow understands."""
-    if "://" in uri:
-        try:
-            return pafs.FileSystem.from_uri(uri)
-        except Exception as exc:  # pyarrow raises several types for unknown schemes / credentials
-            raise ManifestError(f"{uri}: cannot open this location ({exc})") from None
-    import os
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
+    """(filesystem, path) for a local path or a URI pyarrow understands (``fer_core.storage.locate``)."""
+    from ..storage import StorageError, locate
+
+    try:
+        loc = locate(uri)
+    except StorageError as exc:
+        raise ManifestError(str(exc)) from None
+    return loc.fs, loc.path
 
 
 @dataclass
