@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["OUTCOMES", "trial_rows", "epoch_rows", "format_summary", "classify"]
+__all__ = ["OUTCOMES", "trial_rows", "epoch_rows", "latest_attempt", "format_summary", "classify"]
 
 OUTCOMES = ("completed", "stopped by ASHA", "collapsed", "early_stopped", "diverged", "errored", "running")
 
@@ -74,14 +74,31 @@ def trial_rows(trials: list[dict], max_epochs: int) -> list[dict]:
 
 
 def epoch_rows(trials: list[dict]) -> list[dict]:
+    """One row per trial-epoch; a trial retried from an older checkpoint keeps only its latest attempt.
+
+    When a node dies after a trial reported epoch 5 but before its epoch-5 checkpoint was kept, Tune
+    restores epoch 3 and the trial reports 4 and 5 again: those reports supersede the lost ones.
+    """
     rows = []
     for t in trials:
-        for r in t.get("history") or []:
+        for r in latest_attempt(t.get("history") or []):
             row = {"trial_id": t["trial_id"]}
             row.update({k: _clean(v) for k, v in r.items() if k not in _TUNE_NOISE and not k.startswith("config/")
                         and k != "config"})
             rows.append(row)
     return rows
+
+
+def latest_attempt(history: list[dict]) -> list[dict]:
+    """``history`` (results in the order reported) without the reports a restart superseded."""
+    kept: list[dict] = []
+    for r in history:
+        epoch = r.get("epoch")
+        if isinstance(epoch, (int, float)):
+            while kept and isinstance(kept[-1].get("epoch"), (int, float)) and kept[-1]["epoch"] >= epoch:
+                kept.pop()
+        kept.append(r)
+    return kept
 
 
 def format_summary(rows: list[dict], top: int = 10, keys: list[str] | None = None) -> str:

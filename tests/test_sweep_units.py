@@ -95,3 +95,16 @@ def test_driver_refuses_bad_flags_before_starting_ray(tmp_path, capsys):
     with pytest.raises(FerError):
         from sweeps.regularization import run
         run(["--name", "x", "--resume", "--storage", str(tmp_path)])
+
+
+def test_a_retried_trial_keeps_only_its_latest_attempt():
+    """A node died after epoch 5 was reported but only epoch 3's checkpoint was kept: Tune restored 3 and
+    the trial reported 4, 5, 6 again. The superseded 4 and 5 leave the epochs table (seen in CI)."""
+    history = [{"epoch": e, "val_acc": v} for e, v in
+               ((1, .1), (2, .2), (3, .3), (4, .4), (5, .5), (4, .41), (5, .51), (6, .61))]
+    rows = epoch_rows([{"trial_id": "a", "history": history}])
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["val_acc"] for r in rows][3:] == [.41, .51, .61]
+    # A restart from scratch (no checkpoint at all) keeps only the new run.
+    again = [{"epoch": 1, "val_acc": .1}, {"epoch": 2, "val_acc": .2}, {"epoch": 1, "val_acc": .15}]
+    assert [r["val_acc"] for r in epoch_rows([{"trial_id": "b", "history": again}])] == [.15]
