@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sweeps.regularization import DEFAULT_DATA, DEFAULT_SPACE, ensure_default_data, run  # noqa: E402
+from sweeps.driver import DEFAULT_DATA, DEFAULT_SPACE, ensure_default_data, run  # noqa: E402
 
 
 def best_full_budget(exp_dir: Path, max_epochs: int) -> tuple[float, int, int]:
@@ -57,7 +57,7 @@ def anytime(exp_dir: Path, max_epochs: int) -> list[tuple[int, float]]:
     Read from Tune's trial folders (every epoch's result with its timestamp), so it also works on an
     experiment whose epochs.parquet predates the timestamp column.
     """
-    from dashboards.live import read_tune_trials
+    from sweeps.live import read_tune_trials
 
     _, epochs = read_tune_trials(exp_dir, max_epochs)
     epochs.sort(key=lambda r: (r.get("timestamp") or 0, r.get("epoch") or 0))

@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 
 from . import figures
-from .experiment import Experiment
+from sweeps.experiment import Experiment
 from .html import Cell, esc, figure, page, section, table
 from .report import duration, header, leaderboard
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .experiment import Experiment, Param
+from sweeps.experiment import Experiment, Param
 
 __all__ = ["EdgeWarning", "edge_warnings", "position"]
 

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .edges import EdgeWarning
-from .experiment import Experiment, Param
+from sweeps.experiment import Experiment, Param
 from .importance import Importance
 
 __all__ = ["learning_curves", "collapsed_view", "parallel_coordinates", "axis_plots", "importance_bars",

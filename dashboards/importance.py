@@ -14,7 +14,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 
-from .experiment import Experiment, Param
+from sweeps.experiment import Experiment, Param
 
 __all__ = ["Importance", "param_importances", "MIN_TRIALS"]
 

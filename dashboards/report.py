@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import figures
 from .edges import edge_warnings
-from .experiment import MAIN_OUTCOMES, Experiment
+from sweeps.experiment import MAIN_OUTCOMES, Experiment
 from .html import Cell, esc, figure, note, page, section, table, warning
 from .importance import param_importances
 
@@ -202,7 +202,7 @@ def _best_confusion(exp: Experiment) -> str:
 
 def _confirmed(exp: Experiment) -> str:
     """``fer confirm``'s ranking: mean score over fresh seeds with its spread, beside the sweep's score."""
-    from sweeps.confirm import read_confirm, summarize
+    from experiment_store import read_confirm, summarize
 
     rows = read_confirm(exp.store, required=False)
     if rows is None:

@@ -117,7 +117,7 @@ class DashboardServer:
             return self._cached[1], self._cached[2]
 
     def _build(self, version: str) -> tuple[int, bytes]:
-        from .experiment import load_experiment
+        from sweeps.experiment import load_experiment
         from .report import build_report
 
         try:

@@ -5,10 +5,11 @@
 ``fer retrain`` and ``fer confirm`` read through it.
 """
 
+from .confirm_results import COLUMNS as CONFIRM_COLUMNS, confirm_table, read_confirm, summarize
 from .record import DataRef, FORMAT, FORMAT_VERSION, RecordError, SweepRecord
 from .store import (CONFIRM_RECORD, CONFIRM_TABLE, EPOCHS, MARKERS, RECORD, SUMMARY, TRIALS, ExperimentError,
                     ExperimentStore, experiment_dir_of, rows_table)
 
 __all__ = ["ExperimentStore", "ExperimentError", "SweepRecord", "DataRef", "RecordError", "FORMAT", "FORMAT_VERSION",
            "RECORD", "TRIALS", "EPOCHS", "SUMMARY", "CONFIRM_TABLE", "CONFIRM_RECORD", "MARKERS", "rows_table",
-           "experiment_dir_of"]
+           "experiment_dir_of", "CONFIRM_COLUMNS", "confirm_table", "read_confirm", "summarize"]

@@ -29,14 +29,18 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import FerError
-from .storage import is_uri
 
-__all__ = ["NAME_RULE", "check_name", "child", "check_replaceable", "check_writable", "check_file_replaceable",
+__all__ = ["NAME_RULE", "is_uri", "check_name", "child", "check_replaceable", "check_writable", "check_file_replaceable",
            "is_uri"]
 
 NAME_RULE = ("one folder name of letters, digits, '-', '_' and '.', starting with a letter or digit, "
              "at most 128 characters")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def is_uri(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a storage URI (``s3://...``, ``file://...``) rather than a local path."""
+    return "://" in str(path)
 
 
 def check_name(name: str, flag: str = "--name") -> str:

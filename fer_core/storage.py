@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pyarrow.fs as pafs
 
 from .errors import FerError
+from .safepaths import is_uri
 
 __all__ = ["Location", "locate", "is_uri", "redact", "StorageError", "check_folder", "folder_writer", "working_copy"]
 
@@ -41,10 +42,6 @@ _SAFE_KEYS = {"endpoint_override", "scheme", "region", "anonymous", "allow_bucke
 
 class StorageError(FerError):
     """A location that cannot be opened, read or written."""
-
-
-def is_uri(path: str | os.PathLike) -> bool:
-    return "://" in str(path)
 
 
 def redact(uri: str | os.PathLike) -> str:

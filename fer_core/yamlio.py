@@ -12,7 +12,8 @@ from .errors import FerError
 
 def read_yaml(path: str | Path, what: str, error: type[FerError] = FerError) -> Any:
     """The parsed document at ``path`` (a file or a storage URI); ``error`` names the file and what is wrong."""
-    from .storage import is_uri, locate
+    from .safepaths import is_uri
+    from .storage import locate
 
     if is_uri(path):
         loc = locate(path)

@@ -28,6 +28,6 @@ $PY benchmarks/trainer_overhead.py --device cuda --n 20000 --models fer_cnn_bplu
 
 echo "== fer train B++ on the default data, CUDA, bf16"
 rm -rf "$OUT/bpp"
-$PY -m fer_core.cli train --set preset=fer_cnn_bplusplus --set device=cuda --set epochs=15 \
+$PY -m fer_cli train --set preset=fer_cnn_bplusplus --set device=cuda --set epochs=15 \
     --set data=runs/default/data --out "$OUT/bpp" --evaluate 2>&1 | tee "$OUT/train.log" || status=1
 exit $status

@@ -21,11 +21,11 @@ import pytest
 import torch
 import yaml
 
-from dashboards.export import export_best, export_paths, load_experiment, rank_trials
-from fer_core.cli import main
+from release.export import export_best, export_paths, load_experiment, rank_trials
+from fer_cli.main import main
 from fer_core.errors import FerError
 from fer_core.train.config import TrainConfig, load_config, resolve_config
-from sweeps.confirm import SEED_OFFSET, confirm_seeds, summarize
+from release.confirm import SEED_OFFSET, confirm_seeds, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def test_retrain_reproduces_the_trial_and_ships_a_model(experiment, tmp_path):
     # TorchScript: loads, same logits as the final weights, same test accuracy as metrics.json
     from fer_core.train.data import load_train_data
     from fer_core.train.checkpoint import load_weights
-    from fer_core.train.retrain import load_torchscript
+    from release.retrain import load_torchscript
     from fer_core.train.trainer import build_model
 
     scripted, classes = load_torchscript(run / "model.torchscript.pt")
@@ -154,7 +154,7 @@ def test_retrain_on_train_plus_val_says_val_is_not_held_out(experiment, ingested
 
 
 def test_confirm_as_a_ray_job_script_then_export_by_confirmed(experiment, tmp_path):
-    cmd = [sys.executable, "sweeps/confirm.py", str(experiment), "--top", "2", "--seeds", "2", "--num-cpus", "2"]
+    cmd = [sys.executable, "-m", "fer_cli", "confirm", str(experiment), "--top", "2", "--seeds", "2", "--num-cpus", "2"]
     out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = pq.read_table(experiment / "confirm.parquet").to_pylist()

@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from fer_core.cli import main
+from fer_cli.main import main
 
 
 def test_synth_ingest_report_round_trip(tmp_path, capsys):
@@ -20,7 +20,7 @@ def test_synth_ingest_report_round_trip(tmp_path, capsys):
 
 
 def test_errors_are_one_line_without_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "fer_core", "data", "ingest", str(tmp_path / "missing"),
+    proc = subprocess.run([sys.executable, "-m", "fer_cli", "data", "ingest", str(tmp_path / "missing"),
                            "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -29,7 +29,7 @@ def test_errors_are_one_line_without_traceback(tmp_path):
 
 
 def test_every_flag_has_help():
-    from fer_core.cli import get_parser
+    from fer_cli.main import get_parser
 
     parser = get_parser()
     stack = [parser]

@@ -71,7 +71,7 @@ def experiment(ingested, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def report(experiment) -> Path:
-    from dashboards.experiment import load_experiment
+    from sweeps.experiment import load_experiment
     from dashboards.report import write_report
 
     return write_report(load_experiment(experiment), experiment.parent / "report.html")
@@ -174,7 +174,7 @@ def test_user_strings_are_escaped(experiment, browser, tmp_path):
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
 
-    from dashboards.experiment import load_experiment
+    from sweeps.experiment import load_experiment
     from dashboards.report import write_report
 
     out = write_report(load_experiment(_xss_copy(experiment, tmp_path / "xss")), tmp_path / "xss.html")
@@ -197,7 +197,7 @@ def test_compare_page(experiment, report, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     from dashboards.compare import build_compare
-    from dashboards.experiment import load_experiment
+    from sweeps.experiment import load_experiment
 
     a = load_experiment(experiment)
     b = load_experiment(_xss_copy(experiment, tmp_path / "b"))
@@ -212,7 +212,7 @@ def test_compare_page(experiment, report, browser, tmp_path):
 
 def test_live_experiment_marks_unfinished_trials_running(experiment, tmp_path):
     """While a sweep runs there are no tables: Tune's trial folders are read instead."""
-    from dashboards.experiment import load_experiment
+    from sweeps.experiment import load_experiment
     from dashboards.report import build_report
 
     live = tmp_path / "live"
@@ -234,7 +234,7 @@ def _crafted(n: int = 24):
     """An in-memory experiment whose score is driven by lr alone, with a conditional focal_gamma."""
     import random
 
-    from dashboards.experiment import Experiment, Param
+    from sweeps.experiment import Experiment, Param
 
     rng = random.Random(0)
     params = [Param("lr", "float", low=1e-4, high=1e-2, log=True), Param("dropout_scale", "float", low=0.0, high=1.6),
@@ -285,7 +285,7 @@ def _free_port() -> int:
 
 def test_serve_is_read_only_and_local(experiment):
     from dashboards.serve import make_server
-    from fer_core.cli import get_parser
+    from fer_cli.main import get_parser
 
     assert get_parser().parse_args(["dashboard", "serve", str(experiment)]).host == "127.0.0.1"
     server = make_server(experiment, port=_free_port(), quiet=True)
@@ -312,7 +312,7 @@ def test_serve_is_read_only_and_local(experiment):
 
 
 def test_not_an_experiment_is_one_clear_line(tmp_path, capsys):
-    from fer_core.cli import main
+    from fer_cli.main import main
 
     (tmp_path / "empty").mkdir()
     assert main(["dashboard", "build", str(tmp_path / "empty"), "--out", str(tmp_path / "x.html")]) == 2
@@ -322,7 +322,7 @@ def test_not_an_experiment_is_one_clear_line(tmp_path, capsys):
 
 
 def test_confirmed_ranking_shows_the_spread(experiment, browser, tmp_path):
-    from dashboards.experiment import load_experiment
+    from sweeps.experiment import load_experiment
     from dashboards.report import write_report
 
     dest = tmp_path / "confirmed"

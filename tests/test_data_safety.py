@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import face, save
-from fer_core.cli import main
+from fer_cli.main import main
 from fer_core.data.images import decode_file, decode_files, from_pil
 from fer_core.data.ingest import IngestOptions, ingest
 from fer_core.data.loader import load_split
@@ -28,7 +28,7 @@ from fer_core.errors import DataError, ManifestError
 
 def _fer(*args: str) -> subprocess.CompletedProcess:
     """The real ``fer`` command in a fresh interpreter, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "fer_core", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "fer_cli", *args], capture_output=True, text=True)
 
 
 def _one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:

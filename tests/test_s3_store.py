@@ -121,7 +121,7 @@ def test_fer_data_report_verifies_a_data_set_on_s3(s3_server, s3_dataset, ingest
     import json
 
     version = json.loads((ingested / "manifest.json").read_text())["version"]
-    out = subprocess.run([sys.executable, "-m", "fer_core.cli", "data", "report", s3_dataset], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "fer_cli", "data", "report", s3_dataset], cwd=ROOT,
                          env=s3_server.subprocess_env({**os.environ, "PYTHONPATH": str(ROOT)}),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]

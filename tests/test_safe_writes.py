@@ -32,7 +32,7 @@ def _env(**extra) -> dict:
 
 
 def _fer(*args, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fer_core", *map(str, args)], cwd=cwd, env=_env(),
+    return subprocess.run([sys.executable, "-m", "fer_cli", *map(str, args)], cwd=cwd, env=_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -244,7 +244,7 @@ def test_out_files_replace_only_what_fer_wrote(tmp_path):
 
 
 def test_export_best_does_not_overwrite_a_foreign_file(tmp_path):
-    from dashboards.export import is_export
+    from release.export import is_export
 
     good = tmp_path / "best.yaml"
     good.write_text("model: x\nprovenance:\n  trial_id: abc\n")

@@ -74,7 +74,7 @@ def test_bound_names():
 
 def test_binding_all_interfaces_warns(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "fer_core", "dashboard", "serve", str(tmp_path), "--host", "0.0.0.0",
+    proc = subprocess.Popen([sys.executable, "-m", "fer_cli", "dashboard", "serve", str(tmp_path), "--host", "0.0.0.0",
                              "--port", "0"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         lines = []

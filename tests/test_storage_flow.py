@@ -29,7 +29,7 @@ def _run(args: list, env: dict, timeout: int = 400) -> subprocess.CompletedProce
 
 
 def _fer(*args, env) -> subprocess.CompletedProcess:
-    return _run(["-m", "fer_core", *args], env)
+    return _run(["-m", "fer_cli", *args], env)
 
 
 def _flow(root: str, env: dict, synth_dir: Path, read, sweep_flags: tuple = ()) -> None:
@@ -132,7 +132,7 @@ def test_the_single_run_commands_take_uris(s3_server, s3_bucket):
     _fer(*train, "--evaluate", env=env)
     assert {"config.yaml", "metrics.jsonl", "best.pt", "result.json", "checkpoint/checkpoint.pt",
             "eval-test/metrics.json"} <= names("runs/t1")
-    again = subprocess.run([sys.executable, "-m", "fer_core", *train], cwd=ROOT, env=env, capture_output=True,
+    again = subprocess.run([sys.executable, "-m", "fer_cli", *train], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 2 and "already exists" in again.stderr      # a run is never replaced
     _fer("evaluate", f"{root}/runs/t1", "--split", "val", "--weights", "final", env=env)

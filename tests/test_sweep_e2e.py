@@ -137,7 +137,7 @@ def test_a_node_failure_mid_sweep_is_retried_from_checkpoints(ingested, tmp_path
     import ray
     from ray.cluster_utils import Cluster
 
-    from sweeps.regularization import run
+    from sweeps.driver import run
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]

@@ -82,7 +82,7 @@ def test_tables_and_summary(tmp_path):
 
 
 def test_driver_refuses_bad_flags_before_starting_ray(tmp_path, capsys):
-    from sweeps.regularization import main
+    from sweeps.driver import main
 
     assert main(["--resume"]) == 2
     assert "--resume needs --name" in capsys.readouterr().err
@@ -93,7 +93,7 @@ def test_driver_refuses_bad_flags_before_starting_ray(tmp_path, capsys):
     assert main(["--space", str(bad), "--storage", str(tmp_path)]) == 2
     assert "params.lerning_rate: not a trainer config key" in capsys.readouterr().err
     with pytest.raises(FerError):
-        from sweeps.regularization import run
+        from sweeps.driver import run
         run(["--name", "x", "--resume", "--storage", str(tmp_path)])
 
 

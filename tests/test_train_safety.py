@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_core.cli import main
+from fer_cli.main import main
 from fer_core.errors import FerError
 from fer_core.train import load_checkpoint, load_config, train
 from fer_core.train.checkpoint import load_weights
@@ -139,7 +139,7 @@ def test_sweep_trial_restore_refuses_a_checkpoint_that_runs_code(run_dir, tmp_pa
 
 
 def test_retrain_refuses_a_best_pt_that_runs_code(ingested, tmp_path):
-    from fer_core.train.retrain import retrain
+    from release.retrain import retrain
 
     marker = tmp_path / "pwned"
     config = tmp_path / "best.yaml"
@@ -171,7 +171,7 @@ def test_cli_evaluate_truncated_weights_is_one_line(run_dir, tmp_path, weights, 
     blob = (run / file).read_bytes()
     (run / file).write_bytes(blob[:len(blob) // 2])
     env = dict(os.environ, FER_NO_PROGRESS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "fer_core", "evaluate", str(run), "--weights", weights],
+    proc = subprocess.run([sys.executable, "-m", "fer_cli", "evaluate", str(run), "--weights", weights],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()

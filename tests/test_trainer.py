@@ -166,7 +166,7 @@ def test_evaluate_run_writes_metrics_and_confusion(ingested, tmp_path):
 
 
 def test_cli_train_evaluate_and_errors(ingested, tmp_path, capsys):
-    from fer_core.cli import main
+    from fer_cli.main import main
 
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(f"data: {ingested}\nmodel: fer_cnn_tiny\nepochs: 2\nthreads: 1\n")

@@ -247,7 +247,7 @@ def test_a_resumed_trial_continues_its_wandb_run(resumed):
 @pytest.mark.slow
 def test_confirm_and_retrain_log_their_runs_and_the_model(resumed, tmp_path, monkeypatch):
     """In-process, offline through auto mode with a key set (WANDB_MODE wins): the key is dropped, written nowhere."""
-    from fer_core.cli import main
+    from fer_cli.main import main
 
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))

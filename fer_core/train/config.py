@@ -328,7 +328,8 @@ def load_config(path: str | Path | None = None, *, overrides: Iterable[str] = ()
     raw: dict[str, Any] = {}
     where = "config"
     if path is not None:
-        from ..storage import is_uri, redact
+        from ..safepaths import is_uri
+        from ..storage import redact
 
         path = path if is_uri(path) else Path(path)
         where = redact(path)

@@ -40,13 +40,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import write_bytes, write_text
-from ..errors import FerError
-from ..storage import folder_writer, redact
-from ..jsonio import dumps
-from .checkpoint import BEST_FILE, FINAL_FILE, load_weights, save_weights
-from .config import TrainConfig, load_config
-from .data import TrainData, load_train_data
+from fer_core.atomic import write_bytes, write_text
+from fer_core.errors import FerError
+from fer_core.storage import folder_writer, redact
+from fer_core.jsonio import dumps
+from fer_core.train.checkpoint import BEST_FILE, FINAL_FILE, load_weights, save_weights
+from fer_core.train.config import TrainConfig, load_config
+from fer_core.train.data import TrainData, load_train_data
 
 __all__ = ["retrain", "export_torchscript", "load_torchscript", "ON", "TORCHSCRIPT_FILE", "MODEL_FILES"]
 
@@ -62,7 +62,7 @@ CARD_KEYS = ("model", "model_args", "dropout_scale", "loss", "focal_gamma", "foc
 
 def read_provenance(path: str | os.PathLike) -> dict:
     """The ``provenance:`` block of an exported config ({} when there is none)."""
-    from ..yamlio import read_yaml
+    from fer_core.yamlio import read_yaml
 
     try:
         raw = read_yaml(path, "config file") or {}
@@ -172,9 +172,9 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
     info)``: called with the local folder holding every output file (``MODEL_FILES`` among them) and the
     ``metrics.json`` content, just before that folder becomes ``out`` - e.g. to log the model as an artifact.
     """
-    from .evaluate import evaluate_model
-    from .metrics import save_confusion
-    from .trainer import train
+    from fer_core.train.evaluate import evaluate_model
+    from fer_core.train.metrics import save_confusion
+    from fer_core.train.trainer import train
 
     overrides = list(overrides)
     if epochs is not None:

@@ -43,8 +43,8 @@ from fer_core.atomic import write_text
 from fer_core.errors import FerError
 from fer_core.train.config import TrainConfig, dump_config
 
-from .experiment import Experiment
-from .experiment import load_experiment as _load_experiment
+from sweeps.experiment import Experiment
+from sweeps.experiment import load_experiment as _load_experiment
 
 __all__ = ["Experiment", "load_experiment", "rank_trials", "best_trials", "export_best", "export_paths", "BY"]
 
@@ -76,7 +76,7 @@ def rank_trials(trials: list[dict], by: str = "score") -> list[dict]:
                                        str(r["trial_id"])))
 
 
-def _no_finished_trial(exp: Experiment) -> FerError:
+def no_finished_trial(exp: Experiment) -> FerError:
     counts: dict[str, int] = {}
     for r in exp.trials:
         counts[r.get("outcome") or "?"] = counts.get(r.get("outcome") or "?", 0) + 1
@@ -97,7 +97,7 @@ def best_trials(exp: Experiment, by: str = "score", top: int = 1) -> list[dict]:
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
         raise FerError(f"--top: must be an integer >= 1; got {top!r}")
     if by == "confirmed":
-        from sweeps.confirm import read_confirm, summarize
+        from experiment_store import read_confirm, summarize
 
         ranking = summarize(read_confirm(exp.store))
         if not ranking:
@@ -107,7 +107,7 @@ def best_trials(exp: Experiment, by: str = "score", top: int = 1) -> list[dict]:
                  "confirmed": r} for i, r in enumerate(ranking[:top])]
     ranked = rank_trials(exp.trials, by)
     if not ranked:
-        raise _no_finished_trial(exp)
+        raise no_finished_trial(exp)
     return [{"row": row, "rank": i + 1, "candidates": len(ranked), "value": row[by], "confirmed": None}
             for i, row in enumerate(ranked[:top])]
 
@@ -124,7 +124,8 @@ def export_paths(out: str | Path, k: int) -> list[Path]:
 
 def _targets(out: str | Path, k: int) -> list:
     """Where the K files go: local paths (``export_paths``), or ``Location``s next to a storage URI."""
-    from fer_core.storage import is_uri, locate
+    from fer_core.safepaths import is_uri
+    from fer_core.storage import locate
 
     if not is_uri(out):
         return export_paths(out, k)
@@ -236,7 +237,7 @@ def run_export(args) -> int:
     if len(written) < args.top:
         print(f"only {len(written)} {'confirmed configurations' if args.by == 'confirmed' else 'completed trials'} "
               f"to rank; wrote {len(written)} file(s), not {args.top}", file=sys.stderr)
-    from fer_core.train.retrain import default_out
+    from release.retrain import default_out
 
     first = written[0]["path"]
     first = first.uri if hasattr(first, "fs") else first

@@ -3,7 +3,7 @@
 The files are read through ``experiment_store`` (a local folder or any storage URI). A finished
 sweep (``sweeps/regularization.py``) leaves ``trials.parquet``, ``epochs.parquet`` and ``sweep.json``
 in ``<storage>/<name>/``. While it runs the tables do not exist yet; then the trials are read from
-Tune's own files instead (``dashboards.live``), and trials without a final result are ``running``. The data set's ``manifest.json`` (at ``sweep.json``'s ``data.uri``) adds class counts
+Tune's own files instead (``sweeps.live``), and trials without a final result are ``running``. The data set's ``manifest.json`` (at ``sweep.json``'s ``data.uri``) adds class counts
 per split and the quality summary when it is readable; a dashboard never fails for lack of it.
 
     >>> exp = load_experiment("runs/sweeps/reg1")

@@ -22,7 +22,7 @@ Launch::
 
     fer confirm runs/sweeps/reg1 --top 3 --seeds 3
     RAY_AUTH_MODE=token ray job submit --address http://HEAD:8265 --working-dir . -- \\
-        python sweeps/confirm.py runs/sweeps/reg1 --top 3 --seeds 3
+        python -m fer_cli confirm runs/sweeps/reg1 --top 3 --seeds 3
 
 W&B: one run per (configuration, seed), job type ``confirm``, grouped by the experiment's name like
 its trials (config, per-epoch metrics, the run's score as summary); offline by default, files under
@@ -43,22 +43,17 @@ import argparse
 import math
 import os
 import shlex
-import statistics
-import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):        # run as a script (python sweeps/confirm.py, ray job submit)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fer_core.errors import FerError  # noqa: E402
-from fer_core.progress import say  # noqa: E402
+from experiment_store import CONFIRM_COLUMNS as COLUMNS, confirm_table, read_confirm, summarize
+from fer_core.errors import FerError
+from fer_core.progress import say
 
 __all__ = ["confirm", "confirm_seeds", "summarize", "read_confirm", "add_arguments", "SEED_OFFSET"]
 
 #: Confirmation seeds are ``sweep seed + SEED_OFFSET + i``.
 SEED_OFFSET = 1000
-COLUMNS = ("trial_id", "seed", "score", "peak", "peak_epoch", "final", "epochs", "status", "time_s", "error")
 
 
 def confirm_seeds(sweep_seed: int, n: int) -> list[int]:
@@ -99,51 +94,6 @@ def train_seed(trial_id: str, seed: int, config: dict, data, score_window: int, 
     return row
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """The ranking: one entry per trial_id (mean, std, min, max of its scores, n, failed), best first.
-
-    Configurations without failed runs come first; within each group, by mean score, then trial id.
-    """
-    by_trial: dict[str, list[dict]] = {}
-    for r in rows:
-        by_trial.setdefault(r["trial_id"], []).append(r)
-    out = []
-    for trial_id, runs in by_trial.items():
-        scores = [r["score"] for r in runs if isinstance(r.get("score"), (int, float)) and math.isfinite(r["score"])]
-        out.append({"trial_id": trial_id, "n": len(scores), "failed": len(runs) - len(scores),
-                    "mean": statistics.fmean(scores) if scores else None,
-                    "std": statistics.stdev(scores) if len(scores) > 1 else None,
-                    "min": min(scores) if scores else None, "max": max(scores) if scores else None,
-                    "seeds": sorted(int(r["seed"]) for r in runs)})
-    scored = [s for s in out if s["mean"] is not None]
-    return sorted(scored, key=lambda s: (s["failed"] > 0, -s["mean"], s["trial_id"]))
-
-
-def read_confirm(store, *, required: bool = True) -> list[dict] | None:
-    """The rows of an experiment's ``confirm.parquet`` (``store``: an ``ExperimentStore`` or its URI).
-
-    When ``fer confirm`` has not run: a clear error, or None with ``required=False``.
-    """
-    from experiment_store import CONFIRM_TABLE, ExperimentStore
-
-    store = store if isinstance(store, ExperimentStore) else ExperimentStore(str(store))
-    rows = store.read_rows(CONFIRM_TABLE)
-    if rows is None and required:
-        raise FerError(f"{store.file(CONFIRM_TABLE)} is missing: --by confirmed ranks the configurations re-trained "
-                       f"with fresh seeds; run 'fer confirm {store} --top 3 --seeds 3' first")
-    return rows
-
-
-def _table(rows: list[dict]):
-    import pyarrow as pa
-
-    schema = pa.schema([("trial_id", pa.string()), ("seed", pa.int64()), ("score", pa.float64()),
-                        ("peak", pa.float64()), ("peak_epoch", pa.int64()), ("final", pa.float64()),
-                        ("epochs", pa.int64()), ("status", pa.string()), ("time_s", pa.float64()),
-                        ("error", pa.string())])
-    return pa.Table.from_pylist([{k: r.get(k) for k in COLUMNS} for r in rows], schema=schema)
-
-
 def format_ranking(ranking: list[dict], sweep_scores: dict[str, float | None]) -> str:
     head = ["rank", "trial", "mean", "std", "min", "max", "n", "failed", "sweep score"]
     table = [head]
@@ -165,7 +115,7 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
             gpus_per_task: float | None = None, command: str | None = None, wandb_mode: str = "auto",
             wandb_project: str | None = None) -> dict:
     """Re-train the top ``top`` completed trials of ``exp_dir`` with ``seeds`` fresh seeds each; see the module doc."""
-    from dashboards.export import load_experiment, rank_trials
+    from release.export import load_experiment, rank_trials
     from fer_core.safepaths import check_writable
     from sweeps.wandb_logging import DEFAULT_PROJECT, JOB_CONFIRM, RunLogger, prepare_environment, resolve_mode
 
@@ -179,8 +129,8 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
         check_writable(exp.store.location.path, flag="EXPERIMENT_DIR")
     ranked = rank_trials(exp.trials, "score")
     if not ranked:
-        from dashboards.export import _no_finished_trial
-        raise _no_finished_trial(exp)
+        from release.export import no_finished_trial
+        raise no_finished_trial(exp)
     picked = ranked[:top]
     if len(picked) < top:
         say(f"only {len(picked)} completed trial(s) in {exp.name}; confirming {len(picked)}, not {top}")
@@ -288,7 +238,7 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
                   if where else None),
         "ranking": ranking,
     }
-    exp.store.write_confirm(_table(rows), meta)
+    exp.store.write_confirm(confirm_table(rows), meta)
     print(f"{exp.name}: top {len(configs)} configuration(s) re-trained with seeds {', '.join(map(str, seed_list))}, "
           "ranked by mean score:")
     print(format_ranking(ranking, sweep_scores))
@@ -298,7 +248,7 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of ``fer confirm`` and ``python sweeps/confirm.py`` (one definition for both)."""
+    """The arguments of ``fer confirm`` and ``python -m fer_cli confirm``."""
     p.add_argument("experiment", metavar="EXPERIMENT_DIR", help="a finished sweep's folder (<storage>/<name>)")
     p.add_argument("--top", type=int, default=3, help="configurations to confirm: the best K completed trials by score (default: 3)")
     p.add_argument("--seeds", type=int, default=3,
@@ -320,26 +270,3 @@ def run_confirm(args, command: str | None = None) -> int:
             num_cpus=args.num_cpus, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
             command=command, wandb_mode=args.wandb_mode, wandb_project=args.wandb_project)
     return 0
-
-
-def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sweeps/confirm.py",
-                                description="Re-train a sweep's top configurations with fresh seeds on Ray.")
-    add_arguments(p)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = get_parser().parse_args(argv)
-    from fer_core.cli import run_reporting_errors
-
-    return run_reporting_errors(
-        "confirm.py", lambda: run_confirm(args, "python sweeps/confirm.py " + " ".join(shlex.quote(a) for a in argv)),
-        interrupted="nothing was written")
-
-
-if __name__ == "__main__":
-    # Run through the package module, so Ray pickles train_seed by reference (sweeps.confirm.train_seed).
-    from sweeps.confirm import main as _main
-    sys.exit(_main())

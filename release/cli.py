@@ -4,7 +4,7 @@
     fer retrain best.yaml [--on train|train+val] [--out RUN_DIR] [--epochs N] [--weights final|best]
     fer confirm runs/sweeps/reg1 --top 3 --seeds 3 [--concurrency C] [--address ...]
 
-The work is in ``dashboards.export``, ``fer_core.train.retrain`` and ``sweeps.confirm``; retrain and
+The work is in ``release.export``, ``release.retrain`` and ``release.confirm``; retrain and
 confirm log W&B runs (job types ``retrain`` and ``confirm``) through ``sweeps.wandb_logging``.
 """
 
@@ -77,7 +77,7 @@ def _run_retrain(args) -> int:
     from fer_core.progress import say
     from fer_core.train.checkpoint import BEST_FILE
     from fer_core.train.config import load_config
-    from fer_core.train.retrain import MODEL_FILES, default_out, read_provenance, retrain
+    from release.retrain import MODEL_FILES, default_out, read_provenance, retrain
     from sweeps.wandb_logging import JOB_RETRAIN, RunLogger, epoch_metrics, prepare_environment, resolve_mode
 
     if args.epochs is not None and args.epochs < 1:
@@ -146,20 +146,20 @@ def _redacted(uri: str) -> str:
 
 
 def _confirm_parser(sub) -> None:
-    from sweeps.confirm import SEED_OFFSET, add_arguments
+    from release.confirm import SEED_OFFSET, add_arguments
 
     p = sub.add_parser(
         "confirm", help="re-train a sweep's top configurations with fresh seeds on Ray, rank by mean score",
         description="Re-train the top K completed trials of a sweep with N fresh seeds each (sweep seed + "
                     f"{SEED_OFFSET} + i), as parallel Ray tasks, and rank them by mean score with std, min and max. "
                     "Writes confirm.parquet and confirm.json into the experiment folder; then "
-                    "'fer export-best --by confirmed'. Also runs as a Ray job: python sweeps/confirm.py ...")
+                    "'fer export-best --by confirmed'. Also runs as a Ray job: python -m fer_cli confirm ...")
     add_arguments(p)
     p.set_defaults(func=_run_confirm)
 
 
 def _run_confirm(args) -> int:
-    from sweeps.confirm import run_confirm
+    from release.confirm import run_confirm
 
     command = [f"fer confirm {shlex.quote(args.experiment)} --top {args.top} --seeds {args.seeds}"]
     for flag in ("concurrency", "address", "num_cpus", "cpus_per_task", "gpus_per_task"):
