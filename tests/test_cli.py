@@ -43,3 +43,23 @@ def test_every_flag_has_help():
                 assert action.help, f"{p.prog}: {action.dest} has no help"
                 seen += 1
     assert seen > 25
+
+
+def test_help_imports_neither_torch_nor_ray():
+    """``fer --help`` and every ``fer <cmd> --help`` answer without importing torch or Ray (lazy imports):
+    what made ``fer --help`` take 12-17 s."""
+    code = ("import sys\nfrom fer_cli.main import get_parser\nparser = get_parser()\n"
+            "for argv in (['--help'], ['sweep', '--help'], ['train', '--help'], ['data', 'ingest', '--help'],\n"
+            "             ['dashboard', 'build', '--help'], ['export-best', '--help'], ['confirm', '--help'],\n"
+            "             ['retrain', '--help']):\n"
+            "    try:\n        parser.parse_args(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'ray', 'optuna', 'wandb') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_fer_sweep_is_the_sweep_script(capsys):
+    """``fer sweep`` takes the script's arguments and errors (one line, before Ray starts)."""
+    assert main(["sweep", "--resume"]) == 2
+    assert "fer: error: --resume needs --name" in capsys.readouterr().err

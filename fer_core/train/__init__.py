@@ -11,9 +11,27 @@ and per-step schedules with warmup), ``metrics`` (confusion matrix, macro-F1, re
 model ladder).
 """
 
-from .config import ConfigError, TrainConfig, config_from_preset, dump_config, load_config, resolve_config
-from .data import TrainData, load_train_data
-from .trainer import EPOCH_METRICS, TrainResult, load_checkpoint, train
+import importlib
+
+# Lazy (PEP 562): ``import fer_core.train.cli`` (what ``fer --help`` needs) must not import torch.
+_EXPORTS = {
+    "config": ("ConfigError", "TrainConfig", "config_from_preset", "dump_config", "load_config", "resolve_config"),
+    "data": ("TrainData", "load_train_data"),
+    "trainer": ("EPOCH_METRICS", "TrainResult", "load_checkpoint", "train"),
+}
+_OWNER = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = ["TrainConfig", "ConfigError", "load_config", "resolve_config", "config_from_preset", "dump_config",
            "TrainData", "load_train_data", "train", "TrainResult", "load_checkpoint", "EPOCH_METRICS"]
+
+
+def __getattr__(name: str):
+    if name not in _OWNER:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_OWNER[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
