@@ -20,6 +20,7 @@ def add_parsers(sub) -> None:
     _export_parser(sub)
     _retrain_parser(sub)
     _confirm_parser(sub)
+    _predict_parser(sub)
 
 
 def _export_parser(sub) -> None:
@@ -169,3 +170,34 @@ def _run_confirm(args) -> int:
         if getattr(args, flag) != default:
             command.append(f"--{flag.replace('_', '-')} {shlex.quote(str(getattr(args, flag)))}")
     return run_confirm(args, " ".join(command))
+
+
+def _predict_parser(sub) -> None:
+    p = sub.add_parser(
+        "predict", help="classify image files with a model 'fer retrain' exported (ONNX)",
+        description="Classify image files (any size and mode; folders expand to the images inside) with the "
+                    "model.onnx that 'fer retrain' wrote: prepared as 'fer data ingest' prepares images, run by "
+                    "ONNX Runtime; prints each file's label, its probability and the next likely classes.")
+    p.add_argument("model", metavar="MODEL", help="model.onnx, or the model folder of 'fer retrain --out'")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files or folders of them")
+    p.add_argument("--out", default=None, help="also write the class probabilities to a .csv or .json file")
+    p.add_argument("--top", type=int, default=3, help="classes shown per image (default: 3)")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args) -> int:
+    import sys
+
+    from .predict import format_predictions, predict, write_predictions
+
+    if args.top < 1:
+        raise FerError(f"--top: must be >= 1; got {args.top}")
+    rows, failures, info = predict(args.model, args.images)
+    for file, reason in failures:
+        print(f"fer predict: skipped {file}: {reason}", file=sys.stderr)
+    if rows:
+        print(format_predictions(rows, top=args.top))
+    if args.out:
+        path = write_predictions(args.out, rows, info["classes"])
+        print(f"wrote {path} ({len(rows)} images)")
+    return 0 if rows else 2
