@@ -24,6 +24,12 @@ of a uniform guess), or above ln(K) and ``diverge_factor`` x its best epoch so f
 Reproducibility: the permutation, the augmentation and dropout are seeded from ``(seed, epoch)``, so
 an epoch computes the same thing whether it follows the previous one in-process or a resume from
 that epoch's checkpoint (``resume=``): on CPU a resumed run matches an uninterrupted one exactly.
+
+Structure: ``train`` is a short procedure over two objects - ``_Run`` (what is set up once: config, data,
+device, splits, losses) and ``TrainState`` (what changes: model, optimizer, schedule, epoch, history,
+best-so-far and early stopping; what a checkpoint keeps) - and one function per step: ``_setup``,
+``_resume``, ``_prepare_run_dir``, then per epoch ``_train_epoch``, ``_divergence``, ``_validate``,
+``_record_epoch``, ``_early_stop``, ``_save_and_report``, and ``_finish``.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -48,7 +54,7 @@ from .data import DeviceSplit, TrainData, load_train_data
 from .metrics import ConfusionAccumulator, classification_metrics
 from .optim import LRSchedule, create_optimizer
 
-__all__ = ["train", "TrainResult", "build_model", "build_loss", "resolve_device", "EPOCH_METRICS",
+__all__ = ["train", "TrainResult", "TrainState", "build_model", "build_loss", "resolve_device", "EPOCH_METRICS",
            "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "load_checkpoint", "add_l2_grad_", "l2_penalty",
            "divergence_reason"]
 
@@ -173,6 +179,49 @@ def _monitor_mode(name: str) -> float:
 # Checkpoints
 # ----------------------------------------------------------------------------------------------
 
+@dataclass
+class TrainState:
+    """What changes while a run trains: what a checkpoint keeps for an exact resume.
+
+    ``epoch`` counts the epochs done (so the next one to train is ``epoch``, 0-based) and ``history`` holds
+    their metrics; ``best_val_acc`` / ``best_epoch`` are the best val accuracy so far; ``es_best``,
+    ``es_wait`` and ``es_state`` are the early stopping's best monitored value (sign-adjusted: larger is
+    better), its epochs without improvement and the weights (on CPU) at that best. No RNG state is kept:
+    every epoch seeds its own generators from ``(seed, epoch)``.
+
+    The checkpoint's payload is ``checkpoint.py``'s: ``state_dict()`` gives ``save_checkpoint`` its share
+    of it and ``load_state_dict`` reads it back from ``load_checkpoint``'s dict.
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_val_acc: float = -math.inf
+    best_epoch: int = 0
+    es_best: float | None = None
+    es_wait: int = 0
+    es_state: dict | None = None
+
+    def state_dict(self) -> dict:
+        """This state as ``save_checkpoint``'s keyword arguments (the model, optimizer and schedule as
+        objects: ``save_checkpoint`` takes their state dicts as it writes)."""
+        return {"epoch": self.epoch, "model": self.model, "optimizer": self.optimizer, "schedule": self.schedule,
+                "history": self.history, "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
+                "es_best": self.es_best, "es_wait": self.es_wait, "es_state": self.es_state}
+
+    def load_state_dict(self, payload: dict) -> None:
+        """Continue from a checkpoint's payload (``load_checkpoint``'s dict)."""
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.schedule.load_state_dict(payload["schedule"])
+        self.history = list(payload["history"])
+        self.best_val_acc, self.best_epoch = payload["best_val_acc"], payload["best_epoch"]
+        self.es_best, self.es_wait, self.es_state = payload["es_best"], payload["es_wait"], payload["es_state"]
+        self.epoch = payload["epoch"]
+
+
 def _check_resume(state: dict, cfg: TrainConfig, data: TrainData, path) -> None:
     if state["data_version"] != data.version:
         raise FerError(f"{path}: checkpoint was trained on data version {state['data_version']}, "
@@ -244,6 +293,40 @@ def _evaluate_split(model, split: DeviceSplit, loss_fn, num_classes: int, batch_
     return float(loss_sum) / max(split.n, 1), conf.compute()
 
 
+@dataclass
+class _Run:
+    """What a run sets up once and reads every epoch; ``run_path`` / ``ckpt_dir``: where it writes (None:
+    nothing kept / no checkpoints)."""
+
+    cfg: TrainConfig
+    data: TrainData
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    loss_fn: torch.nn.Module
+    eval_loss_fn: torch.nn.Module
+    augment: Callable
+    train_split: DeviceSplit
+    val_split: DeviceSplit
+    n_used: int                         # training images per epoch (see _setup)
+    l2_params: list[torch.Tensor]
+    sample_weights: torch.Tensor | None
+    run_path: Path | None = None
+    ckpt_dir: Path | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+
+class _EpochTrain(NamedTuple):
+    """An epoch's training pass: mean loss and accuracy, its start (``time.perf_counter()``) and duration."""
+
+    loss: float
+    acc: float
+    started: float
+    seconds: float
+
+
 def train(config: TrainConfig, data: TrainData | None = None, report: Report | None = None, *,
           run_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
           progress: bool | None = None) -> TrainResult:
@@ -261,27 +344,59 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
             keys such as ``device`` excepted) and so must the data version.
         progress: show a progress bar (None: when stderr is a terminal).
     """
-    cfg = config.check()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    run, state = _setup(config, data)
+    _resume(run, state, resume)
+    _prepare_run_dir(run, run_dir, resume, report)
+    cfg = run.cfg
+    status, message = "completed", f"trained {cfg.epochs} epochs"
+    bar = progress_mod.bar(total=cfg.epochs, desc=f"train {cfg.model}", unit="epoch", progress=progress)
+    bar.update(state.epoch)
+    try:
+        for epoch in range(state.epoch, cfg.epochs):
+            trained = _train_epoch(run, state, epoch)
+            reason = _divergence(run, state, epoch, trained.loss)
+            if reason is not None:
+                status, message = "diverged", reason
+                break
+            metrics = _record_epoch(run, state, epoch, trained, _validate(run, state, epoch))
+            stop_early = _early_stop(run, state, metrics)
+            _save_and_report(run, state, metrics, stop_early, report, bar)
+            if stop_early:
+                status, message = "early_stopped", _restore_best(run, state)
+                break
+    finally:
+        bar.close()
+    return _finish(run, state, status, message)
+
+
+# --- setup ------------------------------------------------------------------------------------
+
+def _load_data(cfg: TrainConfig, data: TrainData | None) -> TrainData:
+    """``data`` (or ``cfg.data`` loaded), of the config's data version, with train and val splits."""
     if data is None:
         data = load_train_data(cfg.data, expected_version=cfg.data_version, splits=("train", "val"))
     elif cfg.data_version is not None and data.version != cfg.data_version:
         raise FerError(f"data set {data.uri} is version {data.version}, config asks for {cfg.data_version}")
     data.require("train")
     data.require("val")
+    return data
+
+
+def _setup(config: TrainConfig, data: TrainData | None) -> tuple[_Run, TrainState]:
+    """Check the config, load the data, build the model (seeded), losses, splits, optimizer and schedule."""
+    cfg = config.check()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    data = _load_data(cfg, data)
     device = resolve_device(cfg.device)
     amp_dtype = _precision(cfg, device)
     if amp_dtype is torch.bfloat16 and device.type == "cpu" and cfg.precision == "auto":
         amp_dtype = None
     num_classes = data.num_classes
-    in_chans = data.image_shape[2]
-
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, num_classes, in_chans).to(device)
+    model = build_model(cfg, num_classes, data.image_shape[2]).to(device)
     model = model.to(memory_format=torch.channels_last)
-    train_counts = data.counts("train")
-    loss_fn = build_loss(cfg, num_classes, train_counts).to(device)
+    loss_fn = build_loss(cfg, num_classes, data.counts("train")).to(device)
     eval_loss_fn = build_loss(cfg.replace(class_weight="none"), num_classes, None).to(device)
     augment = create_augment(cfg.augment)
     train_split = DeviceSplit(data.x("train"), data.y("train"), device)
@@ -289,7 +404,19 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
     # A last batch of one image cannot be batch-normalized in training mode: it is left out (the
     # permutation changes every epoch, so no image is left out for good).
     n_used = train_split.n - 1 if train_split.n % cfg.batch_size == 1 and train_split.n > 1 else train_split.n
-    steps_per_epoch = math.ceil(n_used / cfg.batch_size)
+    optimizer, schedule = _build_optimizer(cfg, model, steps_per_epoch=math.ceil(n_used / cfg.batch_size))
+    l2_params = model.l2_parameters(cfg.l2_scope) if cfg.l2 > 0 else []
+    sample_weights = None
+    if cfg.sampler == "weighted":
+        from ..losses import weighted_sampler_weights
+        sample_weights = weighted_sampler_weights(data.y("train"), num_classes).to(train_split.index_device)
+    run = _Run(cfg, data, device, amp_dtype, loss_fn, eval_loss_fn, augment, train_split, val_split, n_used,
+               l2_params, sample_weights)
+    return run, TrainState(model, optimizer, schedule)
+
+
+def _build_optimizer(cfg: TrainConfig, model: torch.nn.Module, *,
+                     steps_per_epoch: int) -> tuple[torch.optim.Optimizer, LRSchedule]:
     try:
         optimizer = create_optimizer(model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                      momentum=cfg.momentum, nesterov=cfg.momentum > 0)
@@ -301,155 +428,175 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
                               plateau_min_lr=cfg.plateau_min_lr, plateau_monitor=cfg.plateau_monitor)
     except ValueError as exc:
         raise FerError(f"optimizer/lr_schedule: {exc}") from None
-    l2_params = model.l2_parameters(cfg.l2_scope) if cfg.l2 > 0 else []
-    sample_weights = None
-    if cfg.sampler == "weighted":
-        from ..losses import weighted_sampler_weights
-        sample_weights = weighted_sampler_weights(data.y("train"), num_classes).to(train_split.index_device)
+    return optimizer, schedule
 
-    history: list[dict] = []
-    best_val_acc, best_epoch = -math.inf, 0
-    es_best, es_wait, es_state = None, 0, None
-    start_epoch = 0
+
+def _resume(run: _Run, state: TrainState, resume: str | os.PathLike | None) -> None:
+    """Continue ``state`` from the checkpoint ``resume`` (when given) once it is checked to fit the run."""
     if resume is not None:
-        state = load_checkpoint(resume)
-        _check_resume(state, cfg, data, resume)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        history = list(state["history"])
-        best_val_acc, best_epoch = state["best_val_acc"], state["best_epoch"]
-        es_best, es_wait, es_state = state["es_best"], state["es_wait"], state["es_state"]
-        start_epoch = state["epoch"]
+        payload = load_checkpoint(resume)
+        _check_resume(payload, run.cfg, run.data, resume)
+        state.load_state_dict(payload)
 
-    run_path = Path(run_dir) if run_dir is not None else None
-    ckpt_dir = None
-    if run_path is not None:
-        run_path.mkdir(parents=True, exist_ok=True)
-        write_text(run_path / "config.yaml", dump_config(cfg))
-        ckpt_dir = run_path / "checkpoint"
+
+def _prepare_run_dir(run: _Run, run_dir: str | os.PathLike | None, resume, report: Report | None) -> None:
+    """Create the run folder with its ``config.yaml`` (a new run starts a new ``metrics.jsonl``) and pick the
+    checkpoint folder: the run's ``checkpoint/``, a temp folder when only ``report`` wants them, or none."""
+    if run_dir is not None:
+        run.run_path = Path(run_dir)
+        run.run_path.mkdir(parents=True, exist_ok=True)
+        write_text(run.run_path / "config.yaml", dump_config(run.cfg))
+        run.ckpt_dir = run.run_path / "checkpoint"
         if resume is None:
-            (run_path / "metrics.jsonl").unlink(missing_ok=True)
-    elif report is not None and cfg.checkpoint_every:
+            (run.run_path / "metrics.jsonl").unlink(missing_ok=True)
+    elif report is not None and run.cfg.checkpoint_every:
         import tempfile
-        ckpt_dir = Path(tempfile.mkdtemp(prefix="fer-ckpt-"))
+        run.ckpt_dir = Path(tempfile.mkdtemp(prefix="fer-ckpt-"))
 
-    status, message = "completed", f"trained {cfg.epochs} epochs"
-    bar = progress_mod.bar(total=cfg.epochs, desc=f"train {cfg.model}", unit="epoch", progress=progress)
-    bar.update(start_epoch)
+
+# --- one epoch --------------------------------------------------------------------------------
+
+def _train_epoch(run: _Run, state: TrainState, epoch: int) -> _EpochTrain:
+    """Train ``state.model`` for one epoch (0-based ``epoch``; dropout, order and augmentation seeded from it)."""
+    started = time.perf_counter()
+    cfg, model, device, split = run.cfg, state.model, run.device, run.train_split
+    model.train()
+    torch.manual_seed(_epoch_seed(cfg.seed, epoch, 1))          # dropout
+    gen = torch.Generator(device=split.index_device).manual_seed(_epoch_seed(cfg.seed, epoch, 2))
+    aug_gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch, 3))
+    if run.sample_weights is not None:
+        order = torch.multinomial(run.sample_weights, split.n, replacement=True, generator=gen)
+    else:
+        order = torch.randperm(split.n, generator=gen, device=split.index_device)
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    for start in range(0, run.n_used, cfg.batch_size):
+        xb, yb = split.batch(order[start:start + cfg.batch_size])
+        xb = run.augment(xb.to(torch.float32, memory_format=torch.channels_last).div_(255.0), generator=aug_gen)
+        with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
+            logits = model(xb)
+        logits = logits.float()
+        loss = run.loss_fn(logits, yb)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if run.l2_params:
+            add_l2_grad_(run.l2_params, cfg.l2)
+        state.optimizer.step()
+        state.schedule.step_batch()
+        loss_sum += loss.detach().double() * len(yb)
+        correct += (logits.detach().argmax(1) == yb).sum()
+    return _EpochTrain(float(loss_sum) / run.n_used, int(correct) / run.n_used, started,
+                       time.perf_counter() - started)
+
+
+def _divergence(run: _Run, state: TrainState, epoch: int, train_loss: float) -> str | None:
+    """The message ending the run when epoch ``epoch``'s training loss shows it diverged, else None."""
+    if not math.isfinite(train_loss):
+        return (f"training loss became {train_loss} in epoch {epoch + 1} (lr {state.schedule.lr:.3g}); "
+                "lower lr, add warmup, or check the data")
+    reason = divergence_reason([h["train_loss"] for h in state.history] + [train_loss], run.num_classes,
+                               run.cfg.diverge_factor, run.cfg.diverge_patience)
+    if reason is not None:
+        return f"{reason} (lr {state.schedule.lr:.3g}); lower lr, add warmup, or check the data"
+    return None
+
+
+def _validate(run: _Run, state: TrainState, epoch: int) -> tuple[float, torch.Tensor, dict]:
+    """Val loss, confusion matrix and ``classification_metrics``; a new best val accuracy is kept (and
+    written to ``best.pt`` when the run keeps files)."""
+    val_loss, cm = _evaluate_split(state.model, run.val_split, run.eval_loss_fn, run.num_classes,
+                                   run.cfg.eval_batch_size, run.amp_dtype, run.device)
+    cls_metrics = classification_metrics(cm, run.data.classes)
+    val_acc = cls_metrics["accuracy"]
+    if val_acc > state.best_val_acc:
+        state.best_val_acc, state.best_epoch = val_acc, epoch + 1
+        if run.run_path is not None:
+            save_weights(run.run_path / BEST_FILE, state.model, epoch=epoch + 1, val_acc=val_acc,
+                         config=run.cfg.to_dict(), data_version=run.data.version, classes=run.data.classes)
+    return val_loss, cm, cls_metrics
+
+
+def _record_epoch(run: _Run, state: TrainState, epoch: int, trained: _EpochTrain,
+                  val: tuple[float, torch.Tensor, dict]) -> dict:
+    """The epoch's metrics (``status`` is set later), appended to the history; the epoch counts as done
+    and the schedule takes its end-of-epoch step."""
+    val_loss, cm, cls_metrics = val
+    val_acc = cls_metrics["accuracy"]
+    metrics = {
+        "epoch": epoch + 1, "train_loss": trained.loss, "train_acc": trained.acc, "val_loss": val_loss,
+        "val_acc": val_acc, "val_macro_f1": cls_metrics["macro_f1"], "best_val_acc": state.best_val_acc,
+        "best_epoch": state.best_epoch, "drop_from_peak": state.best_val_acc - val_acc,
+        "train_val_gap": trained.acc - val_acc, "lr": state.schedule.lr,
+        "l2_penalty": l2_penalty(run.l2_params, run.cfg.l2),
+        "images_per_s": run.n_used / trained.seconds,
+        "epoch_time_s": time.perf_counter() - trained.started,
+        **{f"val_recall_{c}": r for c, r in cls_metrics["recall"].items()},
+        "val_confusion": cm.tolist(),
+    }
+    state.history.append(metrics)
+    state.epoch = epoch + 1
     try:
-        for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.perf_counter()
-            # --- train one epoch -------------------------------------------------------------
-            model.train()
-            torch.manual_seed(_epoch_seed(cfg.seed, epoch, 1))          # dropout
-            gen = torch.Generator(device=train_split.index_device).manual_seed(_epoch_seed(cfg.seed, epoch, 2))
-            aug_gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch, 3))
-            if sample_weights is not None:
-                order = torch.multinomial(sample_weights, train_split.n, replacement=True, generator=gen)
-            else:
-                order = torch.randperm(train_split.n, generator=gen, device=train_split.index_device)
-            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-            correct = torch.zeros((), device=device, dtype=torch.int64)
-            for start in range(0, n_used, cfg.batch_size):
-                xb, yb = train_split.batch(order[start:start + cfg.batch_size])
-                xb = augment(xb.to(torch.float32, memory_format=torch.channels_last).div_(255.0), generator=aug_gen)
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    logits = model(xb)
-                logits = logits.float()
-                loss = loss_fn(logits, yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if l2_params:
-                    add_l2_grad_(l2_params, cfg.l2)
-                optimizer.step()
-                schedule.step_batch()
-                loss_sum += loss.detach().double() * len(yb)
-                correct += (logits.detach().argmax(1) == yb).sum()
-            train_loss = float(loss_sum) / n_used
-            train_acc = int(correct) / n_used
-            train_time = time.perf_counter() - t0
-            if not math.isfinite(train_loss):
-                status = "diverged"
-                message = (f"training loss became {train_loss} in epoch {epoch + 1} (lr {schedule.lr:.3g}); "
-                           "lower lr, add warmup, or check the data")
-                break
-            reason = divergence_reason([h["train_loss"] for h in history] + [train_loss], num_classes,
-                                       cfg.diverge_factor, cfg.diverge_patience)
-            if reason is not None:
-                status = "diverged"
-                message = f"{reason} (lr {schedule.lr:.3g}); lower lr, add warmup, or check the data"
-                break
-            # --- validate --------------------------------------------------------------------
-            val_loss, cm = _evaluate_split(model, val_split, eval_loss_fn, num_classes, cfg.eval_batch_size,
-                                           amp_dtype, device)
-            cls_metrics = classification_metrics(cm, data.classes)
-            val_acc = cls_metrics["accuracy"]
-            if val_acc > best_val_acc:
-                best_val_acc, best_epoch = val_acc, epoch + 1
-                if run_path is not None:
-                    save_weights(run_path / BEST_FILE, model, epoch=epoch + 1, val_acc=val_acc, config=cfg.to_dict(),
-                                 data_version=data.version, classes=data.classes)
-            lr_used = schedule.lr
-            metrics = {
-                "epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                "val_acc": val_acc, "val_macro_f1": cls_metrics["macro_f1"], "best_val_acc": best_val_acc,
-                "best_epoch": best_epoch, "drop_from_peak": best_val_acc - val_acc,
-                "train_val_gap": train_acc - val_acc, "lr": lr_used,
-                "l2_penalty": l2_penalty(l2_params, cfg.l2),
-                "images_per_s": n_used / train_time,
-                "epoch_time_s": time.perf_counter() - t0,
-                **{f"val_recall_{c}": r for c, r in cls_metrics["recall"].items()},
-                "val_confusion": cm.tolist(),
-            }
-            history.append(metrics)
-            try:
-                schedule.step_epoch(metrics)
-            except ValueError as exc:
-                raise FerError(f"lr_schedule={cfg.lr_schedule}: {exc}") from None
-            # --- early stopping (Keras EarlyStopping with restore_best_weights) ---------------
-            stop_early = False
-            if cfg.early_stopping_monitor is not None:
-                if cfg.early_stopping_monitor not in metrics:
-                    raise FerError(f"early_stopping_monitor: no metric {cfg.early_stopping_monitor!r}; "
-                                   f"metrics: {', '.join(EPOCH_METRICS)}")
-                value = metrics[cfg.early_stopping_monitor] * _monitor_mode(cfg.early_stopping_monitor)
-                if es_best is None or value > es_best:
-                    es_best, es_wait = value, 0
-                    es_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                else:
-                    es_wait += 1
-                    stop_early = es_wait >= cfg.early_stopping_patience
-            # --- checkpoint and report ---------------------------------------------------------
-            last = stop_early or epoch + 1 == cfg.epochs
-            metrics["status"] = "early_stopped" if stop_early else ("completed" if last else "running")
-            ckpt_path = None
-            if ckpt_dir is not None and cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0 or last):
-                save_checkpoint(ckpt_dir, epoch=epoch + 1, model=model, optimizer=optimizer, schedule=schedule,
-                                config=cfg.to_dict(), data_version=data.version, classes=data.classes,
-                                history=history, best_val_acc=best_val_acc, best_epoch=best_epoch,
-                                es_best=es_best, es_wait=es_wait, es_state=es_state)
-                ckpt_path = str(ckpt_dir)
-            if run_path is not None:
-                with open(run_path / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                    fh.write(dumps(metrics) + "\n")
-            bar.update(1)
-            bar.set_postfix(val_acc=f"{val_acc:.3f}", best=f"{best_val_acc:.3f}@{best_epoch}", refresh=False)
-            if report is not None:
-                report(dict(metrics), ckpt_path)
-            if stop_early:
-                status = "early_stopped"
-                message = (f"{cfg.early_stopping_monitor} did not improve for {cfg.early_stopping_patience} "
-                           f"epochs; stopped after epoch {epoch + 1}, best weights restored")
-                if es_state is not None:
-                    model.load_state_dict(es_state)
-                break
-    finally:
-        bar.close()
+        state.schedule.step_epoch(metrics)
+    except ValueError as exc:
+        raise FerError(f"lr_schedule={run.cfg.lr_schedule}: {exc}") from None
+    return metrics
 
-    result = TrainResult(status=status, message=message, history=history,
-                         best_val_acc=best_val_acc if history else float("nan"), best_epoch=best_epoch,
-                         model=model, run_dir=run_path)
-    if run_path is not None:
-        write_text(run_path / "result.json", dumps(result.summary(), indent=2) + "\n")
+
+def _early_stop(run: _Run, state: TrainState, metrics: dict) -> bool:
+    """Keras EarlyStopping (with restore_best_weights): whether the monitored metric has not improved for
+    ``early_stopping_patience`` epochs; keeps its best value and the weights at it."""
+    cfg = run.cfg
+    if cfg.early_stopping_monitor is None:
+        return False
+    if cfg.early_stopping_monitor not in metrics:
+        raise FerError(f"early_stopping_monitor: no metric {cfg.early_stopping_monitor!r}; "
+                       f"metrics: {', '.join(EPOCH_METRICS)}")
+    value = metrics[cfg.early_stopping_monitor] * _monitor_mode(cfg.early_stopping_monitor)
+    if state.es_best is None or value > state.es_best:
+        state.es_best, state.es_wait = value, 0
+        state.es_state = {k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()}
+        return False
+    state.es_wait += 1
+    return state.es_wait >= cfg.early_stopping_patience
+
+
+def _save_and_report(run: _Run, state: TrainState, metrics: dict, stop_early: bool, report: Report | None,
+                     bar) -> None:
+    """Set the epoch's ``status``; write the checkpoint (every ``checkpoint_every`` epochs and the last) and
+    the ``metrics.jsonl`` line; advance the progress bar; call ``report``."""
+    cfg = run.cfg
+    last = stop_early or state.epoch == cfg.epochs
+    metrics["status"] = "early_stopped" if stop_early else ("completed" if last else "running")
+    ckpt_path = None
+    if run.ckpt_dir is not None and cfg.checkpoint_every and (state.epoch % cfg.checkpoint_every == 0 or last):
+        save_checkpoint(run.ckpt_dir, config=cfg.to_dict(), data_version=run.data.version,
+                        classes=run.data.classes, **state.state_dict())
+        ckpt_path = str(run.ckpt_dir)
+    if run.run_path is not None:
+        with open(run.run_path / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(dumps(metrics) + "\n")
+    bar.update(1)
+    bar.set_postfix(val_acc=f"{metrics['val_acc']:.3f}", best=f"{state.best_val_acc:.3f}@{state.best_epoch}",
+                    refresh=False)
+    if report is not None:
+        report(dict(metrics), ckpt_path)
+
+
+def _restore_best(run: _Run, state: TrainState) -> str:
+    """Load the early stopping's best weights back; the message of the early-stopped run."""
+    cfg = run.cfg
+    message = (f"{cfg.early_stopping_monitor} did not improve for {cfg.early_stopping_patience} "
+               f"epochs; stopped after epoch {state.epoch}, best weights restored")
+    if state.es_state is not None:
+        state.model.load_state_dict(state.es_state)
+    return message
+
+
+def _finish(run: _Run, state: TrainState, status: str, message: str) -> TrainResult:
+    """The run's ``TrainResult``, also written to ``result.json`` when the run keeps files."""
+    result = TrainResult(status=status, message=message, history=state.history,
+                         best_val_acc=state.best_val_acc if state.history else float("nan"),
+                         best_epoch=state.best_epoch, model=state.model, run_dir=run.run_path)
+    if run.run_path is not None:
+        write_text(run.run_path / "result.json", dumps(result.summary(), indent=2) + "\n")
     return result
