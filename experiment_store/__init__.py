@@ -6,10 +6,11 @@
 """
 
 from .confirm_results import COLUMNS as CONFIRM_COLUMNS, confirm_table, read_confirm, summarize
+from .outcome import MAIN_OUTCOMES, Outcome
 from .record import DataRef, FORMAT, FORMAT_VERSION, RecordError, SweepRecord
 from .store import (CONFIRM_RECORD, CONFIRM_TABLE, EPOCHS, MARKERS, RECORD, SUMMARY, TRIALS, ExperimentError,
                     ExperimentStore, experiment_dir_of, rows_table)
 
-__all__ = ["ExperimentStore", "ExperimentError", "SweepRecord", "DataRef", "RecordError", "FORMAT", "FORMAT_VERSION",
+__all__ = ["ExperimentStore", "ExperimentError", "SweepRecord", "Outcome", "MAIN_OUTCOMES", "DataRef", "RecordError", "FORMAT", "FORMAT_VERSION",
            "RECORD", "TRIALS", "EPOCHS", "SUMMARY", "CONFIRM_TABLE", "CONFIRM_RECORD", "MARKERS", "rows_table",
            "experiment_dir_of", "CONFIRM_COLUMNS", "confirm_table", "read_confirm", "summarize"]
