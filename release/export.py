@@ -41,6 +41,7 @@ from fer_core.atomic import write_text
 from fer_core.errors import FerError
 from fer_core.numbers import fmt, is_finite as _finite
 from fer_core.train.config import TrainConfig, dump_config
+from fer_core.validate import KEY, check_int
 
 from sweeps.experiment import Experiment
 from sweeps.experiment import load_experiment as _load_experiment
@@ -92,8 +93,7 @@ def best_trials(exp: Experiment, by: str = "score", top: int = 1) -> list[dict]:
     """The ``top`` best trials of ``exp`` as dicts ``{row, rank, candidates, value, confirmed}``."""
     if by not in BY:
         raise FerError(f"--by: must be one of {', '.join(BY)}; got {by!r}")
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise FerError(f"--top: must be an integer >= 1; got {top!r}")
+    check_int(top, "--top", low=1, kind=int, one_rule=True, error=FerError, template=KEY)
     if by == "confirmed":
         from experiment_store import read_confirm, summarize
 

@@ -2,8 +2,9 @@
 
 FER models overfit and then *collapse*: validation accuracy peaks, then falls in late epochs.
 `CollapseStopper` is the Ray Tune stopper; `collapse_check` applies the same rule to a plain
-sequence (the plain-Optuna benchmark path, the dashboard). Both run every value through
-`CollapseState.update`, so they cannot disagree.
+sequence (the plain-Optuna benchmark path, the dashboard) and `collapse_state` returns the state
+that says where and why (the trainable's ``collapse_reason``). All run every value through
+`CollapseState.update`, so they cannot disagree, and the reason is `CollapseState`'s.
 """
 
 from __future__ import annotations
@@ -303,7 +304,7 @@ def collapse_state(values: Sequence[Any], *, metric: str = "value", **rule) -> C
 class ReportedCollapseStopper(Stopper):
     """Stop a trial as soon as its own result says it has collapsed (``result["collapsed"]``).
 
-    The trainable applies the collapse rule (``collapse_check``, the same rule as `CollapseStopper`)
+    The trainable applies the collapse rule (``collapse_state``, the same rule as `CollapseStopper`)
     to the trial's whole validation history, which it restores from the trial's checkpoint on a
     retry or a resume. This stopper keeps no state of its own, so a resumed sweep stops every trial
     at exactly the epoch an uninterrupted sweep would - unlike a stateful stopper, which Tune

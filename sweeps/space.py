@@ -25,12 +25,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fer_core.errors import FerError
 from fer_core.validate import ARG_SEMI, check_number
 from fer_core.yamlio import read_yaml
-from fer_core.train.config import ConfigError, TrainConfig, resolve_config
+
+if TYPE_CHECKING:
+    from fer_core.train.config import TrainConfig
+
+# fer_core.train (torch) is imported where a config is built or checked: reading a recorded space
+# (the dashboard) does not need it.
 
 __all__ = ["Param", "SearchSpace", "SpaceError", "load_space", "parse_space", "trial_config"]
 
@@ -153,6 +158,8 @@ class SearchSpace:
 def trial_config(base: dict | None, fixed: dict | None, sampled: dict, *, where: str) -> TrainConfig:
     """A trial's trainer config, validated: the sweep's ``base`` config < the space's ``fixed`` keys < the
     trial's ``sampled`` values (raises ``ConfigError`` naming ``where``)."""
+    from fer_core.train.config import resolve_config
+
     return resolve_config({**(base or {}), **(fixed or {}), **sampled}, where=where)
 
 
@@ -167,6 +174,8 @@ def _num(where: str, key: str, value) -> float:
 
 
 def _check_value(where: str, name: str, value, fixed: dict) -> None:
+    from fer_core.train.config import ConfigError, resolve_config
+
     try:
         resolve_config({**fixed, name: value}, where=where)
     except ConfigError as exc:
@@ -175,6 +184,8 @@ def _check_value(where: str, name: str, value, fixed: dict) -> None:
 
 def parse_space(raw: Any, source: str = "space") -> SearchSpace:
     """Validate a parsed YAML space (see the module docstring); raises ``SpaceError`` naming the key."""
+    from fer_core.train.config import ConfigError, TrainConfig, resolve_config
+
     if not isinstance(raw, dict):
         raise SpaceError(f"{source}: must be a mapping with 'params' (and optionally 'fixed')")
     unknown = set(raw) - {"params", "fixed", "description"}
