@@ -12,15 +12,12 @@ import statistics
 from pathlib import Path
 
 from . import figures
+from fer_core.numbers import duration, fmt
 from sweeps.experiment import Experiment
 from .html import Cell, esc, figure, page, section, table
-from .report import duration, header, leaderboard
+from .report import header, leaderboard
 
 __all__ = ["build_compare", "write_compare"]
-
-
-def _f(v) -> str:
-    return f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else ("-" if v is None else str(v))
 
 
 def _best(exp: Experiment, key: str):
@@ -39,7 +36,7 @@ def _facts(exp: Experiment) -> dict[str, object]:
         "best trial's peak": best.get("peak"), "best trial's final": best.get("final"),
         "highest peak (any trial)": _best(exp, "peak"), "highest final (any trial)": _best(exp, "final"),
         "median score": statistics.median(scores) if scores else None,
-        "data version": exp.data.get("version"), "epochs": exp.epochs_total,
+        "data version": exp.data.version if exp.data else None, "epochs": exp.epochs_total,
         "compute": duration(exp.compute_s), "wall time": duration(exp.wall_s),
     })
     return out
@@ -54,7 +51,7 @@ def _summary(a: Experiment, b: Experiment, labels: tuple[str, str]) -> str:
         if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and not isinstance(va, bool):
             d = vb - va
             diff = f"{d:+.4f}" if isinstance(d, float) else f"{d:+d}"
-        rows.append([key, Cell(_f(va), va), Cell(_f(vb), vb), diff])
+        rows.append([key, Cell(fmt(va), va), Cell(fmt(vb), vb), diff])
     return table(["", labels[0], labels[1], f"{labels[1]} - {labels[0]}"], rows)
 
 

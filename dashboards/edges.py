@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sweeps.experiment import Experiment, Param
+from sweeps.experiment import Experiment
+from sweeps.space import Param
 
 __all__ = ["EdgeWarning", "edge_warnings", "position"]
 

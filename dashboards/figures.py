@@ -14,7 +14,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .edges import EdgeWarning
-from sweeps.experiment import Experiment, Param
+from experiment_store import Outcome
+from fer_core.numbers import fmt, is_finite
+from sweeps.experiment import Experiment
+from sweeps.space import Param
 from .importance import Importance
 
 __all__ = ["learning_curves", "collapsed_view", "parallel_coordinates", "axis_plots", "importance_bars",
@@ -22,13 +25,13 @@ __all__ = ["learning_curves", "collapsed_view", "parallel_coordinates", "axis_pl
 
 # outcome -> (colour, marker symbol)
 OUTCOME_STYLE = {
-    "completed": ("#1f77b4", "circle"),
-    "stopped by ASHA": ("#8c8c8c", "x"),
-    "collapsed": ("#d62728", "triangle-down"),
-    "early_stopped": ("#2ca02c", "diamond"),
-    "diverged": ("#9467bd", "star"),
-    "errored": ("#111111", "square-x"),
-    "running": ("#ff7f0e", "circle-open"),
+    Outcome.COMPLETED.value: ("#1f77b4", "circle"),
+    Outcome.STOPPED.value: ("#8c8c8c", "x"),
+    Outcome.COLLAPSED.value: ("#d62728", "triangle-down"),
+    Outcome.EARLY_STOPPED.value: ("#2ca02c", "diamond"),
+    Outcome.DIVERGED.value: ("#9467bd", "star"),
+    Outcome.ERRORED.value: ("#111111", "square-x"),
+    Outcome.RUNNING.value: ("#ff7f0e", "circle-open"),
 }
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
            "#7f7f7f"]
@@ -40,13 +43,12 @@ def esc(value) -> str:
 
 
 def _num(v) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+    return float(v) if is_finite(v) else None
 
 
 def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "-" if v is None else str(v)
+    """A hover label's value: ``0.0003``, ``0.6123``."""
+    return fmt(v, spec="g")
 
 
 def _curve(exp: Experiment, trial: dict) -> tuple[list[int], list, list]:
@@ -85,7 +87,7 @@ def learning_curves(exp: Experiment, top: int = 5) -> go.Figure | None:
 
 def collapsed_view(exp: Experiment) -> go.Figure | None:
     """Collapsed trials: their val_acc curves with the stop epoch marked, and peak vs final side by side."""
-    trials = sorted((t for t in exp.trials if t.get("outcome") == "collapsed"), key=lambda t: -(_num(t.get("peak")) or 0))
+    trials = sorted((t for t in exp.trials if t.get("outcome") == Outcome.COLLAPSED), key=lambda t: -(_num(t.get("peak")) or 0))
     if not trials:
         return None
     fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.12,

@@ -14,7 +14,9 @@ import math
 import warnings
 from dataclasses import dataclass, field
 
-from sweeps.experiment import Experiment, Param
+from experiment_store import Outcome
+from sweeps.experiment import Experiment
+from sweeps.space import Param
 
 __all__ = ["Importance", "param_importances", "MIN_TRIALS"]
 
@@ -83,7 +85,7 @@ def param_importances(exp: Experiment) -> list[Importance]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    completed = [t for t in exp.trials if t.get("outcome") == "completed" and isinstance(t.get("score"), float)
+    completed = [t for t in exp.trials if t.get("outcome") == Outcome.COMPLETED and isinstance(t.get("score"), float)
                  and math.isfinite(t["score"])]
     if exp.space_inferred:
         return [Importance("all parameters", len(completed),
@@ -93,7 +95,7 @@ def param_importances(exp: Experiment) -> list[Importance]:
     groups: dict[str, list[Param]] = {}
     for p in exp.params:
         if p.when:
-            key = " and ".join(f"{k} in {list(v)}" for k, v in sorted(p.when.items()))
+            key = " and ".join(f"{k} in {list(v)}" for k, v in sorted(p.when))
             groups.setdefault(key, []).append(p)
     for key, cond in groups.items():
         subset = [t for t in completed if all(exp.value(t, p.name) is not None for p in cond)]

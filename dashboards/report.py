@@ -10,43 +10,29 @@ trial errs (its confusion matrix and per-class scores).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from . import figures
 from .edges import edge_warnings
-from sweeps.experiment import MAIN_OUTCOMES, Experiment
+from experiment_store import MAIN_OUTCOMES, Outcome
+from fer_core.numbers import duration, fmt
+from sweeps.experiment import Experiment
 from .html import Cell, esc, figure, note, page, section, table, warning
 from .importance import param_importances
 
-__all__ = ["build_report", "header", "leaderboard", "outcome_table", "duration", "LEADERBOARD_ID"]
+__all__ = ["build_report", "header", "leaderboard", "outcome_table", "LEADERBOARD_ID"]
 
 LEADERBOARD_ID = "leaderboard"
 
 
-def duration(seconds) -> str:
-    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
-        return "-"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{seconds:.1f} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
-
-
-def _num(v, digits: int = 4) -> str:
-    if isinstance(v, bool) or v is None:
-        return "-" if v is None else str(v)
-    if isinstance(v, float):
-        return f"{v:.{digits}f}" if math.isfinite(v) else "-"
-    return str(v)
+def _num(v) -> str:
+    """A metric cell: ``0.6123``; ``-`` when missing or not finite."""
+    return fmt(v, nonfinite="-")
 
 
 def _hp(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    return "-" if v is None else str(v)
+    """A hyperparameter value cell: ``0.0003``."""
+    return fmt(v, 3, spec="g")
 
 
 def _class_counts(exp: Experiment) -> str:
@@ -54,7 +40,7 @@ def _class_counts(exp: Experiment) -> str:
     splits = [s for s in ("train", "val", "test") if s in counts] + [s for s in counts if s not in ("train", "val", "test")]
     if not counts:
         d = exp.data
-        return table(["split", "images"], [[s, d[s]] for s in ("train", "val") if s in d]) if d else note("not known")
+        return table(["split", "images"], [[s, getattr(d, s)] for s in ("train", "val")]) if d else note("not known")
     classes = exp.classes or sorted({c for s in splits for c in counts[s]})
     rows = [[c] + [counts[s].get(c, 0) for s in splits] for c in classes]
     rows.append([Cell("total", "")] + [sum(counts[s].values()) for s in splits])
@@ -77,7 +63,7 @@ def _quality(exp: Experiment) -> str:
 
 
 def _space_table(exp: Experiment) -> str:
-    rows = [[p.name, p.type, p.describe().split(" ", 1)[1]] for p in exp.params]
+    rows = [[p.name, p.type, p.range_text()] for p in exp.params]
     out = table(["hyperparameter", "type", "range / choices"], rows)
     if exp.fixed:
         out += "<p><b>fixed:</b> " + ", ".join(f"{esc(k)} = {esc(v)}" for k, v in exp.fixed.items()) + "</p>"
@@ -96,17 +82,17 @@ def outcome_table(exp: Experiment) -> str:
 def header(exp: Experiment, *, level: str = "h1") -> str:
     """Name, data, space, outcomes, cost and the command, as a block of facts."""
     data = exp.data
-    version = data.get("version") or (exp.manifest or {}).get("version") or "not known"
+    version = (data.version if data else None) or (exp.manifest or {}).get("version") or "not known"
     badge = ' <span class="badge">live: sweep running</span>' if exp.live else ""
     facts = [
-        ("data set", f"{esc(data.get('uri') or 'not known')} &middot; version <code>{esc(version)}</code>"),
+        ("data set", f"{esc((data.uri if data else None) or 'not known')} &middot; version <code>{esc(version)}</code>"),
         ("class counts", _class_counts(exp)),
         ("data quality", esc(_quality(exp))),
-        ("objective", esc(exp.meta.get("objective") or "score = mean val accuracy of the last epochs (max)")),
+        ("objective", esc(exp.objective or "score = mean val accuracy of the last epochs (max)")),
         ("trials by outcome", outcome_table(exp)),
         ("compute", f"{esc(duration(exp.compute_s))} (sum of trial times) &middot; wall time "
                     f"{esc(duration(exp.wall_s))} &middot; {exp.epochs_total} epochs in total"
-                    + (f" (budget {exp.meta['max_epochs']} per trial)" if exp.meta.get("max_epochs") else "")),
+                    + (f" (budget {exp.max_epochs} per trial)" if exp.max_epochs else "")),
     ]
     left = "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in facts)
     right = f"<dt>search space</dt><dd>{_space_table(exp)}</dd>"
@@ -139,7 +125,7 @@ def leaderboard(exp: Experiment, *, table_id: str = LEADERBOARD_ID) -> str:
 
 
 def _collapsed(exp: Experiment) -> str:
-    collapsed = [t for t in exp.trials if t.get("outcome") == "collapsed"]
+    collapsed = [t for t in exp.trials if t.get("outcome") == Outcome.COLLAPSED]
     if not collapsed:
         return note("No trial collapsed.")
     rows = [[t["trial_id"], Cell(_num(t.get("peak")), t.get("peak")), t.get("peak_epoch"),
@@ -186,7 +172,7 @@ def _best_confusion(exp: Experiment) -> str:
         epoch = row.get("epoch")
         which = ("its last epoch" if epoch == last_epoch else
                  f"the last epoch with a confusion matrix (epoch {last_epoch} has none)")
-        window = int(exp.meta.get("score_window") or 3)
+        window = exp.score_window
         desc = (f"Trial {best['trial_id']} (score {best['score']:.4f}): validation confusion matrix at epoch {epoch}, "
                 f"{which}; its score is the mean val accuracy of its last {window} epochs.")
         per = [[c, Cell(f"{v['precision']:.3f}", v["precision"]), Cell(f"{v['recall']:.3f}", v["recall"]),

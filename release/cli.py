@@ -78,7 +78,8 @@ def _run_retrain(args) -> int:
     from fer_core.progress import say
     from fer_core.train.checkpoint import BEST_FILE
     from fer_core.train.config import load_config
-    from release.retrain import MODEL_FILES, default_out, read_provenance, retrain
+    from release import provenance
+    from release.retrain import MODEL_FILES, default_out, retrain
     from sweeps.wandb_logging import JOB_RETRAIN, RunLogger, epoch_metrics, prepare_environment, resolve_mode
 
     if args.epochs is not None and args.epochs < 1:
@@ -87,7 +88,7 @@ def _run_retrain(args) -> int:
     prepare_environment(mode)
     overrides = [*args.overrides, *([f"epochs={args.epochs}"] if args.epochs is not None else [])]
     cfg = load_config(args.config, overrides=overrides)           # what retrain trains (its errors come first)
-    prov = read_provenance(args.config)
+    prov = provenance.read(args.config)
     out = str(args.out) if args.out is not None else str(default_out(args.config, args.on))
     stem = Path(str(args.config).split("?", 1)[0]).stem
     # W&B: one run, started with the first epoch; its files land in <out>/wandb once the model folder is written
@@ -105,7 +106,7 @@ def _run_retrain(args) -> int:
                 **cfg.to_dict(),
                 "retrain": {"config_file": _redacted(str(args.config)), "on": args.on, "weights": args.weights,
                             "out": _redacted(out)},
-                "provenance": {k: prov.get(k) for k in ("experiment", "trial_id", "ranked_by", "rank")}})
+                "provenance": provenance.identity(prov, "rank")})
         tracker.log_epoch(run, m)
 
     def written(folder, info: dict) -> None:
@@ -116,7 +117,7 @@ def _run_retrain(args) -> int:
                               "on": args.on, "weights": args.weights, "epoch": info["epoch"],
                               "test_accuracy": t["accuracy"], "test_macro_f1": t["macro_f1"],
                               "data_version": info["data"]["version"], "out": _redacted(out),
-                              "provenance": {k: prov.get(k) for k in ("experiment", "trial_id", "ranked_by")}})
+                              "provenance": provenance.identity(prov)})
 
     ok = False
     try:

@@ -48,6 +48,7 @@ from pathlib import Path
 
 from experiment_store import CONFIRM_COLUMNS as COLUMNS, confirm_table, read_confirm, summarize
 from fer_core.errors import FerError
+from fer_core.numbers import fmt
 from fer_core.progress import say
 
 __all__ = ["confirm", "confirm_seeds", "summarize", "read_confirm", "add_arguments", "SEED_OFFSET"]
@@ -107,7 +108,7 @@ def format_ranking(ranking: list[dict], sweep_scores: dict[str, float | None]) -
 
 
 def _f(v) -> str:
-    return f"{v:.4f}" if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+    return fmt(v, strict=True)
 
 
 def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: int | None = None,

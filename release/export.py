@@ -18,8 +18,9 @@ Ranking keys (``by``), all "higher is better", ties broken by score, then trial 
 
 The YAML is a complete trainer config - every ``TrainConfig`` key, resolved and validated exactly as
 the trial ran: sweep base config (data, data version, seed, threads, epochs, ``--set``) < the space's
-fixed keys < the trial's sampled values - followed by a ``provenance:`` block (experiment, trial id,
-its metrics, the sweep command, export time, ranking key) that ``fer train --config`` ignores. So
+fixed keys < the trial's sampled values - followed by a ``provenance:`` block (``release.provenance``:
+experiment, trial id, its metrics, the sweep command, export time, ranking key) that ``fer train --config``
+ignores. So
 ``fer train --config best.yaml`` and ``fer retrain best.yaml`` both take it. ``data`` is the sweep's
 ``--data`` as given (a relative path is relative to where the sweep ran; ``--set data=...`` moves
 it), and ``data_version`` pins the exact data set the trial saw.
@@ -33,24 +34,26 @@ from __future__ import annotations
 import math
 import shlex
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
-import yaml
-
+from experiment_store import Outcome
 from fer_core.atomic import write_text
 from fer_core.errors import FerError
+from fer_core.numbers import fmt, is_finite as _finite
 from fer_core.train.config import TrainConfig, dump_config
+from fer_core.validate import KEY, check_int
 
 from sweeps.experiment import Experiment
 from sweeps.experiment import load_experiment as _load_experiment
 
-__all__ = ["Experiment", "load_experiment", "rank_trials", "best_trials", "export_best", "export_paths", "BY"]
+from . import provenance as _provenance
+from .provenance import is_export
+
+__all__ = ["Experiment", "load_experiment", "rank_trials", "best_trials", "export_best", "export_paths", "BY",
+           "is_export"]
 
 #: Ranking keys of ``--by``.
 BY = ("score", "final", "peak", "confirmed")
-METRIC_KEYS = ("score", "peak", "peak_epoch", "final", "drop_from_peak", "epochs", "outcome", "stop_reason", "time_s")
 
 
 def load_experiment(exp_dir: str | Path) -> Experiment:
@@ -63,15 +66,11 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
 # Ranking
 # ----------------------------------------------------------------------------------------------
 
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def rank_trials(trials: list[dict], by: str = "score") -> list[dict]:
     """The completed trials with a finite ``by`` value, best first (ties: higher score, then trial id)."""
     if by not in ("score", "final", "peak"):
         raise FerError(f"--by: must be one of score, final, peak to rank trials; got {by!r}")
-    done = [r for r in trials if r.get("outcome") == "completed" and _finite(r.get(by))]
+    done = [r for r in trials if r.get("outcome") == Outcome.COMPLETED and _finite(r.get(by))]
     return sorted(done, key=lambda r: (-r[by], -(r["score"] if _finite(r.get("score")) else -math.inf),
                                        str(r["trial_id"])))
 
@@ -81,7 +80,7 @@ def no_finished_trial(exp: Experiment) -> FerError:
     for r in exp.trials:
         counts[r.get("outcome") or "?"] = counts.get(r.get("outcome") or "?", 0) + 1
     seen = ", ".join(f"{n} {o}" for o, n in sorted(counts.items(), key=lambda t: -t[1])) or "no trials at all"
-    budget = exp.meta.get("max_epochs")
+    budget = exp.max_epochs
     return FerError(
         f"experiment {exp.name} ({exp.where}): no trial ran its full budget"
         + (f" of {budget} epochs" if budget else "") + f" (outcomes: {seen}). A trial stopped early has a score "
@@ -94,8 +93,7 @@ def best_trials(exp: Experiment, by: str = "score", top: int = 1) -> list[dict]:
     """The ``top`` best trials of ``exp`` as dicts ``{row, rank, candidates, value, confirmed}``."""
     if by not in BY:
         raise FerError(f"--by: must be one of {', '.join(BY)}; got {by!r}")
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise FerError(f"--top: must be an integer >= 1; got {top!r}")
+    check_int(top, "--top", low=1, kind=int, one_rule=True, error=FerError, template=KEY)
     if by == "confirmed":
         from experiment_store import read_confirm, summarize
 
@@ -135,42 +133,6 @@ def _targets(out: str | Path, k: int) -> list:
     return [first] + [first.sibling(f"{stem}-{i}{suffix}") for i in range(2, k + 1)]
 
 
-def provenance(exp: Experiment, pick: dict, by: str, *, exported_at: str | None = None) -> dict:
-    """The ``provenance:`` block of an exported config."""
-    row = pick["row"]
-    what = {"score": exp.meta.get("objective") or f"score = mean val_acc of the last {exp.score_window} epochs",
-            "final": "final = val_acc of the last epoch", "peak": "peak = best val_acc of any epoch",
-            "confirmed": "mean score over fresh seeds (fer confirm, confirm.parquet)"}[by]
-    out: dict[str, Any] = {
-        "experiment": exp.name, "experiment_dir": exp.where, "trial_id": row["trial_id"],
-        "ranked_by": by, "ranking": what, "rank": pick["rank"],
-        "candidates": pick["candidates"],
-        "metrics": {k: row.get(k) for k in METRIC_KEYS},
-        "sampled": exp.sampled(row),
-        "max_epochs": exp.meta.get("max_epochs"), "score_window": exp.score_window,
-        "sweep_command": exp.meta.get("command"),
-        "data": {k: (exp.meta.get("data") or {}).get(k) for k in ("uri", "version")},
-        "exported_at": exported_at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    if pick.get("confirmed"):
-        c = pick["confirmed"]
-        out["confirmed"] = {k: c.get(k) for k in ("mean", "std", "min", "max", "n", "failed", "seeds")}
-    return _plain(out)
-
-
-def _plain(value):
-    """YAML-safe plain values (numpy scalars and tuples from Arrow/pandas become Python ones)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def render(cfg: TrainConfig, prov: dict) -> str:
     """The exported file: a comment header, every config key, then the ``provenance:`` block."""
     m = prov["metrics"]
@@ -182,19 +144,7 @@ def render(cfg: TrainConfig, prov: dict) -> str:
                if _finite(m.get("score")) and _finite(m.get("peak")) and _finite(m.get("final")) else ""),
             "# A complete trainer config: fer train --config THIS.yaml, or fer retrain THIS.yaml.",
             "# The provenance block below records where it came from; the trainer ignores it."]
-    body = yaml.safe_dump({"provenance": prov}, sort_keys=False, default_flow_style=False, allow_unicode=True,
-                          width=1000)
-    return "\n".join(head) + "\n" + dump_config(cfg) + body
-
-
-def is_export(path) -> bool:
-    """Whether ``path`` (a file or ``Location``) is a config this module wrote (a YAML mapping with a
-    ``provenance`` block naming a trial)."""
-    try:
-        doc = yaml.safe_load(path.read_text() if hasattr(path, "fs") else Path(path).read_text(encoding="utf-8"))
-    except (FerError, OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False
-    return isinstance(doc, dict) and isinstance(doc.get("provenance"), dict) and "trial_id" in doc["provenance"]
+    return "\n".join(head) + "\n" + dump_config(cfg) + _provenance.dump(prov)
 
 
 def export_best(exp_dir: str | Path, out: str | Path, *, by: str = "score", top: int = 1) -> list[dict]:
@@ -213,7 +163,7 @@ def export_best(exp_dir: str | Path, out: str | Path, *, by: str = "score", top:
     written = []
     for pick, path in zip(picks, paths):
         cfg = exp.config(pick["row"])
-        prov = provenance(exp, pick, by)
+        prov = _provenance.build(exp, pick, by)
         if isinstance(path, Path):
             write_text(path, render(cfg, prov))
         else:
@@ -232,8 +182,8 @@ def run_export(args) -> int:
         extra = (f"mean {w['value']:.4f} over {w['provenance']['confirmed']['n']} seeds, "
                  if w["provenance"].get("confirmed") else "")
         print(f"wrote {w['path']}: trial {w['trial_id']} - rank {w['rank']} of {w['candidates']} by {args.by} "
-              f"({extra}score {_fmt(m['score'])}, peak {_fmt(m['peak'])} at epoch {m['peak_epoch']}, "
-              f"final {_fmt(m['final'])}, {m['epochs']} epochs, {w['config'].model})")
+              f"({extra}score {fmt(m['score'], strict=True)}, peak {fmt(m['peak'], strict=True)} at epoch "
+              f"{m['peak_epoch']}, final {fmt(m['final'], strict=True)}, {m['epochs']} epochs, {w['config'].model})")
     if len(written) < args.top:
         print(f"only {len(written)} {'confirmed configurations' if args.by == 'confirmed' else 'completed trials'} "
               f"to rank; wrote {len(written)} file(s), not {args.top}", file=sys.stderr)
@@ -244,6 +194,3 @@ def run_export(args) -> int:
     print(f"next: fer retrain {shlex.quote(str(first))}   (run folder: {default_out(first, 'train')})")
     return 0
 
-
-def _fmt(v) -> str:
-    return f"{v:.4f}" if _finite(v) else "-"

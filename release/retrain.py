@@ -44,9 +44,12 @@ from fer_core.atomic import write_bytes, write_text
 from fer_core.errors import FerError
 from fer_core.storage import folder_writer, redact
 from fer_core.jsonio import dumps
+from fer_core.numbers import fmt
 from fer_core.train.checkpoint import BEST_FILE, FINAL_FILE, load_weights, save_weights
 from fer_core.train.config import TrainConfig, load_config
 from fer_core.train.data import TrainData, load_train_data
+
+from . import provenance
 
 __all__ = ["retrain", "export_torchscript", "load_torchscript", "ON", "TORCHSCRIPT_FILE", "MODEL_FILES"]
 
@@ -58,18 +61,6 @@ MODEL_FILES = (FINAL_FILE, TORCHSCRIPT_FILE, "config.yaml", "MODEL_CARD.md", "me
 CARD_KEYS = ("model", "model_args", "dropout_scale", "loss", "focal_gamma", "focal_alpha", "label_smoothing",
              "class_weight", "sampler", "l2", "l2_scope", "weight_decay", "augment", "optimizer", "lr",
              "lr_schedule", "warmup_epochs", "batch_size", "epochs", "seed")
-
-
-def read_provenance(path: str | os.PathLike) -> dict:
-    """The ``provenance:`` block of an exported config ({} when there is none)."""
-    from fer_core.yamlio import read_yaml
-
-    try:
-        raw = read_yaml(path, "config file") or {}
-    except FerError:
-        return {}        # load_config has already reported an unreadable file
-    prov = raw.get("provenance") if isinstance(raw, dict) else None
-    return prov if isinstance(prov, dict) else {}
 
 
 def _train_plus_val(data: TrainData) -> TrainData:
@@ -157,7 +148,7 @@ def load_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, l
 # ----------------------------------------------------------------------------------------------
 
 def default_out(config_path: str | os.PathLike, on: str) -> Path:
-    prov = read_provenance(config_path)
+    prov = provenance.read(config_path)
     stem = (f"{prov['experiment']}-{prov['trial_id']}" if prov.get("experiment") and prov.get("trial_id")
             else Path(str(config_path).split("?", 1)[0]).stem)
     return Path("runs/retrain") / (stem + ("-trainval" if on == "train+val" else ""))
@@ -181,7 +172,7 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
         overrides.append(f"epochs={epochs}")
     cfg = load_config(config_path, overrides=overrides)
     _check_on(cfg, on, weights)
-    prov = read_provenance(config_path)
+    prov = provenance.read(config_path)
     out = str(out) if out is not None else str(default_out(config_path, on))      # a folder or a storage URI
 
     t0 = time.time()
@@ -213,8 +204,7 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
         # --- TorchScript ----------------------------------------------------------------------
         sample = data.x("test")[:16].float().div(255.0)
         blob, ts = export_torchscript(model, sample, classes=data.classes,
-                                      extra={"provenance.json": {k: prov.get(k) for k in
-                                                                 ("experiment", "trial_id", "ranked_by")},
+                                      extra={"provenance.json": provenance.identity(prov),
                                              "data.json": {"uri": data.uri, "version": data.version}})
         write_bytes(tmp / TORCHSCRIPT_FILE, blob)
         ts["path"] = f"{redact(out).rstrip('/')}/{TORCHSCRIPT_FILE}"
@@ -250,11 +240,8 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
 # ----------------------------------------------------------------------------------------------
 
 def _num(v, digits: int = 4) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, float):
-        return f"{v:.{digits}f}" if math.isfinite(v) and abs(v) >= 1e-3 else f"{v:.3g}"
-    return str(v)
+    """A model card's number: ``0.6123``; tiny or non-finite floats ``.3g`` (``1e-05``); ``None`` as is."""
+    return fmt(v, digits, missing="None", compact_below=1e-3)
 
 
 def model_card(info: dict, cfg: TrainConfig) -> str:

@@ -2,8 +2,9 @@
 
 FER models overfit and then *collapse*: validation accuracy peaks, then falls in late epochs.
 `CollapseStopper` is the Ray Tune stopper; `collapse_check` applies the same rule to a plain
-sequence (the plain-Optuna benchmark path, the dashboard). Both run every value through
-`CollapseState.update`, so they cannot disagree.
+sequence (the plain-Optuna benchmark path, the dashboard) and `collapse_state` returns the state
+that says where and why (the trainable's ``collapse_reason``). All run every value through
+`CollapseState.update`, so they cannot disagree, and the reason is `CollapseState`'s.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any, Dict, Optional, Sequence
 
 from ray.tune.stopper import Stopper
 
-__all__ = ["CollapseState", "CollapseStopper", "ReportedCollapseStopper", "collapse_check"]
+from fer_core.validate import check_int, check_number
+
+__all__ = ["CollapseState", "CollapseStopper", "ReportedCollapseStopper", "collapse_check", "collapse_state"]
 
 # Gaps within this (relative) distance of the margin count as equal to it, so that decimal inputs
 # behave as written: peak 0.60, window mean 0.58, margin 0.02 does not stop.
@@ -26,16 +29,12 @@ def _validate(*, mode: str, grace_period: int, window: int, margin: float, patie
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
     for name, value in (("window", window), ("grace_period", grace_period), ("patience", patience)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window!r}")
+        check_int(value, name, kind=int)
+    check_int(window, "window", low=1)
     if grace_period < window:
         raise ValueError(f"grace_period must be >= window ({window!r}), got {grace_period!r}")
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin >= 0:
-        raise ValueError(f"margin must be a number >= 0, got {margin!r}")
-    if patience < 0:
-        raise ValueError(f"patience must be >= 0, got {patience!r}")
+    check_number(margin, "margin", low=0, finite=False, kind=(int, float), rule="a number >= 0")
+    check_int(patience, "patience", low=0)
     if not isinstance(relative, bool):
         raise ValueError(f"relative must be True or False, got {relative!r}")
 
@@ -146,6 +145,17 @@ class CollapseState:
         if self.patience:
             text += f", {self.streak} results in a row (patience {self.patience})"
         return text
+
+    def epoch_reason(self) -> Optional[str]:
+        """The reason as a trial records it in its own results (``collapse_reason``; None until stopped),
+        times as 1-based epochs: ``collapsed at epoch 4: mean of last 2 val_acc 0.540 is 0.060 below
+        the peak 0.600 at epoch 2``."""
+        if not self.stopped:
+            return None
+        side, best = ("below", "the peak") if self.mode == "max" else ("above", "the minimum")
+        peak = math.nan if self.peak is None else self.peak
+        return (f"collapsed at epoch {self.stop_time}: mean of last {self.window} {self.metric} {self.smoothed:.3f} "
+                f"is {self.gap:.3f} {side} {best} {peak:.3f} at epoch {self.peak_time or 0}")
 
     def summary(self) -> Dict[str, Any]:
         """Plain-python record of this trial (see `CollapseStopper.summary`)."""
@@ -276,18 +286,25 @@ def collapse_check(values: Sequence[Any], *, mode: str = "max", grace_period: in
         >>> collapse_check([0.5, 0.6, 0.6, 0.5, 0.4], grace_period=3, window=2, margin=0.05)
         5
     """
-    state = CollapseState(mode=mode, grace_period=grace_period, window=window, margin=margin,
-                          patience=patience, relative=relative)
-    for index, value in enumerate(values, 1):
+    state = collapse_state(values, mode=mode, grace_period=grace_period, window=window, margin=margin,
+                           patience=patience, relative=relative)
+    return state.stop_time if state.stopped else None
+
+
+def collapse_state(values: Sequence[Any], *, metric: str = "value", **rule) -> CollapseState:
+    """The `CollapseState` after feeding it ``values`` (1-based times) up to the first stop, if any:
+    where and why the rule stopped them (``stop_time``, ``reason``, ``epoch_reason()``), or that it did not."""
+    state = CollapseState(**rule, metric=metric)
+    for value in values:
         if state.update(value):
-            return index
-    return None
+            break
+    return state
 
 
 class ReportedCollapseStopper(Stopper):
     """Stop a trial as soon as its own result says it has collapsed (``result["collapsed"]``).
 
-    The trainable applies the collapse rule (``collapse_check``, the same rule as `CollapseStopper`)
+    The trainable applies the collapse rule (``collapse_state``, the same rule as `CollapseStopper`)
     to the trial's whole validation history, which it restores from the trial's checkpoint on a
     retry or a resume. This stopper keeps no state of its own, so a resumed sweep stops every trial
     at exactly the epoch an uninterrupted sweep would - unlike a stateful stopper, which Tune

@@ -265,8 +265,8 @@ def run(argv: list[str] | None = None, prog: str = SCRIPT) -> dict:
         raise FerError(f"--grace-period {args.grace_period} exceeds --max-epochs {args.max_epochs}")
 
     # --- everything that can fail fast, before Ray starts ------------------------------------
-    from fer_core.train.config import parse_overrides, resolve_config
-    from sweeps.space import load_space
+    from fer_core.train.config import parse_overrides
+    from sweeps.space import load_space, trial_config
     from sweeps.wandb_logging import prepare_environment, resolve_mode
 
     space = load_space(args.space)
@@ -303,7 +303,7 @@ def run(argv: list[str] | None = None, prog: str = SCRIPT) -> dict:
         raise FerError(f"--data {redact(args.data)} is version {data.version}, but {store} was launched on "
                        f"{launch.data.version}; resume it with the same data set")
     base["data_version"] = data.version
-    resolve_config({**base, **space.fixed}, where="sweep base config")     # base + fixed valid on their own
+    trial_config(base, space.fixed, {}, where="sweep base config")     # base + fixed valid on their own
     say(f"data {data.version}: {len(data.labels['train'])} train / {len(data.labels['val'])} val images, "
         f"classes {', '.join(data.classes)}")
     say("search space:\n  " + "\n  ".join(space.describe()))

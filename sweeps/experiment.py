@@ -8,6 +8,7 @@ per split and the quality summary when it is readable; a dashboard never fails f
 
     >>> exp = load_experiment("runs/sweeps/reg1")
     >>> exp.name, len(exp.trials), exp.outcome_counts()["completed"], exp.best["score"]
+    >>> exp.record.max_epochs, exp.params[0].range_text()     # sweep.json (a SweepRecord), its space
 """
 
 from __future__ import annotations
@@ -17,57 +18,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiment_store import EPOCHS, TRIALS, ExperimentError, ExperimentStore
+from experiment_store import (EPOCHS, MAIN_OUTCOMES, TRIALS, DataRef, ExperimentError, ExperimentStore,
+                              SweepRecord)
 from fer_core.errors import FerError
+from fer_core.numbers import is_finite as _finite
 from fer_core.storage import StorageError
 
-__all__ = ["Experiment", "Param", "load_experiment", "ExperimentError", "MAIN_OUTCOMES"]
+from .space import Param, SearchSpace, trial_config
 
-# Always shown in the header, even at zero; the other outcomes only when they occur.
-MAIN_OUTCOMES = ("completed", "stopped by ASHA", "collapsed", "diverged", "errored")
-
-
-@dataclass(frozen=True)
-class Param:
-    """One searched hyperparameter, as ``sweep.json``'s ``space.params`` records it."""
-
-    name: str
-    type: str                       # float | int | categorical
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: tuple = ()
-    when: dict = field(default_factory=dict)
-
-    @property
-    def numeric(self) -> bool:
-        return self.type in ("float", "int")
-
-    def active(self, values: dict) -> bool:
-        """Whether the parameter exists given the values sampled before it (its ``when`` holds)."""
-        return all(values.get(k) in allowed for k, allowed in self.when.items())
-
-    def describe(self) -> str:
-        if self.type == "categorical":
-            body = "{" + ", ".join(map(str, self.choices)) + "}"
-        else:
-            body = f"[{self.low:g}, {self.high:g}]" + (", log scale" if self.log else "")
-        cond = (" - only when " + " and ".join(f"{k} in {list(v)}" for k, v in self.when.items())
-                if self.when else "")
-        return f"{self.type} {body}{cond}"
+__all__ = ["Experiment", "load_experiment", "ExperimentError"]
 
 
 @dataclass
 class Experiment:
     store: ExperimentStore
     name: str
-    meta: dict                      # sweep.json ({} while the sweep runs)
     trials: list[dict]              # trials.parquet rows (or their live equivalent)
     epochs: list[dict]              # epochs.parquet rows, ordered by trial and epoch
-    params: list[Param]
+    params: list[Param]             # the searched space (sweeps.space), in order
     fixed: dict
     classes: list[str]
+    record: SweepRecord | None = None   # sweep.json (None while the sweep runs)
     manifest: dict | None = None    # the data set's manifest.json, when readable
     live: bool = False              # read from Tune's files: the sweep is running (or was interrupted)
     space_inferred: bool = False    # no sweep.json: the space was inferred from the sampled values
@@ -80,7 +51,7 @@ class Experiment:
 
     # -- derived facts ------------------------------------------------------------------------------
     def outcome_counts(self) -> dict[str, int]:
-        counts = {o: 0 for o in MAIN_OUTCOMES}
+        counts = {o.value: 0 for o in MAIN_OUTCOMES}
         for t in self.trials:
             counts[t["outcome"]] = counts.get(t["outcome"], 0) + 1
         return counts
@@ -100,8 +71,14 @@ class Experiment:
         return float(sum(t.get("time_s") or 0.0 for t in self.trials if _finite(t.get("time_s"))))
 
     @property
+    def meta(self) -> dict:
+        """``sweep.json`` as a plain dict ({} while the sweep runs), for release/confirm.py until it reads
+        ``record`` (the typed fields) like everything else."""
+        return self.record.to_dict() if self.record is not None else {}
+
+    @property
     def wall_s(self) -> float | None:
-        return self.meta.get("wall_s")
+        return self.record.wall_s if self.record is not None else None
 
     @property
     def epochs_total(self) -> int:
@@ -109,11 +86,21 @@ class Experiment:
 
     @property
     def command(self) -> str | None:
-        return self.meta.get("command")
+        return self.record.command if self.record is not None else None
 
     @property
-    def data(self) -> dict:
-        return self.meta.get("data") or {}
+    def data(self) -> DataRef | None:
+        """The data set the sweep trained on (None while the sweep runs)."""
+        return self.record.data if self.record is not None else None
+
+    @property
+    def max_epochs(self) -> int | None:
+        """Each trial's epoch budget (None while the sweep runs)."""
+        return self.record.max_epochs if self.record is not None else None
+
+    @property
+    def objective(self) -> str:
+        return self.record.objective if self.record is not None else ""
 
     def history(self, trial_id: str) -> list[dict]:
         return self._by_trial().get(trial_id, [])
@@ -133,7 +120,7 @@ class Experiment:
 
     @property
     def score_window(self) -> int:
-        return int(self.meta.get("score_window") or 3)
+        return int((self.record.score_window if self.record is not None else None) or 3)
 
     def trial(self, trial_id: str) -> dict:
         for row in self.trials:
@@ -160,12 +147,12 @@ class Experiment:
     def config(self, row: dict):
         """The trial's full trainer config (a ``TrainConfig``): base config < the space's fixed keys < its
         sampled values."""
-        from fer_core.train.config import ConfigError, resolve_config
+        from fer_core.train.config import ConfigError
 
-        base = self.meta.get("base_config") or {}
+        base = self.record.base_config if self.record is not None else {}
         try:
-            return resolve_config({**base, **self.fixed, **_uncoerce(self.sampled(row))},
-                                  where=f"{self.where} trial {row['trial_id']}")
+            return trial_config(base, self.fixed, _uncoerce(self.sampled(row)),
+                                where=f"{self.where} trial {row['trial_id']}")
         except ConfigError as exc:
             raise ExperimentError(f"{exc} (the experiment's sweep.json and trials.parquet do not give a valid "
                                   "trainer config; was it written by another version of sweeps/regularization.py?)") from None
@@ -200,19 +187,6 @@ def _uncoerce(params: dict) -> dict:
     return out
 
 
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _params(space: dict) -> tuple[list[Param], dict]:
-    params = []
-    for name, spec in (space.get("params") or {}).items():
-        params.append(Param(name=str(name), type=spec.get("type", "float"), low=spec.get("low"),
-                            high=spec.get("high"), log=bool(spec.get("log", False)), step=spec.get("step"),
-                            choices=tuple(spec.get("choices") or ()), when=dict(spec.get("when") or {})))
-    return params, dict(space.get("fixed") or {})
-
-
 def _infer_params(trials: list[dict]) -> list[Param]:
     """Without ``sweep.json`` (a running sweep): each sampled key, typed from its values."""
     names: list[str] = []
@@ -229,8 +203,8 @@ def _infer_params(trials: list[dict]) -> list[Param]:
     return out
 
 
-def _classes(meta: dict, epochs: list[dict]) -> list[str]:
-    classes = (meta.get("data") or {}).get("classes")
+def _classes(record: SweepRecord | None, epochs: list[dict]) -> list[str]:
+    classes = record.data.classes if record is not None else None
     if classes:
         return [str(c) for c in classes]
     keys: list[str] = []
@@ -239,8 +213,8 @@ def _classes(meta: dict, epochs: list[dict]) -> list[str]:
     return keys
 
 
-def _manifest(meta: dict, notes: list[str]) -> dict | None:
-    uri = (meta.get("data") or {}).get("uri")
+def _manifest(record: SweepRecord | None, notes: list[str]) -> dict | None:
+    uri = record.data.uri if record is not None else None
     if not uri:
         return None
     from fer_core.data.manifest import read_manifest
@@ -281,7 +255,6 @@ def _load(store: ExperimentStore, finished: bool) -> Experiment:
                     "writes sweep.json and trials.parquet when the sweep ends; continue an interrupted one with "
                     "--resume --name <experiment>)")
     record = store.read_record()
-    meta = record.to_dict() if record is not None else {}
     if finished:
         trials, live = store.read_rows(TRIALS) or [], False
         epochs = store.read_rows(EPOCHS) or []
@@ -290,9 +263,9 @@ def _load(store: ExperimentStore, finished: bool) -> Experiment:
     else:
         from .live import read_tune_trials
 
-        found = read_tune_trials(store, max_epochs=meta.get("max_epochs"))
+        found = read_tune_trials(store, max_epochs=record.max_epochs if record is not None else None)
         if found is None:
-            missing = "trials.parquet" if meta else "sweep.json and trials.parquet"
+            missing = "trials.parquet" if record is not None else "sweep.json and trials.parquet"
             raise ExperimentError(
                 f"{store}: not a sweep experiment folder: missing {missing} (written by "
                 "sweeps/regularization.py when a sweep ends), and no Tune trial folders (*/result.json) "
@@ -301,16 +274,16 @@ def _load(store: ExperimentStore, finished: bool) -> Experiment:
         live = True
         notes.append("read from Tune's trial folders (the sweep is running or was interrupted): "
                      "trials without a final result are shown as running")
-    if not meta:
+    if record is None:
         notes.append("sweep.json is not written yet: the search space is inferred from the sampled values, "
                      "and the data set and command are not known")
     epochs.sort(key=lambda r: (str(r.get("trial_id")), r.get("epoch") or 0))
-    if meta.get("space"):
-        params, fixed = _params(meta["space"])
-        inferred = False
+    if record is not None and record.space:
+        space = SearchSpace.from_dict(record.space, source=f"{store} sweep.json")
+        params, fixed, inferred = space.params, space.fixed, False
     else:
         params, fixed, inferred = _infer_params(trials), {}, True
-    return Experiment(store=store, name=str(meta.get("name") or store.name), meta=meta, trials=trials, epochs=epochs,
-                      params=params, fixed=fixed, classes=_classes(meta, epochs),
-                      manifest=None if finished else _manifest(meta, notes),
+    return Experiment(store=store, name=str((record.name if record is not None else None) or store.name),
+                      trials=trials, epochs=epochs, params=params, fixed=fixed, classes=_classes(record, epochs),
+                      record=record, manifest=None if finished else _manifest(record, notes),
                       live=live, space_inferred=inferred, notes=notes)

@@ -1,7 +1,8 @@
 """A finished (or interrupted) sweep as tables: ``trials.parquet``, ``epochs.parquet`` and a printed summary.
 
 ``trials.parquet`` has a row per trial: ``trial_id``, every sampled hyperparameter (``config/<key>``),
-``outcome`` (completed, stopped by ASHA, collapsed, diverged, errored, early_stopped, running),
+``outcome`` (``experiment_store.Outcome``: completed, stopped by ASHA, collapsed, early_stopped, diverged,
+errored, running),
 ``stop_reason``, ``peak``, ``peak_epoch``, ``final``, ``score``, ``epochs`` and ``time_s``.
 ``epochs.parquet`` has a row per trial-epoch with every metric the trainer reported.
 This module makes the rows; ``experiment_store`` writes and reads the files.
@@ -12,9 +13,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["OUTCOMES", "trial_rows", "epoch_rows", "latest_attempt", "format_summary", "classify"]
+from experiment_store.outcome import Outcome
+from fer_core.numbers import fmt
 
-OUTCOMES = ("completed", "stopped by ASHA", "collapsed", "early_stopped", "diverged", "errored", "running")
+__all__ = ["trial_rows", "epoch_rows", "latest_attempt", "format_summary", "classify"]
 
 # Result keys Tune adds that the tables do not need.
 # Tune's bookkeeping left out of epochs.parquet; ``timestamp`` (when the epoch was reported, Unix seconds)
@@ -23,25 +25,25 @@ _TUNE_NOISE = {"done", "should_checkpoint", "node_ip", "hostname", "pid", "date"
                "checkpoint_dir_name", "time_since_restore", "iterations_since_restore", "time_this_iter_s"}
 
 
-def classify(last: dict, *, errored: bool, max_epochs: int, finished: bool = True) -> tuple[str, str]:
-    """(outcome, reason) of a trial from its last result."""
+def classify(last: dict, *, errored: bool, max_epochs: int, finished: bool = True) -> tuple[Outcome, str]:
+    """(outcome, reason) of a trial from its last result (its ``trial_status`` is the trainer's status)."""
     if errored:
-        return "errored", "the trial raised an error (see its error.txt in the experiment folder)"
+        return Outcome.ERRORED, "the trial raised an error (see its error.txt in the experiment folder)"
     status = last.get("trial_status")
     if status == "diverged":
-        return "diverged", str(last.get("message", "non-finite training loss"))
+        return Outcome.DIVERGED, str(last.get("message", "non-finite training loss"))
     epochs = int(last.get("epoch") or 0)
     ran_all = status == "completed" or epochs >= max_epochs
     if last.get("collapsed") and not ran_all:
-        return "collapsed", str(last.get("collapse_reason", ""))
+        return Outcome.COLLAPSED, str(last.get("collapse_reason", ""))
     if status == "early_stopped":
-        return "early_stopped", "the trainer's own early stopping"
+        return Outcome.EARLY_STOPPED, "the trainer's own early stopping"
     if ran_all:
         note = f"; {last['collapse_reason']} (not stopped)" if last.get("collapsed") else ""
-        return "completed", f"ran all {max_epochs} epochs{note}"
+        return Outcome.COMPLETED, f"ran all {max_epochs} epochs{note}"
     if not finished:
-        return "running", f"at epoch {epochs}"
-    return "stopped by ASHA", f"stopped after epoch {epochs} of {max_epochs} (below its rung's cutoff)"
+        return Outcome.RUNNING, f"at epoch {epochs}"
+    return Outcome.STOPPED, f"stopped after epoch {epochs} of {max_epochs} (below its rung's cutoff)"
 
 
 def _clean(value: Any) -> Any:
@@ -60,7 +62,7 @@ def trial_rows(trials: list[dict], max_epochs: int) -> list[dict]:
         epochs = int(last.get("epoch") or 0)
         if last.get("trial_status") == "diverged":
             epochs = max(epochs - 1, 0)
-        row = {"trial_id": t["trial_id"], "outcome": outcome, "stop_reason": reason,
+        row = {"trial_id": t["trial_id"], "outcome": outcome.value, "stop_reason": reason,
                "score": _clean(last.get("score")), "peak": _clean(last.get("peak")),
                "peak_epoch": last.get("peak_epoch"), "final": _clean(last.get("final")),
                "drop_from_peak": _clean((last["peak"] - last["final"])
@@ -103,7 +105,7 @@ def latest_attempt(history: list[dict]) -> list[dict]:
 
 def format_summary(rows: list[dict], top: int = 10, keys: list[str] | None = None) -> str:
     """Outcome counts and the top trials by score (``rows``: ``trial_rows``), as a text table."""
-    counts = {o: sum(r.get("outcome") == o for r in rows) for o in OUTCOMES}
+    counts = {o.value: sum(r.get("outcome") == o for r in rows) for o in Outcome}
     lines = [f"{len(rows)} trials: " + ", ".join(f"{n} {o}" for o, n in counts.items() if n)]
     ranked = sorted((r for r in rows if r.get("score") is not None), key=lambda r: -r["score"])[:top]
     if not ranked:
@@ -113,12 +115,10 @@ def format_summary(rows: list[dict], top: int = 10, keys: list[str] | None = Non
     head = ["trial", "score", "peak", "@", "final", "epochs", "outcome"] + [k.removeprefix("config/") for k in keys]
     table = [head]
     for r in ranked:
-        cells = [r["trial_id"], f"{r['score']:.4f}", f"{r['peak']:.4f}" if r["peak"] is not None else "-",
-                 str(r.get("peak_epoch") or "-"), f"{r['final']:.4f}" if r["final"] is not None else "-",
+        cells = [r["trial_id"], f"{r['score']:.4f}", fmt(r["peak"]), str(r.get("peak_epoch") or "-"), fmt(r["final"]),
                  str(r["epochs"]), r["outcome"]]
         for k in keys:
-            v = r.get(k)
-            cells.append(f"{v:.3g}" if isinstance(v, float) else ("-" if v is None else str(v)))
+            cells.append(fmt(r.get(k), 3, spec="g"))
         table.append(cells)
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     lines.append(f"top {len(ranked)} by score (mean val acc of the last epochs):")

@@ -15,20 +15,29 @@ Every key must be a trainer config key (``fer train --keys``); every bound and c
 building a real ``TrainConfig`` with it, so a bad space fails before any trial starts, naming the
 key. ``when`` makes a parameter exist only when earlier parameters have the given values (Optuna's
 define-by-run: TPE then models it only where it exists).
+
+A space as ``sweep.json`` records it (``SearchSpace.to_dict``) reads back with ``SearchSpace.from_dict``
+(no validation: it was valid when the sweep wrote it). ``trial_config`` is the one rule for a trial's
+trainer config: the sweep's base config < the space's fixed keys < the trial's sampled values.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fer_core.errors import FerError
+from fer_core.validate import ARG_SEMI, check_number
 from fer_core.yamlio import read_yaml
-from fer_core.train.config import ConfigError, TrainConfig, resolve_config
 
-__all__ = ["Param", "SearchSpace", "SpaceError", "load_space", "parse_space"]
+if TYPE_CHECKING:
+    from fer_core.train.config import TrainConfig
+
+# fer_core.train (torch) is imported where a config is built or checked: reading a recorded space
+# (the dashboard) does not need it.
+
+__all__ = ["Param", "SearchSpace", "SpaceError", "load_space", "parse_space", "trial_config"]
 
 TYPES = ("float", "int", "categorical")
 
@@ -39,8 +48,11 @@ class SpaceError(FerError, ValueError):
 
 @dataclass(frozen=True)
 class Param:
+    """One searched hyperparameter. ``when``: ``((key, allowed values), ...)``; a mapping
+    ``{key: value or [values]}`` (the YAML and ``sweep.json`` form) is turned into that."""
+
     name: str
-    type: str
+    type: str                       # float | int | categorical
     low: float | None = None
     high: float | None = None
     log: bool = False
@@ -48,7 +60,17 @@ class Param:
     choices: tuple = ()
     when: tuple[tuple[str, tuple], ...] = ()
 
+    def __post_init__(self):
+        if isinstance(self.when, dict):
+            object.__setattr__(self, "when", tuple(
+                (k, tuple(v) if isinstance(v, (list, tuple)) else (v,)) for k, v in self.when.items()))
+
+    @property
+    def numeric(self) -> bool:
+        return self.type in ("float", "int")
+
     def active(self, values: dict) -> bool:
+        """Whether the parameter exists given the values sampled before it (its ``when`` holds)."""
         return all(values.get(k) in allowed for k, allowed in self.when)
 
     def suggest(self, trial) -> Any:
@@ -58,13 +80,25 @@ class Param:
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
         return trial.suggest_categorical(self.name, list(self.choices))
 
-    def describe(self) -> str:
+    def _range(self, log: str) -> str:
         if self.type == "categorical":
-            body = "{" + ", ".join(map(str, self.choices)) + "}"
-        else:
-            body = f"[{self.low:g}, {self.high:g}]" + (" log" if self.log else "")
-        cond = " if " + " and ".join(f"{k} in {list(v)}" for k, v in self.when) if self.when else ""
-        return f"{self.name}: {self.type} {body}{cond}"
+            return "{" + ", ".join(map(str, self.choices)) + "}"
+        return f"[{self.low:g}, {self.high:g}]" + (log if self.log else "")
+
+    @property
+    def condition(self) -> str:
+        """``loss in ['focal']``: when the parameter exists ("" when always)."""
+        return " and ".join(f"{k} in {list(v)}" for k, v in self.when)
+
+    def describe(self) -> str:
+        """One line of the sweep's log: ``focal_gamma: float [0.5, 4] if loss in ['focal']``."""
+        cond = " if " + self.condition if self.when else ""
+        return f"{self.name}: {self.type} {self._range(' log')}{cond}"
+
+    def range_text(self) -> str:
+        """The range as the review page shows it: ``[0.0001, 0.01], log scale - only when loss in ['focal']``."""
+        cond = " - only when " + self.condition if self.when else ""
+        return f"{self._range(', log scale')}{cond}"
 
 
 @dataclass
@@ -90,8 +124,8 @@ class SearchSpace:
         self.sample(trial)
 
     def config(self, values: dict, base: dict | None = None) -> TrainConfig:
-        """The trial's trainer config: ``base`` < ``fixed`` < sampled ``values``."""
-        return resolve_config({**(base or {}), **self.fixed, **values}, where=f"{self.source} (trial config)")
+        """The trial's trainer config: ``base`` < ``fixed`` < sampled ``values`` (``trial_config``)."""
+        return trial_config(base, self.fixed, values, where=f"{self.source} (trial config)")
 
     def describe(self) -> list[str]:
         return [p.describe() for p in self.params] + [f"{k} = {v!r} (fixed)" for k, v in self.fixed.items()]
@@ -111,6 +145,23 @@ class SearchSpace:
             out["params"][p.name] = d
         return out
 
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "space") -> "SearchSpace":
+        """The space ``to_dict`` wrote (``sweep.json``'s ``space``), read back without validation."""
+        params = [Param(name=str(name), type=spec.get("type", "float"), low=spec.get("low"), high=spec.get("high"),
+                        log=bool(spec.get("log", False)), step=spec.get("step"),
+                        choices=tuple(spec.get("choices") or ()), when=dict(spec.get("when") or {}))
+                  for name, spec in (raw.get("params") or {}).items()]
+        return cls(params=params, fixed=dict(raw.get("fixed") or {}), source=source)
+
+
+def trial_config(base: dict | None, fixed: dict | None, sampled: dict, *, where: str) -> TrainConfig:
+    """A trial's trainer config, validated: the sweep's ``base`` config < the space's ``fixed`` keys < the
+    trial's ``sampled`` values (raises ``ConfigError`` naming ``where``)."""
+    from fer_core.train.config import resolve_config
+
+    return resolve_config({**(base or {}), **(fixed or {}), **sampled}, where=where)
+
 
 def _num(where: str, key: str, value) -> float:
     if isinstance(value, str):
@@ -118,12 +169,13 @@ def _num(where: str, key: str, value) -> float:
             value = float(value)
         except ValueError:
             pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SpaceError(f"{where}: {key} must be a finite number; got {value!r}")
+    check_number(value, key, kind=(int, float), error=SpaceError, template=ARG_SEMI, prefix=f"{where}: ")
     return value
 
 
 def _check_value(where: str, name: str, value, fixed: dict) -> None:
+    from fer_core.train.config import ConfigError, resolve_config
+
     try:
         resolve_config({**fixed, name: value}, where=where)
     except ConfigError as exc:
@@ -132,6 +184,8 @@ def _check_value(where: str, name: str, value, fixed: dict) -> None:
 
 def parse_space(raw: Any, source: str = "space") -> SearchSpace:
     """Validate a parsed YAML space (see the module docstring); raises ``SpaceError`` naming the key."""
+    from fer_core.train.config import ConfigError, TrainConfig, resolve_config
+
     if not isinstance(raw, dict):
         raise SpaceError(f"{source}: must be a mapping with 'params' (and optionally 'fixed')")
     unknown = set(raw) - {"params", "fixed", "description"}

@@ -8,7 +8,8 @@ space's fixed keys < the sampled values), resumes from Tune's checkpoint when th
   epochs (what you keep, not the peak you passed);
 - ``peak``, ``peak_epoch``, ``final``: best and last validation accuracy so far;
 - ``collapsed``, ``collapse_epoch`` and ``collapse_reason``: whether the collapse rule
-  (``sweeps.collapse``) has fired by this epoch, at which epoch and why, computed here with the same rule the driver's ``CollapseStopper`` applies, so the reason is
+  (``sweeps.collapse``) has fired by this epoch, at which epoch and why, as ``CollapseState`` finds
+  it over the trial's whole history (the same rule ``CollapseStopper`` applies), so the reason is
   recorded in the trial's own results (and in W&B as an event);
 - ``trial_status``: running, completed (its last epoch), early_stopped (the trainer's own early
   stopping) or diverged (one extra result after the last good epoch, with NaN metrics and a message).
@@ -25,9 +26,10 @@ import math
 import tempfile
 from pathlib import Path
 
-from fer_core.train import TrainData, load_checkpoint, resolve_config, train
+from fer_core.train import TrainData, load_checkpoint, train
 
-from .collapse import collapse_check
+from .collapse import collapse_state
+from .space import trial_config
 
 __all__ = ["fer_trainable", "score_of", "annotate", "ran_to_the_end", "resume_history"]
 
@@ -48,17 +50,11 @@ def annotate(metrics: dict, history: list[float], epochs_total: int, rules: dict
     peak, peak_epoch = max(finite, key=lambda t: (t[0], -t[1])) if finite else (float("nan"), 0)
     out.update(peak=peak, peak_epoch=peak_epoch, final=history[-1])
     collapse = rules.get("collapse")
-    stop_at = collapse_check(history, **collapse) if collapse else None
-    out["collapsed"] = stop_at is not None          # from the epoch the rule fired on (sticky)
-    out["collapse_epoch"] = stop_at or 0
-    out["collapse_reason"] = ""
-    if stop_at is not None:
-        window, seen = collapse["window"], history[:stop_at]
-        recent = sum(seen[-window:]) / window
-        top = max(v for v in seen if math.isfinite(v)) if any(math.isfinite(v) for v in seen) else float("nan")
-        top_epoch = seen.index(top) + 1 if math.isfinite(top) else 0
-        out["collapse_reason"] = (f"collapsed at epoch {stop_at}: mean of last {window} val_acc {recent:.3f} is "
-                                  f"{top - recent:.3f} below the peak {top:.3f} at epoch {top_epoch}")
+    state = collapse_state(history, metric="val_acc", **collapse) if collapse else None
+    stopped = state is not None and state.stopped
+    out["collapsed"] = stopped                       # from the epoch the rule fired on (sticky)
+    out["collapse_epoch"] = state.stop_time if stopped else 0
+    out["collapse_reason"] = state.epoch_reason() if stopped else ""
     out["trial_status"] = metrics.get("status") or ("completed" if metrics.get("epoch") == epochs_total else "running")
     if "val_confusion" in out:    # a JSON string: loggers (CSV, W&B) keep it whole
         out["val_confusion"] = json.dumps(out["val_confusion"])
@@ -83,7 +79,7 @@ def fer_trainable(params: dict, *, data: TrainData, base: dict, fixed: dict, rul
     """Tune function trainable: train one sampled configuration and report every epoch."""
     from ray import tune
 
-    cfg = resolve_config({**base, **fixed, **params}, where="trial config")
+    cfg = trial_config(base, fixed, params, where="trial config")
     history: list[float] = []
     resume_dir = None
     checkpoint = tune.get_checkpoint()

@@ -234,7 +234,8 @@ def _crafted(n: int = 24):
     """An in-memory experiment whose score is driven by lr alone, with a conditional focal_gamma."""
     import random
 
-    from sweeps.experiment import Experiment, Param
+    from sweeps.experiment import Experiment
+    from sweeps.space import Param
 
     rng = random.Random(0)
     params = [Param("lr", "float", low=1e-4, high=1e-2, log=True), Param("dropout_scale", "float", low=0.0, high=1.6),
@@ -246,7 +247,7 @@ def _crafted(n: int = 24):
         trials.append({"trial_id": f"t{i}", "outcome": "completed", "score": 0.3 + 0.2 * (math.log10(lr) + 4),
                        "config/lr": lr, "config/dropout_scale": rng.uniform(0, 1.6), "config/loss": loss,
                        "config/focal_gamma": rng.uniform(0.5, 4.0) if loss == "focal" else None})
-    return Experiment(store=ExperimentStore("crafted"), name="crafted", meta={}, trials=trials, epochs=[], params=params,
+    return Experiment(store=ExperimentStore("crafted"), name="crafted", trials=trials, epochs=[], params=params,
                       fixed={}, classes=[])
 
 

@@ -17,13 +17,14 @@ Conventions shared by all losses in this package:
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Real
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..validate import check_int
 from ._registry import register_loss
 
 
@@ -49,9 +50,7 @@ def check_num_classes(value: int | None) -> int | None:
     """``value`` as an int (or None: taken from the logits), or ``ValueError`` unless it is >= 2."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {value!r}")
-    return int(value)
+    return check_int(value, "num_classes", low=2, one_rule=True)
 
 
 def per_class_tensor(values: Sequence[float] | torch.Tensor, what: str, num_classes: int | None,

@@ -22,14 +22,13 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-import math
 import sys
-from numbers import Real
 from typing import Callable
 
 from torch import nn
 
 from ..errors import FerError
+from ..validate import ARG_SEMI, check_number
 
 __all__ = [
     "ModelError", "register_model", "create_model", "list_models", "is_model", "model_entrypoint",
@@ -159,9 +158,8 @@ def scaled_rate(rate: float, dropout_scale: float) -> float:
     ``dropout_scale`` is the sweep knob over a model's dropout rates: 0 turns dropout off, 1 keeps
     the model's rates; it must be a finite number >= 0.
     """
-    if isinstance(dropout_scale, bool) or not isinstance(dropout_scale, Real) \
-            or not math.isfinite(dropout_scale) or dropout_scale < 0:
-        raise ModelError(f"dropout_scale must be a finite number >= 0; got {dropout_scale!r}")
+    check_number(dropout_scale, "dropout_scale", low=0, error=ModelError, template=ARG_SEMI,
+                 rule="a finite number >= 0")
     if not 0.0 <= rate < 1.0:
         raise ModelError(f"dropout rates must be in [0, 1); got {rate!r}")
     return min(max(rate * dropout_scale, 0.0), 0.95)

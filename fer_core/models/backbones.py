@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..validate import ARG_SEMI, check_int
 from ._registry import FerModelMixin, ModelError, build_model_with_cfg, register_model
 from .fer_cnn import DenseHead
 
@@ -176,8 +177,9 @@ class TorchvisionBackbone(FerModelMixin, nn.Module):
             raise ModelError(f"tv_{arch}: weights_path {str(weights_path)!r} is not a file")
         if in_chans < 1:
             raise ModelError(f"in_chans must be >= 1; got {in_chans!r}")
-        if upscale_to is not None and (not isinstance(upscale_to, int) or upscale_to < self.min_input_size):
-            raise ModelError(f"upscale_to must be an integer >= {self.min_input_size}; got {upscale_to!r}")
+        if upscale_to is not None:
+            check_int(upscale_to, "upscale_to", low=self.min_input_size, kind=int, one_rule=True, error=ModelError,
+                      template=ARG_SEMI)
         spec = _ARCHS[arch]
         self.arch, self.num_classes, self.in_chans = arch, num_classes, in_chans
         self.freeze_base, self.upscale_to = freeze_base, upscale_to

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import inspect
 import math
-from numbers import Real
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..validate import check_number, is_real
 
 # Preset name -> Augment keyword arguments.
 _PRESETS: dict[str, dict] = {
@@ -52,21 +53,9 @@ _FLIP, _ANGLE, _SCALE, _TX, _TY, _BRIGHT, _CONTRAST, _ERASE, _AREA, _RATIO, _TOP
 _NUM_DRAWS = 13
 
 
-def _check_real(name: str, value, lo: float, hi: float, rule: str, *, hi_open: bool = False) -> float:
-    """``value`` as a float, or ``ValueError`` quoting it unless lo <= value <= hi (< hi if hi_open)."""
-    ok = isinstance(value, Real) and not isinstance(value, bool)
-    if ok:
-        v = float(value)
-        ok = lo <= v < hi if hi_open else lo <= v <= hi     # False for NaN
-    if not ok:
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
-    return float(value)
-
-
 def _check_range(name: str, value, hi: float, rule: str) -> tuple[float, float]:
     """``value`` as a (lo, hi) float pair, or ``ValueError`` quoting it unless 0 < lo <= hi <= ``hi``."""
-    ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(
-        isinstance(v, Real) and not isinstance(v, bool) for v in value)
+    ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(is_real(v) for v in value)
     if ok:
         lo_v, hi_v = (float(v) for v in value)
         ok = 0.0 < lo_v <= hi_v <= hi
@@ -148,13 +137,13 @@ class Augment(nn.Module):
         if not isinstance(flip, bool):
             raise ValueError(f"flip must be True or False, got {flip!r}")
         self.flip = flip
-        self.rotation = _check_real("rotation", rotation, 0.0, 0.5,
-                                    "a fraction of a full turn in [0, 0.5] (0.05 is +-18 degrees)")
-        self.zoom = _check_real("zoom", zoom, 0.0, 1.0, "a float in [0, 1)", hi_open=True)
-        self.translate = _check_real("translate", translate, 0.0, 1.0, "a fraction of the size in [0, 1]")
-        self.brightness = _check_real("brightness", brightness, 0.0, 1.0, "a float in [0, 1]")
-        self.contrast = _check_real("contrast", contrast, 0.0, 1.0, "a float in [0, 1]")
-        self.erase_p = _check_real("erase_p", erase_p, 0.0, 1.0, "a probability in [0, 1]")
+        self.rotation = check_number(rotation, "rotation", low=0.0, high=0.5,
+                                     rule="a fraction of a full turn in [0, 0.5] (0.05 is +-18 degrees)")
+        self.zoom = check_number(zoom, "zoom", low=0.0, high=1.0, high_open=True, rule="a float in [0, 1)")
+        self.translate = check_number(translate, "translate", low=0.0, high=1.0, rule="a fraction of the size in [0, 1]")
+        self.brightness = check_number(brightness, "brightness", low=0.0, high=1.0, rule="a float in [0, 1]")
+        self.contrast = check_number(contrast, "contrast", low=0.0, high=1.0, rule="a float in [0, 1]")
+        self.erase_p = check_number(erase_p, "erase_p", low=0.0, high=1.0, rule="a probability in [0, 1]")
         self.erase_scale = _check_range("erase_scale", erase_scale, 1.0,
                                         "a pair (lo, hi) of area fractions with 0 < lo <= hi <= 1")
         self.erase_ratio = _check_range("erase_ratio", erase_ratio, math.inf,

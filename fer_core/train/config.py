@@ -21,19 +21,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 from dataclasses import dataclass, field, fields
-from numbers import Real
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
 from ..errors import FerError
+from ..validate import KEY, check_int, check_number, is_real
 from ..yamlio import read_yaml
 
 __all__ = ["TrainConfig", "ConfigError", "load_config", "resolve_config", "parse_overrides",
-           "config_from_preset", "dump_config", "RUNTIME_KEYS"]
+           "config_from_preset", "dump_config", "RUNTIME_KEYS", "IGNORED_KEYS", "PROVENANCE_KEY"]
 
 
 class ConfigError(FerError, ValueError):
@@ -49,6 +48,12 @@ SAMPLERS = ("shuffle", "weighted")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 L2_SCOPES = ("all", "all_but_classifier", "dense")
+
+#: Top-level keys of a config file that are not trainer keys and that the loader skips (each must hold a
+#: mapping): ``provenance``, where ``fer export-best`` records where a config came from
+#: (``release.provenance`` writes and reads it under this name).
+PROVENANCE_KEY = "provenance"
+IGNORED_KEYS = (PROVENANCE_KEY,)
 
 #: Keys that change how a run executes, not what it computes: they may differ on resume.
 RUNTIME_KEYS = frozenset({"device", "precision", "threads", "eval_batch_size", "checkpoint_every"})
@@ -183,7 +188,7 @@ class TrainConfig:
             raise ConfigError(f"freeze_base: must be true or false; got {self.freeze_base!r}")
         if self.focal_alpha is not None:
             values = self.focal_alpha if isinstance(self.focal_alpha, (list, tuple)) else [self.focal_alpha]
-            if not values or not all(_is_real(v) and v >= 0 for v in values):
+            if not values or not all(is_real(v) and v >= 0 for v in values):
                 raise ConfigError(f"focal_alpha: must be null, a number >= 0, or a list of numbers >= 0 "
                                   f"(one per class); got {self.focal_alpha!r}")
             if isinstance(self.focal_alpha, (list, tuple)):
@@ -196,37 +201,20 @@ class TrainConfig:
         return self
 
 
-def _is_real(v) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool)
-
-
 def _choice(cfg: TrainConfig, key: str, choices: Iterable[str]) -> None:
     value = getattr(cfg, key)
     if value not in choices:
         raise ConfigError(f"{key}: must be one of {', '.join(choices)}; got {value!r}")
 
 
-def _number(cfg, key, *, low=None, high=None, low_open=False, high_open=False) -> None:
-    value = getattr(cfg, key)
-    if not _is_real(value) or not math.isfinite(value):
-        raise ConfigError(f"{key}: must be a finite number; got {value!r}")
-    value = float(value)
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ConfigError(f"{key}: must be {'>' if low_open else '>='} {low}; got {value!r}")
-    if high is not None and (value > high or (high_open and value == high)):
-        raise ConfigError(f"{key}: must be {'<' if high_open else '<='} {high}; got {value!r}")
-    setattr(cfg, key, value)
+def _number(cfg, key, **bounds) -> None:
+    setattr(cfg, key, check_number(getattr(cfg, key), key, error=ConfigError, template=KEY, quote_float=True,
+                                   **bounds))
 
 
 def _integer(cfg, key, *, low=None) -> None:
-    value = getattr(cfg, key)
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(f"{key}: must be an integer; got {value!r}")
-    if low is not None and value < low:
-        raise ConfigError(f"{key}: must be >= {low}; got {value!r}")
-    setattr(cfg, key, value)
+    setattr(cfg, key, check_int(getattr(cfg, key), key, low=low, kind=int, whole_floats=True, error=ConfigError,
+                                template=KEY))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,7 +311,7 @@ def _looks_numeric(text: str) -> bool:
 def load_config(path: str | Path | None = None, *, overrides: Iterable[str] = (), **values) -> TrainConfig:
     """Code defaults < preset < YAML file ``path`` < ``values`` < ``overrides`` (``key=value`` strings).
 
-    A top-level ``provenance:`` mapping in the file (``fer export-best`` writes one) is ignored.
+    A top-level mapping under one of ``IGNORED_KEYS`` (``provenance:``, which ``fer export-best`` writes) is ignored.
     """
     raw: dict[str, Any] = {}
     where = "config"
@@ -336,7 +324,7 @@ def load_config(path: str | Path | None = None, *, overrides: Iterable[str] = ()
         raw = read_yaml(path, "config file", ConfigError) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: must be a YAML mapping of key: value")
-        raw = _drop_provenance(raw, path)
+        raw = _drop_ignored(raw, path)
         raw = {k: (float(v) if isinstance(v, str) and _looks_numeric(v) and k != "data" else v)
                for k, v in raw.items()}
     raw.update(values)
@@ -347,18 +335,17 @@ def load_config(path: str | Path | None = None, *, overrides: Iterable[str] = ()
     return resolve_config(raw, where=where)
 
 
-def _drop_provenance(raw: dict, path: Path) -> dict:
-    """``raw`` without its top-level ``provenance:`` block (written by ``fer export-best``).
+def _drop_ignored(raw: dict, path: Path) -> dict:
+    """``raw`` without its ``IGNORED_KEYS`` blocks (the ``provenance:`` that ``fer export-best`` writes).
 
-    The block records where a config came from (experiment, trial, metrics); it is not a trainer
+    Such a block records where a config came from (experiment, trial, metrics); it is not a trainer
     key, so it is checked to be a mapping and otherwise ignored.
     """
-    if "provenance" not in raw:
-        return raw
-    if not isinstance(raw["provenance"], dict):
-        raise ConfigError(f"{path}: provenance: must be a mapping (what 'fer export-best' writes); "
-                          f"got {type(raw['provenance']).__name__}")
-    return {k: v for k, v in raw.items() if k != "provenance"}
+    for key in IGNORED_KEYS:
+        if key in raw and not isinstance(raw[key], dict):
+            raise ConfigError(f"{path}: {key}: must be a mapping (what 'fer export-best' writes); "
+                              f"got {type(raw[key]).__name__}")
+    return {k: v for k, v in raw.items() if k not in IGNORED_KEYS}
 
 
 def dump_config(cfg: TrainConfig) -> str:

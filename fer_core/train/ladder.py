@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..atomic import write_text
 from ..jsonio import dumps
+from ..numbers import pct
 from ..progress import say
 from .config import config_from_preset, parse_overrides
 from .data import TrainData, load_train_data
@@ -81,10 +82,6 @@ def run_ladder(data_uri: str, out_dir: str | Path, *, models: list[str] | None =
     return rows
 
 
-def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.2f}%"
-
-
 def format_ladder(rows: list[dict]) -> str:
     """The notebook's "Final Results Summary" table, with peak vs final and the gap."""
     head = ("| Model | Validation Accuracy (peak) | Peak epoch | Train-val gap at peak | Final val acc "
@@ -93,8 +90,8 @@ def format_ladder(rows: list[dict]) -> str:
     best = max((r["best_val_acc"] for r in rows), default=None)
     for r in rows:
         trophy = " (best)" if best is not None and r["best_val_acc"] == best and len(rows) > 1 else ""
-        gap = "-" if r["gap_at_best"] is None else f"{100 * r['gap_at_best']:+.1f}%"
+        gap = pct(r["gap_at_best"], 1, sign=True)
         drop = "-" if r["drop_from_peak"] is None else f"{100 * r['drop_from_peak']:.2f} pts"
-        lines.append(f"| {r['model']} | {_pct(r['best_val_acc'])}{trophy} | {r['best_epoch']}/{r['epochs']} | {gap} "
-                     f"| {_pct(r['final_val_acc'])} | {drop} | {r['status']} | {r['technique']} |")
+        lines.append(f"| {r['model']} | {pct(r['best_val_acc'])}{trophy} | {r['best_epoch']}/{r['epochs']} | {gap} "
+                     f"| {pct(r['final_val_acc'])} | {drop} | {r['status']} | {r['technique']} |")
     return "\n".join(lines)

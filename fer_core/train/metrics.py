@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from .. import atomic
+from ..numbers import pct
 
 __all__ = ["confusion_matrix", "classification_metrics", "format_report", "save_confusion",
            "ConfusionAccumulator"]
@@ -249,9 +250,9 @@ def _confusion_png(cm: np.ndarray, norm: np.ndarray, names: list[str], *, title:
     support = cm.sum(axis=1)
     for i in range(k):
         for j in range(k):
-            pct = f"{100 * norm[i, j]:.0f}%" if support[i] else "-"
+            share = pct(norm[i, j] if support[i] else None, 0)
             color = "white" if values[i, j] > 0.55 * vmax else "black"
-            ax.text(j, i, f"{cm[i, j]}\n{pct}", ha="center", va="center", fontsize=fontsize,
+            ax.text(j, i, f"{cm[i, j]}\n{share}", ha="center", va="center", fontsize=fontsize,
                     color=color, parse_math=False)
 
     ticks = np.arange(k)

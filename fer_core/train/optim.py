@@ -33,11 +33,12 @@ Example::
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
 from typing import Mapping
 
 import torch
 from torch import nn
+
+from ..validate import check_int, check_number
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "create_optimizer", "LRSchedule"]
 
@@ -57,34 +58,6 @@ _MAX_WORDS = ("acc", "f1", "auc", "precision", "recall")
 # ---------------------------------------------------------------------------------------------
 # Argument checks (ValueError quoting the value and the rule)
 # ---------------------------------------------------------------------------------------------
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _real(name: str, value, lo: float, hi: float = math.inf, *, lo_open: bool = False,
-          hi_open: bool = False) -> float:
-    """``value`` as a float, or ``ValueError`` unless it is a finite number in the interval."""
-    ok = _is_real(value) and math.isfinite(float(value))
-    if ok:
-        v = float(value)
-        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
-        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open or hi == math.inf else ']'}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
-    return float(value)
-
-
-def _int(name: str, value, lo: int) -> int:
-    """``value`` as an int, or ``ValueError`` unless it is an integer >= lo."""
-    if not _is_int(value) or int(value) < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
 
 
 def _choice(what: str, value, choices: tuple) -> str:
@@ -157,17 +130,18 @@ def create_optimizer(params_or_model, *, name: str = "adam", lr: float = 1e-3, w
         betas: Adam/AdamW ``(beta1, beta2)``, each in [0, 1). Ignored by SGD.
     """
     name = _choice("optimizer", name, OPTIMIZERS)
-    lr = _real("lr", lr, 0.0, lo_open=True)
-    weight_decay = _real("weight_decay", weight_decay, 0.0)
-    momentum = _real("momentum", momentum, 0.0, 1.0, hi_open=True)
-    eps = _real("eps", eps, 0.0, lo_open=True)
+    lr = check_number(lr, "lr", low=0.0, low_open=True, one_rule=True)
+    weight_decay = check_number(weight_decay, "weight_decay", low=0.0, one_rule=True)
+    momentum = check_number(momentum, "momentum", low=0.0, high=1.0, high_open=True, one_rule=True)
+    eps = check_number(eps, "eps", low=0.0, low_open=True, one_rule=True)
     if not isinstance(nesterov, bool):
         raise ValueError(f"nesterov must be True or False, got {nesterov!r}")
     try:
         b1, b2 = betas
     except (TypeError, ValueError):
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
-    betas = (_real("betas[0]", b1, 0.0, 1.0, hi_open=True), _real("betas[1]", b2, 0.0, 1.0, hi_open=True))
+    betas = (check_number(b1, "betas[0]", low=0.0, high=1.0, high_open=True, one_rule=True),
+             check_number(b2, "betas[1]", low=0.0, high=1.0, high_open=True, one_rule=True))
     params = _trainable(params_or_model)
 
     if name == "adam":
@@ -264,21 +238,22 @@ class LRSchedule:
             raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer
         self.name = _choice("schedule", name, SCHEDULES)
-        self.epochs = _int("epochs", epochs, 1)
-        self.steps_per_epoch = _int("steps_per_epoch", steps_per_epoch, 1)
-        self.warmup_epochs = _real("warmup_epochs", warmup_epochs, 0.0)
+        self.epochs = check_int(epochs, "epochs", low=1, one_rule=True)
+        self.steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", low=1, one_rule=True)
+        self.warmup_epochs = check_number(warmup_epochs, "warmup_epochs", low=0.0, one_rule=True)
         self.total_steps = self.epochs * self.steps_per_epoch
         self.warmup_steps = int(round(self.warmup_epochs * self.steps_per_epoch))
         if self.warmup_steps > self.total_steps or (self.name == "cosine" and self.warmup_steps == self.total_steps):
             raise ValueError(f"warmup_epochs={warmup_epochs!r} ({self.warmup_steps} steps) must be shorter than "
                              f"training ({self.epochs} epochs = {self.total_steps} steps)")
         self.decay_steps = self.total_steps - self.warmup_steps
-        self.cosine_alpha = _real("cosine_alpha", cosine_alpha, 0.0, 1.0)
-        self.step_size = _int("step_size", step_size, 1)
-        self.step_gamma = _real("step_gamma", step_gamma, 0.0, 1.0, lo_open=True)
-        self.plateau_factor = _real("plateau_factor", plateau_factor, 0.0, 1.0, lo_open=True, hi_open=True)
-        self.plateau_patience = _int("plateau_patience", plateau_patience, 0)
-        self.plateau_min_lr = _real("plateau_min_lr", plateau_min_lr, 0.0)
+        self.cosine_alpha = check_number(cosine_alpha, "cosine_alpha", low=0.0, high=1.0, one_rule=True)
+        self.step_size = check_int(step_size, "step_size", low=1, one_rule=True)
+        self.step_gamma = check_number(step_gamma, "step_gamma", low=0.0, high=1.0, low_open=True, one_rule=True)
+        self.plateau_factor = check_number(plateau_factor, "plateau_factor", low=0.0, high=1.0, low_open=True,
+                                           high_open=True, one_rule=True)
+        self.plateau_patience = check_int(plateau_patience, "plateau_patience", low=0, one_rule=True)
+        self.plateau_min_lr = check_number(plateau_min_lr, "plateau_min_lr", low=0.0, one_rule=True)
         if not isinstance(plateau_monitor, str) or not plateau_monitor:
             raise ValueError(f"plateau_monitor must be a metric name, got {plateau_monitor!r}")
         self.plateau_monitor = plateau_monitor
