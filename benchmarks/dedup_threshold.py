@@ -84,7 +84,8 @@ def make_copy(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarra
 
 def synth_mode(args) -> None:
     from fer_core.data.dedup import duplicate_groups
-    from fer_core.data.hashing import exact_digests, hamming, phash_batch
+    from fer_core.data.near_pairs import hamming
+    from fer_core.data.phash import exact_digests, phash_batch
     from fer_core.data.synth import NEAR_COPY_KINDS, SynthConfig, generate
 
     s = generate(SynthConfig(n=args.n, seed=args.seed))
@@ -131,7 +132,8 @@ def images_mode(args) -> None:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    from fer_core.data.hashing import exact_digests, hamming, near_duplicate_pairs, phash_batch
+    from fer_core.data.near_pairs import hamming, near_duplicate_pairs
+    from fer_core.data.phash import exact_digests, phash_batch
     from fer_core.data.images import IMAGE_SUFFIXES, decode_files
     from fer_core.data.synth import NEAR_COPY_KINDS
 

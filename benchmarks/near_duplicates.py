@@ -28,8 +28,9 @@ import PIL  # noqa: E402
 import scipy  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from fer_core.data import hashing  # noqa: E402
-from fer_core.data.hashing import near_duplicate_pairs, phash_batch  # noqa: E402
+from fer_core.data import near_pairs  # noqa: E402
+from fer_core.data.near_pairs import near_duplicate_pairs  # noqa: E402
+from fer_core.data.phash import phash_batch  # noqa: E402
 
 SIDE = 48
 
@@ -99,7 +100,7 @@ def bench_search(codes: np.ndarray, planted, thresholds: list[int], skip_brute: 
         (ai, aj, ad), auto_s = timed(near_duplicate_pairs, codes, t)
         mih, mih_s = timed(near_duplicate_pairs, codes, t, method="mih")
         assert all(np.array_equal(x, y) for x, y in zip((ai, aj, ad), mih)), "auto != mih"
-        chose = hashing._choose_method(np.unique(codes), t)  # what "auto" ran
+        chose = near_pairs._choose_method(np.unique(codes), t)  # what "auto" ran
         brute_s = float("nan")
         if not skip_brute:
             brute, brute_s = timed(near_duplicate_pairs, codes, t, method="brute")

@@ -1,4 +1,4 @@
-"""Tests for fer_core.data.hashing: phash parity with imagehash, digests, near-duplicate search."""
+"""Tests for fer_core.data.phash and fer_core.data.near_pairs: phash parity with imagehash, digests, near-duplicate search."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_core.data import hashing
-from fer_core.data.hashing import exact_digests, hamming, near_duplicate_pairs, phash_batch
+from fer_core.data import near_pairs, phash
+from fer_core.data.near_pairs import hamming, near_duplicate_pairs
+from fer_core.data.phash import exact_digests, phash_batch
 
 
 # --------------------------------------------------------------------------- helpers
@@ -95,13 +96,13 @@ def test_phash_matches_imagehash_for_other_hash_sizes(hash_size, highfreq_factor
 
 
 def test_phash_across_chunks(monkeypatch):
-    monkeypatch.setattr(hashing, "_PHASH_CHUNK", 7)
+    monkeypatch.setattr(phash, "_PHASH_CHUNK", 7)
     images = np.random.default_rng(3).integers(0, 256, (30, 48, 48), dtype=np.uint8)
     np.testing.assert_array_equal(phash_batch(images), reference_phash(images))
 
 
 def test_phash_per_image_fallback(monkeypatch):
-    monkeypatch.setattr(hashing, "_pass_order", lambda h, w, size: None)
+    monkeypatch.setattr(phash, "_pass_order", lambda h, w, size: None)
     images = np.random.default_rng(4).integers(0, 256, (8, 100, 33, 3), dtype=np.uint8)
     np.testing.assert_array_equal(phash_batch(images), reference_phash(images))
 
@@ -185,7 +186,7 @@ def test_near_duplicates_match_brute_force(max_distance, method):
 
 @pytest.mark.parametrize("max_distance", [0, 3, 9, 40, 64])
 def test_near_duplicates_in_small_chunks(monkeypatch, max_distance):
-    monkeypatch.setattr(hashing, "_PAIR_BUDGET", 7)
+    monkeypatch.setattr(near_pairs, "_PAIR_BUDGET", 7)
     codes = clustered_codes(np.random.default_rng(5), 120)
     expected = reference_pairs(codes, max_distance)
     for method in ("mih", "brute"):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import face, save
-from fer_core.data import hashing
+from fer_core.data.near_pairs import near_duplicate_pairs
+from fer_core.data.phash import phash_batch
 from fer_core.data.ingest import DEFAULT_NEAR_DISTANCE, IngestOptions, ingest
 from fer_core.data.loader import load_split
 from fer_core.errors import DataError, FerError
@@ -50,9 +51,9 @@ def test_injected_duplicates_found_and_no_group_straddles_splits(synth_dir, inge
     assert not exact_both
     assert len(both) <= 0.1 * len(copies), f"{len(both)} of {len(copies)} injected copies survived beside their original"
     # no near-duplicate pair crosses splits
-    ph = np.concatenate([hashing.phash_batch(splits[s].images) for s in splits])
+    ph = np.concatenate([phash_batch(splits[s].images) for s in splits])
     which = np.concatenate([[k] * len(splits[s]) for k, s in enumerate(splits)])
-    i, j, _ = hashing.near_duplicate_pairs(ph, m["quality"]["near_distance"])
+    i, j, _ = near_duplicate_pairs(ph, m["quality"]["near_distance"])
     assert not np.any(which[i] != which[j])
     dup = m["quality"]["duplicates"]
     originals_with_copies = {r["dup_of"] for r in truth.values() if r["dup_of"]}

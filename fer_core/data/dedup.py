@@ -22,7 +22,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .hashing import near_duplicate_pairs
+from .near_pairs import near_duplicate_pairs
 
 SPLIT_PRIORITY = {"train": 0, "val": 1, "test": 2, None: 3}
 CONFLICT_POLICIES = ("majority", "drop")

@@ -1,7 +1,9 @@
 """The ingest pipeline: read -> relabel -> select classes -> dedup -> merge -> split -> review -> shards.
 
-Everything is written to a temp folder beside ``out`` and renamed into place at the end, so a
-failed ingest leaves nothing half-written and an existing data set untouched.
+Each step is one stage: a function that reads and updates the :class:`ImagePool` (the images and
+what was decided about each); ``_ingest`` runs them in order. Everything is written to a temp folder
+beside ``out`` and renamed into place at the end, so a failed ingest leaves nothing half-written and
+an existing data set untouched.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from .. import storage
 from .. import progress as prog
 from ..errors import DataError
 from . import classes as cls
-from . import dedup, hashing, report, split as splitting
+from . import dedup, phash, report, split as splitting
 from .readers import read_source, SourceData, Skipped
 from .relabels import read_relabels
 from .shards import write_manifest, write_shards
@@ -81,15 +83,6 @@ class IngestOptions:
     quiet: bool = False
 
 
-def _concat(sources: list[SourceData], c: int, size: int) -> tuple[np.ndarray, list, list, list, np.ndarray]:
-    images = np.concatenate([s.images for s in sources]) if sources else np.empty((0, size, size, c), np.uint8)
-    labels = [lab for s in sources for lab in s.labels]
-    ids = [i for s in sources for i in s.ids]
-    splits = [sp for s in sources for sp in s.splits]
-    rank = np.concatenate([np.full(len(s), k, dtype=np.int64) for k, s in enumerate(sources)])
-    return images, labels, ids, splits, rank
-
-
 def ingest(opts: IngestOptions) -> dict:
     """Run the whole pipeline; returns the manifest that was written.
 
@@ -121,12 +114,89 @@ def _local(uri: str | None, stack: contextlib.ExitStack) -> str | None:
     return str(folder)
 
 
+@dataclass
+class ImagePool:
+    """The images of one ingest and what each stage decided about them.
+
+    It starts as every image read, primary source first, labelled by class name (``names``).
+    :func:`_select_classes` narrows it to the images of the selected classes and gives each a
+    label index ``y`` into ``class_names``; from then on ``keep`` marks the images that stay in the
+    data set (deduplication and the merge cap clear it) and ``kept`` lists them. The other fields
+    record what the stages removed or changed, for the manifest's quality section and the report.
+    """
+
+    sources: list[SourceData]
+    images: np.ndarray                  # (N, size, size, channels) uint8
+    ids: list[str]
+    names: list[str]                    # class name of each image, --relabels applied
+    splits: list[str | None]            # the source's own split of each image (None: it has none)
+    rank: np.ndarray                    # source of each image: 0 primary, 1 merge
+    keep: np.ndarray                    # (N,) bool: still in the data set
+    skipped: list[tuple[str, Skipped]]  # (source name, item the reader could not use)
+    class_names: list[str] = field(default_factory=list)
+    y: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    relabel_stats: Counter = field(default_factory=Counter)
+    unmatched: list[tuple[str, str]] = field(default_factory=list)  # --relabels rows matching no image
+    excluded: Counter = field(default_factory=Counter)  # images left out by --classes, per class
+    phashes: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64))
+    duplicates: dedup.Resolution | None = None
+    group_class_names: list[str] = field(default_factory=list)  # the classes duplicates.csv speaks of
+    merge_stats: dict = field(default_factory=dict)
+    emptied: list[str] = field(default_factory=list)  # classes that lost every image to dedup or merge
+    assigned: np.ndarray = field(default_factory=lambda: np.empty(0, object))  # split of each kept image
+    mislabel_report: object = None
+
+    @staticmethod
+    def of(sources: list[SourceData]) -> ImagePool:
+        """Every image of ``sources`` (at least one), in order, all kept."""
+        rank = np.concatenate([np.full(len(s), k, dtype=np.int64) for k, s in enumerate(sources)])
+        return ImagePool(sources=sources, images=np.concatenate([s.images for s in sources]),
+                         ids=[i for s in sources for i in s.ids], names=[lab for s in sources for lab in s.labels],
+                         splits=[sp for s in sources for sp in s.splits], rank=rank,
+                         keep=np.ones(len(rank), dtype=bool),
+                         skipped=[(s.name, k) for s in sources for k in s.skipped])
+
+    @property
+    def kept(self) -> np.ndarray:
+        """Indices of the images still in the data set."""
+        return np.flatnonzero(self.keep)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The options, checked and parsed before any image is read."""
+
+    ratios: tuple[float, float, float] | None  # None: --split keep
+    selection: tuple[str, ...] | None          # --classes (None: every class present)
+    relabels: dict[str, str | None]            # --relabels: id -> new class, None to drop
+    merge_cap: int | str
+
+
 def _ingest(opts: IngestOptions, recorded_as: dict) -> dict:
     """The pipeline on local sources; ``recorded_as`` maps their paths to what the manifest records (the URIs)."""
-    say = lambda msg: prog.say(msg, quiet=opts.quiet)  # noqa: E731
+    plan = _plan(opts)
+    pool = _read_sources(opts)
+    _apply_relabels(pool, plan.relabels, opts)
+    _select_classes(pool, plan.selection, opts)
+    _remove_duplicates(pool, opts)
+    if opts.merge:
+        _cap_merge(pool, plan.merge_cap, opts)
+    _drop_emptied_classes(pool, opts)
+    _split(pool, plan.ratios, opts)
+    if opts.mislabels and len(pool.kept) >= 50:
+        _find_mislabels(pool, opts)
+    counts = _split_counts(pool, opts)
+    return _write_dataset(pool, counts, opts, recorded_as)
+
+
+def _say(opts: IngestOptions, message: str) -> None:
+    prog.say(message, quiet=opts.quiet)
+
+
+def _plan(opts: IngestOptions) -> _Plan:
+    """Check ``--out`` and the options; raise DataError naming the first bad one."""
     storage.check_folder(opts.out, **_out_rule(opts))
-    keep_splits = opts.split == "keep"
-    ratios = None if keep_splits else splitting.parse_ratios(opts.split)
+    ratios = None if opts.split == "keep" else splitting.parse_ratios(opts.split)
     if opts.conflicts not in dedup.CONFLICT_POLICIES:
         raise DataError(f"--conflicts: expected one of {', '.join(dedup.CONFLICT_POLICIES)}, got {opts.conflicts!r}")
     if opts.near_distance < 0 or opts.near_distance > 32:
@@ -136,176 +206,229 @@ def _ingest(opts: IngestOptions, recorded_as: dict) -> dict:
     selection = cls.parse_selection(opts.classes)
     relabels = read_relabels(opts.relabels) if opts.relabels else {}
     merge_cap: int | str = int(opts.merge_cap) if str(opts.merge_cap).isdigit() else opts.merge_cap
+    return _Plan(ratios=ratios, selection=selection, relabels=relabels, merge_cap=merge_cap)
 
-    say(f"reading {opts.src}")
+
+def _read_sources(opts: IngestOptions) -> ImagePool:
+    """Read the source (and the merge source) into one pool; fail when nothing usable was found."""
+    _say(opts, f"reading {opts.src}")
     primary = read_source(opts.src, opts.format, size=opts.size, color=opts.color, name=opts.name,
                           workers=opts.workers, progress=opts.progress)
     sources = [primary]
     if opts.merge:
-        say(f"reading merge source {opts.merge}")
-        merged = read_source(opts.merge, opts.merge_format, size=opts.size, color=opts.color,
-                             workers=opts.workers, progress=opts.progress)
-        if merged.name == primary.name:
-            merged.name = f"{merged.name}-merge"
-            merged.ids = [f"{merged.name}:{i.split(':', 1)[1]}" for i in merged.ids]
-        merged.splits = [None] * len(merged)  # merged images join the pool that is split below
-        sources.append(merged)
-    skipped: list[tuple[str, Skipped]] = [(s.name, k) for s in sources for k in s.skipped]
-    c = 1 if opts.color == "grayscale" else 3
-    images, labels, ids, splits, rank = _concat(sources, c, opts.size)
-    if len(ids) == 0:
-        reasons = Counter(k.reason for _, k in skipped).most_common(3)
+        sources.append(_read_merge(opts, primary.name))
+    pool = ImagePool.of(sources)
+    if len(pool.ids) == 0:
+        reasons = Counter(k.reason for _, k in pool.skipped).most_common(3)
         detail = "; ".join(f"{n} x {r}" for r, n in reasons) or "no files found"
         raise DataError(f"{opts.src}: no usable images ({detail}); see the layouts in 'fer data ingest --help'")
-    if keep_splits and all(s is None for s in splits[: len(primary)]):
+    if opts.split == "keep" and all(s is None for s in pool.splits[: len(primary)]):
         raise DataError(f"{opts.src}: has no splits of its own, so --split keep cannot work; "
                         "use --split 80/10/10")
+    return pool
 
-    # Relabels from a reviewed mislabels.csv, then the class selection.
-    keep = np.ones(len(ids), dtype=bool)
-    relabel_stats = Counter()
-    unmatched: list[tuple[str, str]] = []
-    index = {i: k for k, i in enumerate(ids)}
+
+def _read_merge(opts: IngestOptions, primary_name: str) -> SourceData:
+    """The --merge source, renamed when it has the primary's name; its images get no split of their own."""
+    _say(opts, f"reading merge source {opts.merge}")
+    merged = read_source(opts.merge, opts.merge_format, size=opts.size, color=opts.color,
+                         workers=opts.workers, progress=opts.progress)
+    if merged.name == primary_name:
+        merged.name = f"{merged.name}-merge"
+        merged.ids = [f"{merged.name}:{i.split(':', 1)[1]}" for i in merged.ids]
+    merged.splits = [None] * len(merged)  # merged images join the pool that is split below
+    return merged
+
+
+def _apply_relabels(pool: ImagePool, relabels: dict[str, str | None], opts: IngestOptions) -> None:
+    """Relabel or drop the images a reviewed mislabels.csv names; say which ids match no image."""
+    index = {i: k for k, i in enumerate(pool.ids)}
     for rid, new in relabels.items():
         k = index.get(rid)
         if k is None:
-            relabel_stats["unmatched"] += 1
-            unmatched.append((rid, new or "drop"))
+            pool.relabel_stats["unmatched"] += 1
+            pool.unmatched.append((rid, new or "drop"))
         elif new is None:
-            keep[k] = False
-            relabel_stats["dropped"] += 1
-        elif labels[k] != new:
-            labels[k] = new
-            relabel_stats["relabelled"] += 1
-    if unmatched:
+            pool.keep[k] = False
+            pool.relabel_stats["dropped"] += 1
+        elif pool.names[k] != new:
+            pool.names[k] = new
+            pool.relabel_stats["relabelled"] += 1
+    if pool.unmatched:
         # Usually ids from another data set name or source path: say which, so they can be fixed.
+        unmatched = pool.unmatched
         shown = ", ".join(i for i, _ in unmatched[:SHOW_UNMATCHED])
         more = f" and {len(unmatched) - SHOW_UNMATCHED} more" if len(unmatched) > SHOW_UNMATCHED else ""
-        say(f"--relabels: {len(unmatched)} id(s) match no image: {shown}{more} "
-            f"(ids here look like {ids[0]!r}; all unmatched ids go to report/relabels_unmatched.csv)")
-    present = cls.ordered({lab for lab, k in zip(labels, keep) if k})
+        _say(opts, f"--relabels: {len(unmatched)} id(s) match no image: {shown}{more} "
+             f"(ids here look like {pool.ids[0]!r}; all unmatched ids go to report/relabels_unmatched.csv)")
+
+
+def _select_classes(pool: ImagePool, selection: tuple[str, ...] | None, opts: IngestOptions) -> None:
+    """Keep the images of the selected classes (default: every class present) and index their labels."""
+    present = cls.ordered({lab for lab, k in zip(pool.names, pool.keep) if k})
     class_names = list(selection or present)
     if selection:
         empty = [c_ for c_ in selection if c_ not in present]
         if empty:
             raise DataError(f"{opts.src}: selected class(es) {', '.join(empty)} have no images; "
                             f"classes present: {', '.join(present)}")
-    excluded = Counter(lab for lab, k in zip(labels, keep) if k and lab not in class_names)
-    keep &= np.array([lab in class_names for lab in labels])
-    sel = np.flatnonzero(keep)
-    images, rank = images[sel], rank[sel]
-    ids = [ids[k] for k in sel]
-    splits = [splits[k] for k in sel]
-    y = np.array([class_names.index(labels[k]) for k in sel], dtype=np.int64)
+    pool.excluded = Counter(lab for lab, k in zip(pool.names, pool.keep) if k and lab not in class_names)
+    sel = np.flatnonzero(pool.keep & np.array([lab in class_names for lab in pool.names]))
+    pool.images, pool.rank = pool.images[sel], pool.rank[sel]
+    pool.ids = [pool.ids[k] for k in sel]
+    pool.splits = [pool.splits[k] for k in sel]
+    pool.names = [pool.names[k] for k in sel]
+    pool.y = np.array([class_names.index(lab) for lab in pool.names], dtype=np.int64)
+    pool.keep = np.ones(len(sel), dtype=bool)
+    pool.class_names = class_names
     if len(class_names) < 2:
         raise DataError(f"{opts.src}: found only class(es) {', '.join(class_names) or 'none'}; need at least two")
 
-    say(f"hashing {len(ids)} images")
-    digests = hashing.exact_digests(images)
-    phashes = hashing.phash_batch(images, progress=opts.progress)
-    group, exact = dedup.duplicate_groups(digests, phashes, opts.near_distance, progress=opts.progress)
-    res = dedup.resolve(group, exact, y, splits, rank, keep_splits=keep_splits, conflicts=opts.conflicts)
-    keep = res.keep.copy()
-    y = res.labels
 
-    merge_stats: dict = {}
-    if opts.merge:
-        primary_counts = {k: int(np.sum((y == k) & keep & (rank == 0))) for k in range(len(class_names))}
-        room = splitting.merge_caps(primary_counts, merge_cap)
-        rng = np.random.default_rng(opts.seed)
-        added = {}
-        for k, free in room.items():
-            cand = np.flatnonzero(keep & (rank == 1) & (y == k))
-            rng.shuffle(cand)
-            keep[cand[free:]] = False
-            added[class_names[k]] = int(min(free, len(cand)))
-        merge_stats = {"source": sources[1].name, "cap": merge_cap, "added": added,
-                       "available": int(np.sum(res.keep & (rank == 1)))}
+def _remove_duplicates(pool: ImagePool, opts: IngestOptions) -> None:
+    """Group exact and near duplicates; keep one image per group (no leakage, conflicts resolved)."""
+    _say(opts, f"hashing {len(pool.ids)} images")
+    digests = phash.exact_digests(pool.images)
+    pool.phashes = phash.phash_batch(pool.images, progress=opts.progress)
+    group, exact = dedup.duplicate_groups(digests, pool.phashes, opts.near_distance, progress=opts.progress)
+    res = dedup.resolve(group, exact, pool.y, pool.splits, pool.rank, keep_splits=opts.split == "keep",
+                        conflicts=opts.conflicts)
+    pool.duplicates = res
+    pool.keep = res.keep.copy()
+    pool.y = res.labels
+    pool.group_class_names = pool.class_names  # duplicates.csv speaks of the labels at this step
 
-    # A class can lose every image to deduplication, conflict resolution or the merge cap (one made
-    # only of copies of another class's images, say). Left in the class list it would have no
-    # images and an undefined weight, and training on it fails later; so drop it here, and say so.
-    group_class_names = class_names  # duplicates.csv speaks of the labels before this step
-    left = np.bincount(y[keep], minlength=len(class_names))
-    emptied = [c_ for k, c_ in enumerate(class_names) if left[k] == 0]
-    if emptied:
-        class_names = [c_ for k, c_ in enumerate(class_names) if left[k] > 0]
-        if len(class_names) < 2:
-            left_names = ", ".join(class_names) or "none"
-            raise DataError(f"{opts.src}: after removing duplicates only class(es) {left_names} keep images "
-                            f"({', '.join(emptied)} lost all of theirs); need at least two classes; check for "
-                            "copies across class folders, or lower --near-distance if distinct faces were grouped")
-        say(f"class(es) {', '.join(emptied)}: no images left after removing duplicates"
-            f"{' and merging' if opts.merge else ''}; dropped from the class list")
-        new_index = np.cumsum(left > 0) - 1      # old label -> new label (emptied ones are not kept)
-        y = np.where(keep, new_index[y], -1)
 
-    idx = np.flatnonzero(keep)
-    y_kept = y[idx]
-    if keep_splits:
-        assigned = np.array([s if s is not None else "train" for s in (splits[i] for i in idx)], dtype=object)
+def _cap_merge(pool: ImagePool, merge_cap: int | str, opts: IngestOptions) -> None:
+    """Keep merged images only up to each class's cap, drawn at random (seeded)."""
+    keep, y, rank = pool.keep, pool.y, pool.rank
+    primary_counts = {k: int(np.sum((y == k) & keep & (rank == 0))) for k in range(len(pool.class_names))}
+    room = splitting.merge_caps(primary_counts, merge_cap)
+    rng = np.random.default_rng(opts.seed)
+    added = {}
+    for k, free in room.items():
+        cand = np.flatnonzero(keep & (rank == 1) & (y == k))
+        rng.shuffle(cand)
+        keep[cand[free:]] = False
+        added[pool.class_names[k]] = int(min(free, len(cand)))
+    pool.merge_stats = {"source": pool.sources[1].name, "cap": merge_cap, "added": added,
+                        "available": int(np.sum(pool.duplicates.keep & (rank == 1)))}
+
+
+def _drop_emptied_classes(pool: ImagePool, opts: IngestOptions) -> None:
+    """Drop the classes that have no image left, and say so.
+
+    A class can lose every image to deduplication, conflict resolution or the merge cap (one made
+    only of copies of another class's images, say). Left in the class list it would have no images
+    and an undefined weight, and training on it fails later.
+    """
+    class_names = pool.class_names
+    left = np.bincount(pool.y[pool.keep], minlength=len(class_names))
+    pool.emptied = [c_ for k, c_ in enumerate(class_names) if left[k] == 0]
+    if not pool.emptied:
+        return
+    emptied = pool.emptied
+    pool.class_names = [c_ for k, c_ in enumerate(class_names) if left[k] > 0]
+    if len(pool.class_names) < 2:
+        left_names = ", ".join(pool.class_names) or "none"
+        raise DataError(f"{opts.src}: after removing duplicates only class(es) {left_names} keep images "
+                        f"({', '.join(emptied)} lost all of theirs); need at least two classes; check for "
+                        "copies across class folders, or lower --near-distance if distinct faces were grouped")
+    _say(opts, f"class(es) {', '.join(emptied)}: no images left after removing duplicates"
+         f"{' and merging' if opts.merge else ''}; dropped from the class list")
+    new_index = np.cumsum(left > 0) - 1      # old label -> new label (emptied ones are not kept)
+    pool.y = np.where(pool.keep, new_index[pool.y], -1)
+
+
+def _split(pool: ImagePool, ratios: tuple[float, float, float] | None, opts: IngestOptions) -> None:
+    """Assign each kept image to train/val/test: the source's own splits (``ratios`` None) or a stratified draw."""
+    idx = pool.kept
+    y_kept = pool.y[idx]
+    if ratios is None:
+        assigned = np.array([s if s is not None else "train" for s in (pool.splits[i] for i in idx)], dtype=object)
         if not np.any(assigned == "val"):
-            say("source has no validation split: carving 10% of train into val (stratified)")
+            _say(opts, "source has no validation split: carving 10% of train into val (stratified)")
             assigned = splitting.carve_val(y_kept, assigned, 0.1, opts.seed)
     else:
         assigned = splitting.stratified_split(y_kept, ratios, opts.seed)
+    pool.assigned = assigned
 
-    in_train = np.bincount(y_kept[assigned == "train"], minlength=len(class_names))
-    no_train = [c_ for k, c_ in enumerate(class_names) if in_train[k] == 0]
+    in_train = np.bincount(y_kept[assigned == "train"], minlength=len(pool.class_names))
+    no_train = [c_ for k, c_ in enumerate(pool.class_names) if in_train[k] == 0]
     if no_train:
-        fix = "re-split with --split 80/10/10" if keep_splits else "give train a larger share in --split"
+        fix = "re-split with --split 80/10/10" if ratios is None else "give train a larger share in --split"
         raise DataError(f"{opts.src}: class(es) {', '.join(no_train)} have images only in val/test, none in "
                         f"train, so no model can learn them; add train images, {fix}, or leave them out "
                         "with --classes")
 
-    mislabel_report = None
-    if opts.mislabels and len(idx) >= 50:
-        from . import mislabels
-        say(f"looking for likely mislabels ({opts.mislabel_folds}-fold out-of-fold model)")
-        mislabel_report = mislabels.find_mislabels(images[idx], y_kept, len(class_names),
-                                                   folds=opts.mislabel_folds, seed=opts.seed,
-                                                   progress=opts.progress)
 
-    counts = {s: {c_: int(np.sum((assigned == s) & (y_kept == k))) for k, c_ in enumerate(class_names)}
+def _find_mislabels(pool: ImagePool, opts: IngestOptions) -> None:
+    """Search the kept images for likely mislabels with an out-of-fold model."""
+    from . import mislabels
+    _say(opts, f"looking for likely mislabels ({opts.mislabel_folds}-fold out-of-fold model)")
+    idx = pool.kept
+    pool.mislabel_report = mislabels.find_mislabels(pool.images[idx], pool.y[idx], len(pool.class_names),
+                                                    folds=opts.mislabel_folds, seed=opts.seed,
+                                                    progress=opts.progress)
+
+
+def _split_counts(pool: ImagePool, opts: IngestOptions) -> dict:
+    """Images per split and class; fail when train or val would be empty."""
+    idx = pool.kept
+    y_kept = pool.y[idx]
+    counts = {s: {c_: int(np.sum((pool.assigned == s) & (y_kept == k))) for k, c_ in enumerate(pool.class_names)}
               for s in ("train", "val", "test")}
     empty_splits = [s for s in ("train", "val") if sum(counts[s].values()) == 0]
     if empty_splits:
         raise DataError(f"{opts.src}: split(s) {', '.join(empty_splits)} would be empty with "
                         f"{len(idx)} images; add data or change --split")
-    train_labels = y_kept[assigned == "train"]
-    weights = splitting.class_weights(train_labels, len(class_names))
-    source_names = [sources[r].name for r in rank[idx]]
+    return counts
 
-    quality = {
-        "skipped": {"count": len(skipped), "by_reason": dict(Counter(_reason_kind(k.reason) for _, k in skipped))},
-        "excluded_by_class_selection": dict(excluded),
-        "classes_emptied_by_dedup": emptied,
-        "relabels": {**relabel_stats, **({"unmatched_ids": [i for i, _ in unmatched[:KEEP_UNMATCHED]]}
-                                         if unmatched else {})},
-        "duplicates": res.summary,
-        "merge": merge_stats,
-        "mislabels": report.mislabel_summary(mislabel_report),
+
+def _quality(pool: ImagePool, opts: IngestOptions) -> dict:
+    """The manifest's quality section: what every stage removed or changed."""
+    relabels = {**pool.relabel_stats,
+                **({"unmatched_ids": [i for i, _ in pool.unmatched[:KEEP_UNMATCHED]]} if pool.unmatched else {})}
+    return {
+        "skipped": {"count": len(pool.skipped),
+                    "by_reason": dict(Counter(_reason_kind(k.reason) for _, k in pool.skipped))},
+        "excluded_by_class_selection": dict(pool.excluded),
+        "classes_emptied_by_dedup": pool.emptied,
+        "relabels": relabels,
+        "duplicates": pool.duplicates.summary,
+        "merge": pool.merge_stats,
+        "mislabels": report.mislabel_summary(pool.mislabel_report),
         "near_distance": opts.near_distance,
     }
+
+
+def _write_dataset(pool: ImagePool, counts: dict, opts: IngestOptions, recorded_as: dict) -> dict:
+    """Write the shards, the manifest and the report into ``opts.out`` (atomically); returns the manifest."""
+    idx = pool.kept
+    y_kept = pool.y[idx]
+    channels = 1 if opts.color == "grayscale" else 3
+    weights = splitting.class_weights(y_kept[pool.assigned == "train"], len(pool.class_names))
+    quality = _quality(pool, opts)
     ingest_params = {k: recorded_as.get(v, v) if k in ("src", "merge") else v for k, v in asdict(opts).items()
                      if k not in ("progress", "quiet", "overwrite", "out")}
     with storage.folder_writer(opts.out, **_out_rule(opts), last=("manifest.json",)) as tmp:
-        say(f"writing shards to {opts.out}")
-        shard_entries = write_shards(tmp, images=images[idx], labels=y_kept, ids=[ids[i] for i in idx],
-                                     splits=assigned, sources=source_names, phashes=phashes[idx],
-                                     shard_format=opts.shard_format)
+        _say(opts, f"writing shards to {opts.out}")
+        shard_entries = write_shards(tmp, images=pool.images[idx], labels=y_kept, ids=[pool.ids[i] for i in idx],
+                                     splits=pool.assigned, sources=[pool.sources[r].name for r in pool.rank[idx]],
+                                     phashes=pool.phashes[idx], shard_format=opts.shard_format)
         manifest = write_manifest(
-            tmp, name=opts.name or primary.name, classes=class_names, image_shape=[opts.size, opts.size, c],
-            color=opts.color, shards=shard_entries, counts=counts, class_weights=weights,
-            ingest=ingest_params,
+            tmp, name=opts.name or pool.sources[0].name, classes=pool.class_names,
+            image_shape=[opts.size, opts.size, channels], color=opts.color, shards=shard_entries,
+            counts=counts, class_weights=weights, ingest=ingest_params,
             sources=[{"name": s.name, "path": recorded_as.get(s.path, s.path), "format": s.format, "images": len(s)}
-                     for s in sources],
+                     for s in pool.sources],
             quality=quality, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-        report.write_artifacts(tmp / "report", manifest=manifest, skipped=skipped, members=res.members,
-                               ids=ids, images=images, class_names=class_names,
-                               group_class_names=group_class_names,
-                               mislabel_report=mislabel_report, kept_ids=[ids[i] for i in idx],
-                               kept_images=images[idx], unmatched_relabels=unmatched if opts.relabels else None)
+        report.write_artifacts(tmp / "report", manifest=manifest, skipped=pool.skipped,
+                               members=pool.duplicates.members, ids=pool.ids, images=pool.images,
+                               class_names=pool.class_names, group_class_names=pool.group_class_names,
+                               mislabel_report=pool.mislabel_report, kept_ids=[pool.ids[i] for i in idx],
+                               kept_images=pool.images[idx],
+                               unmatched_relabels=pool.unmatched if opts.relabels else None)
     return manifest
 
 

@@ -1,0 +1,114 @@
+"""What the synthetic-face generator is asked for (:class:`SynthConfig`) and what it returns (:class:`SynthSet`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import DataError
+from ..classes import FOUR_CLASS
+
+EXPRESSIONS = FOUR_CLASS  # the expressions the renderer can draw
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What to generate.
+
+    Attributes:
+        n: total number of images, injected duplicates included (``round(n * duplicate_share)``
+            of them are copies of the other ones).
+        size: image side in pixels.
+        label_noise: share of the original (non-copy) images whose given label is wrong. Copies
+            inherit their original's given label, conflicts excepted. The default 0.3 is what makes
+            long unregularised training visibly overfit (validation accuracy on the given labels
+            peaks, then falls several points; see benchmarks/synth_difficulty.py); at 0.2 the fall
+            stayed within the epoch-to-epoch scatter.
+        duplicate_share: share of ``n`` that are copies of another image (exact or near, half
+            each; below 0.5, since every copy has its own original).
+        conflict_share: share of the copies whose label differs from their original's (default:
+            a quarter, i.e. 1 % of the set, 40 conflicting pairs in the default 4000 images).
+        seed: the random seed; the same config always yields the same set.
+        class_shares: share of each class among the originals (normalised to sum to 1).
+        classes: class names, each one of happy, neutral, sad, surprise; labels index this tuple.
+    """
+
+    n: int = 4000
+    size: int = 48
+    label_noise: float = 0.3
+    duplicate_share: float = 0.04
+    conflict_share: float = 0.25
+    seed: int = 0
+    class_shares: tuple[float, ...] = (0.357, 0.246, 0.244, 0.152)
+    classes: tuple[str, ...] = FOUR_CLASS
+
+    def validate(self) -> None:
+        """Raise DataError naming the first bad field."""
+        if self.n < 1:
+            raise DataError(f"synth: n must be at least 1, got {self.n}")
+        if self.size < 16:
+            raise DataError(f"synth: size must be at least 16 pixels, got {self.size}")
+        for name, top in (("label_noise", 1.0), ("duplicate_share", 0.5), ("conflict_share", 1.0)):
+            value = getattr(self, name)
+            if not 0.0 <= value < top:
+                raise DataError(f"synth: {name} must lie in [0, {top:g}), got {value}")
+        unknown = [c for c in self.classes if c not in EXPRESSIONS]
+        if unknown or len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
+            raise DataError(f"synth: classes must be at least two distinct names out of "
+                            f"{', '.join(EXPRESSIONS)}, got {self.classes}")
+        if len(self.class_shares) != len(self.classes) or min(self.class_shares) < 0 \
+                or sum(self.class_shares) <= 0:
+            raise DataError(f"synth: class_shares must be {len(self.classes)} non-negative numbers "
+                            f"with a positive sum, got {self.class_shares}")
+
+
+@dataclass
+class SynthSet:
+    """A generated data set with its ground truth.
+
+    Attributes:
+        images: (N, size, size) uint8.
+        labels: (N,) int64 given labels (possibly wrong), indices into ``classes``.
+        true_labels: (N,) int64 the class each face was drawn as.
+        dup_of: (N,) int64 index of the original an injected copy was made from, else -1.
+        dup_kind: (N,) str "exact", "near" or "" (not a copy).
+        classes: class names.
+        config: the config it was generated from.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    true_labels: np.ndarray
+    dup_of: np.ndarray
+    dup_kind: np.ndarray
+    classes: tuple[str, ...]
+    config: SynthConfig | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def noisy(self) -> np.ndarray:
+        """Bool mask of samples whose given label is not their true class."""
+        return self.labels != self.true_labels
+
+    @property
+    def conflict(self) -> np.ndarray:
+        """Bool mask of copies whose given label differs from their original's."""
+        is_copy = self.dup_of >= 0
+        out = np.zeros(len(self), dtype=bool)
+        out[is_copy] = self.labels[is_copy] != self.labels[self.dup_of[is_copy]]
+        return out
+
+    def ids(self) -> list[str]:
+        """Stable ids, ``synth_000123`` for index 123."""
+        return [f"synth_{i:06d}" for i in range(len(self))]
+
+
+def share_counts(n: int, shares) -> np.ndarray:
+    """Split n into integer counts proportional to shares (largest remainder)."""
+    raw = np.asarray(shares, dtype=float) / float(np.sum(shares)) * n
+    counts = np.floor(raw).astype(np.int64)
+    counts[np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]] += 1
+    return counts
