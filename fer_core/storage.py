@@ -31,7 +31,7 @@ import pyarrow.fs as pafs
 from .errors import FerError
 from .safepaths import is_uri
 
-__all__ = ["Location", "locate", "is_uri", "redact", "StorageError", "check_folder", "folder_writer", "working_copy"]
+__all__ = ["Location", "locate", "redact", "StorageError", "check_folder", "folder_writer", "working_copy"]
 
 #: Query parameters and URI parts that hold secrets (pyarrow's S3 options, SAS tokens, passwords).
 _SECRET_KEYS = re.compile(r"(secret|token|password|passwd|key|credential|signature|sig)", re.I)

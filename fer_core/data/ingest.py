@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import storage
+from ..safepaths import is_uri
 from .. import progress as prog
 from ..errors import DataError
 from . import classes as cls
@@ -92,13 +93,13 @@ def ingest(opts: IngestOptions) -> dict:
     """
     with contextlib.ExitStack() as stack:
         local = replace(opts, src=_local(opts.src, stack), merge=_local(opts.merge, stack),
-                        name=opts.name or (storage.locate(opts.src).name if storage.is_uri(opts.src) else None))
+                        name=opts.name or (storage.locate(opts.src).name if is_uri(opts.src) else None))
         return _ingest(local, recorded_as={local.src: storage.redact(opts.src), local.merge: storage.redact(opts.merge or "")})
 
 
 def _local(uri: str | None, stack: contextlib.ExitStack) -> str | None:
     """A local copy of the source at ``uri`` (a folder, or one file such as a CSV), or ``uri`` itself when local."""
-    if uri is None or not storage.is_uri(uri):
+    if uri is None or not is_uri(uri):
         return uri
     import tempfile
 

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ... import storage
+from ...safepaths import is_uri
 from ...errors import DataError
 from .dataset import SynthConfig, SynthSet, share_counts
 
@@ -67,7 +68,7 @@ def write_folders(synth: SynthSet, out_dir: str | os.PathLike, layout: str = "fo
     """
     if layout not in LAYOUTS:
         raise DataError(f"synth: unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    out = out_dir if storage.is_uri(out_dir) else Path(out_dir).resolve()
+    out = out_dir if is_uri(out_dir) else Path(out_dir).resolve()
     config = synth.config or SynthConfig(n=len(synth), size=synth.images.shape[1], classes=synth.classes)
     ids = synth.ids()
     splits = assign_splits(len(synth), config.seed)
