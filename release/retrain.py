@@ -1,7 +1,7 @@
 """Retrain an exported config from scratch and ship it: ``fer retrain best.yaml --out runs/retrain/reg1``.
 
     >>> info = retrain("best.yaml", on="train", out="runs/retrain/reg1")
-    >>> info["test"]["accuracy"], info["torchscript"]["path"]
+    >>> info["test"]["accuracy"], info["export"]["onnx"]["path"]
 
 What it does, in order:
 
@@ -20,21 +20,16 @@ What it does, in order:
    keeps at its end), or ``best`` (best val accuracy, ``best.pt``) with ``--on train``.
 4. Write to the run folder (atomically: a failure leaves nothing): the trainer's ``config.yaml``,
    ``metrics.jsonl``, ``checkpoint/``, ``best.pt``; ``final.pt`` (the final weights, same format as
-   ``best.pt``); ``model.torchscript.pt`` (the evaluated model traced in eval mode on CPU, input
-   ``(N, C, H, W)`` float in [0, 1], output logits; class names and preprocessing as extra files;
-   checked to load and give the same logits); ``metrics.json``; ``confusion.json`` / ``.png``; and
-   ``MODEL_CARD.md``.
+   ``best.pt``); ``model.pt2`` (``torch.export``) and ``model.onnx`` (the evaluated model in eval mode
+   on CPU, input ``(N, C, H, W)`` float in [0, 1] with any N, output logits; class names, input size,
+   color mode and scaling embedded; each checked to give PyTorch's logits: ``release.model_export``);
+   ``metrics.json``; ``confusion.json`` / ``.png``; and ``MODEL_CARD.md``.
 """
 
 from __future__ import annotations
 
-import copy
-import io
-import json
-import math
 import os
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,18 +40,18 @@ from fer_core.errors import FerError
 from fer_core.storage import folder_writer, redact
 from fer_core.jsonio import dumps
 from fer_core.numbers import fmt
+from release.model_export import INFO_KEY, ONNX_FILE, PT2_FILE, export_model, model_info
 from fer_core.train.checkpoint import BEST_FILE, FINAL_FILE, load_weights, save_weights
 from fer_core.train.config import TrainConfig, load_config
 from fer_core.train.data import TrainData, load_train_data
 
 from . import provenance
 
-__all__ = ["retrain", "export_torchscript", "load_torchscript", "ON", "TORCHSCRIPT_FILE", "MODEL_FILES"]
+__all__ = ["retrain", "ON", "MODEL_FILES"]
 
 ON = ("train", "train+val")
-TORCHSCRIPT_FILE = "model.torchscript.pt"
 #: The files that make up the shipped model (what ``fer retrain`` logs as a W&B artifact of type model).
-MODEL_FILES = (FINAL_FILE, TORCHSCRIPT_FILE, "config.yaml", "MODEL_CARD.md", "metrics.json", "confusion.json")
+MODEL_FILES = (FINAL_FILE, PT2_FILE, ONNX_FILE, "config.yaml", "MODEL_CARD.md", "metrics.json", "confusion.json")
 #: Config keys the model card lists (the full config is in config.yaml).
 CARD_KEYS = ("model", "model_args", "dropout_scale", "loss", "focal_gamma", "focal_alpha", "label_smoothing",
              "class_weight", "sampler", "l2", "l2_scope", "weight_decay", "augment", "optimizer", "lr",
@@ -87,60 +82,6 @@ def _check_on(cfg: TrainConfig, on: str, weights: str) -> None:
     if cfg.lr_schedule == "plateau" and cfg.plateau_monitor.startswith("val"):
         raise FerError(f"lr_schedule=plateau watches {cfg.plateau_monitor}, which --on train+val trains on; "
                        "retrain --on train, or use a schedule that does not watch the val split")
-
-
-# ----------------------------------------------------------------------------------------------
-# TorchScript
-# ----------------------------------------------------------------------------------------------
-
-def export_torchscript(model: torch.nn.Module, sample: torch.Tensor, *, classes: list[str],
-                       extra: dict | None = None) -> tuple[bytes, dict]:
-    """``model`` traced in eval mode on CPU, and a check that the saved file loads and gives the same logits.
-
-    ``sample``: a float batch ``(N, C, H, W)`` in [0, 1] (N >= 2 is best: the trace uses one image,
-    the check the whole batch, so a batch-size dependence shows). Returns the file's bytes and
-    ``{"ok", "max_abs_diff", "method"}``; raises ``FerError`` when it does not round-trip.
-    """
-    net = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float().eval()
-    sample = sample.to("cpu").float().contiguous()
-    files = {"classes.json": json.dumps(list(classes)),
-             "preprocess.json": json.dumps({"input": "float32 (N, C, H, W) = uint8 pixels / 255", "C": sample.shape[1],
-                                            "H": sample.shape[2], "W": sample.shape[3],
-                                            "output": "logits (N, num_classes) in the order of classes.json"}),
-             **{k: json.dumps(v) for k, v in (extra or {}).items()}}
-    with torch.no_grad(), warnings.catch_warnings():
-        # torch 2.14 marks torch.jit as deprecated (FutureWarning); tracing turns shape checks into constants
-        # (TracerWarning): both expected here, and the round trip below checks the result.
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*")
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        expected = net(sample)
-        try:
-            scripted, method = torch.jit.trace(net, sample[:1], check_trace=False), "trace"
-        except Exception as exc:  # noqa: BLE001 - fall back to scripting
-            try:
-                scripted, method = torch.jit.script(net), "script"
-            except Exception as exc2:  # noqa: BLE001
-                raise FerError(f"TorchScript export of {type(model).__name__} failed: trace: {exc}; script: {exc2}") from None
-        buf = io.BytesIO()
-        torch.jit.save(scripted, buf, _extra_files=files)
-        blob = buf.getvalue()
-        loaded = torch.jit.load(io.BytesIO(blob), map_location="cpu")
-        got = loaded(sample)
-    diff = float((got - expected).abs().max()) if got.shape == expected.shape else math.inf
-    ok = got.shape == expected.shape and torch.allclose(got, expected, rtol=1e-5, atol=1e-5)
-    if not ok:
-        raise FerError(f"TorchScript export of {type(model).__name__} does not reproduce the model's logits "
-                       f"(max abs difference {diff:.3g}); the model has input-dependent control flow tracing misses")
-    return blob, {"ok": True, "max_abs_diff": diff, "method": method}
-
-
-def load_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, list[str]]:
-    """A retrained model's TorchScript file and its class names."""
-    files = {"classes.json": ""}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*")
-        model = torch.jit.load(str(path), map_location="cpu", _extra_files=files)
-    return model.eval(), json.loads(files["classes.json"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -201,13 +142,8 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
                               precision=cfg.precision)
         save_confusion(np.asarray(test["confusion"]), data.classes, tmp,
                        title=f"{cfg.model} - test ({weights} weights, epoch {eval_epoch})")
-        # --- TorchScript ----------------------------------------------------------------------
-        sample = data.x("test")[:16].float().div(255.0)
-        blob, ts = export_torchscript(model, sample, classes=data.classes,
-                                      extra={"provenance.json": provenance.identity(prov),
-                                             "data.json": {"uri": data.uri, "version": data.version}})
-        write_bytes(tmp / TORCHSCRIPT_FILE, blob)
-        ts["path"] = f"{redact(out).rstrip('/')}/{TORCHSCRIPT_FILE}"
+        # --- the shipped files: torch.export and ONNX, each checked against PyTorch ---------------
+        exported = _export(model, data, prov, tmp, out)
         counts = {s: dict(zip(data.classes, data.counts(s))) for s in ("train", "val", "test")}
         final = result.final
         info = {
@@ -224,7 +160,7 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
                     "note": ("val is held out" if on == "train" else
                              "val images were trained on (train+val): val_* measure fit, not generalization")},
             "val_curve": [h["val_acc"] for h in result.history],
-            "config": cfg.to_dict(), "provenance": prov, "torchscript": ts,
+            "config": cfg.to_dict(), "provenance": prov, "export": exported,
             "wall_s": time.time() - t0, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         write_text(tmp / "metrics.json", dumps(info, indent=2) + "\n")
@@ -242,6 +178,23 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
 def _num(v, digits: int = 4) -> str:
     """A model card's number: ``0.6123``; tiny or non-finite floats ``.3g`` (``1e-05``); ``None`` as is."""
     return fmt(v, digits, missing="None", compact_below=1e-3)
+
+
+def _export(model: torch.nn.Module, data: TrainData, prov: dict, tmp: Path, out) -> dict:
+    """``model.pt2`` and ``model.onnx`` into ``tmp``; what each check measured, with the files' paths."""
+    c, size = data.image_shape[2], data.image_shape[0]
+    info = model_info(classes=list(data.classes), channels=c, size=size,
+                      extra={"data": {"uri": redact(data.uri), "version": data.version},
+                             "provenance": provenance.identity(prov)})
+    sample = data.x("test")[:16].float().div(255.0)
+    if len(sample) < 2:
+        sample = torch.rand(2, c, size, size, generator=torch.Generator().manual_seed(0))
+    exported = export_model(model, sample, info)
+    write_bytes(tmp / PT2_FILE, exported.pt2)
+    write_bytes(tmp / ONNX_FILE, exported.onnx)
+    base = redact(out).rstrip("/")
+    return {"pt2": {"path": f"{base}/{PT2_FILE}", **exported.checks["pt2"]},
+            "onnx": {"path": f"{base}/{ONNX_FILE}", **exported.checks["onnx"]}}
 
 
 def model_card(info: dict, cfg: TrainConfig) -> str:
@@ -305,10 +258,21 @@ def model_card(info: dict, cfg: TrainConfig) -> str:
               "of expressions, not felt emotions, and accuracy varies across classes (see the table) and, "
               "untested here, across demographic groups, poses and lighting. The test split comes from the "
               "same source as the training data, so the test accuracy above is an in-distribution estimate.", "",
-              "## Loading the TorchScript model", "", "```python",
+              "## Loading the model", "",
+              f"`{ONNX_FILE}` (ONNX Runtime; a protobuf, safe to load from anywhere). Its metadata property "
+              f"`{INFO_KEY}` holds the class names, input size, color mode and scaling:", "", "```python",
+              "import json, numpy as np, onnxruntime as ort",
+              f"session = ort.InferenceSession(\"{ONNX_FILE}\")",
+              f"info = json.loads(session.get_modelmeta().custom_metadata_map[\"{INFO_KEY}\"])",
+              "logits = session.run(None, {\"pixels\": x.astype(np.float32) / 255})[0]   # x: (N, C, H, W) uint8",
+              "```", "",
+              f"`fer predict {ONNX_FILE} face.jpg ...` prepares image files of any size and mode as ingest did and "
+              "prints class probabilities.", "",
+              f"`{PT2_FILE}` (`torch.export`; loading unpickles parts of the archive: load it only from a source you "
+              "trust):", "", "```python",
               "import torch",
-              f"model = torch.jit.load(\"{TORCHSCRIPT_FILE}\").eval()",
-              "probs = model(x.float() / 255).softmax(1)   # x: (N, C, H, W) uint8; columns in the class order above",
+              f"model = torch.export.load(\"{PT2_FILE}\").module()",
+              "probs = model(x.float() / 255).softmax(1)   # columns in the class order above",
               "```", ""]
     return "\n".join(lines)
 

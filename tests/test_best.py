@@ -96,7 +96,7 @@ def test_retrain_reproduces_the_trial_and_ships_a_model(experiment, tmp_path):
         assert mine["val_acc"] == pytest.approx(theirs["val_acc"], abs=1e-6)
         assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-6)
 
-    for name in ("best.pt", "final.pt", "model.torchscript.pt", "metrics.json", "confusion.json", "confusion.png",
+    for name in ("best.pt", "final.pt", "model.pt2", "model.onnx", "metrics.json", "confusion.json", "confusion.png",
                  "MODEL_CARD.md", "config.yaml"):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
@@ -106,27 +106,31 @@ def test_retrain_reproduces_the_trial_and_ships_a_model(experiment, tmp_path):
     assert set(test["per_class"]) == set(metrics["data"]["classes"])
     assert metrics["provenance"]["trial_id"] == trial_id
 
-    # TorchScript: loads, same logits as the final weights, same test accuracy as metrics.json
-    from fer_core.train.data import load_train_data
+    # ONNX and torch.export: same logits as the final weights, same test accuracy as metrics.json
     from fer_core.train.checkpoint import load_weights
-    from release.retrain import load_torchscript
+    from fer_core.train.data import load_train_data
     from fer_core.train.trainer import build_model
+    from release.model_export import load_onnx
 
-    scripted, classes = load_torchscript(run / "model.torchscript.pt")
+    onnx_model = load_onnx(run)
     state = load_weights(run / "final.pt")
-    assert classes == state["classes"] == metrics["data"]["classes"]
-    model = build_model(resolve_config(state["config"]), len(classes), 1)
+    assert onnx_model.classes == state["classes"] == metrics["data"]["classes"]
+    assert metrics["export"]["onnx"]["max_abs_diff"] <= 1e-4 and metrics["export"]["pt2"]["max_abs_diff"] <= 1e-4
+    model = build_model(resolve_config(state["config"]), len(onnx_model.classes), 1)
     model.load_state_dict(state["model"])
     data = load_train_data(str(load_config(exported).data), splits=("test",))
     x, y = data.x("test").float().div(255).contiguous(), data.y("test")
     with torch.no_grad():
-        logits = scripted(x)
-        assert torch.allclose(logits, model.eval()(x), atol=1e-5)
+        expected = model.eval()(x)
+        logits = torch.from_numpy(onnx_model.session.run(None, {"pixels": x.numpy()})[0])
+        assert torch.allclose(logits, expected, atol=1e-4)
+        assert torch.allclose(torch.export.load(run / "model.pt2").module()(x), expected, atol=1e-4)
     assert float((logits.argmax(1) == y).float().mean()) == pytest.approx(test["accuracy"])
 
     card = (run / "MODEL_CARD.md").read_text()
     assert "test accuracy" in card and f"{test['accuracy']:.4f}" in card
-    assert metrics["data"]["version"] in card and trial_id in card and "torch.jit.load" in card
+    assert metrics["data"]["version"] in card and trial_id in card
+    assert "ort.InferenceSession(\"model.onnx\")" in card and "torch.export.load(\"model.pt2\")" in card
 
 
 def test_retrain_on_train_plus_val_says_val_is_not_held_out(experiment, ingested, tmp_path, capsys):

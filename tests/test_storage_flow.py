@@ -102,7 +102,7 @@ def test_the_cluster_flow_on_s3(synth_dir, s3_server, s3_bucket, tmp_path):
     assert len(study.trials) == 2 and all(t.state.is_finished() for t in study.trials)
     listed = fs.get_file_info(pafs.FileSelector(s3_bucket, recursive=True))
     names = {i.path.removeprefix(f"{s3_bucket}/") for i in listed if i.type == pafs.FileType.File}
-    assert {"sweeps/flow/tuner.pkl", "sweeps/flow/epochs.parquet", "models/best/model.torchscript.pt"} <= names
+    assert {"sweeps/flow/tuner.pkl", "sweeps/flow/epochs.parquet", "models/best/model.onnx"} <= names
     trials = {n.split("/")[2] for n in names if n.startswith("sweeps/flow/fer_trainable_")}
     assert len(trials) == 2
     for t in trials:      # written by the trial actors (Ray workers): results and the one kept checkpoint

@@ -291,7 +291,7 @@ def test_confirm_and_retrain_log_their_runs_and_the_model(resumed, tmp_path, mon
     assert r["summary"]["test/accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     (art,) = r["artifacts"]
     assert art["type"] == "model" and art["name"] == f"model-wbresume-{trial_id}"
-    assert set(art["files"]) == {"final.pt", "model.torchscript.pt", "config.yaml", "MODEL_CARD.md", "metrics.json",
+    assert set(art["files"]) == {"final.pt", "model.pt2", "model.onnx", "config.yaml", "MODEL_CARD.md", "metrics.json",
                                  "confusion.json"}
     for name, staged in art["files"].items():      # staged copies, what `wandb sync` uploads
         assert Path(staged).read_bytes() == (model / name).read_bytes()
