@@ -41,10 +41,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from experiment_store import CONFIRM_COLUMNS as COLUMNS, confirm_table, read_confirm, summarize
 from fer_core.errors import FerError
@@ -111,20 +112,65 @@ def _f(v) -> str:
     return fmt(v, strict=True)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What a confirmation runs: the picked trials' configs, the fresh seeds, and each run's resources."""
+
+    exp: Any                      # the experiment (release.export.load_experiment)
+    top: int                      # configurations asked for (``picked`` may hold fewer)
+    picked: list[dict]            # the best completed trials' rows of trials.parquet, best first
+    configs: dict                 # trial_id -> its exact TrainConfig, in ``picked``'s order
+    sweep_seed: int
+    seeds: list[int]
+    cpus: float                   # per run
+    gpus: float
+    settings: dict                # the sweep's settings (sweep.json)
+
+    @property
+    def first(self):
+        return next(iter(self.configs.values()))
+
+
 def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: int | None = None,
             address: str | None = None, num_cpus: int | None = None, cpus_per_task: float | None = None,
             gpus_per_task: float | None = None, command: str | None = None, wandb_mode: str = "auto",
             wandb_project: str | None = None) -> dict:
     """Re-train the top ``top`` completed trials of ``exp_dir`` with ``seeds`` fresh seeds each; see the module doc."""
-    from release.export import load_experiment, rank_trials
-    from fer_core.safepaths import check_writable
+    from sweeps.ray_session import ray_session, trials_that_fit
     from sweeps.wandb_logging import DEFAULT_PROJECT, JOB_CONFIRM, RunLogger, prepare_environment, resolve_mode
 
+    _check_counts(top, seeds, concurrency)
+    plan = _plan(exp_dir, top, seeds, cpus_per_task, gpus_per_task)
+    mode = resolve_mode(wandb_mode)
+    prepare_environment(mode)             # before Ray starts: offline and disabled runs drop the key
+    data = _read_data(plan)
+    project = wandb_project or plan.settings.get("wandb_project") or DEFAULT_PROJECT      # the sweep's, by default
+    no_gpus = (f"the sweep's trials ran on GPUs ({plan.gpus:g} per trial, device={plan.first.device}) but this Ray "
+               "cluster has none; pass the address of a cluster with GPUs (--address)")
+    with ray_session(address, num_cpus, gpus_needed=plan.gpus, no_gpus=no_gpus) as cluster:
+        t0 = time.time()
+        tracker = RunLogger(mode, project=project, group=plan.exp.name, job_type=JOB_CONFIRM,
+                            target=plan.exp.store.location)
+        limit = concurrency or max(1, trials_that_fit(cluster, plan.cpus))
+        rows, where = _train_all(plan, data, limit, tracker)
+    wandb = ({"mode": mode, "project": project, "group": plan.exp.name, "job_type": JOB_CONFIRM, "runs": where}
+             if where else None)
+    return _write_results(plan, rows, command=command, wall_s=time.time() - t0, wandb=wandb)
+
+
+def _check_counts(top, seeds, concurrency) -> None:
     for flag, value in (("--top", top), ("--seeds", seeds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise FerError(f"{flag}: must be an integer >= 1; got {value!r}")
     if concurrency is not None and concurrency < 1:
         raise FerError(f"--concurrency: must be >= 1; got {concurrency!r}")
+
+
+def _plan(exp_dir, top: int, seeds: int, cpus_per_task: float | None, gpus_per_task: float | None) -> _Plan:
+    """The top ``top`` completed trials by score, their seeds, and each run's CPUs and GPUs (default: the sweep's)."""
+    from release.export import load_experiment, rank_trials
+    from fer_core.safepaths import check_writable
+
     exp = load_experiment(exp_dir)
     if exp.store.local:                                   # results go there: fail now, not after the training
         check_writable(exp.store.location.path, flag="EXPERIMENT_DIR")
@@ -137,47 +183,39 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
         say(f"only {len(picked)} completed trial(s) in {exp.name}; confirming {len(picked)}, not {top}")
     configs = {r["trial_id"]: exp.config(r) for r in picked}
     first = next(iter(configs.values()))
-    sweep_seed = int((exp.meta.get("base_config") or {}).get("seed", first.seed))
-    seed_list = confirm_seeds(sweep_seed, seeds)
-    settings = exp.meta.get("settings") or {}
+    record = exp.record                       # a finished experiment: load_experiment(finished=True) read it
+    sweep_seed = int((record.base_config if record else {}).get("seed", first.seed))
+    settings = dict(record.settings) if record else {}
     cpus = float(cpus_per_task or settings.get("cpus_per_trial") or first.threads or 1)
     gpus = float(gpus_per_task if gpus_per_task is not None else settings.get("gpus_per_trial") or 0)
+    return _Plan(exp=exp, top=top, picked=picked, configs=configs, sweep_seed=sweep_seed,
+                 seeds=confirm_seeds(sweep_seed, seeds), cpus=cpus, gpus=gpus, settings=settings)
 
+
+def _read_data(plan: _Plan):
+    """The data set of the trials (their recorded version), read once for all runs."""
     from fer_core.train import load_train_data
 
-    mode = resolve_mode(wandb_mode)
-    prepare_environment(mode)             # before Ray starts: offline and disabled runs drop the key
+    first = plan.first
     say(f"reading {first.data} once for all runs")
-    data = load_train_data(first.data, expected_version=first.data_version, splits=("train", "val"))
+    return load_train_data(first.data, expected_version=first.data_version, splits=("train", "val"))
 
+
+def _train_all(plan: _Plan, data, limit: int, tracker) -> tuple[list[dict], str | None]:
+    """Every (trial, seed) run as a Ray task, at most ``limit`` at once, each with a W&B run that this driver
+    logs; the rows in the order the runs finished, and where the W&B runs are (``tracker.close()``)."""
     import ray
 
-    address = address or os.environ.get("RAY_ADDRESS")
-    started = False
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-            started = True
-    t0 = time.time()
     rows: list[dict] = []
-    project = wandb_project or settings.get("wandb_project") or DEFAULT_PROJECT      # the sweep's, by default
-    tracker = RunLogger(mode, project=project, group=exp.name, job_type=JOB_CONFIRM,
-                        target=exp.store.location)
     epochs = None                                       # the queue of the tasks' epochs, for W&B
     try:
-        cluster = ray.cluster_resources()
-        if gpus > 0 and cluster.get("GPU", 0) == 0:
-            raise FerError(f"the sweep's trials ran on GPUs ({gpus:g} per trial, device={first.device}) but this Ray "
-                           "cluster has none; pass the address of a cluster with GPUs (--address)")
-        limit = concurrency or max(1, int(cluster.get("CPU", 1) // max(cpus, 1e-9)))
-        jobs = [(tid, s) for tid in configs for s in seed_list]
-        say(f"confirming {len(configs)} configuration(s) of {exp.name} x {len(seed_list)} seeds "
-            f"({', '.join(map(str, seed_list))}): {len(jobs)} runs, up to {limit} at a time, "
+        jobs = [(tid, s) for tid in plan.configs for s in plan.seeds]
+        cpus, gpus = plan.cpus, plan.gpus
+        say(f"confirming {len(plan.configs)} configuration(s) of {plan.exp.name} x {len(plan.seeds)} seeds "
+            f"({', '.join(map(str, plan.seeds))}): {len(jobs)} runs, up to {limit} at a time, "
             f"{cpus:g} CPU{'s' if cpus != 1 else ''}" + (f" + {gpus:g} GPU" if gpus else "") + " each")
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(train_seed)
-        data_ref = ray.put(data)
+        data_ref = ray.put(data)                         # read once; every task on a node maps the same memory
         if tracker.enabled:
             from ray.util.queue import Queue
             epochs = Queue(actor_options={"num_cpus": 0})
@@ -185,44 +223,56 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
         job_of: dict = {}
         pending: list = []
         queue = list(jobs)
-
-        def log_epochs() -> None:
-            if epochs is not None and epochs.qsize():
-                for tid_, seed_, m in epochs.get_nowait_batch(epochs.qsize()):
-                    tracker.log_epoch(runs.get((tid_, seed_)), m)
-
         while queue or pending:
             while queue and len(pending) < limit:
                 tid, s = queue.pop(0)
-                runs[(tid, s)] = tracker.start(
-                    name=f"{tid}-seed{s}",
-                    config={**configs[tid].to_dict(), "seed": s, "trial_id": tid,
-                            "sweep_score": next(p.get("score") for p in picked if p["trial_id"] == tid)})
-                ref = task.remote(tid, s, configs[tid].to_dict(), data_ref, exp.score_window, epochs)
+                runs[(tid, s)] = tracker.start(name=f"{tid}-seed{s}", config=_wandb_config(plan, tid, s))
+                ref = task.remote(tid, s, plan.configs[tid].to_dict(), data_ref, plan.exp.score_window, epochs)
                 job_of[ref] = (tid, s)
                 pending.append(ref)
             done, pending = ray.wait(pending, num_returns=1, timeout=1.0 if epochs is not None else None)
-            log_epochs()
+            _log_epochs(epochs, tracker, runs)
             if not done:
                 continue
             row = ray.get(done[0])
             rows.append(row)
             tracker.finish(runs.get(job_of.pop(done[0])), {k: row.get(k) for k in COLUMNS[2:]},
                            failed=row["score"] is None)
-            say(f"[{len(rows)}/{len(jobs)}] trial {row['trial_id']} seed {row['seed']}: "
-                + (f"score {_f(row['score'])} (peak {_f(row['peak'])} at epoch {row['peak_epoch']}, "
-                   f"final {_f(row['final'])}, {row['epochs']} epochs, {row['time_s']:.1f}s)"
-                   if row["score"] is not None else f"{row['status']}: {row['error']}"))
+            say(f"[{len(rows)}/{len(jobs)}] trial {row['trial_id']} seed {row['seed']}: " + _outcome(row))
     finally:
         where = tracker.close()              # runs an error or an interrupt left open are marked failed
         if epochs is not None:
             epochs.shutdown()
-        if started:
-            ray.shutdown()
+    return rows, where
+
+
+def _wandb_config(plan: _Plan, trial_id: str, seed: int) -> dict:
+    """A run's W&B config: the trial's config with this seed, and the trial's sweep score."""
+    return {**plan.configs[trial_id].to_dict(), "seed": seed, "trial_id": trial_id,
+            "sweep_score": next(p.get("score") for p in plan.picked if p["trial_id"] == trial_id)}
+
+
+def _log_epochs(epochs, tracker, runs: dict) -> None:
+    """The epochs the tasks have sent so far, into their W&B runs."""
+    if epochs is not None and epochs.qsize():
+        for tid, seed, metrics in epochs.get_nowait_batch(epochs.qsize()):
+            tracker.log_epoch(runs.get((tid, seed)), metrics)
+
+
+def _outcome(row: dict) -> str:
+    if row["score"] is None:
+        return f"{row['status']}: {row['error']}"
+    return (f"score {_f(row['score'])} (peak {_f(row['peak'])} at epoch {row['peak_epoch']}, "
+            f"final {_f(row['final'])}, {row['epochs']} epochs, {row['time_s']:.1f}s)")
+
+
+def _write_results(plan: _Plan, rows: list[dict], *, command: str | None, wall_s: float, wandb: dict | None) -> dict:
+    """Rank the configurations by their runs, write confirm.parquet and confirm.json, print the ranking; the meta."""
     if all(r["score"] is None for r in rows):
         raise FerError(f"every confirmation run failed; the first: trial {rows[0]['trial_id']} seed "
                        f"{rows[0]['seed']}: {rows[0]['error']}")
-    rows.sort(key=lambda r: (list(configs).index(r["trial_id"]), r["seed"]))
+    exp, picked = plan.exp, plan.picked
+    rows.sort(key=lambda r: (list(plan.configs).index(r["trial_id"]), r["seed"]))
     ranking = summarize(rows)
     sweep_scores = {r["trial_id"]: r.get("score") for r in picked}
     for i, r in enumerate(ranking, 1):
@@ -230,18 +280,17 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
                  sweep_rank=[p["trial_id"] for p in picked].index(r["trial_id"]) + 1)
     meta = {
         "experiment": exp.name, "experiment_dir": exp.where, "command": command,
-        "top": top, "seeds": seed_list, "seed_rule": f"sweep seed {sweep_seed} + {SEED_OFFSET} + i",
+        "top": plan.top, "seeds": plan.seeds, "seed_rule": f"sweep seed {plan.sweep_seed} + {SEED_OFFSET} + i",
         "ranked_from": "score among completed trials (as fer export-best --by score)",
         "score": f"mean val_acc of the last {exp.score_window} epochs, per run; ranked by its mean over seeds",
-        "std": "sample standard deviation (ddof=1)", "cpus_per_task": cpus, "gpus_per_task": gpus,
-        "wall_s": time.time() - t0, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "wandb": ({"mode": mode, "project": project, "group": exp.name, "job_type": JOB_CONFIRM, "runs": where}
-                  if where else None),
+        "std": "sample standard deviation (ddof=1)", "cpus_per_task": plan.cpus, "gpus_per_task": plan.gpus,
+        "wall_s": wall_s, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wandb": wandb,
         "ranking": ranking,
     }
     exp.store.write_confirm(confirm_table(rows), meta)
-    print(f"{exp.name}: top {len(configs)} configuration(s) re-trained with seeds {', '.join(map(str, seed_list))}, "
-          "ranked by mean score:")
+    seeds = ", ".join(map(str, plan.seeds))
+    print(f"{exp.name}: top {len(plan.configs)} configuration(s) re-trained with seeds {seeds}, ranked by mean score:")
     print(format_ranking(ranking, sweep_scores))
     print(f"wrote {exp.store.file('confirm.parquet')} ({len(rows)} runs) and confirm.json; "
           f"export the winner with: fer export-best {shlex.quote(exp.where)} --by confirmed --out best.yaml")

@@ -45,20 +45,25 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fer_core.errors import FerError
 from fer_core.progress import say
-from sweeps.wandb_logging import add_arguments as add_wandb_arguments
+from sweeps.ray_session import ray_session, trials_that_fit
+from sweeps.settings import DEFAULT_DATA, DEFAULT_SPACE, SMOKE, SweepConfig, add_arguments
 
-DEFAULT_DATA = "runs/default/data"
-DEFAULT_SPACE = str(Path(__file__).resolve().parent / "spaces" / "regularization.yaml")
-SMOKE = dict(samples=4, max_epochs=4, grace_period=1, collapse_grace=2, collapse_window=2, concurrency=2)
+if TYPE_CHECKING:
+    from experiment_store import ExperimentStore, SweepRecord
 
+__all__ = ["run", "main", "get_parser", "add_arguments", "ensure_default_data", "SweepConfig", "DEFAULT_DATA",
+           "DEFAULT_SPACE", "SMOKE", "SCRIPT", "DESCRIPTION"]
 
 #: How the sweep was launched, as its record shows it (``fer sweep`` records ``fer sweep ...``).
 SCRIPT = "python sweeps/regularization.py"
 DESCRIPTION = "Regularization sweep on Ray Tune: Optuna TPE + ASHA + collapse stopping."
+NO_GPUS = "--gpus-per-trial > 0 but the Ray cluster has no GPUs; use --gpus-per-trial 0"
 
 
 def get_parser(prog: str = SCRIPT) -> argparse.ArgumentParser:
@@ -66,59 +71,6 @@ def get_parser(prog: str = SCRIPT) -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_arguments(p)
     return p
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The sweep's arguments, for ``python sweeps/regularization.py`` and ``fer sweep`` alike."""
-    p.add_argument("--data", default=DEFAULT_DATA,
-                   help="data set folder or URI from 'fer data ingest' (the default is synthesized if missing)")
-    p.add_argument("--space", default=DEFAULT_SPACE, help="search space YAML")
-    p.add_argument("--samples", type=int, default=12, help="number of trials (configurations)")
-    p.add_argument("--max-epochs", type=int, default=20, help="epoch budget of a trial (ASHA's max_t)")
-    p.add_argument("--grace-period", type=int, default=3, help="ASHA: epochs before a trial can be stopped")
-    p.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep 1/rf of trials at each rung")
-    p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs per trial (also its torch threads)")
-    p.add_argument("--gpus-per-trial", type=float, default=0, help="GPUs per trial; fractions pack trials on a GPU")
-    p.add_argument("--concurrency", type=int, default=None,
-                   help="max trials at once (default: what the cluster's CPUs/GPUs allow)")
-    p.add_argument("--storage", default="runs/sweeps", help="experiment storage: local folder or URI (s3://, gs://)")
-    p.add_argument("--name", default=None, help="experiment name (default: regularization-<date>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the experiment --name in --storage")
-    p.add_argument("--extend", type=int, default=None, metavar="N",
-                   help="add N trials to the finished experiment --name: a new Tune run on the same Optuna study, "
-                        "so TPE sees every earlier trial (its launch's settings are kept)")
-    p.add_argument("--optuna-storage", default=None, metavar="URL",
-                   help="where the Optuna study lives (study name = experiment name): an SQLAlchemy URL "
-                        "(sqlite:///..., postgresql://...), journal:/shared/file.log, or memory; default "
-                        "sqlite:///<experiment>/optuna.db for local storage (required for URI storage)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing local experiment --name")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's training")
-    p.add_argument("--score-window", type=int, default=3, help="score = mean val acc of the last N epochs")
-    p.add_argument("--collapse-margin", type=float, default=0.03,
-                   help="collapse: stop when the recent mean val acc is this far below the trial's peak")
-    p.add_argument("--collapse-grace", type=int, default=5, help="collapse: epochs before the rule applies")
-    p.add_argument("--collapse-window", type=int, default=3, help="collapse: epochs in the recent mean")
-    p.add_argument("--collapse-patience", type=int, default=1,
-                   help="collapse: extra consecutive collapsed epochs before stopping")
-    p.add_argument("--no-collapse-stop", action="store_true", help="record collapses but do not stop trials")
-    p.add_argument("--search", choices=("tpe", "random"), default="tpe",
-                   help="Optuna sampler: seeded TPE, or random search (a baseline)")
-    p.add_argument("--startup-trials", type=int, default=None,
-                   help="TPE: random trials before it models the space (default: samples/4, between 3 and "
-                        "Optuna's 10, so a small study is not all start-up)")
-    p.add_argument("--no-asha", action="store_true", help="no ASHA: every trial runs its full budget (a baseline)")
-    p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (from its checkpoint)")
-    add_wandb_arguments(p, runs="one run per trial, job type sweep-trial; --resume continues the trials' runs")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="trainer config key for every trial (below the space's fixed keys and sampled values)")
-    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
-    p.add_argument("--smoke", action="store_true",
-                   help=f"tiny sweep for tests and smoke checks: {SMOKE} unless given explicitly")
-
-
-def _explicit(argv: list[str], flag: str) -> bool:
-    return any(a == flag or a.startswith(flag + "=") for a in argv)
 
 
 def ensure_default_data(uri: str) -> None:
@@ -138,45 +90,295 @@ def _storage_path(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).resolve())
 
 
-#: Settings a resume or an extension may change (where and how it runs); every other setting is the launch's.
-RUNTIME_SETTINGS = ("address", "num_cpus", "concurrency", "max_failures", "wandb_mode", "wandb_project", "resume",
-                    "overwrite", "name", "storage", "extend")
-#: Of those, the ones a resume keeps from the launch unless it gives them again.
-INHERITED_RUNTIME = ("num_cpus", "concurrency", "max_failures", "wandb_mode", "wandb_project")
+@dataclass(frozen=True)
+class _Experiment:
+    """Where the sweep runs, and the launch a resume or an extension continues."""
+
+    name: str
+    storage: str                  # as Tune gets it: the folder, or the URI as given (its query - endpoint options - kept)
+    local: bool                   # a local path or file://: a folder on this machine
+    store: ExperimentStore
+    exists: bool
+    launch: SweepRecord | None    # the continued experiment's sweep.json (None: new, or written by an older fer-sweep)
 
 
-def _resume_settings(args, argv: list[str], launch: dict) -> argparse.Namespace:
-    """``args`` with the launch's settings (``sweep.json``'s ``settings``) for everything a resume may not change.
+@dataclass(frozen=True)
+class _Inputs:
+    """What every trial gets, read and checked before Ray starts."""
 
-    A setting given on the resume's command line that differs from the launch's is an error: the
-    resumed trials would otherwise train with other settings than the ones they started with.
-    """
-    defaults = vars(get_parser().parse_args([]))
-    out = dict(vars(args))
-    for key, value in launch.items():
-        if key not in defaults:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if key in INHERITED_RUNTIME and not _explicit(argv, flag):
-            out[key] = value
-        if key in RUNTIME_SETTINGS:
-            continue
-        if key == "overrides":
-            flag = "--set"
-        given = _explicit(argv, flag)
-        if isinstance(value, str) and "***" in value:     # recorded with its secrets redacted: needs the real one
-            if not given:
-                raise FerError(f"{flag}: this experiment's launch used a location with credentials in it ({value}); "
-                               f"pass {flag} again to resume (better: credentials in the environment, not the URI)")
-            continue
-        if given and out[key] != value:
-            raise FerError(f"{flag}: {out[key]!r} differs from this experiment's launch ({value!r}); a resume continues "
-                           f"with the launch's settings - drop {flag}, or start a new experiment with another --name")
-        out[key] = value
-    return argparse.Namespace(**out)
+    space: Any                    # the search space (sweeps.space)
+    data: Any                     # the data set, read once for all trials (fer_core.train.load_train_data)
+    base: dict                    # trainer config under every trial: base < space fixed < its sampled values
+    optuna_url: str               # where the Optuna study lives
+    wandb_mode: str               # resolved: offline, online or disabled
 
 
-def _launch_record(args, argv: list[str], prog: str, name: str, store, space, data, base: dict):
+@dataclass(frozen=True)
+class _TuneRun:
+    """This run's Tune pieces: what a new Tuner is built from (a restored one takes the trainable and callbacks)."""
+
+    trainable: Any
+    tune_config: Any
+    run_config: Any
+    callbacks: list
+    wandb_runs: Any               # sweeps.wandb_logging.RunFolder, or None with W&B disabled
+    samples: int                  # trials this run adds
+    concurrency: int
+    more: bool                    # an extension of an experiment that has trials
+
+
+def run(argv: list[str] | None = None, prog: str = SCRIPT) -> dict:
+    """Run the sweep given its command-line arguments; ``prog`` is the command recorded with them."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg = SweepConfig.parse(argv, get_parser(prog))
+    cfg, exp = _locate(cfg, argv)
+    inputs = _prepare(cfg, exp)
+    if exp.local:
+        # Epochs of small FER models take seconds, and num_to_keep=1 forces an experiment snapshot
+        # after each checkpoint: cheap on a local disk (milliseconds), so Tune's warning is noise here.
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # A local Ray started here stays up until the process ends: a caller may run several sweeps on it.
+    with ray_session(cfg.address, cfg.num_cpus, gpus_needed=cfg.gpus_per_trial, no_gpus=NO_GPUS, announce=True,
+                     stop=False) as cluster:
+        record = _sweep(cfg, argv, prog, exp, inputs, cluster)
+    import gc
+    gc.collect()      # the tuner and W&B's callback went with _sweep: W&B cleans up now, not at interpreter exit
+    return record.to_dict()
+
+
+def _locate(cfg: SweepConfig, argv: list[str]) -> tuple[SweepConfig, _Experiment]:
+    """The experiment: new, replaced (--overwrite) or continued (--resume, --extend); a continued one runs
+    with its launch's settings (``SweepConfig.resumed``). The settings' values are checked here."""
+    from experiment_store import ExperimentStore
+    from fer_core.safepaths import check_name, child
+    from fer_core.storage import locate
+
+    name = check_name(cfg.name or time.strftime("regularization-%Y%m%d-%H%M%S"))
+    storage_loc = locate(_storage_path(cfg.storage))
+    local = storage_loc.local
+    storage = storage_loc.path if local else storage_loc.uri
+    # local: a folder that must resolve inside the storage; a URI: its query stays at the end
+    store = ExperimentStore(child(storage, name) if local else storage_loc.child(name))
+    exists = store.exists()
+    if exists and not cfg.continuing and not cfg.overwrite:
+        raise FerError(f"{store} already exists; pass --resume to continue it or choose another --name")
+    if cfg.continuing and not exists:
+        raise FerError(f"{'--resume' if cfg.resume else '--extend'}: {store} does not exist; check --storage and --name")
+    launch = store.read_record() if cfg.continuing else None
+    if cfg.extend is not None and (launch is None or not launch.finished):
+        raise FerError(f"--extend: {store} has not finished (no complete sweep.json); finish it with --resume first")
+    if launch is not None:
+        cfg = cfg.resumed(launch.settings, argv)
+    elif cfg.resume:
+        say(f"{store} has no sweep.json (written by an older fer-sweep): resuming with the settings given now, "
+            "which must be the launch's")
+    cfg.check_values()
+    return cfg, _Experiment(name, storage, local, store, exists, launch)
+
+
+def _prepare(cfg: SweepConfig, exp: _Experiment) -> _Inputs:
+    """Everything that can fail fast, before Ray starts: the space, the storage, where the Optuna study
+    lives, W&B's mode, and the data set (read once for all trials)."""
+    from sweeps.space import load_space
+    from sweeps.wandb_logging import prepare_environment, resolve_mode
+
+    space = load_space(cfg.space)
+    _check_storage(cfg, exp)
+    optuna_url = _optuna_url(cfg, exp)
+    wandb_mode = resolve_mode(cfg.wandb_mode)
+    prepare_environment(wandb_mode)
+    ensure_default_data(cfg.data)
+    data, base = _read_data(cfg, exp, space)
+    say("search space:\n  " + "\n  ".join(space.describe()))
+    return _Inputs(space=space, data=data, base=base, optuna_url=optuna_url, wandb_mode=wandb_mode)
+
+
+def _check_storage(cfg: SweepConfig, exp: _Experiment) -> None:
+    """What --overwrite replaces must be a sweep experiment (checked now, removed only once every other
+    check has passed); local storage must be writable."""
+    from experiment_store import MARKERS
+    from fer_core.safepaths import check_replaceable, check_writable
+
+    if exp.exists and cfg.overwrite:
+        if exp.local:
+            check_replaceable(exp.store.location.path, kind="sweep experiment", markers=MARKERS, overwrite=True,
+                              protect=(cfg.data, cfg.space), flag="--name")
+        elif not (exp.store.has("sweep.json") or exp.store.has("tuner.pkl")):
+            raise FerError(f"--name: {exp.store} is not a sweep experiment (no sweep.json or tuner.pkl), so --overwrite "
+                           "will not replace it; choose another --name")
+    if exp.local:
+        check_writable(exp.storage, flag="--storage")
+
+
+def _optuna_url(cfg: SweepConfig, exp: _Experiment) -> str:
+    """Where the Optuna study lives: --optuna-storage, else a SQLite file in a local experiment."""
+    from fer_core.storage import redact
+    from sweeps.optuna_storage import MEMORY, default_storage_url
+
+    url = cfg.optuna_storage or default_storage_url(exp.store.location.path if exp.local else None)
+    if url is None:
+        raise FerError(f"--storage {redact(exp.storage)} is an object store, which cannot hold the Optuna study: pass "
+                       "--optuna-storage with an RDB URL (postgresql://user@host/db) or journal:/shared/path.log "
+                       "on a shared file system, or --optuna-storage memory to keep it inside Tune's state only")
+    if cfg.extend is not None and url == MEMORY:
+        raise FerError("--extend continues the experiment's Optuna study, but it was kept in memory "
+                       "(--optuna-storage memory); start a new experiment instead")
+    return url
+
+
+def _read_data(cfg: SweepConfig, exp: _Experiment, space) -> tuple[Any, dict]:
+    """The data set (a continued experiment's must be its launch's version) and the trainer config under
+    every trial, checked with the space's fixed keys."""
+    from fer_core.storage import redact
+    from fer_core.train import load_train_data
+    from fer_core.train.config import parse_overrides
+    from sweeps.space import trial_config
+
+    base = {**parse_overrides(list(cfg.overrides)), "data": cfg.data, "epochs": cfg.max_epochs, "seed": cfg.seed,
+            "threads": cfg.threads, "device": cfg.device}
+    say(f"reading {redact(cfg.data)} once for all trials")
+    data = load_train_data(cfg.data, splits=("train", "val"))
+    if exp.launch is not None and data.version != exp.launch.data.version:
+        raise FerError(f"--data {redact(cfg.data)} is version {data.version}, but {exp.store} was launched on "
+                       f"{exp.launch.data.version}; resume it with the same data set")
+    base["data_version"] = data.version
+    trial_config(base, space.fixed, {}, where="sweep base config")     # base + fixed valid on their own
+    say(f"data {data.version}: {len(data.labels['train'])} train / {len(data.labels['val'])} val images, "
+        f"classes {', '.join(data.classes)}")
+    return data, base
+
+
+def _sweep(cfg: SweepConfig, argv: list[str], prog: str, exp: _Experiment, inputs: _Inputs, cluster: dict):
+    """On a started Ray: replace the old experiment (--overwrite), set Tune up, record the launch, fit, and
+    write the outputs; the record."""
+    if exp.exists and cfg.overwrite:
+        say(f"--overwrite: removing the previous experiment {exp.store}")
+        exp.store.location.delete()
+    tune_run = _tune_run(cfg, exp, inputs, cluster)
+    launch = exp.launch if exp.launch is not None else _new_launch(cfg, argv, prog, exp, inputs)
+    t0 = time.time()
+    tuner = _tuner(cfg, exp, inputs, tune_run)
+    try:
+        grid = tuner.fit()
+    finally:
+        if tune_run.wandb_runs is not None and not tune_run.wandb_runs.direct:
+            say(f"W&B: runs in {tune_run.wandb_runs.close()}")
+    wall = time.time() - t0
+    return _write_outputs(cfg, argv, prog, exp.store, launch, inputs.space, grid, wall)
+
+
+def _tune_run(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, cluster: dict) -> _TuneRun:
+    """The trainable (the data in Ray's object store), search, scheduler, stoppers and callbacks of this run."""
+    from ray import tune
+    from ray.tune.stopper import CombinedStopper
+
+    from sweeps.collapse import ReportedCollapseStopper
+    from sweeps.trainable import fer_trainable
+
+    previous = (exp.store.read_rows("trials.parquet") or []) if cfg.extend is not None else []
+    samples = cfg.trials_to_run
+    concurrency = cfg.concurrency
+    if concurrency is None:
+        concurrency = max(1, min(trials_that_fit(cluster, cfg.cpus_per_trial, cfg.gpus_per_trial), samples))
+    trainable = tune.with_resources(
+        tune.with_parameters(fer_trainable, data=inputs.data, base=inputs.base, fixed=inputs.space.fixed,
+                             rules=cfg.rules),
+        {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
+    searcher = _searcher(cfg, exp, inputs, previous)
+    scheduler = _scheduler(cfg)
+    # The trainable applies the collapse rule to each trial's whole (checkpointed) history: no driver state.
+    stoppers = [] if cfg.no_collapse_stop else [ReportedCollapseStopper()]
+    wandb_runs, callbacks = _callbacks(cfg, exp, inputs.wandb_mode)
+    run_config = tune.RunConfig(
+        name=exp.name, storage_path=exp.storage,
+        stop=CombinedStopper(*stoppers) if stoppers else None,
+        failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        callbacks=callbacks, verbose=1)
+    tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=samples,
+                                  max_concurrent_trials=concurrency, metric="score", mode="max")
+    return _TuneRun(trainable=trainable, tune_config=tune_config, run_config=run_config, callbacks=callbacks,
+                    wandb_runs=wandb_runs, samples=samples, concurrency=concurrency, more=bool(previous))
+
+
+def _searcher(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, previous: list[dict]):
+    """Optuna (seeded TPE, or random search) on the experiment's study."""
+    import optuna
+
+    from sweeps.optuna_search import PruningOptunaSearch
+    from sweeps.optuna_storage import open_storage
+    from sweeps.trainable import ran_to_the_end
+
+    # An extension's sampler continues from the study's trials; a seed offset by their number keeps it
+    # from replaying the launch's random draws (the start-up trials, random search).
+    seed = cfg.seed + len(previous)
+    if exp.local:
+        Path(exp.store.location.path).mkdir(parents=True, exist_ok=True)      # where the default SQLite study goes
+    sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.tpe_startup_trials)
+               if cfg.search == "tpe" else optuna.samplers.RandomSampler(seed=seed))
+    return PruningOptunaSearch(space=inputs.space.define_by_run, metric="score", mode="max", sampler=sampler,
+                               study_name=exp.name, storage=open_storage(inputs.optuna_url),
+                               max_t=cfg.max_epochs, time_attr="training_iteration", is_complete=ran_to_the_end)
+
+
+def _scheduler(cfg: SweepConfig):
+    """ASHA on epochs, or None with --no-asha (built either way: it checks its settings)."""
+    from sweeps.asha import ReplayingASHAScheduler
+
+    scheduler = ReplayingASHAScheduler(time_attr="training_iteration", max_t=cfg.max_epochs,
+                                       grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
+    return None if cfg.no_asha else scheduler
+
+
+def _callbacks(cfg: SweepConfig, exp: _Experiment, wandb_mode: str) -> tuple[Any, list]:
+    """W&B's folder (None when disabled) and Tune's callbacks."""
+    from sweeps.wandb_logging import RunFolder, make_callback
+
+    # W&B files: <experiment>/wandb; for an experiment on an object store, a folder on this node first,
+    # uploaded into the experiment when the sweep ends (so they do not die with the head node)
+    wandb_runs = RunFolder(exp.store.location) if wandb_mode != "disabled" else None
+    callbacks = [cb for cb in [make_callback(wandb_mode, project=cfg.wandb_project, group=exp.name,
+                                             exp_dir=exp.store.location.path if exp.local else exp.store.uri,
+                                             runs_dir=wandb_runs.path if wandb_runs else None)]
+                 if cb is not None]
+    return wandb_runs, callbacks
+
+
+def _new_launch(cfg: SweepConfig, argv: list[str], prog: str, exp: _Experiment, inputs: _Inputs):
+    """The launch's record, written now (for the dashboard and a resume) unless this resumes an experiment
+    that has none (an older fer-sweep's): that one is written when the sweep ends."""
+    from fer_core.storage import redact
+
+    launch = _launch_record(cfg, argv, prog, exp.name, exp.store, inputs.space, inputs.data, inputs.base)
+    launch.optuna = {"storage": redact(inputs.optuna_url), "study": exp.name}
+    if not cfg.resume:
+        exp.store.write_record(launch)             # the launch's settings, for the dashboard and a resume
+    return launch
+
+
+def _tuner(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, tune_run: _TuneRun):
+    """A new Tuner, or (--resume) the experiment's, restored with this command's callbacks."""
+    from ray import tune
+
+    from fer_core.storage import redact
+
+    if cfg.resume:
+        say(f"resuming {exp.store}: finished trials are kept, unfinished ones continue from their checkpoints")
+        for note in exp.store.repair_tune_state():
+            say(f"--resume: {note}")
+        tuner = tune.Tuner.restore(exp.store.location.uri if not exp.local else exp.store.location.path,
+                                   trainable=tune_run.trainable, resume_errored=True, restart_errored=False)
+        _use_callbacks(tuner, tune_run.callbacks)
+        return tuner
+    say(f"experiment {exp.store}: {tune_run.samples} {'more ' if tune_run.more else ''}trials x up to "
+        f"{cfg.max_epochs} epochs, {tune_run.concurrency} at a time; Optuna study {exp.name} in "
+        f"{redact(inputs.optuna_url)}")
+    tuner = tune.Tuner(tune_run.trainable, tune_config=tune_run.tune_config, run_config=tune_run.run_config)
+    exp.store.keep_tune_state_copy()
+    return tuner
+
+
+def _launch_record(cfg: SweepConfig, argv: list[str], prog: str, name: str, store, space, data, base: dict):
     """The record written when the sweep starts (its results are added when it ends)."""
     import getpass
 
@@ -187,19 +389,15 @@ def _launch_record(args, argv: list[str], prog: str, name: str, store, space, da
         user = getpass.getuser()
     except (KeyError, OSError):
         user = None
-    settings = {k: v for k, v in vars(args).items() if k != "overrides"} | {"overrides": args.overrides}
-    for key in ("data", "storage", "address"):
-        if isinstance(settings.get(key), str):
-            settings[key] = redact(settings[key])
     return SweepRecord(
         name=name, experiment_dir=experiment_dir_of(store),
         command=_command(prog, argv),
-        data=DataRef(uri=redact(args.data), version=data.version, classes=list(data.classes),
+        data=DataRef(uri=redact(cfg.data), version=data.version, classes=list(data.classes),
                      train=len(data.labels["train"]), val=len(data.labels["val"])),
-        space=space.to_dict(), space_file=args.space,
-        base_config={**base, "data": redact(args.data)},  # a trial's config = base < space fixed < its sampled values
-        max_epochs=args.max_epochs, score_window=args.score_window, settings=settings,
-        objective=f"score = mean val_acc of the last {args.score_window} epochs (max)",
+        space=space.to_dict(), space_file=cfg.space,
+        base_config={**base, "data": redact(cfg.data)},  # a trial's config = base < space fixed < its sampled values
+        max_epochs=cfg.max_epochs, score_window=cfg.score_window, settings=cfg.to_dict(),
+        objective=f"score = mean val_acc of the last {cfg.score_window} epochs (max)",
         user=user, started=_now())
 
 
@@ -212,209 +410,6 @@ def _command(prog: str, argv: list[str]) -> str:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def run(argv: list[str] | None = None, prog: str = SCRIPT) -> dict:
-    """Run the sweep given its command-line arguments; ``prog`` is the command recorded with them."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = get_parser(prog).parse_args(argv)
-    if args.smoke:
-        for key, value in SMOKE.items():
-            if not _explicit(argv, "--" + key.replace("_", "-")):
-                setattr(args, key, value)
-    if args.resume and not args.name:
-        raise FerError("--resume needs --name: the experiment to continue (a folder in --storage)")
-    if args.overwrite and args.resume:
-        raise FerError("--overwrite and --resume contradict each other: pick one")
-    if args.extend is not None:
-        if not args.name or args.resume or args.overwrite:
-            raise FerError("--extend N adds trials to the finished experiment --name (without --resume or --overwrite)")
-        if args.extend < 1:
-            raise FerError(f"--extend: must be >= 1; got {args.extend}")
-
-    # --- where: the experiment, and what a resume continues ------------------------------------
-    from experiment_store import MARKERS, ExperimentStore
-    from fer_core.safepaths import check_name, check_replaceable, check_writable, child
-    from fer_core.storage import locate, redact
-
-    name = check_name(args.name or time.strftime("regularization-%Y%m%d-%H%M%S"))
-    storage_loc = locate(_storage_path(args.storage))
-    local = storage_loc.local                     # a local path or file://: a folder on this machine
-    # storage as Tune gets it: the folder, or the URI as given (its query - endpoint options - kept)
-    storage = storage_loc.path if local else storage_loc.uri
-    # local: a folder that must resolve inside the storage; a URI: its query stays at the end
-    store = ExperimentStore(child(storage, name) if local else storage_loc.child(name))
-    exists = store.exists()
-    continuing = args.resume or args.extend is not None
-    if exists and not continuing and not args.overwrite:
-        raise FerError(f"{store} already exists; pass --resume to continue it or choose another --name")
-    if continuing and not exists:
-        raise FerError(f"{'--resume' if args.resume else '--extend'}: {store} does not exist; check --storage and --name")
-    launch = store.read_record() if continuing else None
-    if args.extend is not None and (launch is None or not launch.finished):
-        raise FerError(f"--extend: {store} has not finished (no complete sweep.json); finish it with --resume first")
-    if launch is not None:
-        args = _resume_settings(args, argv, launch.settings)
-    elif args.resume:
-        say(f"{store} has no sweep.json (written by an older fer-sweep): resuming with the settings given now, "
-            "which must be the launch's")
-    for flag in ("samples", "max_epochs", "grace_period", "score_window", "collapse_window"):
-        if getattr(args, flag) < 1:
-            raise FerError(f"--{flag.replace('_', '-')} must be >= 1; got {getattr(args, flag)}")
-    if args.grace_period > args.max_epochs:
-        raise FerError(f"--grace-period {args.grace_period} exceeds --max-epochs {args.max_epochs}")
-
-    # --- everything that can fail fast, before Ray starts ------------------------------------
-    from fer_core.train.config import parse_overrides
-    from sweeps.space import load_space, trial_config
-    from sweeps.wandb_logging import prepare_environment, resolve_mode
-
-    space = load_space(args.space)
-    if exists and args.overwrite:      # checked now, removed only once every other check has passed
-        if local:
-            check_replaceable(store.location.path, kind="sweep experiment", markers=MARKERS, overwrite=True,
-                              protect=(args.data, args.space), flag="--name")
-        elif not (store.has("sweep.json") or store.has("tuner.pkl")):
-            raise FerError(f"--name: {store} is not a sweep experiment (no sweep.json or tuner.pkl), so --overwrite "
-                           "will not replace it; choose another --name")
-    if local:
-        check_writable(storage, flag="--storage")
-    from sweeps.optuna_storage import MEMORY, default_storage_url, open_storage
-
-    optuna_url = args.optuna_storage or default_storage_url(store.location.path if local else None)
-    if optuna_url is None:
-        raise FerError(f"--storage {redact(storage)} is an object store, which cannot hold the Optuna study: pass "
-                       "--optuna-storage with an RDB URL (postgresql://user@host/db) or journal:/shared/path.log "
-                       "on a shared file system, or --optuna-storage memory to keep it inside Tune's state only")
-    if args.extend is not None and optuna_url == MEMORY:
-        raise FerError("--extend continues the experiment's Optuna study, but it was kept in memory "
-                       "(--optuna-storage memory); start a new experiment instead")
-    wandb_mode = resolve_mode(args.wandb_mode)
-    prepare_environment(wandb_mode)
-    ensure_default_data(args.data)
-    from fer_core.train import load_train_data
-
-    threads = max(1, int(args.cpus_per_trial))
-    base = {**parse_overrides(args.overrides), "data": args.data, "epochs": args.max_epochs, "seed": args.seed,
-            "threads": threads, "device": "cuda" if args.gpus_per_trial > 0 else "cpu"}
-    say(f"reading {redact(args.data)} once for all trials")
-    data = load_train_data(args.data, splits=("train", "val"))
-    if launch is not None and data.version != launch.data.version:
-        raise FerError(f"--data {redact(args.data)} is version {data.version}, but {store} was launched on "
-                       f"{launch.data.version}; resume it with the same data set")
-    base["data_version"] = data.version
-    trial_config(base, space.fixed, {}, where="sweep base config")     # base + fixed valid on their own
-    say(f"data {data.version}: {len(data.labels['train'])} train / {len(data.labels['val'])} val images, "
-        f"classes {', '.join(data.classes)}")
-    say("search space:\n  " + "\n  ".join(space.describe()))
-
-    # --- Ray --------------------------------------------------------------------------------------
-    import optuna
-    import ray
-    from ray import tune
-    from ray.tune.stopper import CombinedStopper
-
-    from sweeps.asha import ReplayingASHAScheduler
-    from sweeps.collapse import ReportedCollapseStopper
-    from sweeps.optuna_search import PruningOptunaSearch
-    from sweeps.trainable import fer_trainable, ran_to_the_end
-    from sweeps.wandb_logging import RunFolder, make_callback
-
-    if local:
-        # Epochs of small FER models take seconds, and num_to_keep=1 forces an experiment snapshot
-        # after each checkpoint: cheap on a local disk (milliseconds), so Tune's warning is noise here.
-        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    startup = args.startup_trials if args.startup_trials is not None else min(10, max(3, args.samples // 4))
-    address = args.address or os.environ.get("RAY_ADDRESS")
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
-    cluster = ray.cluster_resources()
-    say(f"Ray cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs, "
-        f"{len([n for n in ray.nodes() if n['Alive']])} node(s)")
-    if args.gpus_per_trial > 0 and cluster.get("GPU", 0) == 0:
-        raise FerError("--gpus-per-trial > 0 but the Ray cluster has no GPUs; use --gpus-per-trial 0")
-    if exists and args.overwrite:
-        say(f"--overwrite: removing the previous experiment {store}")
-        store.location.delete()
-    previous = (store.read_rows("trials.parquet") or []) if args.extend is not None else []
-    samples = args.extend if args.extend is not None else args.samples
-    concurrency = args.concurrency
-    if concurrency is None:
-        by_cpu = int(cluster.get("CPU", 1) // max(args.cpus_per_trial, 1e-9))
-        by_gpu = int(cluster.get("GPU", 0) // args.gpus_per_trial) if args.gpus_per_trial > 0 else by_cpu
-        concurrency = max(1, min(by_cpu, by_gpu, samples))
-
-    collapse_rule = dict(mode="max", grace_period=args.collapse_grace, window=args.collapse_window,
-                         margin=args.collapse_margin, patience=args.collapse_patience, relative=False)
-    rules = {"score_window": args.score_window, "collapse": collapse_rule}
-    trainable = tune.with_resources(
-        tune.with_parameters(fer_trainable, data=data, base=base, fixed=space.fixed, rules=rules),
-        {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
-
-    # An extension's sampler continues from the study's trials; a seed offset by their number keeps it
-    # from replaying the launch's random draws (the start-up trials, random search).
-    seed = args.seed + len(previous)
-    if local:
-        Path(store.location.path).mkdir(parents=True, exist_ok=True)      # where the default SQLite study goes
-    searcher = PruningOptunaSearch(space=space.define_by_run, metric="score", mode="max",
-                                   sampler=(optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
-                                            if args.search == "tpe" else optuna.samplers.RandomSampler(seed=seed)),
-                                   study_name=name, storage=open_storage(optuna_url),
-                                   max_t=args.max_epochs, time_attr="training_iteration",
-                                   is_complete=ran_to_the_end)
-    scheduler = ReplayingASHAScheduler(time_attr="training_iteration", max_t=args.max_epochs,
-                                       grace_period=args.grace_period, reduction_factor=args.reduction_factor)
-    # The trainable applies the collapse rule to each trial's whole (checkpointed) history: no driver state.
-    stoppers = [] if args.no_collapse_stop else [ReportedCollapseStopper()]
-    # W&B files: <experiment>/wandb; for an experiment on an object store, a folder on this node first,
-    # uploaded into the experiment when the sweep ends (so they do not die with the head node)
-    wandb_runs = RunFolder(store.location) if wandb_mode != "disabled" else None
-    callbacks = [cb for cb in [make_callback(wandb_mode, project=args.wandb_project, group=name,
-                                             exp_dir=store.location.path if local else store.uri,
-                                             runs_dir=wandb_runs.path if wandb_runs else None)]
-                 if cb is not None]
-    run_config = tune.RunConfig(
-        name=name, storage_path=storage,
-        stop=CombinedStopper(*stoppers) if stoppers else None,
-        failure_config=tune.FailureConfig(max_failures=args.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=callbacks, verbose=1)
-    if args.no_asha:
-        scheduler = None
-    tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=samples,
-                                  max_concurrent_trials=concurrency, metric="score", mode="max")
-    if launch is None:
-        launch = _launch_record(args, argv, prog, name, store, space, data, base)
-        launch.optuna = {"storage": redact(optuna_url), "study": name}
-        if not args.resume:
-            store.write_record(launch)             # the launch's settings, for the dashboard and a resume
-    t0 = time.time()
-    if args.resume:
-        say(f"resuming {store}: finished trials are kept, unfinished ones continue from their checkpoints")
-        for note in store.repair_tune_state():
-            say(f"--resume: {note}")
-        tuner = tune.Tuner.restore(store.location.uri if not local else store.location.path, trainable=trainable,
-                                   resume_errored=True, restart_errored=False)
-        _use_callbacks(tuner, callbacks)
-    else:
-        say(f"experiment {store}: {samples} {'more ' if previous else ''}trials x up to {args.max_epochs} epochs, "
-            f"{concurrency} at a time; Optuna study {name} in {redact(optuna_url)}")
-        tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
-        store.keep_tune_state_copy()
-    try:
-        grid = tuner.fit()
-    finally:
-        if wandb_runs is not None and not wandb_runs.direct:
-            say(f"W&B: runs in {wandb_runs.close()}")
-    wall = time.time() - t0
-    record = _write_outputs(args, argv, prog, store, launch, space, grid, wall)
-    del tuner, grid, run_config, callbacks      # W&B's callback cleans up now, not at interpreter exit
-    import gc
-    gc.collect()
-    return record.to_dict()
 
 
 def _use_callbacks(tuner, callbacks: list) -> None:
@@ -445,7 +440,7 @@ def _history(result) -> list[dict]:
             for row in df.to_dict("records")]
 
 
-def _write_outputs(args, argv, prog, store, launch, space, grid, wall):
+def _write_outputs(cfg: SweepConfig, argv, prog, store, launch, space, grid, wall):
     """The tables, the summary and the record (the launch's, with what the sweep found) in the experiment."""
     from dataclasses import replace
 
@@ -458,7 +453,7 @@ def _write_outputs(args, argv, prog, store, launch, space, grid, wall):
         trials.append({"trial_id": last.get("trial_id") or Path(str(result.path)).name, "config": result.config,
                        "last": last, "errored": result.error is not None, "finished": True,
                        "time_s": last.get("time_total_s"), "history": _history(result)})
-    rows, epochs = trial_rows(trials, args.max_epochs), epoch_rows(trials)
+    rows, epochs = trial_rows(trials, cfg.max_epochs), epoch_rows(trials)
     # Trials of earlier runs of this experiment that this run did not touch (an extension's launch) stay.
     ran = {r["trial_id"] for r in rows}
     rows = [r for r in store.read_rows(TRIALS) or [] if r["trial_id"] not in ran] + rows
@@ -470,7 +465,7 @@ def _write_outputs(args, argv, prog, store, launch, space, grid, wall):
         epochs_total=int(sum(r["epochs"] for r in rows)), compute_s=float(sum(r["time_s"] or 0 for r in rows)),
         best=best, finished=_now(), wall_s=launch.wall_s if launch.wall_s is not None else wall,
         resumes=list(launch.resumes))
-    if args.resume or args.extend is not None:     # keeps the launch's command and wall time; records itself
+    if cfg.continuing:     # keeps the launch's command and wall time; records itself
         record.resumes.append({"command": _command(prog, argv),
                                "wall_s": wall, "finished": record.finished})
     store.write_results(rows, epochs, summary, record)

@@ -71,12 +71,6 @@ class Experiment:
         return float(sum(t.get("time_s") or 0.0 for t in self.trials if _finite(t.get("time_s"))))
 
     @property
-    def meta(self) -> dict:
-        """``sweep.json`` as a plain dict ({} while the sweep runs), for release/confirm.py until it reads
-        ``record`` (the typed fields) like everything else."""
-        return self.record.to_dict() if self.record is not None else {}
-
-    @property
     def wall_s(self) -> float | None:
         return self.record.wall_s if self.record is not None else None
 
