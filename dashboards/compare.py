@@ -11,8 +11,9 @@ import math
 import statistics
 from pathlib import Path
 
-from . import figures
 from sweeps.experiment import Experiment
+
+from . import figures
 from .html import Cell, esc, figure, page, section, table
 from .report import duration, header, leaderboard
 

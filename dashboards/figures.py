@@ -13,8 +13,9 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .edges import EdgeWarning
 from sweeps.experiment import Experiment, Param
+
+from .edges import EdgeWarning
 from .importance import Importance
 
 __all__ = ["learning_curves", "collapsed_view", "parallel_coordinates", "axis_plots", "importance_bars",

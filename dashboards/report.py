@@ -13,9 +13,10 @@ import json
 import math
 from pathlib import Path
 
+from sweeps.experiment import MAIN_OUTCOMES, Experiment
+
 from . import figures
 from .edges import edge_warnings
-from sweeps.experiment import MAIN_OUTCOMES, Experiment
 from .html import Cell, esc, figure, note, page, section, table, warning
 from .importance import param_importances
 

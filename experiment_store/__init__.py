@@ -6,9 +6,20 @@
 """
 
 from .confirm_results import COLUMNS as CONFIRM_COLUMNS, confirm_table, read_confirm, summarize
-from .record import DataRef, FORMAT, FORMAT_VERSION, RecordError, SweepRecord
-from .store import (CONFIRM_RECORD, CONFIRM_TABLE, EPOCHS, MARKERS, RECORD, SUMMARY, TRIALS, ExperimentError,
-                    ExperimentStore, experiment_dir_of, rows_table)
+from .record import FORMAT, FORMAT_VERSION, DataRef, RecordError, SweepRecord
+from .store import (
+    CONFIRM_RECORD,
+    CONFIRM_TABLE,
+    EPOCHS,
+    MARKERS,
+    RECORD,
+    SUMMARY,
+    TRIALS,
+    ExperimentError,
+    ExperimentStore,
+    experiment_dir_of,
+    rows_table,
+)
 
 __all__ = ["ExperimentStore", "ExperimentError", "SweepRecord", "DataRef", "RecordError", "FORMAT", "FORMAT_VERSION",
            "RECORD", "TRIALS", "EPOCHS", "SUMMARY", "CONFIRM_TABLE", "CONFIRM_RECORD", "MARKERS", "rows_table",

@@ -20,10 +20,10 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
@@ -77,14 +77,14 @@ class Location:
     def __str__(self) -> str:
         return redact(self.uri)
 
-    def sibling(self, name: str) -> "Location":
+    def sibling(self, name: str) -> Location:
         """The location ``name`` in the same folder (``best.yaml`` -> ``best-2.yaml``)."""
         parent = self.path.rstrip("/").rsplit("/", 1)[0]
         head, sep, query = self.uri.partition("?")
         uri = f"{head.rstrip('/').rsplit('/', 1)[0]}/{name}" + (f"?{query}" if sep else "")
         return Location(self.fs, f"{parent}/{name}", uri)
 
-    def child(self, *parts: str) -> "Location":
+    def child(self, *parts: str) -> Location:
         rel = "/".join(p.strip("/") for p in parts if p)
         base_uri = self.uri
         if is_uri(base_uri) and "?" in base_uri:            # keep the query (endpoint options) at the end
@@ -259,7 +259,7 @@ def folder_writer(uri: str | os.PathLike, *, overwrite: bool = False, kind: str 
 
 
 @contextmanager
-def working_copy(uri: str | os.PathLike, *, download: bool = True) -> Iterator[tuple[Path, "Location | None"]]:
+def working_copy(uri: str | os.PathLike, *, download: bool = True) -> Iterator[tuple[Path, Location | None]]:
     """A local folder to work in for the folder at ``uri``: ``(uri itself, None)`` when it is local;
     for a storage URI a temp copy (its files downloaded when ``download``) and its ``Location``, to
     which the caller uploads what it wrote (``Location.upload_dir``). The temp copy is removed at the end."""

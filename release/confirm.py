@@ -115,8 +115,8 @@ def confirm(exp_dir: str | Path, *, top: int = 3, seeds: int = 3, concurrency: i
             gpus_per_task: float | None = None, command: str | None = None, wandb_mode: str = "auto",
             wandb_project: str | None = None) -> dict:
     """Re-train the top ``top`` completed trials of ``exp_dir`` with ``seeds`` fresh seeds each; see the module doc."""
-    from release.export import load_experiment, rank_trials
     from fer_core.safepaths import check_writable
+    from release.export import load_experiment, rank_trials
     from sweeps.wandb_logging import DEFAULT_PROJECT, JOB_CONFIRM, RunLogger, prepare_environment, resolve_mode
 
     for flag, value in (("--top", top), ("--seeds", seeds)):

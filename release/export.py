@@ -42,9 +42,7 @@ import yaml
 from fer_core.atomic import write_text
 from fer_core.errors import FerError
 from fer_core.train.config import TrainConfig, dump_config
-
-from sweeps.experiment import Experiment
-from sweeps.experiment import load_experiment as _load_experiment
+from sweeps.experiment import Experiment, load_experiment as _load_experiment
 
 __all__ = ["Experiment", "load_experiment", "rank_trials", "best_trials", "export_best", "export_paths", "BY"]
 

@@ -42,8 +42,8 @@ import torch
 
 from fer_core.atomic import write_bytes, write_text
 from fer_core.errors import FerError
-from fer_core.storage import folder_writer, redact
 from fer_core.jsonio import dumps
+from fer_core.storage import folder_writer, redact
 from fer_core.train.checkpoint import BEST_FILE, FINAL_FILE, load_weights, save_weights
 from fer_core.train.config import TrainConfig, load_config
 from fer_core.train.data import TrainData, load_train_data

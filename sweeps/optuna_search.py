@@ -60,7 +60,8 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import optuna
 from ray import cloudpickle

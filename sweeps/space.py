@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from fer_core.errors import FerError
-from fer_core.yamlio import read_yaml
 from fer_core.train.config import ConfigError, TrainConfig, resolve_config
+from fer_core.yamlio import read_yaml
 
 __all__ = ["Param", "SearchSpace", "SpaceError", "load_space", "parse_space"]
 

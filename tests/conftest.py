@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
 from s3server import s3_bucket, s3_server  # noqa: F401  (a real S3 server on 127.0.0.1, see s3server.py)
 
 os.environ.setdefault("FER_NO_PROGRESS", "1")

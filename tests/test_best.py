@@ -21,11 +21,11 @@ import pytest
 import torch
 import yaml
 
-from release.export import export_best, export_paths, load_experiment, rank_trials
 from fer_cli.main import main
 from fer_core.errors import FerError
 from fer_core.train.config import TrainConfig, load_config, resolve_config
 from release.confirm import SEED_OFFSET, confirm_seeds, summarize
+from release.export import export_best, export_paths, load_experiment, rank_trials
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,10 +107,10 @@ def test_retrain_reproduces_the_trial_and_ships_a_model(experiment, tmp_path):
     assert metrics["provenance"]["trial_id"] == trial_id
 
     # TorchScript: loads, same logits as the final weights, same test accuracy as metrics.json
-    from fer_core.train.data import load_train_data
     from fer_core.train.checkpoint import load_weights
-    from release.retrain import load_torchscript
+    from fer_core.train.data import load_train_data
     from fer_core.train.trainer import build_model
+    from release.retrain import load_torchscript
 
     scripted, classes = load_torchscript(run / "model.torchscript.pt")
     state = load_weights(run / "final.pt")

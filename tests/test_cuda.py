@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_core.train import load_config, train
-from fer_core.train import trainer as trainer_module
+from fer_core.train import load_config, train, trainer as trainer_module
 from fer_core.train.data import DeviceSplit
 from fer_core.train.evaluate import evaluate_model
 from fer_core.train.trainer import load_checkpoint

@@ -71,8 +71,8 @@ def experiment(ingested, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def report(experiment) -> Path:
-    from sweeps.experiment import load_experiment
     from dashboards.report import write_report
+    from sweeps.experiment import load_experiment
 
     return write_report(load_experiment(experiment), experiment.parent / "report.html")
 
@@ -174,8 +174,8 @@ def test_user_strings_are_escaped(experiment, browser, tmp_path):
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
 
-    from sweeps.experiment import load_experiment
     from dashboards.report import write_report
+    from sweeps.experiment import load_experiment
 
     out = write_report(load_experiment(_xss_copy(experiment, tmp_path / "xss")), tmp_path / "xss.html")
     text = out.read_text()
@@ -212,8 +212,8 @@ def test_compare_page(experiment, report, browser, tmp_path):
 
 def test_live_experiment_marks_unfinished_trials_running(experiment, tmp_path):
     """While a sweep runs there are no tables: Tune's trial folders are read instead."""
-    from sweeps.experiment import load_experiment
     from dashboards.report import build_report
+    from sweeps.experiment import load_experiment
 
     live = tmp_path / "live"
     shutil.copytree(experiment, live, ignore=shutil.ignore_patterns("*.parquet", "sweep.json", "checkpoint_*"))
@@ -322,8 +322,8 @@ def test_not_an_experiment_is_one_clear_line(tmp_path, capsys):
 
 
 def test_confirmed_ranking_shows_the_spread(experiment, browser, tmp_path):
-    from sweeps.experiment import load_experiment
     from dashboards.report import write_report
+    from sweeps.experiment import load_experiment
 
     dest = tmp_path / "confirmed"
     dest.mkdir()

@@ -10,7 +10,6 @@ from PIL import Image
 from fer_core.data import hashing
 from fer_core.data.hashing import exact_digests, hamming, near_duplicate_pairs, phash_batch
 
-
 # --------------------------------------------------------------------------- helpers
 
 

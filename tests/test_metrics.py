@@ -6,8 +6,13 @@ import torch
 from PIL import Image
 from sklearn import metrics as skm
 
-from fer_core.train.metrics import (ConfusionAccumulator, classification_metrics, confusion_matrix,
-                                    format_report, save_confusion)
+from fer_core.train.metrics import (
+    ConfusionAccumulator,
+    classification_metrics,
+    confusion_matrix,
+    format_report,
+    save_confusion,
+)
 
 CLASSES = ["angry", "happy", "neutral", "sad", "surprise"]
 K = len(CLASSES)

@@ -7,8 +7,15 @@ import pytest
 from PIL import Image
 
 from fer_core.data import mislabels
-from fer_core.data.mislabels import (MislabelReport, confident_labels, confident_thresholds, find_mislabels,
-                                     out_of_fold_probs, rank_candidates, write_review)
+from fer_core.data.mislabels import (
+    MislabelReport,
+    confident_labels,
+    confident_thresholds,
+    find_mislabels,
+    out_of_fold_probs,
+    rank_candidates,
+    write_review,
+)
 
 
 def patterns(n: int, *, noise: float = 0.1, seed: int = 0, size: int = 48):

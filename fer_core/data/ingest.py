@@ -14,12 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import storage
-from .. import progress as prog
+from .. import progress as prog, storage
 from ..errors import DataError
-from . import classes as cls
-from . import dedup, hashing, report, split as splitting
-from .readers import read_source, SourceData, Skipped
+from . import classes as cls, dedup, hashing, report, split as splitting
+from .readers import Skipped, SourceData, read_source
 from .relabels import read_relabels
 from .shards import write_manifest, write_shards
 

@@ -47,10 +47,10 @@ import csv
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -61,8 +61,7 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-from .. import atomic
-from .. import progress as prog
+from .. import atomic, progress as prog
 
 RANK_BY = ("self_confidence", "normalized_margin")
 CSV_COLUMNS = ("rank", "id", "label", "suggested", "self_confidence", "suggested_confidence", "new_label")

@@ -54,8 +54,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .. import storage
-from .. import progress as prog
+from .. import progress as prog, storage
 from ..errors import DataError
 from .classes import FOUR_CLASS
 

@@ -17,15 +17,14 @@ Conventions shared by all losses in this package:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from numbers import Integral, Real
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._registry import register_loss
-
 
 # ---------------------------------------------------------------------------------------------
 # Argument checks (ValueError quoting the value and the rule)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._registry import register_loss
-from .cross_entropy import (check_inputs, check_label_smoothing, check_num_classes, is_real, per_class_tensor,
-                            smooth_targets)
+from .cross_entropy import (
+    check_inputs,
+    check_label_smoothing,
+    check_num_classes,
+    is_real,
+    per_class_tensor,
+    smooth_targets,
+)
 
 
 @register_loss("focal")

@@ -24,8 +24,8 @@ import fnmatch
 import inspect
 import math
 import sys
+from collections.abc import Callable
 from numbers import Real
-from typing import Callable
 
 from torch import nn
 

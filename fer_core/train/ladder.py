@@ -45,7 +45,8 @@ def select_rungs(models: list[str] | None) -> list[tuple[str, str, str]]:
         key = m.strip().lower().replace("+", "plus")
         if key not in by_key:
             from ..errors import FerError
-            raise FerError(f"--models: unknown rung {m!r}; rungs: {', '.join(p.removeprefix('fer_cnn_') for p, _, _ in LADDER)}")
+            rungs = ", ".join(p.removeprefix("fer_cnn_") for p, _, _ in LADDER)
+            raise FerError(f"--models: unknown rung {m!r}; rungs: {rungs}")
         out.append(by_key[key])
     return out
 
