@@ -17,6 +17,7 @@ shown or recorded anywhere.
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import tempfile
@@ -167,7 +168,8 @@ class Location:
         except OSError as exc:
             raise StorageError(f"{self}: cannot delete it ({exc})") from None
 
-    def upload_dir(self, local: str | os.PathLike, *, last: tuple[str, ...] = ()) -> list[str]:
+    # builtins.list: in this class ``list`` is the method above
+    def upload_dir(self, local: str | os.PathLike, *, last: tuple[str, ...] = ()) -> builtins.list[str]:
         """Copy the files of the local folder ``local`` to this location; the ``last`` names (relative
         paths, e.g. ``manifest.json``) are written after all others. Returns the relative paths written."""
         local = Path(local)
@@ -177,7 +179,7 @@ class Location:
             self.child(rel).write_bytes((local / rel).read_bytes())
         return order
 
-    def download_dir(self, local: str | os.PathLike) -> list[str]:
+    def download_dir(self, local: str | os.PathLike) -> builtins.list[str]:
         """Copy every file under this folder into the local folder ``local``; returns the relative paths."""
         local = Path(local)
         base = self.path.rstrip("/") + "/"

@@ -232,7 +232,7 @@ def _encode(x: np.ndarray, d: _Dictionary) -> np.ndarray:
     wsum = torch.from_numpy(d.weight.sum(axis=1)).view(1, -1, 1, 1)
     bias = torch.from_numpy(d.bias).view(1, -1, 1, 1)
     xb = torch.from_numpy(x)[:, None]
-    feats = 0
+    feats = torch.zeros(())
     for img in (xb, xb.flip(-1)):
         resp = F.conv2d(img, weight)
         mean = F.avg_pool2d(img, PATCH, 1)

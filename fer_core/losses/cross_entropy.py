@@ -168,6 +168,8 @@ class CrossEntropy(nn.Module):
         class_weight: one positive float per class (e.g. ``class_weights_from_counts(counts)``).
     """
 
+    class_weight: torch.Tensor | None     # buffers (register_buffer), typed for the checker
+
     def __init__(self, *, num_classes: int | None = None, label_smoothing: float = 0.0,
                  class_weight: Sequence[float] | torch.Tensor | None = None):
         super().__init__()

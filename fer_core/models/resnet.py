@@ -118,7 +118,7 @@ class Bottleneck(nn.Module):
         return self.act3(out)
 
 
-_BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+_BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 class ResNet(FerModelMixin, nn.Module):
