@@ -122,6 +122,9 @@ def open_page(driver, path: Path) -> list[dict]:
     return plots
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.browser
 def test_report_renders_every_plot_and_sorts(report, browser):
     from selenium.webdriver.common.by import By
 
@@ -170,6 +173,9 @@ def _xss_copy(experiment: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.browser
 def test_user_strings_are_escaped(experiment, browser, tmp_path):
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
@@ -193,6 +199,9 @@ def test_user_strings_are_escaped(experiment, browser, tmp_path):
     assert XSS_CLASS in ticks                           # the confusion matrix's axis shows the name as text
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.browser
 def test_compare_page(experiment, report, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -210,6 +219,8 @@ def test_compare_page(experiment, report, browser, tmp_path):
     assert len(browser.find_elements(By.CSS_SELECTOR, "table.sortable#leaderboard-a, table.sortable#leaderboard-b")) == 2
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_live_experiment_marks_unfinished_trials_running(experiment, tmp_path):
     """While a sweep runs there are no tables: Tune's trial folders are read instead."""
     from dashboards.report import build_report
@@ -283,6 +294,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_serve_is_read_only_and_local(experiment):
     from dashboards.serve import make_server
     from fer_cli.main import get_parser
@@ -321,6 +334,9 @@ def test_not_an_experiment_is_one_clear_line(tmp_path, capsys):
     assert not (tmp_path / "x.html").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.browser
 def test_confirmed_ranking_shows_the_spread(experiment, browser, tmp_path):
     from dashboards.report import write_report
     from sweeps.experiment import load_experiment

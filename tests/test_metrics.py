@@ -120,6 +120,7 @@ def test_accumulator_rejects_bad_labels_at_compute():
         acc.update(torch.tensor([0.0]), torch.tensor([0]))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_accumulator_on_cuda_does_not_sync():
     y_true, y_pred = labels(seed=3)
