@@ -55,8 +55,8 @@ def main() -> None:
 
     for label, mis in (("ingest without mislabel search", False), ("ingest with mislabel search", True)):
         out = work / f"data-{int(mis)}"
-        t, manifest = best_of(1, lambda: ingest(IngestOptions(src=str(raw), out=str(out), mislabels=mis,
-                                                               quiet=True, overwrite=True)))
+        options = IngestOptions(src=str(raw), out=str(out), mislabels=mis, quiet=True, overwrite=True)
+        t, manifest = best_of(1, lambda options=options: ingest(options))
         print(f"{label}: {t:.2f}s = {args.n / t:,.0f} images/s "
               f"(decode, hash, dedup, split{', out-of-fold model' if mis else ''}, write shards)")
     data = work / "data-0"
@@ -89,7 +89,7 @@ def main() -> None:
 
     results = {}
     for workers in (0, 2):
-        results[workers], (x_base, _) = best_of(args.repeats, lambda: baseline(workers))
+        results[workers], (x_base, _) = best_of(args.repeats, lambda workers=workers: baseline(workers))
     t_base = min(results.values())
     assert x_base.shape == x_ours.shape, (x_base.shape, x_ours.shape)
     same = torch.allclose(torch.sort(x_base.flatten(1).sum(1)).values, torch.sort(x_ours.flatten(1).sum(1)).values)

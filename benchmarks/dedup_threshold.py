@@ -52,7 +52,7 @@ EXTRA_KINDS = ("jpeg75", "mixed")
 
 def _hist(values: np.ndarray) -> str:
     u, c = np.unique(np.asarray(values, dtype=np.int64), return_counts=True)
-    return ", ".join(f"{int(a)}: {int(b)}" for a, b in zip(u, c))
+    return ", ".join(f"{int(a)}: {int(b)}" for a, b in zip(u, c, strict=True))
 
 
 def nearest_distances(ph: np.ndarray) -> np.ndarray:

@@ -53,8 +53,9 @@ def main() -> None:
         flagged[rep.candidates] = True
         precision = noisy[flagged].mean() if flagged.any() else float("nan")
         recall = flagged[noisy].mean() if noisy.any() else float("nan")
+        ap = average_precision(-rep.self_confidence, noisy)
         print(f"{seed:>4} {len(s.labels):>7} {int(noisy.sum()):>6} {wall:>6.1f}s "
-              f"{np.mean(rep.suggested == s.true_labels):>15.3f} {average_precision(-rep.self_confidence, noisy):>6.3f} "
+              f"{np.mean(rep.suggested == s.true_labels):>15.3f} {ap:>6.3f} "
               f"{int(flagged.sum()):>8} {precision:>9.3f} {recall:>7.3f}")
 
 

@@ -77,7 +77,7 @@ def plant_clusters(rng: np.random.Generator, codes: np.ndarray, n_clusters: int,
     seed_of_copy = np.repeat(seeds, sizes)
     flips = rng.integers(0, max_flips + 1, len(copies))
     codes[copies] = codes[seed_of_copy]
-    for copy, n_flips in zip(copies, flips):
+    for copy, n_flips in zip(copies, flips, strict=True):
         for bit in rng.choice(64, n_flips, replace=False):
             codes[copy] ^= np.uint64(1) << np.uint64(bit)
     return np.minimum(seed_of_copy, copies), np.maximum(seed_of_copy, copies), flips
@@ -104,9 +104,9 @@ def bench_search(codes: np.ndarray, planted, thresholds: list[int], skip_brute: 
         brute_s = float("nan")
         if not skip_brute:
             brute, brute_s = timed(near_duplicate_pairs, codes, t, method="brute")
-            assert all(np.array_equal(x, y) for x, y in zip(mih, brute)), "brute != mih"
-        found = set(zip(ai.tolist(), aj.tolist()))
-        want = [(i, j) for i, j, d in zip(p_i.tolist(), p_j.tolist(), p_d.tolist()) if d <= t]
+            assert all(np.array_equal(x, y) for x, y in zip(mih, brute, strict=True)), "brute != mih"
+        found = set(zip(ai.tolist(), aj.tolist(), strict=True))
+        want = [(i, j) for i, j, d in zip(p_i.tolist(), p_j.tolist(), p_d.tolist(), strict=True) if d <= t]
         missing = sum((i, j) not in found for i, j in want)
         assert missing == 0, f"{missing} planted pairs missed at t={t}"
         print(f"{t:>3} {len(ai):>10,} {auto_s:>8.2f} {mih_s:>8.2f} {brute_s:>9.2f} "
@@ -119,8 +119,8 @@ def bench_phash(rng: np.random.Generator, n: int) -> None:
         images = rng.integers(0, 256, shape, dtype=np.uint8)
         batch, batch_s = timed(phash_batch, images)
         loop, loop_s = timed(
-            lambda: np.array([int(str(imagehash.phash(Image.fromarray(im))), 16) for im in images],
-                             dtype=np.uint64)
+            lambda images=images: np.array([int(str(imagehash.phash(Image.fromarray(im))), 16) for im in images],
+                                           dtype=np.uint64)
         )
         assert np.array_equal(batch, loop), "phash_batch differs from imagehash.phash"
         print(f"{label:>5}: phash_batch {batch_s:6.2f} s   imagehash loop {loop_s:6.2f} s   "

@@ -173,7 +173,7 @@ def part2(args, storage: Path) -> None:
     print(f"\n== part 2: Ray Tune vs plain Optuna ({n} trials, {epochs} epochs max, "
           f"{args.concurrency} at a time, same trainer) ==")
     print(f"{'':<36} {'wall':>8} {'epochs':>7} {'s/epoch':>8}")
-    print(f"{'plain Optuna (n_jobs=%d)' % args.concurrency:<36} {plain:>7.1f}s {plain_epochs:>7d} "
+    print(f"{f'plain Optuna (n_jobs={args.concurrency})':<36} {plain:>7.1f}s {plain_epochs:>7d} "
           f"{plain / plain_epochs:>8.2f}")
     print(f"{'Ray Tune fit()':<36} {tune_fit:>7.1f}s {tune_epochs:>7d} {tune_fit / tune_epochs:>8.2f}")
     print(f"{'Ray Tune incl. ray.init, data read':<36} {tune_total:>7.1f}s")

@@ -108,7 +108,7 @@ def train(name: str, x_tr, y_tr, x_val, y_val, y_val_clean, *, classes: tuple[st
     width = max(len(c) for c in classes) + 2
     print("confusion on clean val labels (rows: true class, columns: predicted)")
     print(" " * width + "".join(f"{c:>{width}}" for c in classes))
-    for c, row in zip(classes, confusion):
+    for c, row in zip(classes, confusion, strict=True):
         print(f"{c:>{width}}" + "".join(f"{v:>{width}}" for v in row))
     return history
 

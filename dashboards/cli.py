@@ -52,8 +52,7 @@ def add_parsers(sub) -> None:
 
 def _output(out):
     """``--out`` (a file or URI): a new file, or a page this command wrote earlier (nothing else is replaced)."""
-    from fer_core.safepaths import check_file_replaceable
-    from fer_core.safepaths import is_uri
+    from fer_core.safepaths import check_file_replaceable, is_uri
     from fer_core.storage import Location, locate
 
     from .html import GENERATOR, is_our_page
@@ -71,6 +70,7 @@ def _output(out):
 
 def _run_build(args) -> int:
     from sweeps.experiment import load_experiment
+
     from .report import build_report
 
     t0 = time.time()
@@ -83,8 +83,9 @@ def _run_build(args) -> int:
 
 
 def _run_compare(args) -> int:
-    from .compare import build_compare
     from sweeps.experiment import load_experiment
+
+    from .compare import build_compare
 
     a, b = load_experiment(args.experiment_a), load_experiment(args.experiment_b)
     out = _output(args.out)

@@ -11,9 +11,10 @@ import math
 import statistics
 from pathlib import Path
 
-from . import figures
 from fer_core.numbers import duration, fmt
 from sweeps.experiment import Experiment
+
+from . import figures
 from .html import Cell, esc, figure, page, section, table
 from .report import header, leaderboard
 

@@ -118,6 +118,7 @@ class DashboardServer:
 
     def _build(self, version: str) -> tuple[int, bytes]:
         from sweeps.experiment import load_experiment
+
         from .report import build_report
 
         try:

@@ -72,7 +72,7 @@ class SweepRecord:
         return {**self.extra, **out}
 
     @classmethod
-    def from_dict(cls, raw: Any, where: str = "sweep.json") -> "SweepRecord":
+    def from_dict(cls, raw: Any, where: str = "sweep.json") -> SweepRecord:
         if not isinstance(raw, dict):
             raise RecordError(f"{where}: not a sweep record (a JSON {type(raw).__name__}, not an object)")
         fmt = raw.get("format", FORMAT)

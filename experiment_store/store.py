@@ -300,7 +300,7 @@ def _complete_pickle(data: bytes) -> bool:
     return False
 
 
-def _snapshot_complete(store: "ExperimentStore", files: list[str]) -> bool:
+def _snapshot_complete(store: ExperimentStore, files: list[str]) -> bool:
     """Whether a Tune snapshot's files (state JSON, searcher pickle, generator JSON) are all whole."""
     for name in files:
         if not store.has(name):

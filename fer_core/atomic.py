@@ -25,9 +25,9 @@ import errno
 import os
 import shutil
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .errors import FerError
 

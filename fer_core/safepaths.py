@@ -25,13 +25,13 @@ import errno
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from .errors import FerError
 
-__all__ = ["NAME_RULE", "is_uri", "check_name", "child", "check_replaceable", "check_writable", "check_file_replaceable",
-           "is_uri"]
+__all__ = ["NAME_RULE", "is_uri", "check_name", "child", "check_replaceable", "check_writable",
+           "check_file_replaceable"]
 
 NAME_RULE = ("one folder name of letters, digits, '-', '_' and '.', starting with a letter or digit, "
              "at most 128 characters")

@@ -17,13 +17,14 @@ shown or recorded anywhere.
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
@@ -77,14 +78,14 @@ class Location:
     def __str__(self) -> str:
         return redact(self.uri)
 
-    def sibling(self, name: str) -> "Location":
+    def sibling(self, name: str) -> Location:
         """The location ``name`` in the same folder (``best.yaml`` -> ``best-2.yaml``)."""
         parent = self.path.rstrip("/").rsplit("/", 1)[0]
         head, sep, query = self.uri.partition("?")
         uri = f"{head.rstrip('/').rsplit('/', 1)[0]}/{name}" + (f"?{query}" if sep else "")
         return Location(self.fs, f"{parent}/{name}", uri)
 
-    def child(self, *parts: str) -> "Location":
+    def child(self, *parts: str) -> Location:
         rel = "/".join(p.strip("/") for p in parts if p)
         base_uri = self.uri
         if is_uri(base_uri) and "?" in base_uri:            # keep the query (endpoint options) at the end
@@ -167,7 +168,8 @@ class Location:
         except OSError as exc:
             raise StorageError(f"{self}: cannot delete it ({exc})") from None
 
-    def upload_dir(self, local: str | os.PathLike, *, last: tuple[str, ...] = ()) -> list[str]:
+    # builtins.list: in this class ``list`` is the method above
+    def upload_dir(self, local: str | os.PathLike, *, last: tuple[str, ...] = ()) -> builtins.list[str]:
         """Copy the files of the local folder ``local`` to this location; the ``last`` names (relative
         paths, e.g. ``manifest.json``) are written after all others. Returns the relative paths written."""
         local = Path(local)
@@ -177,7 +179,7 @@ class Location:
             self.child(rel).write_bytes((local / rel).read_bytes())
         return order
 
-    def download_dir(self, local: str | os.PathLike) -> list[str]:
+    def download_dir(self, local: str | os.PathLike) -> builtins.list[str]:
         """Copy every file under this folder into the local folder ``local``; returns the relative paths."""
         local = Path(local)
         base = self.path.rstrip("/") + "/"
@@ -259,7 +261,7 @@ def folder_writer(uri: str | os.PathLike, *, overwrite: bool = False, kind: str 
 
 
 @contextmanager
-def working_copy(uri: str | os.PathLike, *, download: bool = True) -> Iterator[tuple[Path, "Location | None"]]:
+def working_copy(uri: str | os.PathLike, *, download: bool = True) -> Iterator[tuple[Path, Location | None]]:
     """A local folder to work in for the folder at ``uri``: ``(uri itself, None)`` when it is local;
     for a storage URI a temp copy (its files downloaded when ``download``) and its ``Location``, to
     which the caller uploads what it wrote (``Location.upload_dir``). The temp copy is removed at the end."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import yaml
 from .errors import FerError
 
 
-def read_yaml(path: str | Path, what: str, error: type[FerError] = FerError) -> Any:
+def read_yaml(path: str | os.PathLike, what: str, error: type[FerError] = FerError) -> Any:
     """The parsed document at ``path`` (a file or a storage URI); ``error`` names the file and what is wrong."""
     from .safepaths import is_uri
     from .storage import locate

@@ -37,9 +37,9 @@ import torch
 
 from fer_core.atomic import write_bytes, write_text
 from fer_core.errors import FerError
-from fer_core.storage import folder_writer, redact
 from fer_core.jsonio import dumps
 from fer_core.numbers import fmt
+from fer_core.storage import folder_writer, redact
 from release.model_export import INFO_KEY, ONNX_FILE, PT2_FILE, export_model, model_info
 from fer_core.train.checkpoint import BEST_FILE, FINAL_FILE, load_weights, save_weights
 from fer_core.train.config import TrainConfig, load_config

@@ -17,8 +17,12 @@ interruption finds itself recorded and is not judged twice, as ASHA itself does.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, cast
 
 from ray.tune.schedulers import ASHAScheduler
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +65,8 @@ class ReplayingASHAScheduler(ASHAScheduler):
                 value = result[self._metric]
                 if value is None:
                     continue
-                bracket.on_result(_PastTrial(str(result["trial_id"])), result[self._time_attr],
+                past = cast("Trial", _PastTrial(str(result["trial_id"])))       # all on_result reads: trial_id
+                bracket.on_result(past, result[self._time_attr],
                                   self._metric_op * value)
                 n += 1
         if n:

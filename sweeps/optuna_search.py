@@ -60,7 +60,8 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, cast
 
 import optuna
 from ray import cloudpickle
@@ -126,11 +127,11 @@ class PruningOptunaSearch(OptunaSearch):
         if is_complete is not None and not callable(is_complete):
             raise ValueError(f"is_complete must be a callable taking the last result; "
                              f"got {is_complete!r}")
-        self._max_t = int(max_t)
-        self._time_attr = time_attr
-        self._objective_key = objective_key
-        self._intermediate_key = intermediate_key
-        self._is_complete = is_complete
+        self._max_t: int = int(max_t)
+        self._time_attr: str = time_attr
+        self._objective_key: str | None = objective_key
+        self._intermediate_key: str | None = intermediate_key
+        self._is_complete: Callable[[dict], bool] | None = is_complete
         # trial_id -> steps reported to Optuna, and the step of the last result that came through
         # on_trial_result (to tell "returned by itself" from "stopped by Tune").
         self._reported_steps: dict[str, set[int]] = {}
@@ -139,6 +140,11 @@ class PruningOptunaSearch(OptunaSearch):
                          points_to_evaluate=points_to_evaluate, sampler=sampler,
                          study_name=study_name, storage=storage, seed=seed,
                          evaluated_rewards=evaluated_rewards)
+
+    @property
+    def _study(self) -> optuna.Study:
+        """OptunaSearch's study (``_ot_study``, typed None there: it is set with the search space)."""
+        return cast(optuna.Study, self._ot_study)
 
     @property
     def objective_key(self) -> str | None:
@@ -186,31 +192,31 @@ class PruningOptunaSearch(OptunaSearch):
         propose something else than an uninterrupted sweep; failed trials it ignores.
         """
         known = {t.number for t in self._ot_trials.values()}
-        for t in self._ot_study.get_trials(deepcopy=False, states=(_TrialState.RUNNING,)):
+        for t in self._study.get_trials(deepcopy=False, states=(_TrialState.RUNNING,)):
             if t.number not in known:
-                self._ot_study.tell(t.number, state=_TrialState.FAIL)
+                self._study.tell(t.number, state=_TrialState.FAIL)
 
     def _complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         ot_trial = self._ot_trials[trial_id]
         if error:
-            self._ot_study.tell(ot_trial, state=_TrialState.FAIL)
+            self._study.tell(ot_trial, state=_TrialState.FAIL)
         elif not result:
             # Stopped while pending or paused, before it reported anything.
-            self._ot_study.tell(ot_trial, state=_TrialState.PRUNED)
+            self._study.tell(ot_trial, state=_TrialState.PRUNED)
         else:
             # The result Tune stopped the trial on never went through on_trial_result.
             step = self._report(trial_id, result)
             if not self._ran_to_completion(trial_id, result, step):
-                self._ot_study.tell(ot_trial, state=_TrialState.PRUNED)
+                self._study.tell(ot_trial, state=_TrialState.PRUNED)
             else:
                 value = _finite(result.get(self.objective_key))
                 if value is None:
                     logger.warning(f"Trial {trial_id} finished without a finite "
                                    f"{self.objective_key!r} (got "
                                    f"{result.get(self.objective_key)!r}); told Optuna FAIL.")
-                    self._ot_study.tell(ot_trial, state=_TrialState.FAIL)
+                    self._study.tell(ot_trial, state=_TrialState.FAIL)
                 else:
-                    self._ot_study.tell(ot_trial, value, state=_TrialState.COMPLETE)
+                    self._study.tell(ot_trial, value, state=_TrialState.COMPLETE)
 
     def _ran_to_completion(self, trial_id: str, result: dict, step: int | None) -> bool:
         # Full budget.

@@ -43,9 +43,10 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Any, Literal, cast
 
 from fer_core.progress import say
 
@@ -59,6 +60,7 @@ DEFAULT_PROJECT = "fer-sweep"
 JOB_SWEEP, JOB_CONFIRM, JOB_RETRAIN = "sweep-trial", "confirm", "retrain"
 #: Sweep trials continue their run when resumed (a new one is made when none exists yet).
 RESUME = "allow"
+WandbMode = Literal["online", "offline", "disabled"]   # what resolve_mode returns
 _ENV_MODES = {"offline": "offline", "dryrun": "offline", "disabled": "disabled", "online": "online", "run": "online"}
 
 
@@ -188,8 +190,8 @@ def make_callback(mode: str, *, project: str, group: str, exp_dir: str, runs_dir
             super().on_experiment_end(trials, **info)
 
     # Ray's defaults are id=trial id, resume=False: the kwargs below replace resume (and add job_type).
-    kwargs = dict(project=project, group=group, log_config=True, mode=mode, excludes=["val_confusion"],
-                  job_type=JOB_SWEEP, resume=RESUME)
+    kwargs: dict[str, Any] = dict(project=project, group=group, log_config=True, mode=mode,
+                                  excludes=["val_confusion"], job_type=JOB_SWEEP, resume=RESUME)
     if runs_dir is None and "://" not in exp_dir:
         runs_dir = Path(exp_dir, "wandb")
     if runs_dir is not None:
@@ -249,7 +251,7 @@ class RunLogger:
                    " (the API key is read here from WANDB_API_KEY or 'wandb login')"))
 
         run = wandb.init(project=self.project, group=self.group, job_type=self.job_type, name=name,
-                         config=config, tags=list(tags), dir=str(self.folder.path), mode=self.mode,
+                         config=config, tags=list(tags), dir=str(self.folder.path), mode=cast(WandbMode, self.mode),
                          reinit="create_new",
                          settings=wandb.Settings(console="off", silent=True, save_code=False, x_disable_stats=True))
         self.runs.append(run)

@@ -1,12 +1,74 @@
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
 from s3server import s3_bucket, s3_server  # noqa: F401  (a real S3 server on 127.0.0.1, see s3server.py)
 
 os.environ.setdefault("FER_NO_PROGRESS", "1")
+
+
+# --------------------------------------------------------------------------------------------------
+# Lanes: the markers (pyproject.toml) that `-m "not slow"` and friends select on must be where they belong.
+# Every process a test starts goes through subprocess.Popen, Ray's own (gcs_server, raylet: a local Ray
+# started in this process) and selenium's chromedriver included, so that is where a missing marker shows:
+# the test fails naming the marker. A session fixture is checked in the first test that sets it up.
+# --------------------------------------------------------------------------------------------------
+
+_current_test: list[pytest.Item | None] = [None]
+
+
+def _lane_markers(args) -> tuple[str, list[str]]:
+    """What a command is (for the message) and the markers a test that starts it needs."""
+    argv = [os.fspath(a) for a in ([args] if isinstance(args, (str, bytes, os.PathLike)) else args)]
+    argv = [a.decode() if isinstance(a, bytes) else a for a in argv]
+    names = [os.path.basename(a) for a in argv[:3]]
+    if "gcs_server" in names or "raylet" in names or names[:2] == ["ray", "start"]:
+        return "Ray", ["slow"]
+    if any(a.endswith("sweeps/regularization.py") for a in argv[:3]):
+        return "a sweep", ["slow", "e2e"]
+    if names[:3] == ["ray", "job", "submit"]:
+        return "ray job submit", ["slow", "e2e"]
+    if argv[1:3] in (["-m", "fer_cli"], ["-m", "fer_core"]) or names[:1] == ["fer"]:
+        return "a fer command", ["e2e"]
+    if "chromedriver" in names:
+        return "Chromium", ["browser"]
+    return "", []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _lanes_checked():
+    popen_init = subprocess.Popen.__init__
+
+    def checked_init(self, args, *a, **kw):
+        item = _current_test[0]
+        what, needs = _lane_markers(args)
+        missing = [m for m in needs if item is not None and item.get_closest_marker(m) is None]
+        if missing:
+            pytest.fail(f"{item.nodeid} starts {what} but is not marked {', '.join(missing)} "
+                        f"(@pytest.mark.<marker> or the module's pytestmark; see [tool.pytest.ini_options] markers)",
+                        pytrace=False)
+        popen_init(self, args, *a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(subprocess.Popen, "__init__", checked_init)
+        yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _current_test[0] = item
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test skipped without CUDA is marked gpu (the others are checked when they start something)."""
+    unmarked = [item.nodeid for item in items if item.get_closest_marker("gpu") is None
+                and any("CUDA" in str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif"))]
+    if unmarked:
+        raise pytest.UsageError(f"skipped without CUDA but not marked gpu: {', '.join(unmarked)}")
 
 
 def face(seed: int, size: int = 48) -> np.ndarray:

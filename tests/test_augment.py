@@ -206,6 +206,7 @@ def test_empty_batch():
     assert create_augment("strong")(x).shape == x.shape
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_generator_reproducible():
     x = images(32, 3).cuda()

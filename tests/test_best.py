@@ -21,11 +21,11 @@ import pytest
 import torch
 import yaml
 
-from release.export import export_best, export_paths, load_experiment, rank_trials
 from fer_cli.main import main
 from fer_core.errors import FerError
 from fer_core.train.config import TrainConfig, load_config, resolve_config
 from release.confirm import SEED_OFFSET, confirm_seeds, summarize
+from release.export import export_best, export_paths, load_experiment, rank_trials
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +62,8 @@ def _trial_config(exp: Path, trial_id: str) -> TrainConfig:
 # End to end, on a real sweep
 # ----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_export_best_is_the_best_completed_trials_full_config(experiment, tmp_path):
     out = tmp_path / "best.yaml"
     assert main(["export-best", str(experiment), "--out", str(out)]) == 0
@@ -80,6 +82,8 @@ def test_export_best_is_the_best_completed_trials_full_config(experiment, tmp_pa
     assert (cfg.data_version, cfg.epochs, cfg.seed, cfg.threads) == (prov["data"]["version"], 3, 0, 1)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_retrain_reproduces_the_trial_and_ships_a_model(experiment, tmp_path):
     exported = tmp_path / "best.yaml"
     export_best(experiment, exported)
@@ -133,6 +137,8 @@ def test_retrain_reproduces_the_trial_and_ships_a_model(experiment, tmp_path):
     assert "ort.InferenceSession(\"model.onnx\")" in card and "torch.export.load(\"model.pt2\")" in card
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_retrain_on_train_plus_val_says_val_is_not_held_out(experiment, ingested, tmp_path, capsys):
     exported = tmp_path / "best.yaml"
     export_best(experiment, exported)
@@ -157,6 +163,8 @@ def test_retrain_on_train_plus_val_says_val_is_not_held_out(experiment, ingested
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_confirm_as_a_ray_job_script_then_export_by_confirmed(experiment, tmp_path):
     cmd = [sys.executable, "-m", "fer_cli", "confirm", str(experiment), "--top", "2", "--seeds", "2", "--num-cpus", "2"]
     out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)

@@ -3,8 +3,7 @@ import pytest
 from sklearn.utils.class_weight import compute_class_weight
 
 from fer_core.data import classes
-from fer_core.data.split import (_allocate, carve_val, class_weights, merge_caps, parse_ratios,
-                                 stratified_split)
+from fer_core.data.split import _allocate, carve_val, class_weights, merge_caps, parse_ratios, stratified_split
 from fer_core.errors import DataError
 
 

@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from fer_cli.main import main
 
 
@@ -19,6 +21,8 @@ def test_synth_ingest_report_round_trip(tmp_path, capsys):
     assert "class_counts.png" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_errors_are_one_line_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "fer_cli", "data", "ingest", str(tmp_path / "missing"),
                            "--out", str(tmp_path / "o")], capture_output=True, text=True)

@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from fer_core.train import load_config, train
-from fer_core.train import trainer as trainer_module
+from fer_core.train import load_config, train, trainer as trainer_module
 from fer_core.train.data import DeviceSplit
 from fer_core.train.evaluate import evaluate_model
 from fer_core.train.trainer import load_checkpoint
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 GPU = ["model=fer_cnn_tiny", "batch_size=32", "eval_batch_size=64", "device=cuda"]
 

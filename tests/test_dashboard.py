@@ -71,8 +71,8 @@ def experiment(ingested, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def report(experiment) -> Path:
-    from sweeps.experiment import load_experiment
     from dashboards.report import write_report
+    from sweeps.experiment import load_experiment
 
     return write_report(load_experiment(experiment), experiment.parent / "report.html")
 
@@ -122,6 +122,9 @@ def open_page(driver, path: Path) -> list[dict]:
     return plots
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.browser
 def test_report_renders_every_plot_and_sorts(report, browser):
     from selenium.webdriver.common.by import By
 
@@ -170,12 +173,15 @@ def _xss_copy(experiment: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.browser
 def test_user_strings_are_escaped(experiment, browser, tmp_path):
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
 
-    from sweeps.experiment import load_experiment
     from dashboards.report import write_report
+    from sweeps.experiment import load_experiment
 
     out = write_report(load_experiment(_xss_copy(experiment, tmp_path / "xss")), tmp_path / "xss.html")
     text = out.read_text()
@@ -193,6 +199,9 @@ def test_user_strings_are_escaped(experiment, browser, tmp_path):
     assert XSS_CLASS in ticks                           # the confusion matrix's axis shows the name as text
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.browser
 def test_compare_page(experiment, report, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -210,10 +219,12 @@ def test_compare_page(experiment, report, browser, tmp_path):
     assert len(browser.find_elements(By.CSS_SELECTOR, "table.sortable#leaderboard-a, table.sortable#leaderboard-b")) == 2
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_live_experiment_marks_unfinished_trials_running(experiment, tmp_path):
     """While a sweep runs there are no tables: Tune's trial folders are read instead."""
-    from sweeps.experiment import load_experiment
     from dashboards.report import build_report
+    from sweeps.experiment import load_experiment
 
     live = tmp_path / "live"
     shutil.copytree(experiment, live, ignore=shutil.ignore_patterns("*.parquet", "sweep.json", "checkpoint_*"))
@@ -284,6 +295,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_serve_is_read_only_and_local(experiment):
     from dashboards.serve import make_server
     from fer_cli.main import get_parser
@@ -322,9 +335,12 @@ def test_not_an_experiment_is_one_clear_line(tmp_path, capsys):
     assert not (tmp_path / "x.html").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.browser
 def test_confirmed_ranking_shows_the_spread(experiment, browser, tmp_path):
-    from sweeps.experiment import load_experiment
     from dashboards.report import write_report
+    from sweeps.experiment import load_experiment
 
     dest = tmp_path / "confirmed"
     dest.mkdir()

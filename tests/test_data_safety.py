@@ -77,6 +77,8 @@ def test_shard_path_leaving_the_data_set_folder_is_refused(ingested, tmp_path):
         load_split(str(copy), "train")
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_report_checks_shard_checksums(ingested, tmp_path, capsys):
     copy = _copy(ingested, tmp_path)
     shard = next(copy.glob("test-*.parquet"))
@@ -267,6 +269,8 @@ def _zip_bytes(name: str, text: str) -> bytes:
     ("unterminated quote", _fer2013_text(bad_row='3,"1 2 3,Training', after=22).encode(),
      ["line 24: a quoted field runs over 3 lines (an unterminated quote?)"]),
 ])
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_unreadable_fer2013_csv_is_one_line(tmp_path, case, content, fragments):
     path = tmp_path / "fer2013.csv"
     path.write_bytes(content)
@@ -282,6 +286,8 @@ def test_unreadable_fer2013_csv_is_one_line(tmp_path, case, content, fragments):
     ("unterminated quote", b'id,new_label\n"raw:happy/a.png,sad\nraw:happy/b.png,drop\n',
      ["line 2: a quoted field runs over 2 lines (an unterminated quote?)"]),
 ])
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_unreadable_relabels_csv_is_one_line(tmp_path, synth_dir, case, content, fragments):
     path = tmp_path / "relabels.csv"
     path.write_bytes(content)
@@ -289,6 +295,8 @@ def test_unreadable_relabels_csv_is_one_line(tmp_path, synth_dir, case, content,
                          "--no-mislabels", "--relabels", str(path)), str(path), *fragments)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("size", ["100000", "0"])
 def test_absurd_size_is_refused_up_front(tmp_path, synth_dir, size):
     _one_line_error(_fer("data", "ingest", str(synth_dir), "--out", str(tmp_path / "out"), "--size", size),
@@ -297,6 +305,8 @@ def test_absurd_size_is_refused_up_front(tmp_path, synth_dir, size):
 
 # 6. Split ratios must add up.
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_split_ratios_must_sum_to_100_or_1(tmp_path):
     assert parse_ratios("33.3/33.3/33.4") == pytest.approx((0.333, 0.333, 0.334))
     assert parse_ratios("0.7/0.2/0.1") == pytest.approx((0.7, 0.2, 0.1))

@@ -11,7 +11,6 @@ from fer_core.data import near_pairs, phash
 from fer_core.data.near_pairs import hamming, near_duplicate_pairs
 from fer_core.data.phash import exact_digests, phash_batch
 
-
 # --------------------------------------------------------------------------- helpers
 
 

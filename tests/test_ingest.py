@@ -60,6 +60,7 @@ def test_injected_duplicates_found_and_no_group_straddles_splits(synth_dir, inge
     assert dup["groups"] >= 0.9 * len(originals_with_copies)
 
 
+@pytest.mark.slow
 def test_default_near_distance_keeps_distinct_faces_and_finds_copies(tmp_path):
     """The default threshold on a default-like synthetic set, scored on its ground truth: almost no
     distinct face is removed (none has an injected copy, so any removal is a wrong grouping) and

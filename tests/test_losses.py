@@ -6,8 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from fer_core.data.split import class_weights as manifest_class_weights
-from fer_core.losses import (class_weights_from_counts, create_loss, is_loss, list_losses, register_loss,
-                             weighted_sampler_weights)
+from fer_core.losses import (
+    class_weights_from_counts,
+    create_loss,
+    is_loss,
+    list_losses,
+    register_loss,
+    weighted_sampler_weights,
+)
 
 K = 4
 WEIGHTS = [0.5, 1.0, 2.0, 3.0]

@@ -6,8 +6,13 @@ import torch
 from PIL import Image
 from sklearn import metrics as skm
 
-from fer_core.train.metrics import (ConfusionAccumulator, classification_metrics, confusion_matrix,
-                                    format_report, save_confusion)
+from fer_core.train.metrics import (
+    ConfusionAccumulator,
+    classification_metrics,
+    confusion_matrix,
+    format_report,
+    save_confusion,
+)
 
 CLASSES = ["angry", "happy", "neutral", "sad", "surprise"]
 K = len(CLASSES)
@@ -115,6 +120,7 @@ def test_accumulator_rejects_bad_labels_at_compute():
         acc.update(torch.tensor([0.0]), torch.tensor([0]))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_accumulator_on_cuda_does_not_sync():
     y_true, y_pred = labels(seed=3)

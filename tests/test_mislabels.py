@@ -7,8 +7,15 @@ import pytest
 from PIL import Image
 
 from fer_core.data import mislabels
-from fer_core.data.mislabels import (MislabelReport, confident_labels, confident_thresholds, find_mislabels,
-                                     out_of_fold_probs, rank_candidates, write_review)
+from fer_core.data.mislabels import (
+    MislabelReport,
+    confident_labels,
+    confident_thresholds,
+    find_mislabels,
+    out_of_fold_probs,
+    rank_candidates,
+    write_review,
+)
 
 
 def patterns(n: int, *, noise: float = 0.1, seed: int = 0, size: int = 48):
@@ -141,6 +148,7 @@ def test_out_of_fold_rows_come_from_models_that_never_saw_them(monkeypatch):
         assert np.all(np.abs(counts - 0.8 * np.bincount(labels)) <= 1)
 
 
+@pytest.mark.slow
 def test_report_is_consistent(planted):
     images, given, _, rep = planted
     n = len(given)
@@ -161,6 +169,7 @@ def test_report_is_consistent(planted):
 # Detection quality and determinism
 
 
+@pytest.mark.slow
 def test_planted_flips_are_found(planted):
     _, given, true, rep = planted
     noisy = given != true
@@ -179,6 +188,7 @@ def test_planted_flips_are_found(planted):
     assert noisy[rep.candidates[:20]].all()
 
 
+@pytest.mark.slow
 def test_same_seed_same_report_and_cap(planted):
     images, given, _, rep = planted
     again = find_mislabels(images, given, 4, seed=0, max_fraction=0.02)
@@ -186,6 +196,7 @@ def test_same_seed_same_report_and_cap(planted):
     assert again.candidates.tolist() == rep.candidates[:12].tolist()  # floor(0.02 * 600) = 12
 
 
+@pytest.mark.slow
 def test_rgb_and_other_sizes_are_accepted():
     images, given, _ = patterns(150, seed=5, size=64)
     rgb = np.repeat(images, 3, axis=-1)
@@ -197,6 +208,7 @@ def test_rgb_and_other_sizes_are_accepted():
         find_mislabels(rgb, given, 3)  # labels reach 3
 
 
+@pytest.mark.slow
 def test_synthetic_faces_ground_truth():
     synth = pytest.importorskip("fer_core.data.synth")
     s = synth.generate(synth.SynthConfig(n=1500, label_noise=0.3, seed=11))

@@ -19,6 +19,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ["--samples", "5", "--max-epochs", "4", "--grace-period", "1", "--reduction-factor", "2",
             "--concurrency", "1", "--num-cpus", "2", "--seed", "4", "--collapse-grace", "2", "--collapse-window", "2",
@@ -92,7 +94,6 @@ def _same(a, b) -> bool:
     return a == b
 
 
-@pytest.mark.slow
 def test_resume_after_kills_changes_nothing(ingested, tmp_path):
     storage = tmp_path / "sweeps"
     with tempfile.TemporaryDirectory(prefix="rt", dir="/tmp") as ray_tmp:

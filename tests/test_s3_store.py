@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow.fs as pafs
 import pytest
 
+pytestmark = pytest.mark.slow   # the session's moto server takes seconds to start
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -117,6 +119,7 @@ def test_load_split_reads_a_data_set_on_s3(s3_server, s3_dataset, ingested, monk
     assert np.array_equal(val.labels, load_split(str(ingested), "val").labels)
 
 
+@pytest.mark.e2e
 def test_fer_data_report_verifies_a_data_set_on_s3(s3_server, s3_dataset, ingested):
     import json
 

@@ -97,6 +97,8 @@ def storage_with_victims(tmp_path):
     return storage, exp, victim
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["../victim", "."])
 def test_sweep_overwrite_cannot_reach_outside_its_storage(storage_with_victims, ingested, name):
     storage, exp, victim = storage_with_victims
@@ -107,6 +109,8 @@ def test_sweep_overwrite_cannot_reach_outside_its_storage(storage_with_victims, 
     assert _tree(storage.parent) == before
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_sweep_overwrite_with_a_bad_data_path_keeps_the_previous_experiment(storage_with_victims):
     storage, exp, _ = storage_with_victims
     before = _tree(exp)
@@ -116,6 +120,8 @@ def test_sweep_overwrite_with_a_bad_data_path_keeps_the_previous_experiment(stor
     assert _tree(exp) == before
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_sweep_overwrite_keeps_the_experiment_when_ray_refuses_the_request(storage_with_victims, ingested):
     """The last check before anything is removed: the Ray cluster (no GPUs here) cannot run the sweep."""
     storage, exp, _ = storage_with_victims
@@ -127,6 +133,8 @@ def test_sweep_overwrite_keeps_the_experiment_when_ray_refuses_the_request(stora
     assert _tree(exp) == before
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_sweep_overwrite_replaces_only_an_experiment(tmp_path, ingested):
     storage = tmp_path / "storage"
     photos = storage / "holiday"
@@ -172,6 +180,8 @@ def test_never_replaced_whatever_they_hold(tmp_path, monkeypatch):
         check_replaceable(tmp_path / "project", kind="data set", markers=("manifest.json",), overwrite=True)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_ingest_never_replaces_its_own_source(synth_dir, tmp_path):
     import shutil
 
@@ -184,6 +194,8 @@ def test_ingest_never_replaces_its_own_source(synth_dir, tmp_path):
     assert _tree(src) == before
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_ingest_overwrite_refuses_a_folder_that_is_not_a_data_set(synth_dir, tmp_path):
     out = tmp_path / "photos"
     out.mkdir()
@@ -193,6 +205,8 @@ def test_ingest_overwrite_refuses_a_folder_that_is_not_a_data_set(synth_dir, tmp
     assert (out / "me.jpg").read_bytes() == b"jpeg"
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_train_never_writes_into_a_folder_with_other_files(ingested, tmp_path):
     out = tmp_path / "notes"
     out.mkdir()
@@ -203,6 +217,8 @@ def test_train_never_writes_into_a_folder_with_other_files(ingested, tmp_path):
     assert (out / "config.yaml").read_text() == "my own config\n"
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_retrain_overwrite_refuses_a_folder_that_is_not_a_retrained_model(ingested, tmp_path):
     cfg = tmp_path / "best.yaml"
     cfg.write_text(f"data: {ingested}\nmodel: fer_cnn_tiny\nepochs: 1\n")
@@ -214,6 +230,8 @@ def test_retrain_overwrite_refuses_a_folder_that_is_not_a_retrained_model(ingest
     assert (out / "model.onnx").read_bytes() == b"the shipped model"
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_ladder_overwrite_replaces_only_run_folders(ingested, tmp_path):
     out = tmp_path / "ladder"
     rung = out / "fer_cnn_0"
@@ -365,6 +383,8 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", str(where)], capture_output=True)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_writability_is_checked_before_reading_anything(synth_dir, readonly_dir):
     proc = _fer("data", "ingest", synth_dir, "--out", readonly_dir / "data", "--no-mislabels")
     line = _one_line_error(proc)
@@ -374,6 +394,8 @@ def test_writability_is_checked_before_reading_anything(synth_dir, readonly_dir)
         check_writable(readonly_dir / "deeper" / "still")
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_full_disk_is_one_line_and_leaves_nothing(synth_dir, tiny_disk):
     proc = _fer("data", "ingest", synth_dir, "--out", tiny_disk / "data", "--no-mislabels", "--quiet")
     line = _one_line_error(proc)

@@ -72,6 +72,8 @@ def test_bound_names():
     assert not host_allowed("localhost.attacker.com", names)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_binding_all_interfaces_warns(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "fer_cli", "dashboard", "serve", str(tmp_path), "--host", "0.0.0.0",

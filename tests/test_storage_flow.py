@@ -17,6 +17,8 @@ import pyarrow.fs as pafs
 import pytest
 import yaml
 
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]   # each test runs the real commands in subprocesses
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -72,7 +74,6 @@ def _env(**extra) -> dict:
     return env
 
 
-@pytest.mark.slow
 def test_the_cluster_flow_on_file_uris(synth_dir, tmp_path):
     def read(rel):
         p = tmp_path / rel
@@ -82,7 +83,6 @@ def test_the_cluster_flow_on_file_uris(synth_dir, tmp_path):
     assert not any(p.name.startswith(".") and ".tmp-" in p.name for p in tmp_path.rglob("*"))
 
 
-@pytest.mark.slow
 def test_the_cluster_flow_on_s3(synth_dir, s3_server, s3_bucket, tmp_path):
     fs = s3_server.filesystem()
 
@@ -112,7 +112,6 @@ def test_the_cluster_flow_on_s3(synth_dir, s3_server, s3_bucket, tmp_path):
     assert not list(tmp_path.iterdir()), "nothing may be written locally in the test's folder"
 
 
-@pytest.mark.slow
 def test_the_single_run_commands_take_uris(s3_server, s3_bucket):
     """synth, ingest from and to S3, train (+ evaluate), evaluate, ladder: no command refuses a URI."""
     fs, root, env = s3_server.filesystem(), f"s3://{s3_bucket}", s3_server.subprocess_env(_env())

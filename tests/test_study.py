@@ -11,6 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 _READ_STUDY = """
@@ -41,7 +43,6 @@ def _study(url: str, name: str) -> list[dict]:
     return json.loads(out.stdout)
 
 
-@pytest.mark.slow
 def test_the_study_is_shared_and_extended(ingested, tmp_path):
     storage = tmp_path / "sweeps"
     exp = storage / "study"

@@ -89,6 +89,7 @@ def test_the_logging_actor_gets_no_key(ray_tmp, tmp_path, which, leaks):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_a_sweep_with_a_key_set_writes_it_nowhere_and_resume_keeps_the_record(ray_tmp, ingested, tmp_path):
     storage = tmp_path / "sweeps"
     args = [sys.executable, "sweeps/regularization.py", "--smoke", "--samples", "1", "--max-epochs", "2",

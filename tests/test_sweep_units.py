@@ -7,8 +7,8 @@ import math
 import pyarrow.parquet as pq
 import pytest
 
-from fer_core.errors import FerError
 from experiment_store import ExperimentStore
+from fer_core.errors import FerError
 from sweeps.results import classify, epoch_rows, format_summary, trial_rows
 from sweeps.trainable import annotate, ran_to_the_end, score_of
 

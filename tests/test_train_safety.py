@@ -165,6 +165,8 @@ def test_real_weight_files_load_with_weights_only(run_dir):
 # 2. A truncated or corrupt weight file is one line, exit 2
 # ----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("weights, file", [("best", "best.pt"), ("final", "checkpoint/checkpoint.pt")])
 def test_cli_evaluate_truncated_weights_is_one_line(run_dir, tmp_path, weights, file):
     run = copy_run(run_dir, tmp_path / "run")

@@ -186,6 +186,7 @@ def test_cli_train_evaluate_and_errors(ingested, tmp_path, capsys):
     assert err.startswith("fer: error: --set: unknown key 'lerning_rate'") and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_ladder_trains_rungs_with_their_recipes_and_prints_the_table(ingested, tmp_path):
     from fer_core.train.ladder import format_ladder, run_ladder
 

@@ -152,6 +152,7 @@ def test_runs_of_a_target_written_at_the_end_move_into_it(tmp_path, monkeypatch)
     assert r["summary"]["test/accuracy"] == 0.75 and r["exit"] == 0
 
 
+@pytest.mark.slow
 def test_runs_of_an_object_store_experiment_are_uploaded_into_it(s3_server, s3_bucket, tmp_path, monkeypatch):
     """The files stay on the node while the command runs and end up in <experiment>/wandb on the store."""
     import pyarrow.fs as pafs
@@ -224,6 +225,7 @@ def resumed(ingested, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_a_resumed_trial_continues_its_wandb_run(resumed):
     import pyarrow.parquet as pq
 
@@ -245,6 +247,7 @@ def test_a_resumed_trial_continues_its_wandb_run(resumed):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_confirm_and_retrain_log_their_runs_and_the_model(resumed, tmp_path, monkeypatch):
     """In-process, offline through auto mode with a key set (WANDB_MODE wins): the key is dropped, written nowhere."""
     from fer_cli.main import main

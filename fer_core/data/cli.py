@@ -86,10 +86,12 @@ def _ingest_parser(dsub) -> None:
     p.add_argument("--classes", default=None,
                    help="comma-separated classes to keep, e.g. happy,neutral,sad,surprise (default: all present)")
     p.add_argument("--size", type=int, default=d.size, help="resize images to SIZE x SIZE, 8..512 (default: 48)")
-    p.add_argument("--color", choices=("grayscale", "rgb"), default=d.color, help="stored color mode (default: grayscale)")
+    p.add_argument("--color", choices=("grayscale", "rgb"), default=d.color,
+                   help="stored color mode (default: grayscale)")
     p.add_argument("--split", default=d.split,
                    help="'keep' the source's own splits, or train/val/test ratios (default: 80/10/10)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed for the split, merge sampling and mislabel folds (default: 0)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed for the split, merge sampling and mislabel folds (default: 0)")
     p.add_argument("--near-distance", type=int, default=d.near_distance,
                    help=f"max pHash Hamming distance (bits of 64) for near duplicates (default: {d.near_distance}, "
                         "chosen on the synthetic set; check it on your data with "
@@ -106,7 +108,8 @@ def _ingest_parser(dsub) -> None:
                    help="CSV with id,new_label (a class name or 'drop'), e.g. a reviewed report/mislabels.csv")
     p.add_argument("--no-mislabels", dest="mislabels", action="store_false",
                    help="skip the out-of-fold mislabel search")
-    p.add_argument("--mislabel-folds", type=int, default=d.mislabel_folds, help="folds for out-of-fold predictions (default: 5)")
+    p.add_argument("--mislabel-folds", type=int, default=d.mislabel_folds,
+                   help="folds for out-of-fold predictions (default: 5)")
     p.add_argument("--shard-format", choices=("parquet", "arrow"), default=d.shard_format,
                    help="Parquet or Arrow IPC (Feather v2) shards; pixels are stored uncompressed (default: parquet)")
     p.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")

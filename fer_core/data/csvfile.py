@@ -10,8 +10,8 @@ it can be unreadable: compressed, not UTF-8, badly quoted.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import DataError
 

@@ -72,7 +72,7 @@ def resolve(group: np.ndarray, exact: np.ndarray, labels: np.ndarray, splits: li
     multi = np.flatnonzero(sizes > 1)
     prio = np.array([SPLIT_PRIORITY[s] for s in splits], dtype=np.int64)
     members: list[dict] = []
-    stats = Counter()
+    stats: Counter[str] = Counter()
     for g in multi:
         idx = order[starts[g]:starts[g + 1]]
         votes = Counter(labels[idx].tolist()).most_common()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -106,11 +106,11 @@ def decode_files(paths: Sequence[str | os.PathLike], size: int, color: str, *, w
 
     Uses ``workers`` processes (default: all cores) when there is enough work to pay for them.
     """
-    paths = [os.fspath(p) for p in paths]
-    n = len(paths)
+    files = [os.fspath(p) for p in paths]
+    n = len(files)
     c = channels(color)
     workers = workers or os.cpu_count() or 1
-    jobs = [(paths[i:i + chunk], size, color, i) for i in range(0, n, chunk)]
+    jobs = [(files[i:i + chunk], size, color, i) for i in range(0, n, chunk)]
     images = np.empty((n, size, size, c), dtype=np.uint8)
     ok: list[int] = []
     failures: list[tuple[int, str]] = []

@@ -55,7 +55,7 @@ class Manifest:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.data["image_shape"])  # type: ignore[return-value]
+        return tuple(self.data["image_shape"])
 
     def shards(self, split: str) -> list[dict]:
         return [s for s in self.data["shards"] if s["split"] == split]

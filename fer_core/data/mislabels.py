@@ -47,10 +47,10 @@ import csv
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -61,8 +61,7 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-from .. import atomic
-from .. import progress as prog
+from .. import atomic, progress as prog
 
 RANK_BY = ("self_confidence", "normalized_margin")
 CSV_COLUMNS = ("rank", "id", "label", "suggested", "self_confidence", "suggested_confidence", "new_label")
@@ -233,7 +232,7 @@ def _encode(x: np.ndarray, d: _Dictionary) -> np.ndarray:
     wsum = torch.from_numpy(d.weight.sum(axis=1)).view(1, -1, 1, 1)
     bias = torch.from_numpy(d.bias).view(1, -1, 1, 1)
     xb = torch.from_numpy(x)[:, None]
-    feats = 0
+    feats = torch.zeros(())
     for img in (xb, xb.flip(-1)):
         resp = F.conv2d(img, weight)
         mean = F.avg_pool2d(img, PATCH, 1)

@@ -24,7 +24,7 @@ def read_relabels(path: str | Path) -> dict[str, str | None]:
     for row_no, cells in rows:
         if not cells:
             continue
-        row = {k: v.strip() for k, v in zip(fields, cells) if k}
+        row = {k: v.strip() for k, v in zip(fields, cells, strict=False) if k}  # short/long rows: the cells there are
         row.setdefault("id", "")
         row.setdefault("new_label", "")
         new = row["new_label"]

@@ -59,7 +59,8 @@ def render_text(rep: dict) -> str:
     w()
     d = rep["duplicates"]
     w(f"duplicates (pHash distance <= {rep['near_distance']}): {d.get('groups', 0)} groups "
-      f"({d.get('exact_groups', 0)} exact, {d.get('near_groups', 0)} near) holding {d.get('images_in_groups', 0)} images; "
+      f"({d.get('exact_groups', 0)} exact, {d.get('near_groups', 0)} near) "
+      f"holding {d.get('images_in_groups', 0)} images; "
       f"{d.get('removed_duplicates', 0)} copies removed")
     w(f"leakage: {d.get('groups_straddling_source_splits', 0)} groups straddled the source's splits; "
       f"{d.get('removed_leakage', 0)} copies removed from val/test {d.get('removed_leakage_by_split', {})}")
@@ -146,7 +147,8 @@ def duplicates_png(members: list[dict], images: np.ndarray, ids: list[str], clas
     for r, g in enumerate(groups):
         for k, m in enumerate(g[:max_members]):
             img = images[m["index"]]
-            thumb = Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img).resize((cell, cell), Image.Resampling.NEAREST)
+            img = img[:, :, 0] if img.shape[2] == 1 else img
+            thumb = Image.fromarray(img).resize((cell, cell), Image.Resampling.NEAREST)
             x0, y0 = pad + k * (cell + pad), pad + r * (cell + text_h + pad)
             sheet.paste(thumb.convert("RGB"), (x0, y0))
             color = "red" if m["conflict"] else "black"

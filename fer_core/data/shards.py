@@ -92,7 +92,7 @@ def write_manifest(folder: Path, *, name: str, classes: list[str], image_shape: 
         "version": content_version(classes, image_shape, shards),
         "created": created, "classes": classes, "image_shape": image_shape, "color": color,
         "counts": counts, "total": sum(sum(c.values()) for c in counts.values()),
-        "class_weights": dict(zip(classes, class_weights)), "shards": shards,
+        "class_weights": dict(zip(classes, class_weights, strict=True)), "shards": shards,
         "ingest": ingest, "sources": sources, "quality": quality,
     }
     atomic.write_text(folder / MANIFEST, jsonio.dumps(manifest, indent=2) + "\n")

@@ -49,7 +49,7 @@ def stratified_split(labels: np.ndarray, ratios: tuple[float, float, float], see
         rng.shuffle(idx)
         counts = _allocate(len(idx), ratios)
         bounds = np.cumsum([0] + counts)
-        for split, lo, hi in zip(SPLITS, bounds[:-1], bounds[1:]):
+        for split, lo, hi in zip(SPLITS, bounds[:-1], bounds[1:], strict=True):
             out[idx[lo:hi]] = split
     return out
 

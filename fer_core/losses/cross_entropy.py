@@ -27,7 +27,6 @@ from torch import nn
 from ..validate import check_int
 from ._registry import register_loss
 
-
 # ---------------------------------------------------------------------------------------------
 # Argument checks (ValueError quoting the value and the rule)
 
@@ -167,6 +166,8 @@ class CrossEntropy(nn.Module):
         label_smoothing: eps in [0, 1); 0 is plain cross-entropy (Model B+ used 0.1).
         class_weight: one positive float per class (e.g. ``class_weights_from_counts(counts)``).
     """
+
+    class_weight: torch.Tensor | None     # buffers (register_buffer), typed for the checker
 
     def __init__(self, *, num_classes: int | None = None, label_smoothing: float = 0.0,
                  class_weight: Sequence[float] | torch.Tensor | None = None):

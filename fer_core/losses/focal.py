@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._registry import register_loss
-from .cross_entropy import (check_inputs, check_label_smoothing, check_num_classes, is_real, per_class_tensor,
-                            smooth_targets)
+from .cross_entropy import (
+    check_inputs,
+    check_label_smoothing,
+    check_num_classes,
+    is_real,
+    per_class_tensor,
+    smooth_targets,
+)
 
 
 @register_loss("focal")
@@ -51,6 +58,9 @@ class FocalLoss(nn.Module):
             is normalized by the target classes' weights (see above).
     """
 
+    alpha: torch.Tensor                   # buffers (register_buffer), typed for the checker
+    class_weight: torch.Tensor | None
+
     def __init__(self, *, num_classes: int | None = None, gamma: float = 2.0,
                  alpha: float | Sequence[float] | torch.Tensor = 0.25, label_smoothing: float = 0.0,
                  class_weight: Sequence[float] | torch.Tensor | None = None):
@@ -60,11 +70,13 @@ class FocalLoss(nn.Module):
             raise ValueError(f"gamma must be a finite float >= 0, got {gamma!r}")
         self.gamma = float(gamma)
         if is_real(alpha):
-            if not 0.0 <= float(alpha) < float("inf"):
+            alpha_f = float(cast(float, alpha))
+            if not 0.0 <= alpha_f < float("inf"):
                 raise ValueError(f"alpha must be a finite float >= 0 (or one per class), got {alpha!r}")
-            alpha_t = torch.tensor(float(alpha))
+            alpha_t = torch.tensor(alpha_f)
         else:
-            alpha_t = per_class_tensor(alpha, "alpha", self.num_classes, allow_zero=True)
+            alpha_t = per_class_tensor(cast("Sequence[float] | torch.Tensor", alpha), "alpha", self.num_classes,
+                                       allow_zero=True)
         self.label_smoothing = check_label_smoothing(label_smoothing)
         cw = None if class_weight is None else per_class_tensor(
             class_weight, "class_weight", self.num_classes, allow_zero=False)

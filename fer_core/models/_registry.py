@@ -23,7 +23,8 @@ import difflib
 import fnmatch
 import inspect
 import sys
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from torch import nn
 
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 _model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
+_M = TypeVar("_M", bound=nn.Module)
 
 
 class ModelError(FerError, ValueError):
@@ -109,8 +111,8 @@ def _init_arg_names(model_cls: type) -> set[str]:
     return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def build_model_with_cfg(model_cls: type, model_name: str, kwargs: dict, *, pretrained: bool = False,
-                         fixed: dict | None = None, defaults: dict | None = None) -> nn.Module:
+def build_model_with_cfg(model_cls: type[_M], model_name: str, kwargs: dict, *, pretrained: bool = False,
+                         fixed: dict | None = None, defaults: dict | None = None) -> _M:
     """Instantiate ``model_cls`` for the builder ``model_name``, checking every argument first.
 
     ``fixed`` are the arguments that define the named model (a ResNet-34's block and layer counts)
@@ -171,6 +173,9 @@ L2_SCOPES = ("all", "all_but_classifier", "dense")
 class FerModelMixin:
     """What every registered model adds to ``nn.Module``: the Keras-style L2 parameter list."""
 
+    if TYPE_CHECKING:  # the head API, which the model defines
+        def get_classifier(self) -> nn.Module: ...
+
     def l2_parameters(self, scope: str = "all") -> list:
         """The "kernel" weights a Keras-style coupled L2 penalty applies to.
 
@@ -188,5 +193,5 @@ class FerModelMixin:
             raise ModelError(f"l2 scope must be one of {', '.join(L2_SCOPES)}; got {scope!r}")
         skip = {id(p) for p in self.get_classifier().parameters()} if scope == "all_but_classifier" else set()
         kinds = (nn.Linear,) if scope == "dense" else (nn.Conv2d, nn.Linear)
-        return [m.weight for m in self.modules()
+        return [m.weight for m in cast(nn.Module, self).modules()
                 if isinstance(m, kinds) and m.weight.requires_grad and id(m.weight) not in skip]

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -53,8 +54,8 @@ def _vgg16() -> nn.Module:
     from torchvision.models import vgg
 
     model = nn.Module()
-    model.features = vgg.make_layers(vgg.cfgs["D"])
-    for m in model.features.modules():
+    model.features = features = vgg.make_layers(vgg.cfgs["D"])
+    for m in features.modules():
         if isinstance(m, nn.Conv2d):
             _kaiming_(m)
     return model
@@ -76,6 +77,10 @@ def _efficientnet_b0() -> nn.Module:
     return model
 
 
+def _features_trunk(model: nn.Module) -> nn.Module:
+    return model.get_submodule("features")
+
+
 def _resnet_trunk(model: nn.Module) -> nn.Module:
     names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
     return nn.Sequential(OrderedDict((n, getattr(model, n)) for n in names))
@@ -91,9 +96,9 @@ class _Arch:
 
 
 _ARCHS = {
-    "vgg16": _Arch(_vgg16, lambda m: m.features, "0", ("classifier.",), 512),
+    "vgg16": _Arch(_vgg16, _features_trunk, "0", ("classifier.",), 512),
     "resnet50": _Arch(_resnet50, _resnet_trunk, "conv1", ("fc.",), 2048),
-    "efficientnet_b0": _Arch(_efficientnet_b0, lambda m: m.features, "0.0", ("classifier.",), 1280),
+    "efficientnet_b0": _Arch(_efficientnet_b0, _features_trunk, "0.0", ("classifier.",), 1280),
 }
 
 
@@ -128,8 +133,10 @@ def adapt_input_conv(conv: nn.Conv2d, in_chans: int, pretrained: bool) -> nn.Con
     """
     if conv.in_channels == in_chans:
         return conv
-    new = nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, bias=conv.bias is not None)
+    # (a built Conv2d's kernel_size, stride, ... are typed tuple[int, ...], its arguments tuple[int, int])
+    same: dict[str, Any] = dict(kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                                dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None)
+    new = nn.Conv2d(in_chans, conv.out_channels, **same)
     if not pretrained:
         _kaiming_(new)
         return new
@@ -140,7 +147,7 @@ def adapt_input_conv(conv: nn.Conv2d, in_chans: int, pretrained: bool) -> nn.Con
         else:
             reps = math.ceil(in_chans / weight.shape[1])
             new.weight.copy_(weight.repeat(1, reps, 1, 1)[:, :in_chans] * (weight.shape[1] / in_chans))
-        if conv.bias is not None:
+        if conv.bias is not None and new.bias is not None:
             new.bias.copy_(conv.bias)
     return new
 
@@ -202,7 +209,7 @@ class TorchvisionBackbone(FerModelMixin, nn.Module):
     @property
     def first_conv(self) -> nn.Conv2d:
         """The base's first convolution (the one adapted to ``in_chans``)."""
-        return self.trunk.get_submodule(self._first_conv)
+        return cast(nn.Conv2d, self.trunk.get_submodule(self._first_conv))
 
     def _set_first_conv(self, conv: nn.Conv2d) -> None:
         parent, _, leaf = self._first_conv.rpartition(".")

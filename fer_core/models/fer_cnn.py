@@ -22,8 +22,8 @@ of the model: ``PRESET_DEFAULTS[name]["augment"]`` names the trainer's preset in
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from numbers import Real
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -114,7 +114,7 @@ class DenseHead(nn.Module):
         rates = _per_item(dropout, len(hidden), "dense_dropout", (Real,))
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         width = in_features
-        for i, (out, use_bn, rate) in enumerate(zip(hidden, bns, rates), start=1):
+        for i, (out, use_bn, rate) in enumerate(zip(hidden, bns, rates, strict=True), start=1):
             layers[f"fc{i}"] = nn.Linear(width, out)
             layers[f"act{i}"] = act_layer()
             if use_bn:
@@ -207,7 +207,7 @@ class FerCNN(FerModelMixin, nn.Module):
         self.global_pool = pools[-1] == "gap"
 
         blocks, width = [], in_chans
-        for out, n_convs, p, rate in zip(filters, convs, pools, rates):
+        for out, n_convs, p, rate in zip(filters, convs, pools, rates, strict=True):
             blocks.append(ConvBlock(width, out, n_convs=n_convs, kernel_size=kernel_size, bn=bn,
                                     bn_after_act=bn_after_act, pool=p, drop_rate=float(rate),
                                     act_layer=act_layer, dropout_scale=dropout_scale,

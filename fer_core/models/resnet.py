@@ -17,7 +17,7 @@ the 3x3 conv); ``residual=False`` removes the identity/projection shortcut (Plai
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -118,7 +118,7 @@ class Bottleneck(nn.Module):
         return self.act3(out)
 
 
-_BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+_BLOCKS: dict[str, type[BasicBlock] | type[Bottleneck]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 class ResNet(FerModelMixin, nn.Module):
@@ -165,7 +165,7 @@ class ResNet(FerModelMixin, nn.Module):
             self.stem = nn.Sequential(nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False),
                                       nn.BatchNorm2d(64), act_layer(), nn.MaxPool2d(3, stride=2, padding=1))
         stages, width = [], 64
-        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
             blocks = []
             for j in range(n):
                 stride = 2 if i > 0 and j == 0 else 1

@@ -10,6 +10,7 @@ accuracy against the peak (collapse) and the train-val gap at the peak.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..atomic import write_text
@@ -46,13 +47,15 @@ def select_rungs(models: list[str] | None) -> list[tuple[str, str, str]]:
         key = m.strip().lower().replace("+", "plus")
         if key not in by_key:
             from ..errors import FerError
-            raise FerError(f"--models: unknown rung {m!r}; rungs: {', '.join(p.removeprefix('fer_cnn_') for p, _, _ in LADDER)}")
+            rungs = ", ".join(p.removeprefix("fer_cnn_") for p, _, _ in LADDER)
+            raise FerError(f"--models: unknown rung {m!r}; rungs: {rungs}")
         out.append(by_key[key])
     return out
 
 
 def run_ladder(data_uri: str, out_dir: str | Path, *, models: list[str] | None = None, epochs: int | None = None,
-               overrides: list[str] = (), data: TrainData | None = None, progress: bool | None = None) -> list[dict]:
+               overrides: Sequence[str] = (), data: TrainData | None = None,
+               progress: bool | None = None) -> list[dict]:
     """Train each selected rung into ``out_dir/<preset>`` and return one summary row per rung."""
     rungs = select_rungs(models)
     extra = parse_overrides(overrides)

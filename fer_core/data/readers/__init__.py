@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import DataError
-from .base import SourceData, Skipped
+from .base import Skipped, SourceData
 from .fer2013 import read_fer2013_csv
 from .folders import read_folders
 from .rafdb import find_rafdb_list, read_rafdb

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ... import progress as prog
 from ...errors import DataError
 from ..csvfile import csv_rows
 from ..images import from_pil
-from ... import progress as prog
-from .base import SourceData, Skipped, normalize_split
+from .base import Skipped, SourceData, normalize_split
 
 FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 SIDE = 48

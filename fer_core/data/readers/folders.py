@@ -8,7 +8,7 @@ from pathlib import Path
 from ...errors import DataError
 from .. import classes
 from ..images import decode_files
-from .base import ESCAPES, SourceData, Skipped, escapes, normalize_split
+from .base import ESCAPES, Skipped, SourceData, escapes, normalize_split
 
 
 def _visible_dirs(path: Path) -> list[Path]:
@@ -30,7 +30,7 @@ def read_folders(root: Path, *, size: int, color: str, name: str, workers: int |
     split_names = [normalize_split(p.name) for p in top]
     split_layout = all(s is not None for s in split_names)
     if any(s is not None for s in split_names) and not split_layout:
-        odd = [p.name for p, s in zip(top, split_names) if s is None]
+        odd = [p.name for p, s in zip(top, split_names, strict=True) if s is None]
         raise DataError(f"{root}: mixes split folders with other folders ({', '.join(odd)}); "
                         "use ROOT/<class>/* or ROOT/<split>/<class>/* (train, val|validation, test)")
 
@@ -38,7 +38,7 @@ def read_folders(root: Path, *, size: int, color: str, name: str, workers: int |
     labels: list[str] = []
     splits: list[str | None] = []
     skipped: list[Skipped] = []
-    groups = [(p, s) for p, s in zip(top, split_names)] if split_layout else [(root, None)]
+    groups = [(p, s) for p, s in zip(top, split_names, strict=True)] if split_layout else [(root, None)]
     for base, split in groups:
         for class_dir in _visible_dirs(base):
             label = classes.normalize(class_dir.name)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ...errors import DataError
 from ..images import decode_files
-from .base import ESCAPES, SourceData, Skipped, escapes
+from .base import ESCAPES, Skipped, SourceData, escapes
 
 RAFDB_CLASSES = ("surprise", "fear", "disgust", "happy", "sad", "angry", "neutral")  # labels 1..7
 LIST_NAMES = ("list_patition_label.txt", "list_partition_label.txt")
