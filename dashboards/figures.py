@@ -85,11 +85,18 @@ def learning_curves(exp: Experiment, top: int = 5) -> go.Figure | None:
     return fig
 
 
-def collapsed_view(exp: Experiment) -> go.Figure | None:
-    """Collapsed trials: their val_acc curves with the stop epoch marked, and peak vs final side by side."""
-    trials = sorted((t for t in exp.trials if t.get("outcome") == Outcome.COLLAPSED), key=lambda t: -(_num(t.get("peak")) or 0))
-    if not trials:
+#: Collapsed trials drawn at most (those with the highest peaks); the table under the plot lists them all.
+MAX_COLLAPSED_DRAWN = 20
+
+
+def collapsed_view(exp: Experiment, top: int = MAX_COLLAPSED_DRAWN) -> go.Figure | None:
+    """Collapsed trials (the ``top`` with the highest peaks): their val_acc curves with the stop epoch marked,
+    and peak vs final side by side."""
+    collapsed = sorted((t for t in exp.trials if t.get("outcome") == Outcome.COLLAPSED),
+                       key=lambda t: -(_num(t.get("peak")) or 0))
+    if not collapsed:
         return None
+    trials = collapsed[:top]
     fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], horizontal_spacing=0.12,
                         subplot_titles=["val accuracy until the collapse stop (✕ = stopped)", "peak vs final"])
     for i, t in enumerate(trials):
@@ -115,7 +122,9 @@ def collapsed_view(exp: Experiment) -> go.Figure | None:
     fig.update_yaxes(title_text="val accuracy", row=1, col=1)
     fig.update_xaxes(title_text="val accuracy (★ peak, ■ final)", row=1, col=2)
     fig.update_yaxes(type="category", row=1, col=2)
-    fig.update_layout(**LAYOUT, height=max(360, 60 + 28 * len(trials)), title=f"{len(trials)} collapsed trial(s)")
+    title = (f"{len(trials)} collapsed trial(s)" if len(trials) == len(collapsed) else
+             f"the {len(trials)} collapsed trials with the highest peaks, of {len(collapsed)} (all in the table below)")
+    fig.update_layout(**LAYOUT, height=max(360, 60 + 28 * len(trials)), title=title)
     return fig
 
 

@@ -92,15 +92,24 @@ def _cell(c: Any) -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, sortable: bool = False, cls: str = "",
-          table_id: str = "", tall: bool = False) -> str:
-    """An HTML table; with ``sortable`` a click on a header sorts by that column (again: reversed)."""
+          table_id: str = "", tall: bool = False, page_size: int = 0) -> str:
+    """An HTML table; with ``sortable`` a click on a header sorts by that column (again: reversed).
+
+    ``page_size``: with more rows than that, the page shows them ``page_size`` at a time with
+    previous/next buttons (sorting sorts every row and goes back to the first page).
+    """
+    rows = list(rows)
     classes = " ".join(c for c in ("sortable" if sortable else "", cls) if c)
     head = "".join(f'<th scope="col"{" tabindex=0" if sortable else ""}>{esc(h)}</th>' for h in headers)
     body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
     ident = f' id="{esc(table_id)}"' if table_id else ""
     wrap = "table-wrap tall" if tall else "table-wrap"
-    return (f'<div class="{wrap}"><table{ident} class="{classes}"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table></div>")
+    paged = page_size > 0 and len(rows) > page_size
+    pages = f' data-page-size="{int(page_size)}"' if paged else ""
+    pager = ('<div class="pager"><button type="button" class="prev">‹ previous</button> <span class="where"></span> '
+             '<button type="button" class="next">next ›</button></div>') if paged else ""
+    return (f'<div class="{wrap}"><table{ident} class="{classes}"{pages}><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>{pager}")
 
 
 def note(text: str) -> str:
@@ -139,6 +148,7 @@ section{background:#fff;border:1px solid #e5e5e5;border-radius:6px;padding:4px 1
 .facts dl{margin:0} dt{font-weight:600;color:#555;margin-top:6px} dd{margin:0 0 0 0}
 .table-wrap{overflow-x:auto;max-width:100%}
 .table-wrap.tall{max-height:560px;overflow-y:auto} .table-wrap.tall th{position:sticky;top:0;z-index:1}
+.pager{margin:6px 0 0;font-size:13px;color:#555} .pager button{font-size:13px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}
 th,td{border:1px solid #e2e2e2;padding:3px 7px;text-align:left;white-space:nowrap}
 td.reason{white-space:normal;min-width:220px;max-width:420px;font-size:12px;color:#555}
@@ -185,7 +195,27 @@ RENDER_JS = """
       return asc ? c : -c;
     });
     rows.forEach(function(r){ body.appendChild(r); });
+    if (table.hasAttribute('data-page-size')) showPage(table, 0);
   }
+  function showPage(table, page){
+    var size = Number(table.getAttribute('data-page-size')), rows = table.tBodies[0].rows;
+    var last = Math.max(0, Math.ceil(rows.length / size) - 1);
+    page = Math.min(Math.max(page, 0), last);
+    table.setAttribute('data-page', page);
+    for (var i = 0; i < rows.length; i++) rows[i].hidden = (i < page * size || i >= (page + 1) * size);
+    var pager = table.parentNode.nextElementSibling;
+    pager.querySelector('.where').textContent = 'rows ' + (page * size + 1) + '-' +
+      Math.min(rows.length, (page + 1) * size) + ' of ' + rows.length;
+    pager.querySelector('.prev').disabled = page === 0;
+    pager.querySelector('.next').disabled = page === last;
+  }
+  document.querySelectorAll('table[data-page-size]').forEach(function(table){
+    var pager = table.parentNode.nextElementSibling;
+    function step(d){ showPage(table, Number(table.getAttribute('data-page')) + d); }
+    pager.querySelector('.prev').addEventListener('click', function(){ step(-1); });
+    pager.querySelector('.next').addEventListener('click', function(){ step(1); });
+    showPage(table, 0);
+  });
   document.querySelectorAll('table.sortable th').forEach(function(th){
     th.addEventListener('click', function(){ sortBy(th); });
     th.addEventListener('keydown', function(e){ if (e.key === 'Enter') sortBy(th); });

@@ -18,7 +18,7 @@ from experiment_store import MAIN_OUTCOMES, Outcome
 from fer_core.numbers import duration, fmt
 from sweeps.experiment import Experiment
 from .html import Cell, esc, figure, note, page, section, table, warning
-from .importance import param_importances
+from .importance import MAX_TRIALS, param_importances
 
 __all__ = ["build_report", "header", "leaderboard", "outcome_table", "LEADERBOARD_ID"]
 
@@ -105,6 +105,10 @@ def header(exp: Experiment, *, level: str = "h1") -> str:
             f"<h3>Command that reproduces this sweep</h3>{cmd}{notes}</header>")
 
 
+#: Leaderboard rows shown at a time (a big sweep's table pages instead of loading thousands of rows at once).
+LEADERBOARD_PAGE = 100
+
+
 def leaderboard(exp: Experiment, *, table_id: str = LEADERBOARD_ID) -> str:
     names = [p.name for p in exp.params]
     head = ["rank", "trial", "score", "final", "peak", "peak @", "drop from peak", "epochs", "outcome", "time",
@@ -121,7 +125,7 @@ def leaderboard(exp: Experiment, *, table_id: str = LEADERBOARD_ID) -> str:
                      Cell(duration(t.get("time_s")), t.get("time_s")),
                      *[Cell(_hp(v), v) for v in vals],
                      Cell(t.get("stop_reason") or "", t.get("stop_reason") or "", cls="reason")])
-    return table(head, rows, sortable=True, table_id=table_id, tall=len(rows) > 20)
+    return table(head, rows, sortable=True, table_id=table_id, tall=len(rows) > 20, page_size=LEADERBOARD_PAGE)
 
 
 def _collapsed(exp: Experiment) -> str:
@@ -133,15 +137,19 @@ def _collapsed(exp: Experiment) -> str:
              t.get("epochs"), Cell(t.get("stop_reason") or "", t.get("stop_reason") or "", cls="reason")]
             for t in collapsed]
     return (figure(figures.collapsed_view(exp))
-            + table(["trial", "peak", "peak @", "final", "drop", "stopped after epoch", "reason"], rows, sortable=True))
+            + table(["trial", "peak", "peak @", "final", "drop", "stopped after epoch", "reason"], rows, sortable=True,
+                    page_size=LEADERBOARD_PAGE))
 
 
-def _importance(exp: Experiment) -> str:
-    groups = param_importances(exp)
+def _importance(exp: Experiment, max_trials: int) -> str:
+    groups = param_importances(exp, max_trials)
     out = figure(figures.importance_bars(groups))
     for g in groups:
         if not g.values:
             out += note(f"{g.title}: {g.note}.")
+        elif g.sampled:
+            out += note(f"{g.title}: fit on {g.trials} of {g.of} trials, a random sample with a fixed seed (the same "
+                        "on every build), which keeps the page quick to build for big sweeps.")
     conditional = [p.name for p in exp.params if p.when]
     if conditional and not exp.space_inferred:
         out += note(f"Conditional parameters ({', '.join(conditional)}) exist only in some trials; they are assessed "
@@ -205,7 +213,8 @@ def _confirmed(exp: Experiment) -> str:
                      "seeds"], rows, sortable=True))
 
 
-def build_report(exp: Experiment, *, live_version: str | None = None) -> str:
+def build_report(exp: Experiment, *, live_version: str | None = None, importance_trials: int = MAX_TRIALS) -> str:
+    """The experiment's page; the importance fit uses at most ``importance_trials`` trials per group (0: all)."""
     warnings = edge_warnings(exp)
     edge = "".join(warning(w.message()) for w in warnings) or (
         note("No best trial sits at the edge of the searched ranges (top 3 by score, within 5% of a bound).")
@@ -221,7 +230,7 @@ def build_report(exp: Experiment, *, live_version: str | None = None) -> str:
         section("Parallel coordinates", figure(parallel) if parallel else note("Needs at least 2 scored trials."),
                 anchor="parallel"),
         section("Axis plots", edge + figure(figures.axis_plots(exp, warnings)), anchor="axis"),
-        section("Hyperparameter importance", _importance(exp), anchor="importance"),
+        section("Hyperparameter importance", _importance(exp, importance_trials), anchor="importance"),
         section("Best trial: confusion matrix and per-class scores", _best_confusion(exp), anchor="confusion"),
         section("Confirmed with fresh seeds (fer confirm)", _confirmed(exp), anchor="confirmed"),
     ])

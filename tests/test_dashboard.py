@@ -361,3 +361,48 @@ def test_confirmed_ranking_shows_the_spread(experiment, browser, tmp_path):
     table = browser.find_element(By.ID, "confirmed").text
     assert "mean score" in table and "0.5500" in table and "0.0500" in table      # mean and std of ids[0]
     assert table.index(ids[0]) < table.index(ids[1])                                # best mean first
+
+
+def test_importance_of_a_big_sweep_is_fit_on_a_seeded_sample():
+    from dashboards.importance import param_importances
+
+    exp = _crafted(120)
+    plain, focal = param_importances(exp, max_trials=40)
+    assert (plain.trials, plain.of) == (40, 120) and plain.sampled
+    assert max(plain.values, key=plain.values.get) == "lr"             # the sample still finds what drives the score
+    assert focal.trials == min(40, focal.of) and focal.of == sum(t["config/loss"] == "focal" for t in exp.trials)
+    again, _ = param_importances(exp, max_trials=40)
+    assert again.values == plain.values                                 # the same sample on every build
+    full, _ = param_importances(exp, max_trials=0)
+    assert (full.trials, full.of, full.sampled) == (120, 0, False)
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_a_big_leaderboard_pages_and_sorts_across_pages(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from dashboards.report import LEADERBOARD_PAGE, build_report
+
+    exp = _crafted(250)
+    page = tmp_path / "big.html"
+    page.write_text(build_report(exp, importance_trials=40))
+    assert "fit on 40 of 250 trials" in page.read_text()
+    browser.get(page.as_uri())
+    visible = ("return Array.from(document.querySelectorAll('#leaderboard tbody tr'))"
+               ".filter(r => !r.hidden).map(r => r.cells[1].textContent)")
+    where = ("return document.querySelector('table#leaderboard').parentNode.nextElementSibling"
+             ".querySelector('.where').textContent")
+    ranked = [t["trial_id"] for t in sorted(exp.trials, key=lambda t: -t["score"])]
+    assert browser.execute_script(visible) == ranked[:LEADERBOARD_PAGE]
+    assert browser.execute_script(where) == f"rows 1-{LEADERBOARD_PAGE} of 250"
+    pager = browser.find_element(By.CSS_SELECTOR, "section#leaderboard .pager")
+    pager.find_element(By.CSS_SELECTOR, ".next").click()
+    assert browser.execute_script(visible) == ranked[LEADERBOARD_PAGE:2 * LEADERBOARD_PAGE]
+    pager.find_element(By.CSS_SELECTOR, ".next").click()
+    assert browser.execute_script(visible) == ranked[2 * LEADERBOARD_PAGE:]
+    assert browser.execute_script(where) == f"rows {2 * LEADERBOARD_PAGE + 1}-250 of 250"
+    assert not pager.find_element(By.CSS_SELECTOR, ".next").is_enabled()
+    browser.find_elements(By.CSS_SELECTOR, "#leaderboard th")[2].click()      # sort by score, ascending
+    assert browser.execute_script(visible) == ranked[::-1][:LEADERBOARD_PAGE]  # every row sorted; back to page 1
+    assert not pager.find_element(By.CSS_SELECTOR, ".prev").is_enabled()
