@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import figures
-from .edges import edge_warnings
 from experiment_store import MAIN_OUTCOMES, Outcome
+from fer_core.errors import FerError
 from fer_core.numbers import duration, fmt
 from sweeps.experiment import Experiment
+
+from . import figures
+from .edges import edge_warnings
 from .html import Cell, esc, figure, note, page, section, table, warning
 from .importance import MAX_TRIALS, param_importances
 
@@ -213,6 +215,22 @@ def _confirmed(exp: Experiment) -> str:
                      "seeds"], rows, sortable=True))
 
 
+def _decisions(exp: Experiment) -> str:
+    from experiment_store import read_decisions
+
+    try:
+        decisions = read_decisions(exp.store)
+    except FerError as exc:
+        return warning(str(exc))
+    if not decisions:
+        return note("No configuration exported yet: 'fer export-best' records each export here (trial, ranking, "
+                    "file, time, user).")
+    rows = [[d.time, d.action, d.trial_id, f"{d.by} (rank {d.rank})", Cell(_num(d.value), d.value),
+             Cell(_num(d.score), d.score), d.file, d.user or "-"] for d in reversed(decisions)]
+    return table(["time (UTC)", "decision", "trial", "ranked by", "value", "score", "file", "user"], rows,
+                 sortable=True)
+
+
 def build_report(exp: Experiment, *, live_version: str | None = None, importance_trials: int = MAX_TRIALS) -> str:
     """The experiment's page; the importance fit uses at most ``importance_trials`` trials per group (0: all)."""
     warnings = edge_warnings(exp)
@@ -233,6 +251,7 @@ def build_report(exp: Experiment, *, live_version: str | None = None, importance
         section("Hyperparameter importance", _importance(exp, importance_trials), anchor="importance"),
         section("Best trial: confusion matrix and per-class scores", _best_confusion(exp), anchor="confusion"),
         section("Confirmed with fresh seeds (fer confirm)", _confirmed(exp), anchor="confirmed"),
+        section("Decisions on record (fer export-best)", _decisions(exp), anchor="decisions"),
     ])
     return page(f"{exp.name} - sweep review", body, live_version=live_version)
 

@@ -264,7 +264,7 @@ class ExperimentStore:
     def fingerprint(self) -> str:
         """Changes whenever a file a page is built from changes (names, sizes, modification times)."""
         h = hashlib.sha256()
-        names = [RECORD, TRIALS, EPOCHS, CONFIRM_TABLE]
+        names = [RECORD, TRIALS, EPOCHS, CONFIRM_TABLE, "decisions.json"]
         try:
             folders = self.trial_folders()
         except StorageError:

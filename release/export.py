@@ -171,7 +171,32 @@ def export_best(exp_dir: str | Path, out: str | Path, *, by: str = "score", top:
         written.append({"path": path, "trial_id": pick["row"]["trial_id"], "rank": pick["rank"],
                         "value": pick["value"], "candidates": pick["candidates"], "config": cfg,
                         "provenance": prov})
+    _record(exp, by, written)
     return written
+
+
+def _record(exp: Experiment, by: str, written: list[dict]) -> None:
+    """Put the exports on the experiment's record (``decisions.json``); an experiment this user cannot write
+    (someone else's storage) keeps its record, and the export stands: a warning says so."""
+    import getpass
+    import time
+
+    from experiment_store import Decision, record_decisions
+    from fer_core.storage import redact
+
+    try:
+        user: str | None = getpass.getuser()
+    except (KeyError, OSError):
+        user = None
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    decisions = [Decision(action="export-best", trial_id=str(w["trial_id"]), by=by, rank=int(w["rank"]),
+                          value=w["value"], score=w["provenance"]["metrics"].get("score"),
+                          file=redact(str(w["path"].resolve() if isinstance(w["path"], Path) else w["path"])), time=now, user=user) for w in written]
+    try:
+        record_decisions(exp.store, decisions)
+    except (OSError, FerError) as exc:
+        print(f"fer export-best: warning: the export was not recorded in {exp.where} ({exc}); the files are written",
+              file=sys.stderr)
 
 
 def run_export(args) -> int:

@@ -333,3 +333,43 @@ def test_rank_trials_ignores_missing_values_and_breaks_ties():
             _row("c", "completed", 0.6, None, 0.4, lr=1e-3), _row("d", "completed", float("nan"), 0.9, 0.9, lr=1e-3)]
     assert [r["trial_id"] for r in rank_trials(rows, "score")] == ["c", "a", "b"]
     assert [r["trial_id"] for r in rank_trials(rows, "peak")] == ["d", "a", "b"]
+
+
+@pytest.mark.slow
+def test_exports_are_decisions_on_record_shown_on_the_page(experiment, tmp_path):
+    import getpass
+    import os
+    import shutil
+
+    from dashboards.report import build_report
+    from experiment_store import ExperimentStore, read_decisions
+    from sweeps.experiment import load_experiment
+
+    exp = tmp_path / "exp"
+    shutil.copytree(experiment, exp)
+    (exp / "decisions.json").unlink(missing_ok=True)
+    assert main(["export-best", str(exp), "--out", str(tmp_path / "best.yaml")]) == 0
+    assert main(["export-best", str(exp), "--out", str(tmp_path / "top.yaml"), "--by", "final", "--top", "2"]) == 0
+    decisions = read_decisions(ExperimentStore(str(exp)))
+    trials = sorted((t for t in pq.read_table(exp / "trials.parquet").to_pylist() if t["outcome"] == "completed"),
+                    key=lambda t: -t["final"])
+    assert [(d.action, d.by, d.rank, d.trial_id) for d in decisions] == [
+        ("export-best", "score", 1, max(trials, key=lambda t: t["score"])["trial_id"]),
+        ("export-best", "final", 1, trials[0]["trial_id"]), ("export-best", "final", 2, trials[1]["trial_id"])]
+    assert decisions[0].file == str((tmp_path / "best.yaml").resolve()) and decisions[2].file.endswith("top-2.yaml")
+    assert decisions[1].value == trials[0]["final"] and decisions[1].score == trials[0]["score"]
+    assert decisions[0].user == getpass.getuser() and decisions[0].time.endswith("Z")
+    page = build_report(load_experiment(exp))
+    assert "Decisions on record" in page and str((tmp_path / "best.yaml").resolve()) in page
+    # An experiment this user cannot write (someone else's storage): the export stands, a warning says so.
+    if os.geteuid() != 0:                           # root writes anywhere
+        os.chmod(exp, 0o555)
+        try:
+            assert main(["export-best", str(exp), "--out", str(tmp_path / "again.yaml")]) == 0
+            assert (tmp_path / "again.yaml").is_file() and len(read_decisions(ExperimentStore(str(exp)))) == 3
+        finally:
+            os.chmod(exp, 0o755)
+    (exp / "decisions.json").write_text("{not json")
+    assert main(["export-best", str(exp), "--out", str(tmp_path / "b2.yaml")]) == 0       # warned, not failed
+    assert (exp / "decisions.json").read_text() == "{not json"                           # nothing lost
+    assert "not a decisions file written by fer" in build_report(load_experiment(exp))
