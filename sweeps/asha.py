@@ -79,7 +79,10 @@ def _experiment_store(tune_controller):
     from experiment_store import ExperimentStore
     from fer_core.storage import Location
 
-    storage = getattr(tune_controller, "_storage", None)          # Ray 2.60: a StorageContext
+    # Ray 2.60 hands schedulers a wrapper that logs a warning for each attribute outside its allow-list;
+    # the experiment's storage is read from the controller it wraps.
+    controller = vars(tune_controller).get("_tune_controller", tune_controller)
+    storage = getattr(controller, "_storage", None)               # Ray 2.60: a StorageContext
     if storage is None:
         return None
     fs, path = storage.storage_filesystem, storage.experiment_fs_path

@@ -289,12 +289,17 @@ def _tune_run(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, cluster: dict
     # The trainable applies the collapse rule to each trial's whole (checkpointed) history: no driver state.
     stoppers = [] if cfg.no_collapse_stop else [ReportedCollapseStopper()]
     wandb_runs, callbacks = _callbacks(cfg, exp, inputs.wandb_mode)
+    if not cfg.verbose:
+        from sweeps.console import CompactReporter
+
+        callbacks.append(CompactReporter(samples=samples, max_epochs=cfg.max_epochs, concurrency=concurrency,
+                                         params=inputs.space.names))
     run_config = tune.RunConfig(
         name=exp.name, storage_path=exp.storage,
         stop=CombinedStopper(*stoppers) if stoppers else None,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=callbacks, verbose=1)
+        callbacks=callbacks, verbose=_tune_verbosity(cfg))
     tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=samples,
                                   max_concurrent_trials=concurrency, metric="score", mode="max")
     return _TuneRun(trainable=trainable, tune_config=tune_config, run_config=run_config, callbacks=callbacks,
@@ -328,6 +333,15 @@ def _scheduler(cfg: SweepConfig):
     scheduler = ReplayingASHAScheduler(time_attr="training_iteration", max_t=cfg.max_epochs,
                                        grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
     return None if cfg.no_asha else scheduler
+
+
+def _tune_verbosity(cfg: SweepConfig) -> int:
+    """Ray Tune's own output: its tables and result boxes with ``--verbose``, else nothing (the compact lines
+    of ``sweeps.console`` instead). Tune's newer output engine prints its header boxes even at verbosity 0,
+    so without ``--verbose`` the driver uses the classic one, which is silent at 0."""
+    if not cfg.verbose:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    return 1 if cfg.verbose else 0
 
 
 def _callbacks(cfg: SweepConfig, exp: _Experiment, wandb_mode: str) -> tuple[Any, list]:
@@ -368,7 +382,7 @@ def _tuner(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, tune_run: _TuneR
             say(f"--resume: {note}")
         tuner = tune.Tuner.restore(exp.store.location.uri if not exp.local else exp.store.location.path,
                                    trainable=tune_run.trainable, resume_errored=True, restart_errored=False)
-        _use_callbacks(tuner, tune_run.callbacks)
+        _use_callbacks(tuner, tune_run.callbacks, _tune_verbosity(cfg))
         return tuner
     say(f"experiment {exp.store}: {tune_run.samples} {'more ' if tune_run.more else ''}trials x up to "
         f"{cfg.max_epochs} epochs, {tune_run.concurrency} at a time; Optuna study {exp.name} in "
@@ -412,7 +426,7 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _use_callbacks(tuner, callbacks: list) -> None:
+def _use_callbacks(tuner, callbacks: list, verbose: int | None = None) -> None:
     """A restored Tuner runs with this command's callbacks, not the ones pickled at launch.
 
     ``Tuner.restore`` brings back the launch's ``RunConfig``, callbacks included: its W&B callback
@@ -427,6 +441,8 @@ def _use_callbacks(tuner, callbacks: list) -> None:
         say("--resume: this Ray version's Tuner keeps the launch's callbacks (W&B logs as at launch)")
         return
     run_config.callbacks = list(callbacks)
+    if verbose is not None:
+        run_config.verbose = verbose
 
 
 def _history(result) -> list[dict]:

@@ -72,6 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
     p.add_argument("--smoke", action="store_true",
                    help=f"tiny sweep for tests and smoke checks: {SMOKE} unless given explicitly")
+    p.add_argument("--verbose", action="store_true",
+                   help="Ray Tune's own progress tables and result boxes instead of the compact lines")
 
 
 def explicit(argv: Sequence[str], flag: str) -> bool:
@@ -81,7 +83,7 @@ def explicit(argv: Sequence[str], flag: str) -> bool:
 
 #: Settings a resume or an extension may change (where and how it runs); every other setting is the launch's.
 RUNTIME_SETTINGS = ("address", "num_cpus", "concurrency", "max_failures", "wandb_mode", "wandb_project", "resume",
-                    "overwrite", "name", "storage", "extend")
+                    "overwrite", "name", "storage", "extend", "verbose")
 #: Of those, the ones a resume keeps from the launch unless it gives them again.
 INHERITED_RUNTIME = ("num_cpus", "concurrency", "max_failures", "wandb_mode", "wandb_project")
 #: Settings recorded with credentials in them redacted (URIs and addresses).
@@ -124,6 +126,7 @@ class SweepConfig:
     address: str | None
     num_cpus: int | None
     smoke: bool
+    verbose: bool
     overrides: tuple[str, ...]           # --set KEY=VALUE, in order
 
     RUNTIME: ClassVar[tuple[str, ...]] = RUNTIME_SETTINGS

@@ -62,6 +62,7 @@ def experiment(ingested, tmp_path_factory) -> Path:
     env.pop("RAY_ADDRESS", None)
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (tmp / "sweep-output.txt").write_text(out.stdout + out.stderr)      # what the user saw (test_sweep_console)
     outcomes = [r["outcome"] for r in pq.read_table(tmp / "dash" / "trials.parquet").to_pylist()]
     assert outcomes.count("completed") >= 3 and {"stopped by ASHA", "collapsed"} <= set(outcomes), (
         f"the fixture sweep should produce >= 3 completed, ASHA-stopped and collapsed trials; got {outcomes} "
@@ -406,3 +407,21 @@ def test_a_big_leaderboard_pages_and_sorts_across_pages(browser, tmp_path):
     browser.find_elements(By.CSS_SELECTOR, "#leaderboard th")[2].click()      # sort by score, ascending
     assert browser.execute_script(visible) == ranked[::-1][:LEADERBOARD_PAGE]  # every row sorted; back to page 1
     assert not pager.find_element(By.CSS_SELECTOR, ".prev").is_enabled()
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_the_sweep_prints_compact_lines_not_ray_result_boxes(experiment):
+    """7 trials: one line per trial start and end, status lines, the summary; none of Ray's tables or boxes."""
+    text = (experiment.parent / "sweep-output.txt").read_text()
+    trials = pq.read_table(experiment / "trials.parquet").to_pylist()
+    lines = text.splitlines()
+    for t in trials:
+        assert sum(line.startswith(f"trial {t['trial_id']} started: ") for line in lines) == 1, t["trial_id"]
+        ended = [line for line in lines if line.startswith(f"trial {t['trial_id']} {t['outcome']}: ")]
+        assert len(ended) == 1 and f"score {t['score']:.4f}" in ended[0], t["trial_id"]
+    assert any(" of 7 ended (" in line and "| best " in line and " of 28 epochs" in line for line in lines)
+    for ray_output in ("╭", "│", "Trial status", "Configuration for experiment", "View detailed results",
+                       "Processing trial results took", "_storage interface"):
+        assert ray_output not in text, ray_output
+    assert len(lines) < 70, len(lines)            # ~890 lines for 12 trials before
