@@ -302,3 +302,28 @@ def test_confirm_and_retrain_log_their_runs_and_the_model(resumed, tmp_path, mon
     # the key: in no file of the experiment, the model or the staged artifacts
     for root in (resumed, model, tmp_path / "wandb-data"):
         assert _files_holding(root, KEY) == []
+
+
+def test_sweep_results_reach_the_logging_actor_without_waiting():
+    """Ray's callback blocks the Tune driver on every result (Queue.put waits for the queue actor's reply:
+    1.6 s for a trial's first result on a loaded machine); ours sends and goes on, in order."""
+    from sweeps.wandb_logging import _SendOnlyQueue
+
+    sent = []
+
+    class Remote:
+        def remote(self, item):
+            sent.append(item)
+            return object()              # an ObjectRef nobody waits for
+
+    class Queue:                         # the parts of ray.util.queue.Queue the callback uses
+        actor = type("Actor", (), {"put_nowait": Remote()})()
+        size = 7
+
+        def put(self, item, block=True, timeout=None):
+            raise AssertionError("the blocking put must not be used")
+
+    q = _SendOnlyQueue(Queue())
+    for item in ("result 1", "result 2", "end"):
+        q.put(item)
+    assert sent == ["result 1", "result 2", "end"] and q.size == 7
