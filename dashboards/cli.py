@@ -1,8 +1,10 @@
-"""``fer dashboard build|serve|compare``: review a sweep as one self-contained HTML page.
+"""``fer dashboard build|serve|compare|index``: review a sweep as one self-contained HTML page.
 
     fer dashboard build runs/sweeps/reg1 --out reg1.html      # one file, opens offline
     fer dashboard serve runs/sweeps/reg1 [--host 127.0.0.1] [--port 8050]   # live while the sweep runs
     fer dashboard compare runs/sweeps/reg1 runs/sweeps/reg2 --out compare.html
+    fer dashboard index runs/sweeps [--out runs/sweeps/index.html] [--build-pages]   # every experiment
+    fer dashboard serve runs/sweeps          # a folder of experiments: the index and every live page
 """
 
 from __future__ import annotations
@@ -31,8 +33,14 @@ def add_parsers(sub) -> None:
 
     p = dsub.add_parser("serve", help="serve the review page live while a sweep runs (read-only)",
                         description="Serve the page of one experiment, rebuilt when its files change; the page "
-                                    "reloads itself. Only GET / and /version; binds 127.0.0.1 unless --host.")
-    p.add_argument("experiment", help="experiment folder (<storage>/<name>); may still be running")
+                                    "reloads itself. Only GET / and /version; binds 127.0.0.1 unless --host. Given a "
+                                    "folder of experiments (not itself one), serve their index at /, each "
+                                    "experiment's live page at /e/<name>/ and /compare?a=<name>&b=<name>.")
+    p.add_argument("experiment", help="experiment folder (<storage>/<name>; may still be running), or a folder "
+                                      "(or storage URI) of experiments")
+    p.add_argument("--index", action="store_true", default=None,
+                   help="serve the folder as a root of experiments even when none is there yet (otherwise decided "
+                        "from what it holds)")
     p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (0.0.0.0 exposes the page to the network)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (Ray's dashboard uses 8265)")
     p.add_argument("--refresh", type=int, default=10, help="seconds between the page's checks for new results")
@@ -48,6 +56,22 @@ def add_parsers(sub) -> None:
     p.add_argument("experiment_b", help="second experiment folder (B)")
     p.add_argument("--out", default="compare.html", help="HTML file to write")
     p.set_defaults(func=_run_compare)
+
+    p = dsub.add_parser("index", help="one page listing every experiment under a folder",
+                        description="Write one self-contained HTML page listing every experiment under ROOT (a "
+                                    "folder or storage URI whose subfolders are experiments): state (running, "
+                                    "finished, interrupted), times, data set, space, outcomes, best and confirmed "
+                                    "scores, compute, user and command; sortable, filterable by data set, linking to "
+                                    "each experiment's page; pick two rows for the command that compares them.")
+    p.add_argument("root", help="folder or storage URI holding the experiments (e.g. runs/sweeps, s3://bucket/sweeps)")
+    p.add_argument("--out", help="HTML file to write (default: <root>/index.html)")
+    p.add_argument("--build-pages", action="store_true",
+                   help="also (re)build each experiment's page (<experiment>/dashboard.html) when it is missing or "
+                        "older than the experiment's files, so every row links to a current page")
+    p.add_argument("--running-minutes", type=float, default=None, metavar="MIN",
+                   help="an unfinished experiment is running when a file in it was written this recently (default: "
+                        "10), otherwise interrupted")
+    p.set_defaults(func=_run_index)
 
 
 def _output(out):
@@ -94,21 +118,69 @@ def _run_compare(args) -> int:
     return 0
 
 
+def _run_index(args) -> int:
+    from .index import RUNNING_WINDOW_S, build_index, experiment_names, link_base_for, open_root, read_rows
+
+    t0 = time.time()
+    root = open_root(args.root)
+    window = RUNNING_WINDOW_S if args.running_minutes is None else max(0.0, args.running_minutes * 60)
+    out = _output(args.out or root.child("index.html"))
+    names, other = experiment_names(root)
+    rows = read_rows(root, names, window_s=window)
+    read_s = time.time() - t0
+    if args.build_pages:
+        _build_pages(rows)
+    out.write_text(build_index(root, rows, link_base=link_base_for(root, out), skipped=other, elapsed_s=read_s,
+                               window_s=window))
+    bad = sum(r.state == "unreadable" for r in rows)
+    say(f"{len(rows)} experiments ({bad} unreadable) read in {read_s:.1f}s; index written in {time.time() - t0:.1f}s")
+    print(out)
+    return 0
+
+
+def _build_pages(rows) -> None:
+    """Each readable experiment's page, ``<experiment>/dashboard.html``, where missing or stale."""
+    from sweeps.experiment import load_experiment
+
+    from .index import PAGE_NAME, UNREADABLE
+    from .report import build_report
+
+    for row in rows:
+        if row.state == UNREADABLE or row.page == "current":
+            continue
+        t0 = time.time()
+        try:
+            exp = load_experiment(row.where)
+            out = _output(exp.store.file(PAGE_NAME))
+            out.write_text(build_report(exp))
+        except FerError as exc:
+            say(f"{row.folder}: page not built: {exc}")
+            continue
+        row.page = "current"
+        say(f"{row.folder}: page built in {time.time() - t0:.1f}s")
+
+
 def _run_serve(args) -> int:
     from .serve import make_server
 
     server = make_server(args.experiment, host=args.host, port=args.port, refresh_s=max(1, args.refresh),
-                         allow_hosts=args.allow_host)
+                         allow_hosts=args.allow_host, index=args.index)
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in host else host
-    say(f"serving {args.experiment} at http://{shown}:{port}/ (read-only; Ctrl+C stops)")
+    from .serve import IndexServer
+
+    if isinstance(getattr(server, "app", None), IndexServer):
+        say(f"serving the experiments in {args.experiment} at http://{shown}:{port}/ (the index; each experiment at "
+            f"/e/<name>/; read-only; Ctrl+C stops)")
+    else:
+        say(f"serving {args.experiment} at http://{shown}:{port}/ (read-only; Ctrl+C stops)")
     if args.host.strip() in ("0.0.0.0", "::", ""):
         say(f"warning: --host {args.host} exposes this page to every machine that can reach this one, with no "
             "authentication: it shows the experiment's paths, commands and configs. Bind 127.0.0.1 (the default) "
             "and use an SSH tunnel unless that is what you want")
     from experiment_store import ExperimentStore
 
-    if not ExperimentStore(args.experiment).exists():
+    if not isinstance(getattr(server, "app", None), IndexServer) and not ExperimentStore(args.experiment).exists():
         say(f"{args.experiment} does not exist yet: the page waits for the sweep to create it")
     try:
         server.serve_forever()

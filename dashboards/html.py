@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
 __all__ = ["esc", "json_for_script", "json_script", "figure", "table", "note", "warning", "section", "page", "Cell",
-           "GENERATOR", "is_our_page"]
+           "Pick", "GENERATOR", "is_our_page", "INDEX_JS"]
 
 #: Every page carries ``<meta name="generator" content="fer-sweep dashboard">``: ``--out`` replaces an
 #: existing file only when it is one of ours (``is_our_page``), never someone's other HTML.
@@ -68,15 +68,31 @@ def figure(fig, *, caption: str = "") -> str:
 
 
 class Cell:
-    """A table cell: ``text`` shown (escaped), ``sort`` the value the header click sorts by."""
+    """A table cell: ``text`` shown (escaped), ``sort`` the value the header click sorts by.
 
-    __slots__ = ("text", "sort", "cls", "title")
+    ``href``: the text is a link to it (escaped; build it from quoted path segments, never a raw name).
+    """
 
-    def __init__(self, text: Any, sort: Any = None, cls: str = "", title: str = ""):
-        self.text, self.sort, self.cls, self.title = text, sort, cls, title
+    __slots__ = ("text", "sort", "cls", "title", "href")
+
+    def __init__(self, text: Any, sort: Any = None, cls: str = "", title: str = "", href: str = ""):
+        self.text, self.sort, self.cls, self.title, self.href = text, sort, cls, title, href
+
+
+class Pick:
+    """A cell holding a checkbox (``class="pick"``) whose ``value`` and ``data-*`` attributes are escaped."""
+
+    __slots__ = ("value", "data")
+
+    def __init__(self, value: str, **data: str):
+        self.value, self.data = value, data
 
 
 def _cell(c: Any) -> str:
+    if isinstance(c, Pick):
+        extra = "".join(f' data-{esc(k.replace("_", "-"))}="{esc(v)}"' for k, v in c.data.items())
+        return (f'<td data-v=""><input type="checkbox" class="pick" value="{esc(c.value)}"'
+                f' aria-label="pick {esc(c.value)} to compare"{extra}></td>')
     if not isinstance(c, Cell):
         c = Cell(c, c)
     if isinstance(c.sort, (int, float)) and not isinstance(c.sort, bool):
@@ -88,7 +104,10 @@ def _cell(c: Any) -> str:
         attrs += f' class="{esc(c.cls)}"'
     if c.title:
         attrs += f' title="{esc(c.title)}"'
-    return f"<td{attrs}>{esc('-' if c.text is None else c.text)}</td>"
+    text = esc("-" if c.text is None else c.text)
+    if c.href:
+        text = f'<a href="{esc(c.href)}">{text}</a>'
+    return f"<td{attrs}>{text}</td>"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, sortable: bool = False, cls: str = "",
@@ -235,8 +254,64 @@ LIVE_JS = """
 """
 
 
-def page(title: str, body: str, *, live_version: str | None = None, refresh_s: int = 10) -> str:
-    """The whole document. ``title`` is escaped; ``body`` is markup from this module's functions."""
+INDEX_JS = """
+(function(){
+  /* The index of experiments: filter rows by data set, pick two rows to compare. */
+  var table = document.getElementById('experiments');
+  if (!table) return;
+  var filter = document.getElementById('dataset-filter');
+  var col = Number(filter.getAttribute('data-col'));
+  var shown = document.getElementById('shown-count');
+  function applyFilter(){
+    var want = filter.value, n = 0, rows = table.tBodies[0].rows;
+    for (var i = 0; i < rows.length; i++) {
+      var keep = want === '' || rows[i].cells[col].getAttribute('data-v') === want;
+      rows[i].hidden = !keep;
+      if (keep) n++;
+    }
+    shown.textContent = n + ' of ' + rows.length + ' experiments shown';
+  }
+  filter.addEventListener('change', applyFilter);
+  applyFilter();
+  var box = document.getElementById('compare-box');
+  var serve = box.getAttribute('data-mode') === 'serve';
+  function quote(s){ return /^[A-Za-z0-9_.\\/:@%+=,-]+$/.test(s) ? s : "'" + s.replace(/'/g, "'\\''") + "'"; }
+  var order = [];                                     /* picked boxes in the order they were picked: A, B */
+  function update(){
+    order = order.filter(function(el){ return el.checked; });
+    table.querySelectorAll('input.pick:checked').forEach(function(el){ if (order.indexOf(el) < 0) order.push(el); });
+    var picked = order;
+    var hint = box.querySelector('.hint'), link = box.querySelector('a.compare'), cmd = box.querySelector('code');
+    if (picked.length !== 2) {
+      hint.textContent = picked.length > 2 ? 'Pick exactly two experiments (' + picked.length + ' picked).'
+                                           : 'Pick two experiments (' + picked.length + ' picked) to compare them.';
+      if (link) link.hidden = true;
+      if (cmd) cmd.parentNode.hidden = true;
+      return;
+    }
+    hint.textContent = 'Compare ' + picked[0].value + ' (A) with ' + picked[1].value + ' (B):';
+    if (serve) {
+      link.href = 'compare?a=' + encodeURIComponent(picked[0].value) + '&b=' + encodeURIComponent(picked[1].value);
+      link.hidden = false;
+    } else {
+      cmd.textContent = 'fer dashboard compare ' + quote(picked[0].getAttribute('data-where')) + ' ' +
+        quote(picked[1].getAttribute('data-where')) + ' --out compare.html';
+      cmd.parentNode.hidden = false;
+    }
+  }
+  table.addEventListener('change', function(e){ if (e.target.classList.contains('pick')) update(); });
+  update();
+})();
+"""
+
+
+def page(title: str, body: str, *, live_version: str | None = None, refresh_s: int = 10, plotly: bool = True,
+         script: str = "") -> str:
+    """The whole document. ``title`` is escaped; ``body`` is markup from this module's functions.
+
+    ``plotly=False``: a page without plots leaves plotly.js out (a few kB instead of megabytes);
+    ``script``: one of this module's scripts (e.g. ``INDEX_JS``), run after the page's own.
+    """
     live = ""
     if live_version is not None:
         live = json_script("page-version", live_version) + f"<script>{LIVE_JS % (refresh_s * 1000)}</script>"
@@ -244,5 +319,5 @@ def page(title: str, body: str, *, live_version: str | None = None, refresh_s: i
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             "<link rel=\"icon\" href=\"data:,\">"
             f"<title>{esc(title)}</title><style>{CSS}</style>"
-            f"<script>{_plotly_js()}</script></head>\n<body><main>{body}</main>"
-            f"<script>{RENDER_JS}</script>{live}</body></html>\n")
+            + (f"<script>{_plotly_js()}</script>" if plotly else "") + f"</head>\n<body><main>{body}</main>"
+            f"<script>{RENDER_JS}</script>" + (f"<script>{script}</script>" if script else "") + f"{live}</body></html>\n")
