@@ -36,13 +36,16 @@ import pyarrow.fs as pafs
 
 from experiment_store import (
     CONFIRM_TABLE,
+    DECISIONS,
     EPOCHS,
     RECORD,
     TRIALS,
+    Decision,
     ExperimentStore,
     Outcome,
     SweepRecord,
     read_confirm,
+    read_decisions,
     summarize,
 )
 from fer_core.errors import FerError
@@ -111,6 +114,7 @@ class Activity:
     record_written: float | None = None     # sweep.json's mtime
     page: float | None = None               # dashboard.html's mtime
     confirmed: bool = False
+    decided: bool = False                # decisions.json (fer export-best's record)
 
     @property
     def tables_current(self) -> bool:
@@ -162,6 +166,8 @@ def _scan(store: ExperimentStore) -> Activity:
             act.epochs_table = t
         elif name == CONFIRM_TABLE:
             act.confirmed = True
+        elif name == DECISIONS:
+            act.decided = True
         elif name == PAGE_NAME:
             act.page = t
         elif name in _STATE_FILES or (name.startswith("experiment_state-") and name.endswith(".json")):
@@ -197,6 +203,8 @@ class ExperimentRow:
     trials: int = 0
     best: dict | None = None             # trial_id, score, final, peak
     confirmed: dict | None = None        # summarize()'s first entry
+    decision: Decision | None = None     # the latest decision on record (fer export-best)
+    decisions: int = 0
     compute_s: float = 0.0
     user: str | None = None
     command: str | None = None
@@ -255,6 +263,9 @@ def read_row(root: Location, folder: str, *, now: float | None = None,
         if act.confirmed:
             ranking = summarize(read_confirm(store, required=False) or [])
             row.confirmed = ranking[0] if ranking else None
+        if act.decided:
+            decisions = read_decisions(store)
+            row.decisions, row.decision = len(decisions), (decisions[-1] if decisions else None)
         if act.page is not None:
             row.page = "current" if act.page >= act.newest_input else "stale"
     except FerError as exc:
@@ -298,6 +309,15 @@ def _confirmed_cell(row: ExperimentRow) -> Cell:
     return Cell(f"{c['mean']:.4f}{spread} ({c['trial_id']}, {c['n']} seeds)", c["mean"])
 
 
+def _decision_cell(row: ExperimentRow) -> Cell:
+    d = row.decision
+    if d is None:
+        return Cell("-", "")
+    more = f" (+{row.decisions - 1} earlier)" if row.decisions > 1 else ""
+    return Cell(f"{d.trial_id} by {d.by} ({fmt(d.value, nonfinite='-')}), {d.time[:10]}, {d.user or '?'}{more}",
+                d.time, title=f"{d.action} -> {d.file} at {d.time}")
+
+
 def _state_cell(row: ExperimentRow) -> Cell:
     last = _iso(row.last_activity)
     title = f"last written {last}" if last else ""
@@ -317,8 +337,8 @@ def _link(row: ExperimentRow, link_base: str | None, serve: bool) -> str:
 
 
 HEADERS = ["pick", "experiment", "state", "started", "finished", "data set", "version", "search space",
-           "trials by outcome", "best score", "its final", "its peak", "confirmed best", "compute", "user",
-           "command"]
+           "trials by outcome", "best score", "its final", "its peak", "confirmed best", "promoted", "compute",
+           "user", "command"]
 DATA_COLUMN = HEADERS.index("data set")
 
 
@@ -334,13 +354,13 @@ def _cells(row: ExperimentRow, link_base: str | None, serve: bool) -> list:
     if row.state == UNREADABLE:
         return [pick, Cell(name, row.folder, title=row.where), _state_cell(row), Cell("", None), Cell("", None),
                 Cell("", ""), "", "", Cell(f"cannot be read: {row.error}", None, cls="reason error"),
-                *[Cell("", None)] * 7]
+                *[Cell("", None)] * 8]
     best = row.best or {}
     return [pick, Cell(name, row.folder, href=href, title=title), _state_cell(row),
             Cell(row.started, row.started), Cell(row.finished, row.finished),
             Cell(row.data_uri, _data_key(row)), row.data_version, row.space_file,
             Cell(_outcomes_text(row), row.trials), _num(best.get("score")), _num(best.get("final")),
-            _num(best.get("peak")), _confirmed_cell(row), Cell(duration(row.compute_s), row.compute_s),
+            _num(best.get("peak")), _confirmed_cell(row), _decision_cell(row), Cell(duration(row.compute_s), row.compute_s),
             row.user, Cell(row.command, row.command or "", cls="reason")]
 
 

@@ -85,6 +85,12 @@ def finished_experiment(root: Path, name: str, data: str = DATA_A, n: int = 5, s
         best = max(rows, key=lambda r: r["score"])["trial_id"]
         store.write_confirm(confirm_table([{"trial_id": best, "seed": 1000 + s, "score": v, "status": "completed"}
                                            for s, v in enumerate((0.50, 0.60, 0.55))]), {"top": 1})
+        from experiment_store import Decision, record_decisions
+
+        record_decisions(store, [Decision("export-best", best, "score", 1, 0.51, 0.51, "/tmp/old.yaml",
+                                          "2026-11-29T10:00:00Z", "ben"),
+                                 Decision("export-best", best, "confirmed", 1, 0.55, 0.51, "/tmp/best.yaml",
+                                          "2026-11-30T09:00:00Z", "ana")])
     return root / name
 
 
@@ -182,6 +188,8 @@ def test_rows_of_a_root_by_path_and_file_uri(team):
         assert rows["delta"].outcomes == {"completed": 1, "running": 2}
         assert "not valid JSON" in rows["broken"].error
         assert rows["beta"].confirmed is None and rows["beta"].data_uri == DATA_B
+        assert a.decisions == 2 and a.decision is not None and (a.decision.by, a.decision.user) == ("confirmed", "ana")
+        assert rows["beta"].decision is None
 
 
 def test_unreadable_experiment_is_a_row_not_a_failure(team, tmp_path):
@@ -210,6 +218,7 @@ def test_index_page_is_escaped_offline_and_links(team, tmp_path, capsys):
     assert 'href="../sweeps/alpha/dashboard.html"' in html          # relative to where the index is written
     assert 'href="../sweeps/beta/' not in html                      # no page built yet: no broken link
     assert "fer dashboard build" in html and "Folders that are not experiments: wandb" in html
+    assert "by confirmed (0.5500), 2026-11-30, ana (+1 earlier)" in html          # alpha's latest promotion
     assert main(["dashboard", "index", team.as_uri()]) == 0           # default --out: <root>/index.html
     assert 'href="alpha/dashboard.html"' in (team / "index.html").read_text()
     (tmp_path / "mine.html").write_text("<html>someone's page</html>")
