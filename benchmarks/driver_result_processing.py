@@ -3,7 +3,7 @@
 Runs the same small sweep twice in this process (same seed, same data, a local Ray each time):
 first the baseline - Ray's W&B callback putting each result into its queue actor and waiting for the
 reply (what fer-sweep did before) - then fer-sweep's send-only queue
-(``sweeps.wandb_logging._SendOnlyQueue``). For each run it prints the driver's time per part of
+(``sweeps.wandb_logging._SendOnlyQueue``; ``SEND_WITHOUT_WAITING``). For each run it prints the driver's time per part of
 result processing (Tune's ``_process_trial_results`` and, inside it, each callback, the searcher, the
 scheduler), then the ratios. Tune warns "Processing trial results took N s" above 0.5 s.
 
@@ -85,13 +85,12 @@ def main() -> None:
     args = ap.parse_args()
     ensure_default_data(args.data)
     _instrument()
-    send_only = wandb_logging._SendOnlyQueue
     with tempfile.TemporaryDirectory() as tmp:
-        wandb_logging._SendOnlyQueue = lambda queue: queue          # baseline: Ray's blocking Queue.put
+        wandb_logging.SEND_WITHOUT_WAITING = False                  # baseline: Ray's blocking Queue.put
         try:
             base = _sweep(args, tmp, "baseline")
         finally:
-            wandb_logging._SendOnlyQueue = send_only
+            wandb_logging.SEND_WITHOUT_WAITING = True
         new = _sweep(args, tmp, "send-only")
     _table("baseline: Ray's W&B callback waits for its queue actor on every result", base)
     _table("fer-sweep: results sent to the queue actor without waiting", new)

@@ -164,6 +164,11 @@ def _drop_links(folder: Path) -> None:
 # Sweep trials: Ray Tune's callback
 # ----------------------------------------------------------------------------------------------
 
+#: Trial results reach W&B's logging actor without the driver waiting (``_SendOnlyQueue``); False is Ray's
+#: own blocking ``Queue.put`` (benchmarks/driver_result_processing.py compares the two).
+SEND_WITHOUT_WAITING = True
+
+
 class _SendOnlyQueue:
     """A ``ray.util.queue.Queue`` whose ``put`` does not wait for the queue actor's answer.
 
@@ -202,7 +207,7 @@ def make_callback(mode: str, *, project: str, group: str, exp_dir: str, runs_dir
             with _without_key():
                 super()._start_logging_actor(trial, exclude_results, **wandb_init_kwargs)
             queue = self._trial_queues.get(trial)
-            if queue is not None and not isinstance(queue, _SendOnlyQueue):
+            if SEND_WITHOUT_WAITING and queue is not None and not isinstance(queue, _SendOnlyQueue):
                 self._trial_queues[trial] = _SendOnlyQueue(queue)
 
         def on_experiment_end(self, trials, **info):
