@@ -26,10 +26,10 @@ import json
 import socket
 import sys
 import threading
+from collections.abc import Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterable
 from urllib.parse import urlsplit
 
 from fer_core.errors import FerError
@@ -153,6 +153,7 @@ def _handler(dashboard: DashboardServer, quiet: bool, names: frozenset[str]):
         def _route(self, head: bool) -> None:
             host = self.headers.get("Host")
             if not host_allowed(host, names):
+                assert host is not None  # host_allowed answers every request without a Host header
                 shown = host[:100].encode("ascii", "replace").decode()
                 print(f"fer dashboard serve: refused a request for host {shown!r} (not this server's name; "
                       "--allow-host NAME serves it under that name)", file=sys.stderr)
