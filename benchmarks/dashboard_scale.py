@@ -160,7 +160,8 @@ def main() -> None:
             if not args.no_baseline:
                 old = build(path, 0)
                 diff = _largest_difference(new["importance"], old["importance"])
-                line += (f" {old['total_s']:>16.2f} {old['importance_s']:>12.2f} {old['total_s'] / new['total_s']:>5.1f}x"
+                ratio = old["total_s"] / new["total_s"]
+                line += (f" {old['total_s']:>16.2f} {old['importance_s']:>12.2f} {ratio:>5.1f}x"
                          f" {diff:>13.3f}")
             print(line, flush=True)
 

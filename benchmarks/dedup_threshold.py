@@ -132,9 +132,9 @@ def images_mode(args) -> None:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    from fer_core.data.images import IMAGE_SUFFIXES, decode_files
     from fer_core.data.near_pairs import hamming, near_duplicate_pairs
     from fer_core.data.phash import exact_digests, phash_batch
-    from fer_core.data.images import IMAGE_SUFFIXES, decode_files
     from fer_core.data.synth import NEAR_COPY_KINDS
 
     root = Path(args.images)

@@ -3,9 +3,9 @@
 Runs the same small sweep twice in this process (same seed, same data, a local Ray each time):
 first the baseline - Ray's W&B callback putting each result into its queue actor and waiting for the
 reply (what fer-sweep did before) - then fer-sweep's send-only queue
-(``sweeps.wandb_logging._SendOnlyQueue``; ``SEND_WITHOUT_WAITING``). For each run it prints the driver's time per part of
-result processing (Tune's ``_process_trial_results`` and, inside it, each callback, the searcher, the
-scheduler), then the ratios. Tune warns "Processing trial results took N s" above 0.5 s.
+(``sweeps.wandb_logging._SendOnlyQueue``; ``SEND_WITHOUT_WAITING``). For each run it prints the
+driver's time per part of result processing (Tune's ``_process_trial_results`` and, inside it,
+each callback, the searcher, the scheduler), then the ratios. Tune warns "Processing trial results took N s" above 0.5 s.
 
     .venv/bin/python benchmarks/driver_result_processing.py               # 6 trials x 8 epochs
     .venv/bin/python benchmarks/driver_result_processing.py --samples 12 --max-epochs 20
@@ -40,6 +40,16 @@ def _timed(owner, name: str, key: str) -> None:
     setattr(owner, name, wrap)
 
 
+def _timed_hook(hook, key: str):
+    def timed(*a, **k):
+        t = time.perf_counter()
+        try:
+            return hook(*a, **k)
+        finally:
+            TIMES[key].append(time.perf_counter() - t)
+    return timed
+
+
 def _instrument() -> None:
     _timed(tune_controller.TuneController, "_process_trial_results", "all result processing")
     _timed(optuna_search.PruningOptunaSearch, "on_trial_result", "searcher.on_trial_result")
@@ -49,15 +59,7 @@ def _instrument() -> None:
     def timed_init(self, callbacks):
         init(self, callbacks)
         for c in callbacks:
-            hook = c.on_trial_result
-
-            def w(*a, _hook=hook, _key=f"{type(c).__name__}.on_trial_result", **k):
-                t = time.perf_counter()
-                try:
-                    return _hook(*a, **k)
-                finally:
-                    TIMES[_key].append(time.perf_counter() - t)
-            c.on_trial_result = w
+            c.on_trial_result = _timed_hook(c.on_trial_result, f"{type(c).__name__}.on_trial_result")
     tune_callback.CallbackList.__init__ = timed_init
 
 

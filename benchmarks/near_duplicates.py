@@ -99,7 +99,7 @@ def bench_search(codes: np.ndarray, planted, thresholds: list[int], skip_brute: 
     for t in thresholds:
         (ai, aj, ad), auto_s = timed(near_duplicate_pairs, codes, t)
         mih, mih_s = timed(near_duplicate_pairs, codes, t, method="mih")
-        assert all(np.array_equal(x, y) for x, y in zip((ai, aj, ad), mih)), "auto != mih"
+        assert all(np.array_equal(x, y) for x, y in zip((ai, aj, ad), mih, strict=True)), "auto != mih"
         chose = near_pairs._choose_method(np.unique(codes), t)  # what "auto" ran
         brute_s = float("nan")
         if not skip_brute:

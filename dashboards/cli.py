@@ -166,6 +166,7 @@ def _run_serve(args) -> int:
     server = make_server(args.experiment, host=args.host, port=args.port, refresh_s=max(1, args.refresh),
                          allow_hosts=args.allow_host, index=args.index)
     host, port = server.server_address[:2]
+    assert isinstance(host, str)  # a TCP socket's address: (host, port[, flowinfo, scope_id])
     shown = f"[{host}]" if ":" in host else host
     from .serve import IndexServer
 

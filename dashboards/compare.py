@@ -22,7 +22,7 @@ __all__ = ["build_compare", "write_compare"]
 
 
 def _best(exp: Experiment, key: str):
-    values = [t.get(key) for t in exp.trials if isinstance(t.get(key), float) and math.isfinite(t[key])]
+    values = [v for t in exp.trials if isinstance(v := t.get(key), float) and math.isfinite(v)]
     return max(values) if values else None
 
 

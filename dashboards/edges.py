@@ -37,6 +37,7 @@ class EdgeWarning:
 
 def position(param: Param, value: float) -> float:
     """Where ``value`` lies in the range: 0.0 at ``low``, 1.0 at ``high`` (log space for log params)."""
+    assert param.low is not None and param.high is not None  # a numeric parameter's range
     lo, hi, v = float(param.low), float(param.high), float(value)
     if param.log:
         if v <= 0 or lo <= 0:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 __all__ = ["esc", "json_for_script", "json_script", "figure", "table", "note", "warning", "section", "page", "Cell",
            "Pick", "GENERATOR", "is_our_page", "INDEX_JS"]
@@ -160,7 +161,8 @@ def _plotly_js() -> str:
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
 main{max-width:1400px;margin:0 auto;padding:16px 24px 48px}
-h1{font-size:1.6em;margin:.4em 0 .2em;word-break:break-all} h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:1.8em}
+h1{font-size:1.6em;margin:.4em 0 .2em;word-break:break-all} \
+h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:1.8em}
 h3{font-size:1.05em;margin:1em 0 .4em}
 section{background:#fff;border:1px solid #e5e5e5;border-radius:6px;padding:4px 16px 12px;margin:16px 0}
 .facts{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:8px 24px}
@@ -176,10 +178,12 @@ table.sortable th{cursor:pointer;user-select:none}
 table.sortable th[aria-sort=ascending]::after{content:" ▲"} table.sortable th[aria-sort=descending]::after{content:" ▼"}
 tr.best td{background:#eef6ee}
 pre{background:#f4f4f4;padding:8px;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
-.note{color:#555;font-style:italic} .warning{background:#fff4e5;border:1px solid #f0b35a;padding:6px 10px;border-radius:4px}
+.note{color:#555;font-style:italic} \
+.warning{background:#fff4e5;border:1px solid #f0b35a;padding:6px 10px;border-radius:4px}
 .plot{width:100%;min-height:200px} .plot-error{color:#b00;border:1px solid #b00;padding:8px}
 .caption{font-size:12px;color:#555;margin-top:0}
-.badge{display:inline-block;background:#ff7f0e;color:#fff;border-radius:4px;padding:1px 8px;font-size:12px;vertical-align:middle}
+.badge{display:inline-block;background:#ff7f0e;color:#fff;border-radius:4px;padding:1px 8px;font-size:12px;\
+vertical-align:middle}
 .side{display:grid;grid-template-columns:1fr 1fr;gap:16px} .side>div{min-width:0}
 """
 
@@ -320,4 +324,5 @@ def page(title: str, body: str, *, live_version: str | None = None, refresh_s: i
             "<link rel=\"icon\" href=\"data:,\">"
             f"<title>{esc(title)}</title><style>{CSS}</style>"
             + (f"<script>{_plotly_js()}</script>" if plotly else "") + f"</head>\n<body><main>{body}</main>"
-            f"<script>{RENDER_JS}</script>" + (f"<script>{script}</script>" if script else "") + f"{live}</body></html>\n")
+            f"<script>{RENDER_JS}</script>" + (f"<script>{script}</script>" if script else "")
+            + f"{live}</body></html>\n")

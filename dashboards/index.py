@@ -360,7 +360,8 @@ def _cells(row: ExperimentRow, link_base: str | None, serve: bool) -> list:
             Cell(row.started, row.started), Cell(row.finished, row.finished),
             Cell(row.data_uri, _data_key(row)), row.data_version, row.space_file,
             Cell(_outcomes_text(row), row.trials), _num(best.get("score")), _num(best.get("final")),
-            _num(best.get("peak")), _confirmed_cell(row), _decision_cell(row), Cell(duration(row.compute_s), row.compute_s),
+            _num(best.get("peak")), _confirmed_cell(row), _decision_cell(row),
+            Cell(duration(row.compute_s), row.compute_s),
             row.user, Cell(row.command, row.command or "", cls="reason")]
 
 

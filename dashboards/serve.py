@@ -38,10 +38,10 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterable
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from fer_core.errors import FerError
@@ -256,8 +256,9 @@ class IndexServer:
 
     def respond(self, path: str, query: str) -> tuple[int, bytes, str, dict]:
         """(status, body, content type, extra headers) of a request for ``path`` (percent-encoded)."""
-        missing = (HTTPStatus.NOT_FOUND, b"not found: this server serves /, /e/<experiment>/ and "
-                   b"/compare?a=<experiment>&b=<experiment>\n", _TEXT, {})
+        missing: tuple[int, bytes, str, dict] = (
+            HTTPStatus.NOT_FOUND,
+            b"not found: this server serves /, /e/<experiment>/ and /compare?a=<experiment>&b=<experiment>\n", _TEXT, {})
         if path in ("/", "/index.html"):
             return HTTPStatus.OK, self.index_page(), _HTML, {}
         if path == "/compare":
@@ -305,6 +306,7 @@ def _handler(dashboard: DashboardServer | IndexServer, quiet: bool, names: froze
         def _route(self, head: bool) -> None:
             host = self.headers.get("Host")
             if not host_allowed(host, names):
+                assert host is not None  # host_allowed answers every request without a Host header
                 shown = host[:100].encode("ascii", "replace").decode()
                 print(f"fer dashboard serve: refused a request for host {shown!r} (not this server's name; "
                       "--allow-host NAME serves it under that name)", file=sys.stderr)

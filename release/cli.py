@@ -50,7 +50,8 @@ def _retrain_parser(sub) -> None:
     p = sub.add_parser(
         "retrain", help="retrain an exported config from scratch, test it once, export TorchScript + model card",
         description="Retrain a config (from 'fer export-best') from scratch, evaluate it once on the test split, "
-                    "and write weights (best.pt, final.pt), model.pt2 + model.onnx (checked against PyTorch), metrics.json, confusion.json/png "
+                    "and write weights (best.pt, final.pt), model.pt2 + model.onnx (checked against PyTorch), "
+                    "metrics.json, confusion.json/png "
                     "and MODEL_CARD.md to --out. --on train reproduces the sweep trial exactly (on CPU); "
                     "--on train+val trains on both, so val metrics are no longer held out.")
     p.add_argument("config", metavar="CONFIG_YAML", help="a trainer config, e.g. best.yaml from 'fer export-best'")

@@ -103,7 +103,7 @@ def format_ranking(ranking: list[dict], sweep_scores: dict[str, float | None]) -
         table.append([str(i), r["trial_id"], _f(r["mean"]), _f(r["std"]), _f(r["min"]), _f(r["max"]),
                       str(r["n"]), str(r["failed"]), _f(sweep_scores.get(r["trial_id"]))])
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in table]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -168,8 +168,8 @@ def _check_counts(top, seeds, concurrency) -> None:
 
 def _plan(exp_dir, top: int, seeds: int, cpus_per_task: float | None, gpus_per_task: float | None) -> _Plan:
     """The top ``top`` completed trials by score, their seeds, and each run's CPUs and GPUs (default: the sweep's)."""
-    from release.export import load_experiment, rank_trials
     from fer_core.safepaths import check_writable
+    from release.export import load_experiment, rank_trials
 
     exp = load_experiment(exp_dir)
     if exp.store.local:                                   # results go there: fail now, not after the training
@@ -300,7 +300,8 @@ def _write_results(plan: _Plan, rows: list[dict], *, command: str | None, wall_s
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments of ``fer confirm`` and ``python -m fer_cli confirm``."""
     p.add_argument("experiment", metavar="EXPERIMENT_DIR", help="a finished sweep's folder (<storage>/<name>)")
-    p.add_argument("--top", type=int, default=3, help="configurations to confirm: the best K completed trials by score (default: 3)")
+    p.add_argument("--top", type=int, default=3,
+                   help="configurations to confirm: the best K completed trials by score (default: 3)")
     p.add_argument("--seeds", type=int, default=3,
                    help=f"fresh seeds per configuration: sweep seed + {SEED_OFFSET} + 0..N-1 (default: 3)")
     p.add_argument("--concurrency", type=int, default=None,

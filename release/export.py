@@ -42,9 +42,7 @@ from fer_core.errors import FerError
 from fer_core.numbers import fmt, is_finite as _finite
 from fer_core.train.config import TrainConfig, dump_config
 from fer_core.validate import KEY, check_int
-
-from sweeps.experiment import Experiment
-from sweeps.experiment import load_experiment as _load_experiment
+from sweeps.experiment import Experiment, load_experiment as _load_experiment
 
 from . import provenance as _provenance
 from .provenance import is_export
@@ -97,7 +95,9 @@ def best_trials(exp: Experiment, by: str = "score", top: int = 1) -> list[dict]:
     if by == "confirmed":
         from experiment_store import read_confirm, summarize
 
-        ranking = summarize(read_confirm(exp.store))
+        rows = read_confirm(exp.store)
+        assert rows is not None  # required (the default): a missing confirm.parquet raises instead
+        ranking = summarize(rows)
         if not ranking:
             raise FerError(f"{exp.store.file('confirm.parquet')}: no confirmation run has a score; "
                            f"rerun 'fer confirm {exp.where}'")
@@ -161,7 +161,7 @@ def export_best(exp_dir: str | Path, out: str | Path, *, by: str = "score", top:
             raise FerError(f"--out {path}: exists and is not a config exported by 'fer export-best', so it is not "
                            "replaced; choose another --out")
     written = []
-    for pick, path in zip(picks, paths):
+    for pick, path in zip(picks, paths, strict=True):
         cfg = exp.config(pick["row"])
         prov = _provenance.build(exp, pick, by)
         if isinstance(path, Path):
@@ -191,7 +191,8 @@ def _record(exp: Experiment, by: str, written: list[dict]) -> None:
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     decisions = [Decision(action="export-best", trial_id=str(w["trial_id"]), by=by, rank=int(w["rank"]),
                           value=w["value"], score=w["provenance"]["metrics"].get("score"),
-                          file=redact(str(w["path"].resolve() if isinstance(w["path"], Path) else w["path"])), time=now, user=user) for w in written]
+                          file=redact(str(w["path"].resolve() if isinstance(w["path"], Path) else w["path"])),
+                          time=now, user=user) for w in written]
     try:
         record_decisions(exp.store, decisions)
     except (OSError, FerError) as exc:

@@ -23,11 +23,15 @@ import io
 import json
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from fer_core.errors import FerError
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 __all__ = ["PT2_FILE", "ONNX_FILE", "INFO_KEY", "TOLERANCE", "model_info", "export_model", "load_onnx", "OnnxModel"]
 
@@ -67,7 +71,10 @@ def export_model(model: torch.nn.Module, sample: torch.Tensor, info: dict) -> Ex
     """
     if sample.ndim != 4 or sample.shape[0] < 2:
         raise FerError(f"export needs a sample batch (N >= 2, C, H, W); got shape {tuple(sample.shape)}")
-    net = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float().eval()
+    # Module.to takes a device and memory_format together (torch._C._nn._parse_to); its stub overloads do not.
+    net = copy.deepcopy(model)
+    net = net.to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    net = net.float().eval()
     sample = sample.to("cpu").float().contiguous()
     other = torch.cat([sample, sample[:1].flip(-1)])            # another batch size, other values
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -103,6 +110,7 @@ def _to_onnx(net: torch.nn.Module, sample: torch.Tensor, shapes: tuple, info: di
                                         output_names=["logits"], verbose=False)
         except Exception as exc:  # noqa: BLE001
             raise FerError(f"ONNX export of {type(net).__name__} failed: {_first_line(exc)}") from None
+    assert program is not None  # None only for the legacy exporter (dynamo=False)
     proto = program.model_proto
     entry = proto.metadata_props.add()
     entry.key, entry.value = INFO_KEY, json.dumps(info)
@@ -112,17 +120,17 @@ def _to_onnx(net: torch.nn.Module, sample: torch.Tensor, shapes: tuple, info: di
 
 def _compare(what: str, got: list[torch.Tensor], expected: list[torch.Tensor]) -> dict:
     diff = 0.0
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         if g.shape != e.shape:
             raise FerError(f"{what} export gives logits of shape {tuple(g.shape)}, PyTorch {tuple(e.shape)}")
         diff = max(diff, float((g.float() - e).abs().max()))
-        if not torch.allclose(g.float(), e, **TOLERANCE):
+        if not torch.allclose(g.float(), e, rtol=TOLERANCE["rtol"], atol=TOLERANCE["atol"]):
             raise FerError(f"{what} export does not reproduce the model's logits (max abs difference {diff:.3g}, "
                            f"tolerance rtol {TOLERANCE['rtol']:g} atol {TOLERANCE['atol']:g})")
     return {"max_abs_diff": diff, "batch_sizes": [int(e.shape[0]) for e in expected], **TOLERANCE}
 
 
-def _session(blob: bytes):
+def _session(blob: bytes) -> ort.InferenceSession:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -141,7 +149,7 @@ class OnnxModel:
 
     path: str
     info: dict
-    session: object
+    session: ort.InferenceSession
 
     @property
     def classes(self) -> list[str]:

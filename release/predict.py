@@ -68,10 +68,10 @@ def predict(model_path: str | os.PathLike, inputs: list[str]) -> tuple[list[dict
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         probs /= probs.sum(axis=1, keepdims=True)
-        for i, p in zip(decoded.ok, probs):
+        for i, p in zip(decoded.ok, probs, strict=False):
             k = int(p.argmax())
             rows.append({"file": files[int(i)], "label": model.classes[k], "confidence": float(p[k]),
-                         "probs": {c: float(v) for c, v in zip(model.classes, p)}})
+                         "probs": {c: float(v) for c, v in zip(model.classes, p, strict=False)}})
     return rows, failures, model.info
 
 
@@ -103,7 +103,8 @@ def write_predictions(path: str | os.PathLike, rows: list[dict], classes: list[s
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["file", "label", "confidence", *[f"p_{c}" for c in classes]])
         for r in rows:
-            writer.writerow([r["file"], r["label"], f"{r['confidence']:.6f}", *[f"{r['probs'][c]:.6f}" for c in classes]])
+            writer.writerow([r["file"], r["label"], f"{r['confidence']:.6f}",
+                             *[f"{r['probs'][c]:.6f}" for c in classes]])
         text = buf.getvalue()
     return write_text(path, text)
 

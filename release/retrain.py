@@ -40,10 +40,10 @@ from fer_core.errors import FerError
 from fer_core.jsonio import dumps
 from fer_core.numbers import fmt
 from fer_core.storage import folder_writer, redact
-from release.model_export import INFO_KEY, ONNX_FILE, PT2_FILE, export_model, model_info
 from fer_core.train.checkpoint import BEST_FILE, FINAL_FILE, load_weights, save_weights
 from fer_core.train.config import TrainConfig, load_config
 from fer_core.train.data import TrainData, load_train_data
+from release.model_export import INFO_KEY, ONNX_FILE, PT2_FILE, export_model, model_info
 
 from . import provenance
 
@@ -129,6 +129,7 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
         if result.status == "diverged":
             raise FerError(f"retrain of {config_path} diverged: {result.message}")
         model = result.model
+        assert model is not None  # train() always returns the model it trained
         final_epoch = len(result.history)
         save_weights(tmp / FINAL_FILE, model, epoch=final_epoch, val_acc=result.final.get("val_acc"),
                      config=cfg.to_dict(), data_version=data.version, classes=data.classes)
@@ -144,7 +145,7 @@ def retrain(config_path: str | os.PathLike, *, on: str = "train", out: str | os.
                        title=f"{cfg.model} - test ({weights} weights, epoch {eval_epoch})")
         # --- the shipped files: torch.export and ONNX, each checked against PyTorch ---------------
         exported = _export(model, data, prov, tmp, out)
-        counts = {s: dict(zip(data.classes, data.counts(s))) for s in ("train", "val", "test")}
+        counts = {s: dict(zip(data.classes, data.counts(s), strict=False)) for s in ("train", "val", "test")}
         final = result.final
         info = {
             "config_file": str(config_path), "on": on, "val_held_out": on == "train",
@@ -200,7 +201,8 @@ def _export(model: torch.nn.Module, data: TrainData, prov: dict, tmp: Path, out)
 def model_card(info: dict, cfg: TrainConfig) -> str:
     """``MODEL_CARD.md``: data, config, test metrics, provenance, intended use, how to load it."""
     d, t, prov, classes = info["data"], info["test"], info["provenance"], info["data"]["classes"]
-    title = f"{cfg.model}" + (f", trial {prov['trial_id']} of sweep {prov['experiment']}" if prov.get("trial_id") else "")
+    title = f"{cfg.model}" + (f", trial {prov['trial_id']} of sweep {prov['experiment']}"
+                              if prov.get("trial_id") else "")
     lines = [f"# Model card: {title}", "",
              f"Retrained from scratch from `{info['config_file']}` on the **{info['on']}** split"
              f"{'s' if info['on'] == 'train+val' else ''} ({info['train_images']} images) for {info['epochs']} epochs "
@@ -246,7 +248,8 @@ def model_card(info: dict, cfg: TrainConfig) -> str:
         if prov.get("confirmed"):
             c = prov["confirmed"]
             lines.append(f"- confirmed with fresh seeds {c.get('seeds')}: mean score {_num(c.get('mean'))} "
-                         f"(std {_num(c.get('std'))}, min {_num(c.get('min'))}, max {_num(c.get('max'))}, n {c.get('n')})")
+                         f"(std {_num(c.get('std'))}, min {_num(c.get('min'))}, max {_num(c.get('max'))}, "
+                         f"n {c.get('n')})")
         lines += [f"- sweep command: `{prov.get('sweep_command')}`", f"- exported: {prov.get('exported_at')}"]
     else:
         lines.append(f"- not exported from a sweep (no provenance block in `{info['config_file']}`)")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any, Dict, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ray.tune.stopper import Stopper
 
@@ -73,9 +74,9 @@ class CollapseState:
         self._sign = 1.0 if mode == "max" else -1.0
         self._recent: deque = deque(maxlen=window)  # signed values, NaN for non-finite ones
         self.num_results = 0
-        self.peak: Optional[float] = None  # best finite value so far (max or min by mode)
+        self.peak: float | None = None  # best finite value so far (max or min by mode)
         self.peak_time: Any = None
-        self.final: Optional[float] = None  # the last value, as reported (NaN for None)
+        self.final: float | None = None  # the last value, as reported (NaN for None)
         self.smoothed: float = math.nan  # mean of the last `window` values
         self.gap: float = math.nan  # how much worse `smoothed` is than `peak` (>= 0)
         self.streak = 0  # consecutive collapsed results since the grace period
@@ -83,7 +84,7 @@ class CollapseState:
         self._at_peak = False  # the latest value equals the peak
         self.stopped = False
         self.stop_time: Any = None
-        self.reason: Optional[str] = None
+        self.reason: str | None = None
 
     def update(self, value: Any, time: Any = None) -> bool:
         """Feed the next value (``time`` defaults to its 1-based index); True means stop."""
@@ -99,7 +100,8 @@ class CollapseState:
         if not math.isnan(signed) and (self.peak is None or signed > self._sign * self.peak):
             self.peak, self.peak_time = v, time  # ties keep the first time the peak was reached
             self._peak_index = self.num_results
-        self._at_peak = not math.isnan(signed) and signed == self._sign * self.peak
+        # A finite value has just set the peak if there was none, so the peak is not None here.
+        self._at_peak = not math.isnan(signed) and self.peak is not None and signed == self._sign * self.peak
         mean_signed = math.fsum(self._recent) / len(self._recent)  # NaN if any value is NaN
         self.smoothed = self._sign * mean_signed
         self.gap = (self._sign * self.peak - mean_signed) if self.peak is not None else math.nan
@@ -118,17 +120,19 @@ class CollapseState:
         self.stopped, self.stop_time, self.reason = True, time, self._reason()
         return True
 
-    def _threshold(self) -> float:
-        return self.margin * abs(self.peak) if self.relative else self.margin
+    def _threshold(self, peak: float) -> float:
+        return self.margin * abs(peak) if self.relative else self.margin
 
     def _collapsed(self) -> bool:
         if math.isnan(self.gap):  # a non-finite value in the window is the worst possible value
             return True
+        peak = self.peak
+        assert peak is not None  # the gap is NaN until a finite value has set the peak
         # The peak is inside the window, or the latest value is back at it: not falling.
         if self._peak_index > self.num_results - len(self._recent) or self._at_peak:
             return False
-        threshold = self._threshold()
-        return self.gap > threshold + _REL_TOL * max(1.0, abs(self.peak))
+        threshold = self._threshold(peak)
+        return self.gap > threshold + _REL_TOL * max(1.0, abs(peak))
 
     def _reason(self) -> str:
         side, best = ("below", "the peak") if self.mode == "max" else ("above", "the minimum")
@@ -146,7 +150,7 @@ class CollapseState:
             text += f", {self.streak} results in a row (patience {self.patience})"
         return text
 
-    def epoch_reason(self) -> Optional[str]:
+    def epoch_reason(self) -> str | None:
         """The reason as a trial records it in its own results (``collapse_reason``; None until stopped),
         times as 1-based epochs: ``collapsed at epoch 4: mean of last 2 val_acc 0.540 is 0.060 below
         the peak 0.600 at epoch 2``."""
@@ -157,7 +161,7 @@ class CollapseState:
         return (f"collapsed at epoch {self.stop_time}: mean of last {self.window} {self.metric} {self.smoothed:.3f} "
                 f"is {self.gap:.3f} {side} {best} {peak:.3f} at epoch {self.peak_time or 0}")
 
-    def summary(self) -> Dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         """Plain-python record of this trial (see `CollapseStopper.summary`)."""
         return {
             "peak": self.peak,
@@ -178,10 +182,11 @@ class CollapseStopper(Stopper):
     The rule, per trial: from its ``grace_period``-th result on, the smoothed recent value is the
     mean of its last ``window`` values of ``metric`` and the peak is the best single value seen so
     far (highest in "max" mode, lowest in "min" mode). The trial has *collapsed* when the peak came
-    before those ``window`` values and the smoothed value is worse than the peak by more than ``margin`` (metric units; with ``relative=True`` a
-    fraction of the peak's magnitude). The trial stops at the first result that completes
-    ``patience + 1`` collapsed results in a row; a result that is not collapsed resets the count.
-    So the earliest possible stop is result ``grace_period + patience``.
+    before those ``window`` values and the smoothed value is worse than the peak by more than
+    ``margin`` (metric units; with ``relative=True`` a fraction of the peak's magnitude). The trial
+    stops at the first result that completes ``patience + 1`` collapsed results in a row; a result
+    that is not collapsed resets the count. So the earliest possible stop is result
+    ``grace_period + patience``.
 
     Example:
 
@@ -240,13 +245,13 @@ class CollapseStopper(Stopper):
             raise ValueError(f"metric must be a non-empty string, got {metric!r}")
         if not isinstance(time_attr, str) or not time_attr:
             raise ValueError(f"time_attr must be a non-empty string, got {time_attr!r}")
-        self._rule = dict(mode=mode, grace_period=grace_period, window=window, margin=margin,
-                          patience=patience, relative=relative)
+        self._rule: dict[str, Any] = dict(mode=mode, grace_period=grace_period, window=window, margin=margin,
+                                          patience=patience, relative=relative)
         _validate(**self._rule)
         self._metric, self._time_attr = metric, time_attr
-        self._trials: Dict[str, CollapseState] = {}
+        self._trials: dict[str, CollapseState] = {}
 
-    def __call__(self, trial_id: str, result: Dict[str, Any]) -> bool:
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         if self._metric not in result:
             raise ValueError(
                 f"CollapseStopper: metric {self._metric!r} is not in the result of trial "
@@ -260,7 +265,7 @@ class CollapseStopper(Stopper):
     def stop_all(self) -> bool:
         return False
 
-    def summary(self, trial_id: str) -> Dict[str, Any]:
+    def summary(self, trial_id: str) -> dict[str, Any]:
         """The trial's record: metric, mode, peak, peak_epoch, final (last value), smoothed
         (mean of the last ``window`` values; at the stop once stopped), gap (how much worse
         smoothed is than the peak), num_results, stopped, stop_epoch and reason (None until
@@ -271,14 +276,14 @@ class CollapseStopper(Stopper):
         return {"metric": self._metric, "mode": self._rule["mode"],
                 **self._trials[trial_id].summary()}
 
-    def stopped_trials(self) -> Dict[str, Dict[str, Any]]:
+    def stopped_trials(self) -> dict[str, dict[str, Any]]:
         """``{trial_id: summary}`` for every trial this stopper stopped, in first-seen order."""
         return {tid: self.summary(tid) for tid, state in self._trials.items() if state.stopped}
 
 
 def collapse_check(values: Sequence[Any], *, mode: str = "max", grace_period: int = 5,
                    window: int = 3, margin: float = 0.02, patience: int = 0,
-                   relative: bool = False) -> Optional[int]:
+                   relative: bool = False) -> int | None:
     """The 1-based index at which `CollapseStopper`'s rule stops ``values``, or None if never.
 
     Same arguments and the same code path (`CollapseState.update`) as the stopper.
@@ -314,7 +319,7 @@ class ReportedCollapseStopper(Stopper):
     def __init__(self, key: str = "collapsed"):
         self.key = key
 
-    def __call__(self, trial_id: str, result: Dict) -> bool:
+    def __call__(self, trial_id: str, result: dict) -> bool:
         return bool(result.get(self.key))
 
     def stop_all(self) -> bool:

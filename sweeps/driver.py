@@ -95,7 +95,8 @@ class _Experiment:
     """Where the sweep runs, and the launch a resume or an extension continues."""
 
     name: str
-    storage: str                  # as Tune gets it: the folder, or the URI as given (its query - endpoint options - kept)
+    storage: str                  # as Tune gets it: the folder, or the URI as given (its query - endpoint options -
+                                  # kept)
     local: bool                   # a local path or file://: a folder on this machine
     store: ExperimentStore
     exists: bool
@@ -163,7 +164,8 @@ def _locate(cfg: SweepConfig, argv: list[str]) -> tuple[SweepConfig, _Experiment
     if exists and not cfg.continuing and not cfg.overwrite:
         raise FerError(f"{store} already exists; pass --resume to continue it or choose another --name")
     if cfg.continuing and not exists:
-        raise FerError(f"{'--resume' if cfg.resume else '--extend'}: {store} does not exist; check --storage and --name")
+        raise FerError(f"{'--resume' if cfg.resume else '--extend'}: {store} does not exist; "
+                       "check --storage and --name")
     launch = store.read_record() if cfg.continuing else None
     if cfg.extend is not None and (launch is None or not launch.finished):
         raise FerError(f"--extend: {store} has not finished (no complete sweep.json); finish it with --resume first")
@@ -204,8 +206,8 @@ def _check_storage(cfg: SweepConfig, exp: _Experiment) -> None:
             check_replaceable(exp.store.location.path, kind="sweep experiment", markers=MARKERS, overwrite=True,
                               protect=(cfg.data, cfg.space), flag="--name")
         elif not (exp.store.has("sweep.json") or exp.store.has("tuner.pkl")):
-            raise FerError(f"--name: {exp.store} is not a sweep experiment (no sweep.json or tuner.pkl), so --overwrite "
-                           "will not replace it; choose another --name")
+            raise FerError(f"--name: {exp.store} is not a sweep experiment (no sweep.json or tuner.pkl), "
+                           "so --overwrite will not replace it; choose another --name")
     if exp.local:
         check_writable(exp.storage, flag="--storage")
 
@@ -477,7 +479,8 @@ def _write_outputs(cfg: SweepConfig, argv, prog, store, launch, space, grid, wal
     summary = format_summary(rows, keys=[f"config/{k}" for k in space.names][:7])
     best = max((r for r in rows if r.get("score") is not None), key=lambda r: r["score"], default=None)
     record = replace(
-        launch, trials=len(rows), outcomes={o: sum(r["outcome"] == o for r in rows) for o in {r["outcome"] for r in rows}},
+        launch, trials=len(rows),
+        outcomes={o: sum(r["outcome"] == o for r in rows) for o in {r["outcome"] for r in rows}},
         epochs_total=int(sum(r["epochs"] for r in rows)), compute_s=float(sum(r["time_s"] or 0 for r in rows)),
         best=best, finished=_now(), wall_s=launch.wall_s if launch.wall_s is not None else wall,
         resumes=list(launch.resumes))

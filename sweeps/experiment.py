@@ -3,8 +3,9 @@
 The files are read through ``experiment_store`` (a local folder or any storage URI). A finished
 sweep (``sweeps/regularization.py``) leaves ``trials.parquet``, ``epochs.parquet`` and ``sweep.json``
 in ``<storage>/<name>/``. While it runs the tables do not exist yet; then the trials are read from
-Tune's own files instead (``sweeps.live``), and trials without a final result are ``running``. The data set's ``manifest.json`` (at ``sweep.json``'s ``data.uri``) adds class counts
-per split and the quality summary when it is readable; a dashboard never fails for lack of it.
+Tune's own files instead (``sweeps.live``), and trials without a final result are ``running``. The
+data set's ``manifest.json`` (at ``sweep.json``'s ``data.uri``) adds class counts per split and the
+quality summary when it is readable; a dashboard never fails for lack of it.
 
     >>> exp = load_experiment("runs/sweeps/reg1")
     >>> exp.name, len(exp.trials), exp.outcome_counts()["completed"], exp.best["score"]
@@ -18,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiment_store import (EPOCHS, MAIN_OUTCOMES, TRIALS, DataRef, ExperimentError, ExperimentStore,
-                              SweepRecord)
+from experiment_store import EPOCHS, MAIN_OUTCOMES, TRIALS, DataRef, ExperimentError, ExperimentStore, SweepRecord
 from fer_core.errors import FerError
 from fer_core.numbers import is_finite as _finite
 from fer_core.storage import StorageError
@@ -149,7 +149,8 @@ class Experiment:
                                 where=f"{self.where} trial {row['trial_id']}")
         except ConfigError as exc:
             raise ExperimentError(f"{exc} (the experiment's sweep.json and trials.parquet do not give a valid "
-                                  "trainer config; was it written by another version of sweeps/regularization.py?)") from None
+                                  "trainer config; was it written by another version of "
+                                  "sweeps/regularization.py?)") from None
 
 
 def _as_choice(value, choices: tuple | None):
@@ -188,7 +189,7 @@ def _infer_params(trials: list[dict]) -> list[Param]:
         names.extend(k[7:] for k in t if k.startswith("config/") and k[7:] not in names)
     out = []
     for name in names:
-        values = [t.get(f"config/{name}") for t in trials if t.get(f"config/{name}") is not None]
+        values = [v for t in trials if (v := t.get(f"config/{name}")) is not None]
         numeric = [v for v in values if _finite(v)]
         if values and len(numeric) == len(values) and not all(isinstance(v, int) for v in values):
             out.append(Param(name, "float", low=min(numeric), high=max(numeric)))
@@ -245,8 +246,9 @@ def _load(store: ExperimentStore, finished: bool) -> Experiment:
         for name in ("sweep.json", TRIALS):
             if not store.has(name):
                 raise ExperimentError(
-                    f"{store}: not a finished sweep experiment: {store.file(name)} is missing (sweeps/regularization.py "
-                    "writes sweep.json and trials.parquet when the sweep ends; continue an interrupted one with "
+                    f"{store}: not a finished sweep experiment: {store.file(name)} is missing "
+                    "(sweeps/regularization.py writes sweep.json and trials.parquet when the sweep ends; "
+                    "continue an interrupted one with "
                     "--resume --name <experiment>)")
     record = store.read_record()
     if finished:

@@ -9,8 +9,8 @@ work asks for them, and on leaving stops a local Ray it started (unless told to 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from fer_core.errors import FerError
 from fer_core.progress import say

@@ -123,7 +123,7 @@ def format_summary(rows: list[dict], top: int = 10, keys: list[str] | None = Non
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     lines.append(f"top {len(ranked)} by score (mean val acc of the last epochs):")
     for j, row in enumerate(table):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 from fer_core.errors import FerError
 from sweeps.wandb_logging import add_arguments as add_wandb_arguments
@@ -193,7 +194,8 @@ class SweepConfig:
             raise FerError("--overwrite and --resume contradict each other: pick one")
         if self.extend is not None:
             if not self.name or self.resume or self.overwrite:
-                raise FerError("--extend N adds trials to the finished experiment --name (without --resume or --overwrite)")
+                raise FerError("--extend N adds trials to the finished experiment --name "
+                               "(without --resume or --overwrite)")
             if self.extend < 1:
                 raise FerError(f"--extend: must be >= 1; got {self.extend}")
 
@@ -234,13 +236,15 @@ class SweepConfig:
                 continue
             if isinstance(value, str) and "***" in value:    # recorded with its secrets redacted: needs the real one
                 if not given:
-                    raise FerError(f"{flag}: this experiment's launch used a location with credentials in it ({value}); "
-                                   f"pass {flag} again to resume (better: credentials in the environment, not the URI)")
+                    raise FerError(f"{flag}: this experiment's launch used a location with credentials in it "
+                                   f"({value}); pass {flag} again to resume (better: credentials in the environment, "
+                                   "not the URI)")
                 continue
             mine, theirs = _as_recorded(getattr(self, key)), _as_recorded(value)
             if given and mine != theirs:
-                raise FerError(f"{flag}: {mine!r} differs from this experiment's launch ({theirs!r}); a resume continues "
-                               f"with the launch's settings - drop {flag}, or start a new experiment with another --name")
+                raise FerError(f"{flag}: {mine!r} differs from this experiment's launch ({theirs!r}); "
+                               f"a resume continues with the launch's settings - drop {flag}, "
+                               "or start a new experiment with another --name")
             out[key] = value
         return dataclasses.replace(self, **out)
 

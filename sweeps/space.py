@@ -46,6 +46,11 @@ class SpaceError(FerError, ValueError):
     """A search space that cannot be used; the message names the file and key."""
 
 
+def _when_pairs(when: dict) -> tuple[tuple[str, tuple], ...]:
+    """``{key: value or [values]}`` (the YAML and ``sweep.json`` form) as ``((key, allowed values), ...)``."""
+    return tuple((k, tuple(v) if isinstance(v, (list, tuple)) else (v,)) for k, v in when.items())
+
+
 @dataclass(frozen=True)
 class Param:
     """One searched hyperparameter. ``when``: ``((key, allowed values), ...)``; a mapping
@@ -62,8 +67,7 @@ class Param:
 
     def __post_init__(self):
         if isinstance(self.when, dict):
-            object.__setattr__(self, "when", tuple(
-                (k, tuple(v) if isinstance(v, (list, tuple)) else (v,)) for k, v in self.when.items()))
+            object.__setattr__(self, "when", _when_pairs(self.when))
 
     @property
     def numeric(self) -> bool:
@@ -77,6 +81,7 @@ class Param:
         if self.type == "float":
             return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
         if self.type == "int":
+            assert self.low is not None and self.high is not None  # a numeric parameter has its range
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
         return trial.suggest_categorical(self.name, list(self.choices))
 
@@ -146,11 +151,11 @@ class SearchSpace:
         return out
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "space") -> "SearchSpace":
+    def from_dict(cls, raw: dict, source: str = "space") -> SearchSpace:
         """The space ``to_dict`` wrote (``sweep.json``'s ``space``), read back without validation."""
         params = [Param(name=str(name), type=spec.get("type", "float"), low=spec.get("low"), high=spec.get("high"),
                         log=bool(spec.get("log", False)), step=spec.get("step"),
-                        choices=tuple(spec.get("choices") or ()), when=dict(spec.get("when") or {}))
+                        choices=tuple(spec.get("choices") or ()), when=_when_pairs(dict(spec.get("when") or {})))
                   for name, spec in (raw.get("params") or {}).items()]
         return cls(params=params, fixed=dict(raw.get("fixed") or {}), source=source)
 
@@ -197,7 +202,8 @@ def parse_space(raw: Any, source: str = "space") -> SearchSpace:
     valid = set(TrainConfig.keys())
     for key in fixed:
         if key not in valid:
-            raise SpaceError(f"{source}: fixed.{key} is not a trainer config key; valid keys: {', '.join(sorted(valid))}")
+            raise SpaceError(f"{source}: fixed.{key} is not a trainer config key; "
+                             f"valid keys: {', '.join(sorted(valid))}")
     try:
         resolve_config(dict(fixed), where=f"{source}: fixed")
     except ConfigError as exc:
@@ -217,7 +223,8 @@ def parse_space(raw: Any, source: str = "space") -> SearchSpace:
             raise SpaceError(f"{where}: must be a mapping like {{type: float, low: 0.0, high: 0.5}}")
         extra = set(spec) - {"type", "low", "high", "log", "step", "choices", "when"}
         if extra:
-            raise SpaceError(f"{where}: unknown field(s) {sorted(extra)}; fields: type, low, high, log, step, choices, when")
+            raise SpaceError(f"{where}: unknown field(s) {sorted(extra)}; "
+                             "fields: type, low, high, log, step, choices, when")
         kind = spec.get("type")
         if kind not in TYPES:
             raise SpaceError(f"{where}: type must be one of {', '.join(TYPES)}; got {kind!r}")
@@ -273,7 +280,8 @@ def _parse_when(where: str, when, seen: dict[str, Param]) -> tuple:
         allowed = tuple(allowed) if isinstance(allowed, list) else (allowed,)
         bad = [a for a in allowed if a not in seen[key].choices]
         if bad:
-            raise SpaceError(f"{where}: 'when' {key} value(s) {bad!r} are not among its choices {list(seen[key].choices)}")
+            raise SpaceError(f"{where}: 'when' {key} value(s) {bad!r} are not among its choices "
+                             f"{list(seen[key].choices)}")
         out.append((key, allowed))
     return tuple(out)
 

@@ -51,10 +51,10 @@ def annotate(metrics: dict, history: list[float], epochs_total: int, rules: dict
     out.update(peak=peak, peak_epoch=peak_epoch, final=history[-1])
     collapse = rules.get("collapse")
     state = collapse_state(history, metric="val_acc", **collapse) if collapse else None
-    stopped = state is not None and state.stopped
-    out["collapsed"] = stopped                       # from the epoch the rule fired on (sticky)
-    out["collapse_epoch"] = state.stop_time if stopped else 0
-    out["collapse_reason"] = state.epoch_reason() if stopped else ""
+    fired = state if state is not None and state.stopped else None
+    out["collapsed"] = fired is not None             # from the epoch the rule fired on (sticky)
+    out["collapse_epoch"] = fired.stop_time if fired is not None else 0
+    out["collapse_reason"] = fired.epoch_reason() if fired is not None else ""
     out["trial_status"] = metrics.get("status") or ("completed" if metrics.get("epoch") == epochs_total else "running")
     if "val_confusion" in out:    # a JSON string: loggers (CSV, W&B) keep it whole
         out["val_confusion"] = json.dumps(out["val_confusion"])

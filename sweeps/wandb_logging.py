@@ -190,7 +190,8 @@ class _SendOnlyQueue:
         return getattr(self._queue, name)
 
 
-def make_callback(mode: str, *, project: str, group: str, exp_dir: str, runs_dir: str | os.PathLike | None = None):
+def make_callback(mode: str, *, project: str | None, group: str, exp_dir: str,
+                  runs_dir: str | os.PathLike | None = None):
     """The Tune callback logging every trial to W&B in ``mode``; None when disabled.
 
     Runs go to ``runs_dir`` (default: ``<exp_dir>/wandb`` for a local experiment).

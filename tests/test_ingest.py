@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from conftest import face, save
-from fer_core.data.near_pairs import near_duplicate_pairs
-from fer_core.data.phash import phash_batch
 from fer_core.data.ingest import DEFAULT_NEAR_DISTANCE, IngestOptions, ingest
 from fer_core.data.loader import load_split
+from fer_core.data.near_pairs import near_duplicate_pairs
+from fer_core.data.phash import phash_batch
 from fer_core.errors import DataError, FerError
 
 

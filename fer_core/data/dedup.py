@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+
 from .near_pairs import near_duplicate_pairs
 
 SPLIT_PRIORITY = {"train": 0, "val": 1, "test": 2, None: 3}
@@ -41,7 +42,7 @@ def duplicate_groups(digests: np.ndarray, phashes: np.ndarray, max_distance: int
         else (np.empty(0, np.int64),) * 3
     rows = np.concatenate([exact_i[keep], near_i])
     cols = np.concatenate([exact_j[keep], near_j])
-    from scipy.sparse import coo_matrix                     # here, not at import: 'fer data --help' stays quick
+    from scipy.sparse import coo_matrix  # here, not at import: 'fer data --help' stays quick
     from scipy.sparse.csgraph import connected_components
 
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))

@@ -16,13 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import storage
-from ..safepaths import is_uri
-from .. import progress as prog
+from .. import progress as prog, storage
 from ..errors import DataError
-from . import classes as cls
-from . import dedup, phash, report, split as splitting
-from .readers import read_source, SourceData, Skipped
+from ..safepaths import is_uri
+from . import classes as cls, dedup, phash, report, split as splitting
+from .readers import Skipped, SourceData, read_source
 from .relabels import read_relabels
 from .shards import write_manifest, write_shards
 
@@ -92,9 +90,12 @@ def ingest(opts: IngestOptions) -> dict:
     ``out`` may be a URI too (``fer_core.storage.folder_writer``).
     """
     with contextlib.ExitStack() as stack:
-        local = replace(opts, src=_local(opts.src, stack), merge=_local(opts.merge, stack),
+        src = _local(opts.src, stack)
+        assert src is not None  # _local gives None only for None
+        local = replace(opts, src=src, merge=_local(opts.merge, stack),
                         name=opts.name or (storage.locate(opts.src).name if is_uri(opts.src) else None))
-        return _ingest(local, recorded_as={local.src: storage.redact(opts.src), local.merge: storage.redact(opts.merge or "")})
+        return _ingest(local, recorded_as={local.src: storage.redact(opts.src),
+                                           local.merge: storage.redact(opts.merge or "")})
 
 
 def _local(uri: str | None, stack: contextlib.ExitStack) -> str | None:
@@ -231,6 +232,7 @@ def _read_sources(opts: IngestOptions) -> ImagePool:
 
 def _read_merge(opts: IngestOptions, primary_name: str) -> SourceData:
     """The --merge source, renamed when it has the primary's name; its images get no split of their own."""
+    assert opts.merge is not None  # called only with --merge
     _say(opts, f"reading merge source {opts.merge}")
     merged = read_source(opts.merge, opts.merge_format, size=opts.size, color=opts.color,
                          workers=opts.workers, progress=opts.progress)
@@ -266,14 +268,14 @@ def _apply_relabels(pool: ImagePool, relabels: dict[str, str | None], opts: Inge
 
 def _select_classes(pool: ImagePool, selection: tuple[str, ...] | None, opts: IngestOptions) -> None:
     """Keep the images of the selected classes (default: every class present) and index their labels."""
-    present = cls.ordered({lab for lab, k in zip(pool.names, pool.keep) if k})
+    present = cls.ordered({lab for lab, k in zip(pool.names, pool.keep, strict=True) if k})
     class_names = list(selection or present)
     if selection:
         empty = [c_ for c_ in selection if c_ not in present]
         if empty:
             raise DataError(f"{opts.src}: selected class(es) {', '.join(empty)} have no images; "
                             f"classes present: {', '.join(present)}")
-    pool.excluded = Counter(lab for lab, k in zip(pool.names, pool.keep) if k and lab not in class_names)
+    pool.excluded = Counter(lab for lab, k in zip(pool.names, pool.keep, strict=True) if k and lab not in class_names)
     sel = np.flatnonzero(pool.keep & np.array([lab in class_names for lab in pool.names]))
     pool.images, pool.rank = pool.images[sel], pool.rank[sel]
     pool.ids = [pool.ids[k] for k in sel]
@@ -312,6 +314,7 @@ def _cap_merge(pool: ImagePool, merge_cap: int | str, opts: IngestOptions) -> No
         rng.shuffle(cand)
         keep[cand[free:]] = False
         added[pool.class_names[k]] = int(min(free, len(cand)))
+    assert pool.duplicates is not None  # set by _remove_duplicates, which runs first
     pool.merge_stats = {"source": pool.sources[1].name, "cap": merge_cap, "added": added,
                         "available": int(np.sum(pool.duplicates.keep & (rank == 1)))}
 
@@ -390,6 +393,7 @@ def _quality(pool: ImagePool, opts: IngestOptions) -> dict:
     """The manifest's quality section: what every stage removed or changed."""
     relabels = {**pool.relabel_stats,
                 **({"unmatched_ids": [i for i, _ in pool.unmatched[:KEEP_UNMATCHED]]} if pool.unmatched else {})}
+    assert pool.duplicates is not None  # set by _remove_duplicates, which every ingest runs
     return {
         "skipped": {"count": len(pool.skipped),
                     "by_reason": dict(Counter(_reason_kind(k.reason) for _, k in pool.skipped))},
@@ -405,6 +409,7 @@ def _quality(pool: ImagePool, opts: IngestOptions) -> dict:
 
 def _write_dataset(pool: ImagePool, counts: dict, opts: IngestOptions, recorded_as: dict) -> dict:
     """Write the shards, the manifest and the report into ``opts.out`` (atomically); returns the manifest."""
+    assert pool.duplicates is not None  # set by _remove_duplicates, which every ingest runs
     idx = pool.kept
     y_kept = pool.y[idx]
     channels = 1 if opts.color == "grayscale" else 3
@@ -423,7 +428,7 @@ def _write_dataset(pool: ImagePool, counts: dict, opts: IngestOptions, recorded_
             counts=counts, class_weights=weights, ingest=ingest_params,
             sources=[{"name": s.name, "path": recorded_as.get(s.path, s.path), "format": s.format, "images": len(s)}
                      for s in pool.sources],
-            quality=quality, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+            quality=quality, created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
         report.write_artifacts(tmp / "report", manifest=manifest, skipped=pool.skipped,
                                members=pool.duplicates.members, ids=pool.ids, images=pool.images,
                                class_names=pool.class_names, group_class_names=pool.group_class_names,

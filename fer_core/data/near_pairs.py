@@ -62,7 +62,7 @@ def _band_layout(n_bands: int) -> list[tuple[int, int]]:
     base, extra = divmod(64, n_bands)
     widths = [base] * (n_bands - extra) + [base + 1] * extra
     shifts = np.cumsum([0] + widths[:-1]).tolist()
-    return list(zip(shifts, widths))
+    return list(zip(shifts, widths, strict=True))
 
 
 def _band_keys(codes: np.ndarray, shift: int, width: int) -> np.ndarray:
@@ -97,7 +97,7 @@ def _iter_run_pairs(run_end: np.ndarray, budget: int) -> Iterator[tuple[np.ndarr
     total = int(cum[-1]) if n else 0
     cuts = np.searchsorted(cum, np.arange(budget, total, budget), side="left")
     bounds = np.unique(np.clip(np.r_[0, cuts + 1, n], 0, n))
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
         counts = per_pos[lo:hi]
         k = int(counts.sum())
         if k == 0:

@@ -17,8 +17,8 @@ Conventions shared by all losses in this package:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from numbers import Real
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

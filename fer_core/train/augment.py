@@ -140,7 +140,8 @@ class Augment(nn.Module):
         self.rotation = check_number(rotation, "rotation", low=0.0, high=0.5,
                                      rule="a fraction of a full turn in [0, 0.5] (0.05 is +-18 degrees)")
         self.zoom = check_number(zoom, "zoom", low=0.0, high=1.0, high_open=True, rule="a float in [0, 1)")
-        self.translate = check_number(translate, "translate", low=0.0, high=1.0, rule="a fraction of the size in [0, 1]")
+        self.translate = check_number(translate, "translate", low=0.0, high=1.0,
+                                      rule="a fraction of the size in [0, 1]")
         self.brightness = check_number(brightness, "brightness", low=0.0, high=1.0, rule="a float in [0, 1]")
         self.contrast = check_number(contrast, "contrast", low=0.0, high=1.0, rule="a float in [0, 1]")
         self.erase_p = check_number(erase_p, "erase_p", low=0.0, high=1.0, rule="a probability in [0, 1]")

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -124,10 +126,10 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return resolve_config({**self.to_dict(), **changes})
 
-    def check(self) -> "TrainConfig":
+    def check(self) -> TrainConfig:
         """Validate every value (types coerced where lossless); raises ``ConfigError`` naming the key."""
         from ..losses import is_loss
         from ..models import is_model, list_models
@@ -308,7 +310,7 @@ def _looks_numeric(text: str) -> bool:
     return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity")
 
 
-def load_config(path: str | Path | None = None, *, overrides: Iterable[str] = (), **values) -> TrainConfig:
+def load_config(path: str | os.PathLike | None = None, *, overrides: Iterable[str] = (), **values) -> TrainConfig:
     """Code defaults < preset < YAML file ``path`` < ``values`` < ``overrides`` (``key=value`` strings).
 
     A top-level mapping under one of ``IGNORED_KEYS`` (``provenance:``, which ``fer export-best`` writes) is ignored.
@@ -335,7 +337,7 @@ def load_config(path: str | Path | None = None, *, overrides: Iterable[str] = ()
     return resolve_config(raw, where=where)
 
 
-def _drop_ignored(raw: dict, path: Path) -> dict:
+def _drop_ignored(raw: dict, path: str | os.PathLike) -> dict:
     """``raw`` without its ``IGNORED_KEYS`` blocks (the ``provenance:`` that ``fer export-best`` writes).
 
     Such a block records where a config came from (experiment, trial, metrics); it is not a trainer

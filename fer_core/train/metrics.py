@@ -31,8 +31,8 @@ import io
 import json
 import operator
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -191,7 +191,7 @@ def format_report(metrics: dict, classes: Sequence[str] | None = None, *, digits
         cells = "".join(f" {'':>9}" if v is None else f" {v:>9.{digits}f}" for v in values)
         return f"{label:>{width}} {cells} {support:>9}"
 
-    for name, r in zip(names, rows):
+    for name, r in zip(names, rows, strict=True):
         lines.append(row(name, (r["precision"], r["recall"], r["f1"]), r["support"]))
     lines.append("")
     lines.append(row("accuracy", (None, None, metrics["accuracy"]), total))

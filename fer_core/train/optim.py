@@ -33,7 +33,7 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -73,6 +73,7 @@ def _choice(what: str, value, choices: tuple) -> str:
 
 def _trainable(params_or_model) -> list[torch.Tensor]:
     """The trainable parameters of a module, or of a flat iterable of tensors, without duplicates."""
+    params: list[torch.Tensor]
     if isinstance(params_or_model, nn.Module):
         params = list(params_or_model.parameters())
     elif isinstance(params_or_model, torch.Tensor):
@@ -88,7 +89,7 @@ def _trainable(params_or_model) -> list[torch.Tensor]:
             raise ValueError("params_or_model must be an nn.Module or a flat iterable of parameter tensors "
                              f"(param-group dicts are built here); got items of type {sorted(set(bad))}")
     seen: set[int] = set()
-    out = []
+    out: list[torch.Tensor] = []
     for p in params:
         if p.requires_grad and id(p) not in seen:
             seen.add(id(p))

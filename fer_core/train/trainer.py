@@ -37,10 +37,12 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
+import numpy as np
 import torch
 
 from .. import progress as progress_mod
@@ -53,6 +55,9 @@ from .config import RUNTIME_KEYS, TrainConfig, dump_config
 from .data import DeviceSplit, TrainData, load_train_data
 from .metrics import ConfusionAccumulator, classification_metrics
 from .optim import LRSchedule, create_optimizer
+
+if TYPE_CHECKING:
+    from ..models import FerModelMixin
 
 __all__ = ["train", "TrainResult", "TrainState", "build_model", "build_loss", "resolve_device", "EPOCH_METRICS",
            "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "load_checkpoint", "add_l2_grad_", "l2_penalty",
@@ -148,7 +153,8 @@ def add_l2_grad_(params: list[torch.Tensor], l2: float) -> None:
     """
     with_grad = [p for p in params if p.grad is not None]
     if with_grad:
-        torch._foreach_add_([p.grad for p in with_grad], [p.detach() for p in with_grad], alpha=2.0 * l2)
+        grads = cast("list[torch.Tensor]", [p.grad for p in with_grad])  # not None: filtered just above
+        torch._foreach_add_(grads, [p.detach() for p in with_grad], alpha=2.0 * l2)
 
 
 def l2_penalty(params: list[torch.Tensor], l2: float) -> float:
@@ -275,7 +281,7 @@ def divergence_reason(losses: list[float], num_classes: int, factor: float, pati
 # ----------------------------------------------------------------------------------------------
 
 def _evaluate_split(model, split: DeviceSplit, loss_fn, num_classes: int, batch_size: int,
-                    amp_dtype, device) -> tuple[float, torch.Tensor]:
+                    amp_dtype, device) -> tuple[float, np.ndarray]:
     """Mean loss and the confusion matrix (K, K) of ``model`` on ``split``, in eval mode."""
     model.eval()
     conf = ConfusionAccumulator(num_classes, device=device)
@@ -405,7 +411,8 @@ def _setup(config: TrainConfig, data: TrainData | None) -> tuple[_Run, TrainStat
     # permutation changes every epoch, so no image is left out for good).
     n_used = train_split.n - 1 if train_split.n % cfg.batch_size == 1 and train_split.n > 1 else train_split.n
     optimizer, schedule = _build_optimizer(cfg, model, steps_per_epoch=math.ceil(n_used / cfg.batch_size))
-    l2_params = model.l2_parameters(cfg.l2_scope) if cfg.l2 > 0 else []
+    # Every registered model is a FerModelMixin (the registry's contract), which nn.Module's type does not say.
+    l2_params = cast("FerModelMixin", model).l2_parameters(cfg.l2_scope) if cfg.l2 > 0 else []
     sample_weights = None
     if cfg.sampler == "weighted":
         from ..losses import weighted_sampler_weights
@@ -501,7 +508,7 @@ def _divergence(run: _Run, state: TrainState, epoch: int, train_loss: float) -> 
     return None
 
 
-def _validate(run: _Run, state: TrainState, epoch: int) -> tuple[float, torch.Tensor, dict]:
+def _validate(run: _Run, state: TrainState, epoch: int) -> tuple[float, np.ndarray, dict]:
     """Val loss, confusion matrix and ``classification_metrics``; a new best val accuracy is kept (and
     written to ``best.pt`` when the run keeps files)."""
     val_loss, cm = _evaluate_split(state.model, run.val_split, run.eval_loss_fn, run.num_classes,
@@ -517,7 +524,7 @@ def _validate(run: _Run, state: TrainState, epoch: int) -> tuple[float, torch.Te
 
 
 def _record_epoch(run: _Run, state: TrainState, epoch: int, trained: _EpochTrain,
-                  val: tuple[float, torch.Tensor, dict]) -> dict:
+                  val: tuple[float, np.ndarray, dict]) -> dict:
     """The epoch's metrics (``status`` is set later), appended to the history; the epoch counts as done
     and the schedule takes its end-of-epoch step."""
     val_loss, cm, cls_metrics = val
@@ -557,7 +564,9 @@ def _early_stop(run: _Run, state: TrainState, metrics: dict) -> bool:
         state.es_state = {k: v.detach().to("cpu", copy=True) for k, v in state.model.state_dict().items()}
         return False
     state.es_wait += 1
-    return state.es_wait >= cfg.early_stopping_patience
+    patience = cfg.early_stopping_patience
+    assert patience is not None  # TrainConfig.check: set together with early_stopping_monitor
+    return state.es_wait >= patience
 
 
 def _save_and_report(run: _Run, state: TrainState, metrics: dict, stop_early: bool, report: Report | None,

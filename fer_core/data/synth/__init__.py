@@ -33,7 +33,10 @@ __all__ = ["EXPRESSIONS", "FER2013_INDEX", "LAYOUTS", "NEAR_COPY_KINDS", "SPLIT_
            "SynthSet", "assign_splits", "generate", "near_copy", "write_folders"]
 
 
-def generate(config: SynthConfig = SynthConfig(), progress: bool | None = False) -> SynthSet:
+_DEFAULT_CONFIG = SynthConfig()  # frozen, so one shared default instance is safe
+
+
+def generate(config: SynthConfig = _DEFAULT_CONFIG, progress: bool | None = False) -> SynthSet:
     """Draw the data set described by ``config`` (deterministic from ``config.seed``)."""
     config.validate()
     rng = np.random.default_rng([config.seed, 0])

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from ... import storage
-from ...safepaths import is_uri
 from ...errors import DataError
+from ...safepaths import is_uri
 from .dataset import SynthConfig, SynthSet, share_counts
 
 FER2013_INDEX = {"angry": 0, "disgust": 1, "fear": 2, "happy": 3, "sad": 4, "surprise": 5, "neutral": 6}
@@ -45,13 +45,13 @@ def _write_fer2013(path: Path, synth: SynthSet, splits: np.ndarray) -> None:
     text = [str(i) for i in range(256)]
     with open(path, "w", newline="") as fh:
         fh.write("emotion,pixels,Usage\n")
-        for img, label, split in zip(synth.images, synth.labels, splits):
+        for img, label, split in zip(synth.images, synth.labels, splits, strict=True):
             pixels = " ".join(map(text.__getitem__, img.ravel().tolist()))
             fh.write(f"{codes[label]},{pixels},{_USAGE[split]}\n")
 
 
 def write_folders(synth: SynthSet, out_dir: str | os.PathLike, layout: str = "folders", *,
-                  overwrite: bool = False) -> Path:
+                  overwrite: bool = False) -> Path | str | os.PathLike:
     """Write ``synth`` to ``out_dir`` in one of LAYOUTS, plus ``truth.csv`` and ``synth.json``.
 
     Layouts: ``folders`` -> ``<class>/<id>.png`` (class = given label); ``split-folders`` ->
@@ -64,7 +64,8 @@ def write_folders(synth: SynthSet, out_dir: str | os.PathLike, layout: str = "fo
     The set is built in a temporary folder beside ``out_dir`` and renamed into place
     (``fer_core.storage.folder_writer``: a local folder or a storage URI). An existing non-empty
     ``out_dir`` is an error unless
-    ``overwrite`` is true and it is an earlier synthetic set. Returns ``out_dir``.
+    ``overwrite`` is true and it is an earlier synthetic set. Returns ``out_dir`` (a local one resolved to
+    a ``Path``, a storage URI as given).
     """
     if layout not in LAYOUTS:
         raise DataError(f"synth: unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -92,10 +93,10 @@ def _write_images(folder: Path, synth: SynthSet, layout: str, ids: list[str], sp
         _write_fer2013(folder / "fer2013.csv", synth, splits)
         return [f"fer2013.csv#{i}" for i in range(len(synth))]
     prefix = [f"{s}/" for s in splits] if layout == "split-folders" else [""] * len(synth)
-    files = [f"{pre}{synth.classes[lab]}/{i}.png" for pre, lab, i in zip(prefix, synth.labels, ids)]
+    files = [f"{pre}{synth.classes[lab]}/{i}.png" for pre, lab, i in zip(prefix, synth.labels, ids, strict=True)]
     for sub in sorted({f.rsplit("/", 1)[0] for f in files}):
         (folder / sub).mkdir(parents=True, exist_ok=True)
-    _save_pngs([(folder / f, img) for f, img in zip(files, synth.images)])
+    _save_pngs([(folder / f, img) for f, img in zip(files, synth.images, strict=True)])
     return files
 
 

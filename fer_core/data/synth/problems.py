@@ -38,7 +38,7 @@ def near_copy(img: np.ndarray, rng: np.random.Generator, kinds: tuple[str, ...] 
     noise (sd 1-2.5 gray levels), JPEG re-encoding at quality 80-95, or a bicubic rescale by one
     pixel (about 2 %), cropped or edge-padded back to the original size. ``img`` is (H, W) uint8.
     """
-    out = img.astype(np.float32)
+    out: np.ndarray = img.astype(np.float32)  # float32; "noise" and "brightness" promote it to float64
     if kinds is None:
         kinds = tuple(NEAR_COPY_KINDS[k] for k in rng.permutation(len(NEAR_COPY_KINDS))[: rng.integers(1, 3)])
     for kind in kinds:
@@ -65,9 +65,9 @@ def near_copy(img: np.ndarray, rng: np.random.Generator, kinds: tuple[str, ...] 
         elif kind == "rescale":
             h, w = out.shape
             step = int(rng.choice([-1, 1]))
-            scaled = Image.fromarray(out.astype(np.float32)).resize((w + step, h + step),
-                                                                    Image.Resampling.BICUBIC)
-            scaled = np.asarray(scaled)
+            resized = Image.fromarray(out.astype(np.float32)).resize((w + step, h + step),
+                                                                     Image.Resampling.BICUBIC)
+            scaled = np.asarray(resized)
             if step > 0:
                 top, left = int(rng.integers(0, step + 1)), int(rng.integers(0, step + 1))
                 out = scaled[top:top + h, left:left + w]
@@ -87,7 +87,7 @@ def _wrong_labels(true: np.ndarray, classes: tuple[str, ...], rng: np.random.Gen
     """A label other than ``avoid`` (default: the true label) for each sample, FER-like weights."""
     avoid = true if avoid is None else avoid
     out = np.empty_like(true)
-    for i, (t, a) in enumerate(zip(true, avoid)):
+    for i, (t, a) in enumerate(zip(true, avoid, strict=True)):
         w = np.array([_CONFUSION[classes[t]].get(c, 0.1) for c in classes])
         w[a] = 0.0
         if w.sum() == 0:
@@ -112,7 +112,7 @@ def with_copies(originals: SynthSet, n_dup: int, conflict_share: float, rng: np.
     orig = rng.choice(len(originals), n_dup, replace=False) if n_dup else np.empty(0, np.int64)
     exact = rng.random(n_dup) < 0.5
     copies = np.empty((n_dup, *images.shape[1:]), dtype=np.uint8)
-    for i, (o, ex) in enumerate(zip(orig, exact)):
+    for i, (o, ex) in enumerate(zip(orig, exact, strict=True)):
         copies[i] = images[o] if ex else near_copy(images[o], rng)
     copy_labels = labels[orig].copy()
     conflict = rng.choice(n_dup, int(round(conflict_share * n_dup)), replace=False)
