@@ -33,7 +33,7 @@ from sweeps.space import load_space
 
 CLASSES = ["happy", "neutral", "sad", "surprise"]
 MAX_EPOCHS = 20
-RUNGS = (2, 6)          # ASHA rungs (grace 2, reduction factor 3)
+RUNGS = (2, 6)  # ASHA rungs (grace 2, reduction factor 3)
 
 
 def _sample(space, rng: random.Random) -> dict:
@@ -57,7 +57,7 @@ def _trial(i: int, space, rng: random.Random) -> dict:
     fate = rng.random()
     epochs = MAX_EPOCHS
     if fate < 0.05:
-        epochs = rng.choice(RUNGS)                               # stopped by ASHA
+        epochs = rng.choice(RUNGS)  # stopped by ASHA
     collapse = fate > 0.95
     history, best, best_epoch = [], 0.0, 0
     for e in range(1, epochs + 1):
@@ -66,8 +66,17 @@ def _trial(i: int, space, rng: random.Random) -> dict:
             acc -= 0.02 * (e - 8)
         if acc > best:
             best, best_epoch = acc, e
-        row = {"epoch": e, "val_acc": acc, "val_loss": 1.4 - acc, "train_acc": acc + 0.05, "train_loss": 1.3 - acc,
-               "lr": 1e-3, "epoch_time_s": 1.0, "timestamp": 1_790_000_000 + i * 100 + e, "trial_id": f"t{i:05d}"}
+        row = {
+            "epoch": e,
+            "val_acc": acc,
+            "val_loss": 1.4 - acc,
+            "train_acc": acc + 0.05,
+            "train_loss": 1.3 - acc,
+            "lr": 1e-3,
+            "epoch_time_s": 1.0,
+            "timestamp": 1_790_000_000 + i * 100 + e,
+            "trial_id": f"t{i:05d}",
+        }
         row.update({f"val_recall_{c}": acc for c in CLASSES})
         history.append(row)
         if collapse and e >= 12:
@@ -75,12 +84,25 @@ def _trial(i: int, space, rng: random.Random) -> dict:
             break
     window = [h["val_acc"] for h in history[-3:]]
     status = "completed" if epochs == MAX_EPOCHS else "running"
-    last = {"epoch": epochs, "score": sum(window) / len(window), "peak": best, "peak_epoch": best_epoch,
-            "final": history[-1]["val_acc"], "trial_status": "collapsed" if collapse else status,
-            "stop_reason": "val_acc fell 0.08 below its peak" if collapse else None}
+    last = {
+        "epoch": epochs,
+        "score": sum(window) / len(window),
+        "peak": best,
+        "peak_epoch": best_epoch,
+        "final": history[-1]["val_acc"],
+        "trial_status": "collapsed" if collapse else status,
+        "stop_reason": "val_acc fell 0.08 below its peak" if collapse else None,
+    }
     errored = fate > 0.985
-    return {"trial_id": f"t{i:05d}", "config": config, "last": last, "errored": errored, "finished": True,
-            "time_s": float(epochs), "history": history}
+    return {
+        "trial_id": f"t{i:05d}",
+        "config": config,
+        "last": last,
+        "errored": errored,
+        "finished": True,
+        "time_s": float(epochs),
+        "history": history,
+    }
 
 
 def fabricate(root: Path, n: int, seed: int = 0) -> Path:
@@ -89,11 +111,20 @@ def fabricate(root: Path, n: int, seed: int = 0) -> Path:
     trials = [_trial(i, space, rng) for i in range(n)]
     store = ExperimentStore(str(root / f"scale-{n}"))
     store.write_tables(trial_rows(trials, MAX_EPOCHS), epoch_rows(trials))
-    store.write_record(SweepRecord(
-        name=f"scale-{n}", command=f"python benchmarks/dashboard_scale.py --trials {n}",
-        data=DataRef(uri="runs/default/data", version="vbenchmark", classes=CLASSES, train=4000, val=500),
-        space=space.to_dict(), base_config={"seed": 0, "epochs": MAX_EPOCHS}, max_epochs=MAX_EPOCHS,
-        space_file=DEFAULT_SPACE, started="2026-11-30T00:00:00Z", finished="2026-11-30T01:00:00Z", wall_s=3600.0))
+    store.write_record(
+        SweepRecord(
+            name=f"scale-{n}",
+            command=f"python benchmarks/dashboard_scale.py --trials {n}",
+            data=DataRef(uri="runs/default/data", version="vbenchmark", classes=CLASSES, train=4000, val=500),
+            space=space.to_dict(),
+            base_config={"seed": 0, "epochs": MAX_EPOCHS},
+            max_epochs=MAX_EPOCHS,
+            space_file=DEFAULT_SPACE,
+            started="2026-11-30T00:00:00Z",
+            finished="2026-11-30T01:00:00Z",
+            wall_s=3600.0,
+        )
+    )
     return Path(store.location.path)
 
 
@@ -111,6 +142,7 @@ class _Timer:
                 return self.result
             finally:
                 self.s += time.perf_counter() - t
+
         setattr(self.module, self.name, timed)
         return self
 
@@ -129,14 +161,23 @@ def build(path: Path, importance_trials: int | None) -> dict:
         t1 = time.perf_counter()
         html = build_report(exp, **kwargs)
         t_build = time.perf_counter() - t1
-    return {"read_s": t_read, "build_s": t_build, "importance_s": imp.s, "total_s": t_read + t_build,
-            "page_mb": len(html.encode()) / 1e6, "importance": imp.result or []}
+    return {
+        "read_s": t_read,
+        "build_s": t_build,
+        "importance_s": imp.s,
+        "total_s": t_read + t_build,
+        "page_mb": len(html.encode()) / 1e6,
+        "importance": imp.result or [],
+    }
 
 
 def _largest_difference(a: list, b: list) -> float:
     """The largest difference of one parameter's importance between two fits of the same groups."""
-    diffs = [abs(x.values.get(k, 0.0) - y.values.get(k, 0.0)) for x, y in zip(a, b, strict=True)
-             for k in set(x.values) | set(y.values)]
+    diffs = [
+        abs(x.values.get(k, 0.0) - y.values.get(k, 0.0))
+        for x, y in zip(a, b, strict=True)
+        for k in set(x.values) | set(y.values)
+    ]
     return max(diffs, default=0.0)
 
 
@@ -147,22 +188,25 @@ def main() -> None:
     args = ap.parse_args()
     _ = (figures_module, importance_module, Outcome)
     with tempfile.TemporaryDirectory() as tmp:
-        build(fabricate(Path(tmp), 30, seed=1), None)                     # warm-up: imports, plotly, optuna
+        build(fabricate(Path(tmp), 30, seed=1), None)  # warm-up: imports, plotly, optuna
         print(f"importance fit on at most {importance_module.MAX_TRIALS} trials per group (baseline: all)")
-        print(f"{'trials':>6} {'epochs':>7} | {'read s':>7} {'build s':>8} {'importance s':>12} {'total s':>8} "
-              f"{'page MB':>8} | {'baseline total s':>16} {'importance s':>12} {'ratio':>6} {'max imp. diff':>13}")
+        print(
+            f"{'trials':>6} {'epochs':>7} | {'read s':>7} {'build s':>8} {'importance s':>12} {'total s':>8} "
+            f"{'page MB':>8} | {'baseline total s':>16} {'importance s':>12} {'ratio':>6} {'max imp. diff':>13}"
+        )
         for n in args.trials:
             path = fabricate(Path(tmp), n)
             epochs = sum(1 for _ in ExperimentStore(str(path)).read_rows("epochs.parquet") or [])
             new = build(path, None)
-            line = (f"{n:>6} {epochs:>7} | {new['read_s']:>7.2f} {new['build_s']:>8.2f} {new['importance_s']:>12.2f} "
-                    f"{new['total_s']:>8.2f} {new['page_mb']:>8.2f} |")
+            line = (
+                f"{n:>6} {epochs:>7} | {new['read_s']:>7.2f} {new['build_s']:>8.2f} {new['importance_s']:>12.2f} "
+                f"{new['total_s']:>8.2f} {new['page_mb']:>8.2f} |"
+            )
             if not args.no_baseline:
                 old = build(path, 0)
                 diff = _largest_difference(new["importance"], old["importance"])
                 ratio = old["total_s"] / new["total_s"]
-                line += (f" {old['total_s']:>16.2f} {old['importance_s']:>12.2f} {ratio:>5.1f}x"
-                         f" {diff:>13.3f}")
+                line += f" {old['total_s']:>16.2f} {old['importance_s']:>12.2f} {ratio:>5.1f}x {diff:>13.3f}"
             print(line, flush=True)
 
 

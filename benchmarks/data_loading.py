@@ -57,8 +57,10 @@ def main() -> None:
         out = work / f"data-{int(mis)}"
         options = IngestOptions(src=str(raw), out=str(out), mislabels=mis, quiet=True, overwrite=True)
         t, manifest = best_of(1, lambda options=options: ingest(options))
-        print(f"{label}: {t:.2f}s = {args.n / t:,.0f} images/s "
-              f"(decode, hash, dedup, split{', out-of-fold model' if mis else ''}, write shards)")
+        print(
+            f"{label}: {t:.2f}s = {args.n / t:,.0f} images/s "
+            f"(decode, hash, dedup, split{', out-of-fold model' if mis else ''}, write shards)"
+        )
     data = work / "data-0"
 
     def ours():
@@ -66,7 +68,7 @@ def main() -> None:
         x, y = split.tensors()
         return x.float().div_(255), y
 
-    def ours_uint8():          # what the trainer consumes: uint8 on the device, floated per batch
+    def ours_uint8():  # what the trainer consumes: uint8 on the device, floated per batch
         return load_split(str(data), "train").tensors()
 
     t_ours, (x_ours, y_ours) = best_of(args.repeats, ours)
@@ -74,8 +76,9 @@ def main() -> None:
     train = load_split(str(data), "train")
     train_files = {i.split(":", 1)[1] for i in train.ids}
 
-    folder = datasets.ImageFolder(str(raw), transform=transforms.Compose(
-        [transforms.Grayscale(1), transforms.ToTensor()]))
+    folder = datasets.ImageFolder(
+        str(raw), transform=transforms.Compose([transforms.Grayscale(1), transforms.ToTensor()])
+    )
     idx = [k for k, (p, _) in enumerate(folder.samples) if Path(p).relative_to(raw).as_posix() in train_files]
     assert len(idx) == len(train), (len(idx), len(train))
     subset = Subset(folder, idx)
@@ -98,8 +101,10 @@ def main() -> None:
     for workers, t in results.items():
         print(f"  ImageFolder + PIL DataLoader, num_workers={workers}:   {t * 1000:8.1f} ms")
     print(f"  shards -> uint8 tensor (what the trainer holds):    {t_u8 * 1000:8.1f} ms")
-    print(f"RATIO: shards -> float tensor is {t_base / t_ours:,.0f}x faster than the best ImageFolder DataLoader "
-          f"(target >= 50x); shards -> uint8 tensor {t_base / t_u8:,.0f}x")
+    print(
+        f"RATIO: shards -> float tensor is {t_base / t_ours:,.0f}x faster than the best ImageFolder DataLoader "
+        f"(target >= 50x); shards -> uint8 tensor {t_base / t_u8:,.0f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -61,9 +61,9 @@ def nearest_distances(ph: np.ndarray) -> np.ndarray:
     signed = 2.0 * bits - 1.0
     out = np.empty(len(ph), dtype=np.int64)
     for lo in range(0, len(ph), 2048):
-        d = np.rint((64.0 - signed[lo:lo + 2048] @ signed.T) / 2.0)
+        d = np.rint((64.0 - signed[lo : lo + 2048] @ signed.T) / 2.0)
         d[np.arange(len(d)), np.arange(lo, lo + len(d))] = 99
-        out[lo:lo + len(d)] = d.min(axis=1)
+        out[lo : lo + len(d)] = d.min(axis=1)
     return out
 
 
@@ -94,14 +94,18 @@ def synth_mode(args) -> None:
     dig = exact_digests(images)
     copies = np.flatnonzero(s.dup_of >= 0)
     d_true = hamming(ph[copies], ph[s.dup_of[copies]])
-    print(f"{len(s)} images (seed {args.seed}), {len(copies)} injected copies "
-          f"({(s.dup_kind == 'exact').sum()} exact, {(s.dup_kind == 'near').sum()} near)")
+    print(
+        f"{len(s)} images (seed {args.seed}), {len(copies)} injected copies "
+        f"({(s.dup_kind == 'exact').sum()} exact, {(s.dup_kind == 'near').sum()} near)"
+    )
     near = s.dup_kind[copies] == "near"
     print(f"pHash distance of injected near copies to their original: {{{_hist(d_true[near])}}}")
     originals = np.flatnonzero(s.dup_of < 0)
     nn = nearest_distances(ph[originals])
-    print(f"nearest-neighbour distance between the {len(originals)} distinct originals: {{{_hist(nn)}}}; "
-          f"1/5/50 % quantiles {np.percentile(nn, 1):g}/{np.percentile(nn, 5):g}/{np.percentile(nn, 50):g}")
+    print(
+        f"nearest-neighbour distance between the {len(originals)} distinct originals: {{{_hist(nn)}}}; "
+        f"1/5/50 % quantiles {np.percentile(nn, 1):g}/{np.percentile(nn, 5):g}/{np.percentile(nn, 50):g}"
+    )
     rng = np.random.default_rng([args.seed, 7])
     sample = rng.choice(originals, min(args.copies, len(originals)), replace=False)
     print(f"distance of one fresh copy of each of {len(sample)} originals, by kind:")
@@ -124,8 +128,10 @@ def synth_mode(args) -> None:
         wrong = in_group & ~has_copy
         # precision over groups: multi-image groups whose members all belong to one family
         fam_ok = np.array([len(set(root[group == g])) == 1 for g in np.flatnonzero(sizes > 1)])
-        print(f"{t:>4} {int((sizes > 1).sum()):>7} {found.mean():>7.3f} {fam_ok.mean() if len(fam_ok) else 1:>9.3f} "
-              f"{int(wrong.sum()):>23} ({100 * wrong.mean():.1f} %)")
+        print(
+            f"{t:>4} {int((sizes > 1).sum()):>7} {found.mean():>7.3f} {fam_ok.mean() if len(fam_ok) else 1:>9.3f} "
+            f"{int(wrong.sum()):>23} ({100 * wrong.mean():.1f} %)"
+        )
 
 
 def images_mode(args) -> None:
@@ -140,8 +146,13 @@ def images_mode(args) -> None:
     root = Path(args.images)
     if not root.is_dir():
         sys.exit(f"--images: {root} is not a folder")
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    paths = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     if not paths:
         sys.exit(f"--images: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
     truth = root / "truth.csv"
@@ -163,12 +174,16 @@ def images_mode(args) -> None:
     n = len(images)
     if n < 2:
         sys.exit(f"--images: need at least 2 distinct readable images under {root}, found {n}")
-    print(f"{root}: {n} distinct images at {args.size}x{args.size} grayscale "
-          f"({len(dec.failures)} unreadable, {n_exact} pixel-identical copies dropped)")
+    print(
+        f"{root}: {n} distinct images at {args.size}x{args.size} grayscale "
+        f"({len(dec.failures)} unreadable, {n_exact} pixel-identical copies dropped)"
+    )
     ph = phash_batch(images)
     nn = nearest_distances(ph)
-    print(f"nearest-neighbour pHash distance between the originals: {{{_hist(nn)}}}; "
-          f"1/5/50 % quantiles {np.percentile(nn, 1):g}/{np.percentile(nn, 5):g}/{np.percentile(nn, 50):g}")
+    print(
+        f"nearest-neighbour pHash distance between the originals: {{{_hist(nn)}}}; "
+        f"1/5/50 % quantiles {np.percentile(nn, 1):g}/{np.percentile(nn, 5):g}/{np.percentile(nn, 50):g}"
+    )
 
     kinds = NEAR_COPY_KINDS + EXTRA_KINDS
     sample = rng.choice(n, min(args.copies, n), replace=False)
@@ -190,13 +205,18 @@ def images_mode(args) -> None:
         wrong = int((np.bincount(group)[group] > 1).sum())
         if wrong <= args.budget * n:
             chosen = t
-        print(f"{t:>4} {np.mean(every <= t):>7.3f} {np.mean(dist['mixed'] <= t):>6.3f} {int(m.sum()):>11} "
-              f"{wrong:>17} ({100 * wrong / n:.1f} %)")
+        print(
+            f"{t:>4} {np.mean(every <= t):>7.3f} {np.mean(dist['mixed'] <= t):>6.3f} {int(m.sum()):>11} "
+            f"{wrong:>17} ({100 * wrong / n:.1f} %)"
+        )
     print("\nrecall by kind of copy (rows) and threshold (columns); mean distance")
     print(f"{'':>10} " + " ".join(f"{t:>5}" for t in thresholds) + "   mean")
     for kind in kinds:
-        print(f"{kind:>10} " + " ".join(f"{np.mean(dist[kind] <= t):>5.2f}" for t in thresholds)
-              + f"  {dist[kind].mean():5.1f}")
+        print(
+            f"{kind:>10} "
+            + " ".join(f"{np.mean(dist[kind] <= t):>5.2f}" for t in thresholds)
+            + f"  {dist[kind].mean():5.1f}"
+        )
     order = np.lexsort((pj, pi, pd))
     if len(order):
         print("\nclosest pairs among the originals (duplicates in the source, or faces pHash cannot tell apart):")
@@ -210,25 +230,34 @@ def images_mode(args) -> None:
                 w.writerow([int(pd[k]), paths[pi[k]], paths[pj[k]]])
         print(f"wrote {len(order)} pairs within {args.max} bits to {args.pairs}")
     if chosen is None:
-        print(f"\nno threshold keeps wrongly grouped originals under {100 * args.budget:g} % of {n} "
-              "(are there duplicates in the source? see the closest pairs, --pairs)")
+        print(
+            f"\nno threshold keeps wrongly grouped originals under {100 * args.budget:g} % of {n} "
+            "(are there duplicates in the source? see the closest pairs, --pairs)"
+        )
     else:
-        print(f"\nlargest threshold with wrongly grouped originals <= {100 * args.budget:g} % of {n}: "
-              f"{chosen} bits (recall of all copies {np.mean(every <= chosen):.3f}, "
-              f"mixed re-uploads {np.mean(dist['mixed'] <= chosen):.3f})")
+        print(
+            f"\nlargest threshold with wrongly grouped originals <= {100 * args.budget:g} % of {n}: "
+            f"{chosen} bits (recall of all copies {np.mean(every <= chosen):.3f}, "
+            f"mixed re-uploads {np.mean(dist['mixed'] <= chosen):.3f})"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", metavar="PATH", help="a folder of real face images (any layout); "
-                    "default: the synthetic set")
+    ap.add_argument(
+        "--images", metavar="PATH", help="a folder of real face images (any layout); default: the synthetic set"
+    )
     ap.add_argument("--n", type=int, default=4000, help="images to generate, or to sample from --images")
     ap.add_argument("--copies", type=int, default=300, help="originals to copy (once per kind of copy)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=int, default=48, help="--images: side the images are decoded to")
     ap.add_argument("--max", type=int, default=16, help="largest threshold to try")
-    ap.add_argument("--budget", type=float, default=0.005,
-                    help="--images: share of originals that may be wrongly grouped (default 0.005)")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=0.005,
+        help="--images: share of originals that may be wrongly grouped (default 0.005)",
+    )
     ap.add_argument("--pairs", metavar="CSV", help="--images: write the pairs among originals within --max")
     args = ap.parse_args(argv)
     if args.images:

@@ -5,7 +5,8 @@ first the baseline - Ray's W&B callback putting each result into its queue actor
 reply (what fer-sweep did before) - then fer-sweep's send-only queue
 (``sweeps.wandb_logging._SendOnlyQueue``; ``SEND_WITHOUT_WAITING``). For each run it prints the
 driver's time per part of result processing (Tune's ``_process_trial_results`` and, inside it,
-each callback, the searcher, the scheduler), then the ratios. Tune warns "Processing trial results took N s" above 0.5 s.
+each callback, the searcher, the scheduler), then the ratios. Tune warns "Processing trial results
+took N s" above 0.5 s.
 
     .venv/bin/python benchmarks/driver_result_processing.py               # 6 trials x 8 epochs
     .venv/bin/python benchmarks/driver_result_processing.py --samples 12 --max-epochs 20
@@ -37,6 +38,7 @@ def _timed(owner, name: str, key: str) -> None:
             return fn(self, *a, **k)
         finally:
             TIMES[key].append(time.perf_counter() - t)
+
     setattr(owner, name, wrap)
 
 
@@ -47,6 +49,7 @@ def _timed_hook(hook, key: str):
             return hook(*a, **k)
         finally:
             TIMES[key].append(time.perf_counter() - t)
+
     return timed
 
 
@@ -60,6 +63,7 @@ def _instrument() -> None:
         init(self, callbacks)
         for c in callbacks:
             c.on_trial_result = _timed_hook(c.on_trial_result, f"{type(c).__name__}.on_trial_result")
+
     tune_callback.CallbackList.__init__ = timed_init
 
 
@@ -67,8 +71,26 @@ def _sweep(args, storage: str, name: str) -> dict[str, list[float]]:
     import ray
 
     TIMES.clear()
-    run(["--data", args.data, "--storage", storage, "--name", name, "--samples", str(args.samples),
-         "--max-epochs", str(args.max_epochs), "--concurrency", "2", "--wandb-mode", "offline", "--seed", "0"])
+    run(
+        [
+            "--data",
+            args.data,
+            "--storage",
+            storage,
+            "--name",
+            name,
+            "--samples",
+            str(args.samples),
+            "--max-epochs",
+            str(args.max_epochs),
+            "--concurrency",
+            "2",
+            "--wandb-mode",
+            "offline",
+            "--seed",
+            "0",
+        ]
+    )
     ray.shutdown()
     return {k: list(v) for k, v in TIMES.items()}
 
@@ -88,7 +110,7 @@ def main() -> None:
     ensure_default_data(args.data)
     _instrument()
     with tempfile.TemporaryDirectory() as tmp:
-        wandb_logging.SEND_WITHOUT_WAITING = False                  # baseline: Ray's blocking Queue.put
+        wandb_logging.SEND_WITHOUT_WAITING = False  # baseline: Ray's blocking Queue.put
         try:
             base = _sweep(args, tmp, "baseline")
         finally:
@@ -100,8 +122,10 @@ def main() -> None:
     for key in ("all result processing", w):
         b, n = sum(base.get(key, [0.0])), sum(new.get(key, [0.0]))
         print(f"{key}: {b:.2f} s -> {n:.2f} s ({b / n:.0f}x less)" if n else f"{key}: {b:.2f} s -> 0")
-    print(f"slowest single result processing: {max(base['all result processing']):.2f} s -> "
-          f"{max(new['all result processing']):.2f} s (Tune warns above 0.5 s)")
+    print(
+        f"slowest single result processing: {max(base['all result processing']):.2f} s -> "
+        f"{max(new['all result processing']):.2f} s (Tune warns above 0.5 s)"
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,10 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.3, help="share of wrong labels in the synthetic set")
     ap.add_argument("--seeds", default="0", help="comma-separated data set seeds")
     args = ap.parse_args()
-    print(f"{'seed':>4} {'images':>7} {'noisy':>6} {'time':>7} {'oof acc (true)':>15} {'AP':>6} "
-          f"{'flagged':>8} {'precision':>9} {'recall':>7}")
+    print(
+        f"{'seed':>4} {'images':>7} {'noisy':>6} {'time':>7} {'oof acc (true)':>15} {'AP':>6} "
+        f"{'flagged':>8} {'precision':>9} {'recall':>7}"
+    )
     for seed in (int(s) for s in args.seeds.split(",")):
         s = generate(SynthConfig(n=args.n, label_noise=args.noise, seed=seed))
         noisy = s.labels != s.true_labels
@@ -54,9 +56,11 @@ def main() -> None:
         precision = noisy[flagged].mean() if flagged.any() else float("nan")
         recall = flagged[noisy].mean() if noisy.any() else float("nan")
         ap = average_precision(-rep.self_confidence, noisy)
-        print(f"{seed:>4} {len(s.labels):>7} {int(noisy.sum()):>6} {wall:>6.1f}s "
-              f"{np.mean(rep.suggested == s.true_labels):>15.3f} {ap:>6.3f} "
-              f"{int(flagged.sum()):>8} {precision:>9.3f} {recall:>7.3f}")
+        print(
+            f"{seed:>4} {len(s.labels):>7} {int(noisy.sum()):>6} {wall:>6.1f}s "
+            f"{np.mean(rep.suggested == s.true_labels):>15.3f} {ap:>6.3f} "
+            f"{int(flagged.sum()):>8} {precision:>9.3f} {recall:>7.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def upsample_matrix(grid: int, side: int = SIDE) -> np.ndarray:
 def face_template() -> np.ndarray:
     """A smooth face-like layout in [0, 1]: bright oval, dark eyes and mouth."""
     y, x = np.mgrid[0:SIDE, 0:SIDE] / (SIDE - 1)
-    face = np.exp(-(((x - 0.5) / 0.32) ** 2 + ((y - 0.5) / 0.42) ** 2) ** 2)
+    face = np.exp(-((((x - 0.5) / 0.32) ** 2 + ((y - 0.5) / 0.42) ** 2) ** 2))
     eyes_and_mouth = [(0.35, 0.4, 0.07, 0.04), (0.65, 0.4, 0.07, 0.04), (0.5, 0.72, 0.14, 0.04)]
     for cx, cy, sx, sy in eyes_and_mouth:
         face -= 0.6 * np.exp(-(((x - cx) / sx) ** 2 + ((y - cy) / sy) ** 2))
@@ -91,10 +91,11 @@ def timed(fn, *args, **kwargs):
 
 
 def bench_search(codes: np.ndarray, planted, thresholds: list[int], skip_brute: bool) -> None:
-    print(f"\n== near_duplicate_pairs on {len(codes):,} codes "
-          f"({len(np.unique(codes)):,} distinct) ==")
-    print(f"{'t':>3} {'pairs':>10} {'auto(s)':>8} {'mih(s)':>8} {'brute(s)':>9} "
-          f"{'brute/mih':>9}  auto chose  planted found")
+    print(f"\n== near_duplicate_pairs on {len(codes):,} codes ({len(np.unique(codes)):,} distinct) ==")
+    print(
+        f"{'t':>3} {'pairs':>10} {'auto(s)':>8} {'mih(s)':>8} {'brute(s)':>9} "
+        f"{'brute/mih':>9}  auto chose  planted found"
+    )
     p_i, p_j, p_d = planted
     for t in thresholds:
         (ai, aj, ad), auto_s = timed(near_duplicate_pairs, codes, t)
@@ -109,8 +110,10 @@ def bench_search(codes: np.ndarray, planted, thresholds: list[int], skip_brute: 
         want = [(i, j) for i, j, d in zip(p_i.tolist(), p_j.tolist(), p_d.tolist(), strict=True) if d <= t]
         missing = sum((i, j) not in found for i, j in want)
         assert missing == 0, f"{missing} planted pairs missed at t={t}"
-        print(f"{t:>3} {len(ai):>10,} {auto_s:>8.2f} {mih_s:>8.2f} {brute_s:>9.2f} "
-              f"{brute_s / mih_s:>9.1f}  {chose:>10}  {len(want):,}/{len(want):,}")
+        print(
+            f"{t:>3} {len(ai):>10,} {auto_s:>8.2f} {mih_s:>8.2f} {brute_s:>9.2f} "
+            f"{brute_s / mih_s:>9.1f}  {chose:>10}  {len(want):,}/{len(want):,}"
+        )
 
 
 def bench_phash(rng: np.random.Generator, n: int) -> None:
@@ -119,12 +122,15 @@ def bench_phash(rng: np.random.Generator, n: int) -> None:
         images = rng.integers(0, 256, shape, dtype=np.uint8)
         batch, batch_s = timed(phash_batch, images)
         loop, loop_s = timed(
-            lambda images=images: np.array([int(str(imagehash.phash(Image.fromarray(im))), 16) for im in images],
-                                           dtype=np.uint64)
+            lambda images=images: np.array(
+                [int(str(imagehash.phash(Image.fromarray(im))), 16) for im in images], dtype=np.uint64
+            )
         )
         assert np.array_equal(batch, loop), "phash_batch differs from imagehash.phash"
-        print(f"{label:>5}: phash_batch {batch_s:6.2f} s   imagehash loop {loop_s:6.2f} s   "
-              f"loop/batch {loop_s / batch_s:5.1f}x   (identical: yes)")
+        print(
+            f"{label:>5}: phash_batch {batch_s:6.2f} s   imagehash loop {loop_s:6.2f} s   "
+            f"loop/batch {loop_s / batch_s:5.1f}x   (identical: yes)"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,17 +144,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
-    print(f"numpy {np.__version__}, scipy {scipy.__version__}, pillow {PIL.__version__}, "
-          f"imagehash {imagehash.__version__}, {os.cpu_count()} CPUs")
+    print(
+        f"numpy {np.__version__}, scipy {scipy.__version__}, pillow {PIL.__version__}, "
+        f"imagehash {imagehash.__version__}, {os.cpu_count()} CPUs"
+    )
 
     images, gen_s = timed(synthetic_faces, rng, args.n)
     codes, phash_s = timed(phash_batch, images)
     planted = plant_clusters(rng, codes, args.clusters or args.n // 50)
     bits = (codes[:, None] >> np.arange(64, dtype=np.uint64)) & np.uint64(1)
     ones = bits.mean(axis=0)
-    print(f"codes: {args.n:,} synthetic faces in {gen_s:.1f} s, phash_batch in {phash_s:.1f} s; "
-          f"{len(planted[0]):,} planted pairs; "
-          f"per-bit P(1) from {ones.min():.2f} to {ones.max():.2f}")
+    print(
+        f"codes: {args.n:,} synthetic faces in {gen_s:.1f} s, phash_batch in {phash_s:.1f} s; "
+        f"{len(planted[0]):,} planted pairs; "
+        f"per-bit P(1) from {ones.min():.2f} to {ones.max():.2f}"
+    )
     bench_search(codes, planted, args.thresholds, args.skip_brute)
     bench_phash(rng, args.phash_n)
 

@@ -70,22 +70,46 @@ def anytime(exp_dir: Path, max_epochs: int) -> list[tuple[int, float]]:
 
 
 def part1(args, storage: Path) -> None:
-    common = ["--data", args.data, "--samples", str(args.samples), "--max-epochs", str(args.max_epochs),
-              "--seed", str(args.seed), "--storage", str(storage), "--wandb-mode", "disabled",
-              "--concurrency", str(args.concurrency), "--grace-period", str(args.grace_period),
-              "--reduction-factor", str(args.reduction_factor)]
+    common = [
+        "--data",
+        args.data,
+        "--samples",
+        str(args.samples),
+        "--max-epochs",
+        str(args.max_epochs),
+        "--seed",
+        str(args.seed),
+        "--storage",
+        str(storage),
+        "--wandb-mode",
+        "disabled",
+        "--concurrency",
+        str(args.concurrency),
+        "--grace-period",
+        str(args.grace_period),
+        "--reduction-factor",
+        str(args.reduction_factor),
+    ]
     out = {}
-    for label, extra in (("random, full budget", ["--search", "random", "--no-asha", "--no-collapse-stop"]),
-                         ("TPE + ASHA + collapse", [])):
+    for label, extra in (
+        ("random, full budget", ["--search", "random", "--no-asha", "--no-collapse-stop"]),
+        ("TPE + ASHA + collapse", []),
+    ):
         name = "random" if "random" in label else "tpe-asha"
         if args.reuse and (storage / name / "sweep.json").is_file():
             meta = json.loads((storage / name / "sweep.json").read_text())
             ran = {k: meta["settings"].get(k) for k in ("samples", "max_epochs", "seed", "concurrency")}
-            want = {"samples": args.samples, "max_epochs": args.max_epochs, "seed": args.seed,
-                    "concurrency": args.concurrency}
+            want = {
+                "samples": args.samples,
+                "max_epochs": args.max_epochs,
+                "seed": args.seed,
+                "concurrency": args.concurrency,
+            }
             if name == "tpe-asha":
-                ran.update(grace_period=meta["settings"].get("grace_period"),
-                           reduction_factor=meta["settings"].get("reduction_factor"))
+                ran.update(
+                    grace_period=meta["settings"].get("grace_period"),
+                    reduction_factor=meta["settings"].get("reduction_factor"),
+                )
                 want.update(grace_period=args.grace_period, reduction_factor=args.reduction_factor)
             if ran != want:
                 raise SystemExit(f"--reuse: {storage / name} was run with {ran}, not {want}")
@@ -97,25 +121,32 @@ def part1(args, storage: Path) -> None:
             wall = time.perf_counter() - t0
         best, epochs, n_full = best_full_budget(storage / name, args.max_epochs)
         out[label] = (best, epochs, wall, n_full)
-    print("\n== part 1: search efficiency "
-          f"({args.samples} configurations, {args.max_epochs} epochs max, seed {args.seed}) ==")
+    print(
+        "\n== part 1: search efficiency "
+        f"({args.samples} configurations, {args.max_epochs} epochs max, seed {args.seed}) =="
+    )
     print(f"{'':<24} {'best score':>10} {'epochs':>7} {'wall':>8} {'full-budget trials':>19}")
     for label, (best, epochs, wall, n_full) in out.items():
         print(f"{label:<24} {best:>10.4f} {epochs:>7d} {wall:>7.0f}s {n_full:>19d}")
     (rb, re_, rw, _), (ab, ae, aw, _) = out.values()
-    print(f"score difference (TPE+ASHA - random): {100 * (ab - rb):+.2f} points; "
-          f"epochs ratio {ae / re_:.2f} (target <= 0.33); wall ratio {aw / rw:.2f}")
+    print(
+        f"score difference (TPE+ASHA - random): {100 * (ab - rb):+.2f} points; "
+        f"epochs ratio {ae / re_:.2f} (target <= 0.33); wall ratio {aw / rw:.2f}"
+    )
     # the same runs seen as a compute budget: what had each found after N epochs?
-    steps = {label: anytime(storage / ("random" if "random" in label else "tpe-asha"), args.max_epochs)
-             for label in out}
+    steps = {
+        label: anytime(storage / ("random" if "random" in label else "tpe-asha"), args.max_epochs) for label in out
+    }
     budget = re_ // 3
     print(f"best full-budget score found within a third of random's epochs ({budget}):")
     for label, st in steps.items():
         within = [b for spent, b in st if spent <= budget]
         print(f"  {label:<24} {max(within) if within else float('nan'):.4f}")
     reach = next((spent for spent, b in steps["TPE + ASHA + collapse"] if b >= rb - 0.005), None)
-    print("TPE + ASHA + collapse first came within 0.5 points of random's best "
-          + (f"after {reach} epochs ({reach / re_:.2f} of random's {re_})" if reach else "never"))
+    print(
+        "TPE + ASHA + collapse first came within 0.5 points of random's best "
+        + (f"after {reach} epochs ({reach / re_:.2f} of random's {re_})" if reach else "never")
+    )
 
 
 def plain_optuna(args, data, space, max_epochs: int, n_trials: int) -> tuple[float, int]:
@@ -126,8 +157,14 @@ def plain_optuna(args, data, space, max_epochs: int, n_trials: int) -> tuple[flo
     from sweeps.trainable import score_of
 
     rule = dict(mode="max", grace_period=5, window=3, margin=0.03, patience=1, relative=False)
-    base = {"data": args.data, "epochs": max_epochs, "seed": args.seed, "threads": 1, "device": "cpu",
-            "data_version": data.version}
+    base = {
+        "data": args.data,
+        "epochs": max_epochs,
+        "seed": args.seed,
+        "threads": 1,
+        "device": "cpu",
+        "data_version": data.version,
+    }
 
     def objective(trial: optuna.Trial) -> float:
         values = space.sample(trial)
@@ -147,9 +184,13 @@ def plain_optuna(args, data, space, max_epochs: int, n_trials: int) -> tuple[flo
 
     epochs_run: list[int] = []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=args.seed),
-                                pruner=optuna.pruners.SuccessiveHalvingPruner(
-                                    min_resource=args.grace_period, reduction_factor=args.reduction_factor))
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=args.seed),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=args.grace_period, reduction_factor=args.reduction_factor
+        ),
+    )
     t0 = time.perf_counter()
     study.optimize(objective, n_trials=n_trials, n_jobs=args.concurrency)
     return time.perf_counter() - t0, len(epochs_run)
@@ -164,22 +205,50 @@ def part2(args, storage: Path) -> None:
     n, epochs = args.samples2, args.max_epochs2
     plain, plain_epochs = plain_optuna(args, data, space, epochs, n)
     t0 = time.perf_counter()
-    meta = run(["--data", args.data, "--samples", str(n), "--max-epochs", str(epochs), "--seed", str(args.seed),
-                "--storage", str(storage), "--name", "overhead", "--wandb-mode", "disabled",
-                "--concurrency", str(args.concurrency), "--grace-period", str(args.grace_period),
-                "--reduction-factor", str(args.reduction_factor), "--num-cpus", str(args.concurrency)])
+    meta = run(
+        [
+            "--data",
+            args.data,
+            "--samples",
+            str(n),
+            "--max-epochs",
+            str(epochs),
+            "--seed",
+            str(args.seed),
+            "--storage",
+            str(storage),
+            "--name",
+            "overhead",
+            "--wandb-mode",
+            "disabled",
+            "--concurrency",
+            str(args.concurrency),
+            "--grace-period",
+            str(args.grace_period),
+            "--reduction-factor",
+            str(args.reduction_factor),
+            "--num-cpus",
+            str(args.concurrency),
+        ]
+    )
     tune_total = time.perf_counter() - t0
     tune_fit, tune_epochs = meta["wall_s"], meta["epochs_total"]
-    print(f"\n== part 2: Ray Tune vs plain Optuna ({n} trials, {epochs} epochs max, "
-          f"{args.concurrency} at a time, same trainer) ==")
+    print(
+        f"\n== part 2: Ray Tune vs plain Optuna ({n} trials, {epochs} epochs max, "
+        f"{args.concurrency} at a time, same trainer) =="
+    )
     print(f"{'':<36} {'wall':>8} {'epochs':>7} {'s/epoch':>8}")
-    print(f"{f'plain Optuna (n_jobs={args.concurrency})':<36} {plain:>7.1f}s {plain_epochs:>7d} "
-          f"{plain / plain_epochs:>8.2f}")
+    print(
+        f"{f'plain Optuna (n_jobs={args.concurrency})':<36} {plain:>7.1f}s {plain_epochs:>7d} "
+        f"{plain / plain_epochs:>8.2f}"
+    )
     print(f"{'Ray Tune fit()':<36} {tune_fit:>7.1f}s {tune_epochs:>7d} {tune_fit / tune_epochs:>8.2f}")
     print(f"{'Ray Tune incl. ray.init, data read':<36} {tune_total:>7.1f}s")
-    print(f"wall ratio Tune/plain: {tune_fit / plain:.2f}x; per epoch: "
-          f"{(tune_fit / tune_epochs) / (plain / plain_epochs):.2f}x (target <= 1.15). The two studies sample "
-          "the same space with the same seed but prune on their own, so they may train different epochs.")
+    print(
+        f"wall ratio Tune/plain: {tune_fit / plain:.2f}x; per epoch: "
+        f"{(tune_fit / tune_epochs) / (plain / plain_epochs):.2f}x (target <= 1.15). The two studies sample "
+        "the same space with the same seed but prune on their own, so they may train different epochs."
+    )
 
 
 def main() -> None:
@@ -195,9 +264,12 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", help="keep the experiments in this folder (default: a temp folder)")
-    ap.add_argument("--reuse", action="store_true",
-                    help="with --keep: reuse an experiment already there when it was run with the same settings "
-                         "(the random baseline does not depend on the ASHA settings: try several against one)")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --keep: reuse an experiment already there when it was run with the same settings "
+        "(the random baseline does not depend on the ASHA settings: try several against one)",
+    )
     args = ap.parse_args()
     ensure_default_data(args.data)
     with tempfile.TemporaryDirectory() as tmp:

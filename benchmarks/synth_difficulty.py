@@ -52,8 +52,14 @@ class SmallCNN(nn.Module):
             layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]
         self.features = nn.Sequential(*layers)
         side = size // 8
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(128 * side * side, 256),
-                                  nn.ReLU(), nn.Dropout(dropout), nn.Linear(256, n_classes))
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(128 * side * side, 256),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(256, n_classes),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -62,15 +68,28 @@ class SmallCNN(nn.Module):
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
-        return torch.cat([model(x[i:i + 512]).argmax(1) for i in range(0, len(x), 512)])
+        return torch.cat([model(x[i : i + 512]).argmax(1) for i in range(0, len(x), 512)])
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((predict(model, x) == y).float().mean())
 
 
-def train(name: str, x_tr, y_tr, x_val, y_val, y_val_clean, *, classes: tuple[str, ...], epochs: int,
-          dropout: float, batch: int, lr: float, seed: int) -> list[float]:
+def train(
+    name: str,
+    x_tr,
+    y_tr,
+    x_val,
+    y_val,
+    y_val_clean,
+    *,
+    classes: tuple[str, ...],
+    epochs: int,
+    dropout: float,
+    batch: int,
+    lr: float,
+    seed: int,
+) -> list[float]:
     """Train and print one line per epoch, then the final model's confusion matrix on the clean
     validation labels; returns validation accuracy (against y_val) per epoch."""
     n_classes = len(classes)
@@ -88,7 +107,7 @@ def train(name: str, x_tr, y_tr, x_val, y_val, y_val_clean, *, classes: tuple[st
         order = torch.randperm(len(x_tr), generator=gen)
         total, correct, loss_sum = 0, 0, 0.0
         for i in range(0, len(order), batch):
-            idx = order[i:i + batch]
+            idx = order[i : i + batch]
             out = model(x_tr[idx])
             loss = loss_fn(out, y_tr[idx])
             opt.zero_grad()
@@ -100,8 +119,11 @@ def train(name: str, x_tr, y_tr, x_val, y_val, y_val_clean, *, classes: tuple[st
         val = accuracy(model, x_val, y_val)
         val_clean = accuracy(model, x_val, y_val_clean)
         history.append(val)
-        print(f"{epoch:5d}  {loss_sum / total:10.4f}  {correct / total:9.3f}  {val:7.3f}  "
-              f"{val_clean:13.3f}  {time.perf_counter() - t0:7.1f}", flush=True)
+        print(
+            f"{epoch:5d}  {loss_sum / total:10.4f}  {correct / total:9.3f}  {val:7.3f}  "
+            f"{val_clean:13.3f}  {time.perf_counter() - t0:7.1f}",
+            flush=True,
+        )
     pred = predict(model, x_val)
     confusion = np.zeros((n_classes, n_classes), dtype=int)
     np.add.at(confusion, (y_val_clean.numpy(), pred.numpy()), 1)
@@ -116,8 +138,10 @@ def train(name: str, x_tr, y_tr, x_val, y_val, y_val_clean, *, classes: tuple[st
 def summary(name: str, history: list[float]) -> str:
     peak = int(np.argmax(history))
     tail = float(np.mean(history[-5:]))
-    return (f"{name}: peak {history[peak]:.3f} at epoch {peak + 1}, final {history[-1]:.3f} "
-            f"(drop {100 * (history[peak] - history[-1]):.1f} points), mean of last 5 {tail:.3f}")
+    return (
+        f"{name}: peak {history[peak]:.3f} at epoch {peak + 1}, final {history[-1]:.3f} "
+        f"(drop {100 * (history[peak] - history[-1]):.1f} points), mean of last 5 {tail:.3f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,9 +167,11 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         write_folders(synth, Path(tmp) / "synth")
         t_write = time.perf_counter() - t0
-    print(f"generated {len(synth)} images in {t_gen:.2f} s, wrote PNG folders in {t_write:.2f} s "
-          f"(total {t_gen + t_write:.2f} s); label noise {synth.noisy.mean():.3f}, "
-          f"copies {(synth.dup_of >= 0).sum()}, conflicts {synth.conflict.sum()}")
+    print(
+        f"generated {len(synth)} images in {t_gen:.2f} s, wrote PNG folders in {t_write:.2f} s "
+        f"(total {t_gen + t_write:.2f} s); label noise {synth.noisy.mean():.3f}, "
+        f"copies {(synth.dup_of >= 0).sum()}, conflicts {synth.conflict.sum()}"
+    )
 
     rng = np.random.default_rng(args.seed)
     originals = np.flatnonzero(synth.dup_of < 0)
@@ -160,12 +186,22 @@ def main(argv: list[str] | None = None) -> None:
     lines = []
     runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     if "clean" in runs:
-        h = train("clean labels", x[tr], true[tr], x[va], true[va], true[va], dropout=0.3,
-                  epochs=args.clean_epochs or args.epochs, **common)
+        h = train(
+            "clean labels",
+            x[tr],
+            true[tr],
+            x[va],
+            true[va],
+            true[va],
+            dropout=0.3,
+            epochs=args.clean_epochs or args.epochs,
+            **common,
+        )
         lines.append(summary("clean labels, clean val", h))
     if "noisy" in runs:
-        h = train("noisy labels", x[tr], given[tr], x[va], given[va], true[va], dropout=0.0,
-                  epochs=args.epochs, **common)
+        h = train(
+            "noisy labels", x[tr], given[tr], x[va], given[va], true[va], dropout=0.0, epochs=args.epochs, **common
+        )
         lines.append(summary("noisy labels, noisy val", h))
     print(f"\ngeneration: {t_gen:.2f} s + writing {t_write:.2f} s for n={len(synth)}")
     for line in lines:

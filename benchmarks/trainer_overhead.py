@@ -39,9 +39,13 @@ def make_data(n: int, seed: int) -> TrainData:
 
     s = generate(SynthConfig(n=n + n // 8, seed=seed))
     x, y = s.images[..., None], s.labels.astype(np.int64)
-    return TrainData(classes=list(s.classes), version="vbench", uri="synth",
-                     images={"train": x[:n].copy(), "val": x[n:].copy()},
-                     labels={"train": y[:n].copy(), "val": y[n:].copy()})
+    return TrainData(
+        classes=list(s.classes),
+        version="vbench",
+        uri="synth",
+        images={"train": x[:n].copy(), "val": x[n:].copy()},
+        labels={"train": y[:n].copy(), "val": y[n:].copy()},
+    )
 
 
 def bare_epoch(cfg, data: TrainData, device: torch.device) -> float:
@@ -61,7 +65,7 @@ def bare_epoch(cfg, data: TrainData, device: torch.device) -> float:
     t0 = time.perf_counter()
     perm = torch.randperm(len(y), device=device)
     for i in range(0, len(y), cfg.batch_size):
-        idx = perm[i:i + cfg.batch_size]
+        idx = perm[i : i + cfg.batch_size]
         xb = x[idx].float() / 255.0
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(xb)
@@ -93,15 +97,27 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     data = make_data(args.n, args.seed)
-    print(f"device {device}, torch threads {torch.get_num_threads()}, {args.n} train / {len(data.labels['val'])} "
-          f"val images, median of {args.repeats}")
+    print(
+        f"device {device}, torch threads {torch.get_num_threads()}, {args.n} train / {len(data.labels['val'])} "
+        f"val images, median of {args.repeats}"
+    )
     print(f"{'model':<20} {'bare loop':>10} {'train() epoch':>14} {'ratio':>6} {'train() call':>13} {'ratio':>6}")
     for name in args.models.split(","):
         preset = ["preset=fer_cnn_bplusplus"] if name.startswith("fer_cnn") else ["preset=fer_cnn_bplusplus"]
-        cfg = load_config(overrides=[*preset, f"model={name}", "epochs=1", "augment=none", "lr_schedule=constant",
-                                     "early_stopping_monitor=", "early_stopping_patience=",
-                                     f"device={args.device}", f"seed={args.seed}"])
-        bare_epoch(cfg, data, device)      # warm-up (allocator, kernels)
+        cfg = load_config(
+            overrides=[
+                *preset,
+                f"model={name}",
+                "epochs=1",
+                "augment=none",
+                "lr_schedule=constant",
+                "early_stopping_monitor=",
+                "early_stopping_patience=",
+                f"device={args.device}",
+                f"seed={args.seed}",
+            ]
+        )
+        bare_epoch(cfg, data, device)  # warm-up (allocator, kernels)
         bare, epoch, call = [], [], []
         with tempfile.TemporaryDirectory() as tmp:
             for r in range(args.repeats):

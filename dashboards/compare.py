@@ -32,14 +32,21 @@ def _facts(exp: Experiment) -> dict[str, object]:
     counts = exp.outcome_counts()
     out: dict[str, object] = {"trials": len(exp.trials)}
     out.update({o: n for o, n in counts.items()})
-    out.update({
-        "best score": best.get("score"), "best trial": best.get("trial_id"),
-        "best trial's peak": best.get("peak"), "best trial's final": best.get("final"),
-        "highest peak (any trial)": _best(exp, "peak"), "highest final (any trial)": _best(exp, "final"),
-        "median score": statistics.median(scores) if scores else None,
-        "data version": exp.data.version if exp.data else None, "epochs": exp.epochs_total,
-        "compute": duration(exp.compute_s), "wall time": duration(exp.wall_s),
-    })
+    out.update(
+        {
+            "best score": best.get("score"),
+            "best trial": best.get("trial_id"),
+            "best trial's peak": best.get("peak"),
+            "best trial's final": best.get("final"),
+            "highest peak (any trial)": _best(exp, "peak"),
+            "highest final (any trial)": _best(exp, "final"),
+            "median score": statistics.median(scores) if scores else None,
+            "data version": exp.data.version if exp.data else None,
+            "epochs": exp.epochs_total,
+            "compute": duration(exp.compute_s),
+            "wall time": duration(exp.wall_s),
+        }
+    )
     return out
 
 
@@ -47,7 +54,7 @@ def _summary(a: Experiment, b: Experiment, labels: tuple[str, str]) -> str:
     fa, fb = _facts(a), _facts(b)
     rows = []
     for key in list(fa) + [k for k in fb if k not in fa]:
-        va, vb = fa.get(key, 0), fb.get(key, 0)      # only outcome counts can be missing on one side
+        va, vb = fa.get(key, 0), fb.get(key, 0)  # only outcome counts can be missing on one side
         diff = ""
         if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and not isinstance(va, bool):
             d = vb - va
@@ -65,17 +72,22 @@ def _labels(a: Experiment, b: Experiment) -> tuple[str, str]:
 def build_compare(a: Experiment, b: Experiment) -> str:
     labels = _labels(a, b)
     dist = figures.score_distributions([(labels[0], a), (labels[1], b)])
-    body = "".join([
-        f"<h1>{esc(labels[0])} vs {esc(labels[1])}</h1>",
-        '<div class="side">'
-        + "".join(f'<div class="side-{s}">{header(e, level="h2")}</div>' for s, e in (("a", a), ("b", b)))
-        + "</div>",
-        section("Outcomes and best results", _summary(a, b, labels), anchor="summary"),
-        section("Score distributions", figure(dist) if dist else "<p class='note'>No scored trials.</p>",
-                anchor="scores"),
-        section(f"Leaderboard {labels[0]}", leaderboard(a, table_id="leaderboard-a"), anchor="leaderboard-a"),
-        section(f"Leaderboard {labels[1]}", leaderboard(b, table_id="leaderboard-b"), anchor="leaderboard-b"),
-    ])
+    body = "".join(
+        [
+            f"<h1>{esc(labels[0])} vs {esc(labels[1])}</h1>",
+            '<div class="side">'
+            + "".join(f'<div class="side-{s}">{header(e, level="h2")}</div>' for s, e in (("a", a), ("b", b)))
+            + "</div>",
+            section("Outcomes and best results", _summary(a, b, labels), anchor="summary"),
+            section(
+                "Score distributions",
+                figure(dist) if dist else "<p class='note'>No scored trials.</p>",
+                anchor="scores",
+            ),
+            section(f"Leaderboard {labels[0]}", leaderboard(a, table_id="leaderboard-a"), anchor="leaderboard-a"),
+            section(f"Leaderboard {labels[1]}", leaderboard(b, table_id="leaderboard-b"), anchor="leaderboard-b"),
+        ]
+    )
     return page(f"{a.name} vs {b.name} - sweep comparison", body)
 
 

@@ -21,18 +21,20 @@ __all__ = ["EdgeWarning", "edge_warnings", "position"]
 @dataclass(frozen=True)
 class EdgeWarning:
     param: str
-    edge: str               # "lower" | "upper"
+    edge: str  # "lower" | "upper"
     bound: float
-    count: int              # how many of the top trials sit there
-    top: int                # how many top trials were looked at
+    count: int  # how many of the top trials sit there
+    top: int  # how many top trials were looked at
     includes_best: bool
     log: bool
 
     def message(self) -> str:
         who = f"{self.count} of the top {self.top} trials" + (" (including the best)" if self.includes_best else "")
         scale = " in log space" if self.log else ""
-        return (f"{self.param}: {who} lie within 5% of the {self.edge} bound {self.bound:g}{scale}; the optimum may be "
-                f"outside the searched range - widen it before trusting this study")
+        return (
+            f"{self.param}: {who} lie within 5% of the {self.edge} bound {self.bound:g}{scale}; the optimum may be "
+            f"outside the searched range - widen it before trusting this study"
+        )
 
 
 def position(param: Param, value: float) -> float:
@@ -47,7 +49,7 @@ def position(param: Param, value: float) -> float:
 
 
 def edge_warnings(exp: Experiment, *, top: int = 3, margin: float = 0.05) -> list[EdgeWarning]:
-    if exp.space_inferred:          # the "range" is the sampled values themselves: every extreme is at an edge
+    if exp.space_inferred:  # the "range" is the sampled values themselves: every extreme is at an edge
         return []
     out = []
     for p in exp.params:
@@ -57,8 +59,10 @@ def edge_warnings(exp: Experiment, *, top: int = 3, margin: float = 0.05) -> lis
         if not ranked:
             continue
         pos = [position(p, exp.value(t, p.name)) for t in ranked]
-        for edge, near, bound in (("lower", [x <= margin for x in pos], p.low),
-                                  ("upper", [x >= 1 - margin for x in pos], p.high)):
+        for edge, near, bound in (
+            ("lower", [x <= margin for x in pos], p.low),
+            ("upper", [x >= 1 - margin for x in pos], p.high),
+        ):
             count = sum(near)
             if near[0] or count >= 2:
                 out.append(EdgeWarning(p.name, edge, float(bound), count, len(ranked), near[0], p.log))

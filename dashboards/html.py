@@ -20,8 +20,22 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["esc", "json_for_script", "json_script", "figure", "table", "note", "warning", "section", "page", "Cell",
-           "Pick", "GENERATOR", "is_our_page", "INDEX_JS"]
+__all__ = [
+    "esc",
+    "json_for_script",
+    "json_script",
+    "figure",
+    "table",
+    "note",
+    "warning",
+    "section",
+    "page",
+    "Cell",
+    "Pick",
+    "GENERATOR",
+    "is_our_page",
+    "INDEX_JS",
+]
 
 #: Every page carries ``<meta name="generator" content="fer-sweep dashboard">``: ``--out`` replaces an
 #: existing file only when it is one of ours (``is_our_page``), never someone's other HTML.
@@ -43,18 +57,22 @@ def json_for_script(obj: Any = None, *, text: str | None = None) -> str:
     """``obj`` as JSON (or ``text``, JSON already, as plotly writes it), safe inside a ``<script>`` element."""
     if text is None:
         text = json.dumps(obj, default=str, allow_nan=False)
-    return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return (
+        text.replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
 
 
 def json_script(element_id: str, obj: Any = None, *, text: str | None = None, **attrs: str) -> str:
     """``<script type="application/json">`` holding ``obj`` (or the JSON ``text``); read it with JSON.parse."""
     extra = "".join(f' {k.replace("_", "-")}="{esc(v)}"' for k, v in attrs.items())
-    return (f'<script type="application/json" id="{esc(element_id)}"{extra}>'
-            f"{json_for_script(obj, text=text)}</script>")
+    return f'<script type="application/json" id="{esc(element_id)}"{extra}>{json_for_script(obj, text=text)}</script>'
 
 
-_counter = iter(range(10 ** 9))
+_counter = iter(range(10**9))
 
 
 def figure(fig, *, caption: str = "") -> str:
@@ -64,8 +82,9 @@ def figure(fig, *, caption: str = "") -> str:
     n = next(_counter)
     div = f"plot-{n}"
     cap = f'<p class="caption">{caption}</p>' if caption else ""
-    return (f'<div class="plot" id="{div}"></div>{cap}'
-            + json_script(f"{div}-spec", text=fig.to_json(validate=False), data_plot=div))
+    return f'<div class="plot" id="{div}"></div>{cap}' + json_script(
+        f"{div}-spec", text=fig.to_json(validate=False), data_plot=div
+    )
 
 
 class Cell:
@@ -92,8 +111,10 @@ class Pick:
 def _cell(c: Any) -> str:
     if isinstance(c, Pick):
         extra = "".join(f' data-{esc(k.replace("_", "-"))}="{esc(v)}"' for k, v in c.data.items())
-        return (f'<td data-v=""><input type="checkbox" class="pick" value="{esc(c.value)}"'
-                f' aria-label="pick {esc(c.value)} to compare"{extra}></td>')
+        return (
+            f'<td data-v=""><input type="checkbox" class="pick" value="{esc(c.value)}"'
+            f' aria-label="pick {esc(c.value)} to compare"{extra}></td>'
+        )
     if not isinstance(c, Cell):
         c = Cell(c, c)
     if isinstance(c.sort, (int, float)) and not isinstance(c.sort, bool):
@@ -111,8 +132,16 @@ def _cell(c: Any) -> str:
     return f"<td{attrs}>{text}</td>"
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, sortable: bool = False, cls: str = "",
-          table_id: str = "", tall: bool = False, page_size: int = 0) -> str:
+def table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    sortable: bool = False,
+    cls: str = "",
+    table_id: str = "",
+    tall: bool = False,
+    page_size: int = 0,
+) -> str:
     """An HTML table; with ``sortable`` a click on a header sorts by that column (again: reversed).
 
     ``page_size``: with more rows than that, the page shows them ``page_size`` at a time with
@@ -126,10 +155,18 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, sortable: bo
     wrap = "table-wrap tall" if tall else "table-wrap"
     paged = page_size > 0 and len(rows) > page_size
     pages = f' data-page-size="{int(page_size)}"' if paged else ""
-    pager = ('<div class="pager"><button type="button" class="prev">‹ previous</button> <span class="where"></span> '
-             '<button type="button" class="next">next ›</button></div>') if paged else ""
-    return (f'<div class="{wrap}"><table{ident} class="{classes}"{pages}><thead><tr>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table></div>{pager}")
+    pager = (
+        (
+            '<div class="pager"><button type="button" class="prev">‹ previous</button> <span class="where"></span> '
+            '<button type="button" class="next">next ›</button></div>'
+        )
+        if paged
+        else ""
+    )
+    return (
+        f'<div class="{wrap}"><table{ident} class="{classes}"{pages}><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>{pager}"
+    )
 
 
 def note(text: str) -> str:
@@ -153,7 +190,7 @@ def _plotly_js() -> str:
     from plotly.offline import get_plotlyjs
 
     js = get_plotlyjs()
-    if "</script" in js.lower():      # never true for plotly.js; a guard so the page cannot break
+    if "</script" in js.lower():  # never true for plotly.js; a guard so the page cannot break
         js = js.replace("</script", "<\\/script").replace("</SCRIPT", "<\\/SCRIPT")
     return js
 
@@ -309,8 +346,15 @@ INDEX_JS = """
 """
 
 
-def page(title: str, body: str, *, live_version: str | None = None, refresh_s: int = 10, plotly: bool = True,
-         script: str = "") -> str:
+def page(
+    title: str,
+    body: str,
+    *,
+    live_version: str | None = None,
+    refresh_s: int = 10,
+    plotly: bool = True,
+    script: str = "",
+) -> str:
     """The whole document. ``title`` is escaped; ``body`` is markup from this module's functions.
 
     ``plotly=False``: a page without plots leaves plotly.js out (a few kB instead of megabytes);
@@ -319,10 +363,13 @@ def page(title: str, body: str, *, live_version: str | None = None, refresh_s: i
     live = ""
     if live_version is not None:
         live = json_script("page-version", live_version) + f"<script>{LIVE_JS % (refresh_s * 1000)}</script>"
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">" + GENERATOR +
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            "<link rel=\"icon\" href=\"data:,\">"
-            f"<title>{esc(title)}</title><style>{CSS}</style>"
-            + (f"<script>{_plotly_js()}</script>" if plotly else "") + f"</head>\n<body><main>{body}</main>"
-            f"<script>{RENDER_JS}</script>" + (f"<script>{script}</script>" if script else "")
-            + f"{live}</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        + GENERATOR
+        + '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,">'
+        f"<title>{esc(title)}</title><style>{CSS}</style>"
+        + (f"<script>{_plotly_js()}</script>" if plotly else "")
+        + f"</head>\n<body><main>{body}</main>"
+        f"<script>{RENDER_JS}</script>" + (f"<script>{script}</script>" if script else "") + f"{live}</body></html>\n"
+    )

@@ -34,11 +34,11 @@ SAMPLE_SEED = 0
 
 @dataclass
 class Importance:
-    title: str                                  # which trials and parameters
+    title: str  # which trials and parameters
     trials: int
-    values: dict[str, float] = field(default_factory=dict)   # param -> importance (sums to 1)
-    note: str = ""                              # why there are no values, when there are none
-    of: int = 0                                 # the group's trials when ``trials`` is a sample of them
+    values: dict[str, float] = field(default_factory=dict)  # param -> importance (sums to 1)
+    note: str = ""  # why there are no values, when there are none
+    of: int = 0  # the group's trials when ``trials`` is a sample of them
 
     @property
     def sampled(self) -> bool:
@@ -50,6 +50,7 @@ def _distribution(p: Param):
 
     if p.type == "categorical":
         return CategoricalDistribution(list(p.choices))
+    assert p.low is not None and p.high is not None, f"{p.name}: a numeric parameter has bounds"
     if p.type == "int":
         return IntDistribution(int(p.low), int(p.high), log=p.log, step=int(p.step or 1))
     return FloatDistribution(float(p.low), float(p.high), log=p.log, step=p.step)
@@ -64,7 +65,7 @@ def _study(exp: Experiment, params: list[Param], trials: list[dict]):
         values = {p.name: exp.value(t, p.name) for p in params}
         try:
             study.add_trial(optuna.trial.create_trial(params=values, distributions=dists, value=float(t["score"])))
-        except ValueError:      # a value outside the recorded space (the space file changed): leave it out
+        except ValueError:  # a value outside the recorded space (the space file changed): leave it out
             continue
     return study
 
@@ -89,8 +90,9 @@ def _fit(exp: Experiment, title: str, params: list[Param], trials: list[dict]) -
 
     varied = [p for p in params if len({repr(exp.value(t, p.name)) for t in trials}) > 1]
     if len(trials) < MIN_TRIALS:
-        return Importance(title, len(trials), note=f"only {len(trials)} completed trial(s); fANOVA needs at least "
-                                                   f"{MIN_TRIALS}")
+        return Importance(
+            title, len(trials), note=f"only {len(trials)} completed trial(s); fANOVA needs at least {MIN_TRIALS}"
+        )
     if not varied:
         return Importance(title, len(trials), note="no hyperparameter varies across these trials")
     study = _study(exp, params, trials)
@@ -101,8 +103,8 @@ def _fit(exp: Experiment, title: str, params: list[Param], trials: list[dict]) -
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             values = optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
-                params=[p.name for p in varied])
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=[p.name for p in varied]
+            )
     except (ValueError, RuntimeError, ZeroDivisionError) as exc:
         return Importance(title, n, note=f"fANOVA could not be computed ({exc})")
     values = {k: float(v) for k, v in values.items() if math.isfinite(v)}
@@ -115,11 +117,19 @@ def param_importances(exp: Experiment, max_trials: int = MAX_TRIALS) -> list[Imp
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    completed = [t for t in exp.trials if t.get("outcome") == Outcome.COMPLETED and isinstance(t.get("score"), float)
-                 and math.isfinite(t["score"])]
+    completed = [
+        t
+        for t in exp.trials
+        if t.get("outcome") == Outcome.COMPLETED and isinstance(t.get("score"), float) and math.isfinite(t["score"])
+    ]
     if exp.space_inferred:
-        return [Importance("all parameters", len(completed),
-                           note="the search space is not known until sweep.json is written (at the end of the sweep)")]
+        return [
+            Importance(
+                "all parameters",
+                len(completed),
+                note="the search space is not known until sweep.json is written (at the end of the sweep)",
+            )
+        ]
     plain = [p for p in exp.params if not p.when]
     out = [_evaluate(exp, "all completed trials, unconditional parameters", plain, completed, max_trials)]
     groups: dict[str, list[Param]] = {}
@@ -129,6 +139,13 @@ def param_importances(exp: Experiment, max_trials: int = MAX_TRIALS) -> list[Imp
             groups.setdefault(key, []).append(p)
     for key, cond in groups.items():
         subset = [t for t in completed if all(exp.value(t, p.name) is not None for p in cond)]
-        out.append(_evaluate(exp, f"completed trials where {key} (where {', '.join(p.name for p in cond)} exist)",
-                             plain + cond, subset, max_trials))
+        out.append(
+            _evaluate(
+                exp,
+                f"completed trials where {key} (where {', '.join(p.name for p in cond)} exist)",
+                plain + cond,
+                subset,
+                max_trials,
+            )
+        )
     return out

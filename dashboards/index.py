@@ -54,9 +54,23 @@ from fer_core.storage import Location, StorageError, locate, redact
 
 from .html import INDEX_JS, Cell, Pick, esc, note, page, section, table
 
-__all__ = ["RUNNING_WINDOW_S", "PAGE_NAME", "ExperimentRow", "Activity", "experiment_state", "is_experiment",
-           "experiment_names", "read_row", "read_rows", "build_index", "safe_name", "FINISHED", "RUNNING",
-           "INTERRUPTED", "UNREADABLE"]
+__all__ = [
+    "RUNNING_WINDOW_S",
+    "PAGE_NAME",
+    "ExperimentRow",
+    "Activity",
+    "experiment_state",
+    "is_experiment",
+    "experiment_names",
+    "read_row",
+    "read_rows",
+    "build_index",
+    "safe_name",
+    "FINISHED",
+    "RUNNING",
+    "INTERRUPTED",
+    "UNREADABLE",
+]
 
 #: An experiment without a finished record is running when something in it was written this recently.
 RUNNING_WINDOW_S = 10 * 60
@@ -79,8 +93,13 @@ def _is_marker(name: str) -> bool:
 
 def safe_name(name: str) -> bool:
     """Whether ``name`` can be an experiment folder directly under a root (no separators, no ``.``/``..``)."""
-    return (bool(name) and name not in (".", "..") and not name.startswith(".")
-            and not any(c in name for c in "/\\\0") and len(name) <= 255)
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and not name.startswith(".")
+        and not any(c in name for c in "/\\\0")
+        and len(name) <= 255
+    )
 
 
 def is_experiment(loc: Location) -> bool:
@@ -106,15 +125,15 @@ class Activity:
 
     has_record: bool = False
     record_finished: bool = False
-    trials_table: float | None = None       # trials.parquet's mtime
+    trials_table: float | None = None  # trials.parquet's mtime
     epochs_table: float | None = None
-    newest_result: float | None = None      # the newest trial result.json
+    newest_result: float | None = None  # the newest trial result.json
     trial_folders: int = 0
-    tune_state: float | None = None         # the newest experiment_state-*.json / tuner.pkl
-    record_written: float | None = None     # sweep.json's mtime
-    page: float | None = None               # dashboard.html's mtime
+    tune_state: float | None = None  # the newest experiment_state-*.json / tuner.pkl
+    record_written: float | None = None  # sweep.json's mtime
+    page: float | None = None  # dashboard.html's mtime
     confirmed: bool = False
-    decided: bool = False                # decisions.json (fer export-best's record)
+    decided: bool = False  # decisions.json (fer export-best's record)
 
     @property
     def tables_current(self) -> bool:
@@ -127,14 +146,20 @@ class Activity:
     def last_activity(self) -> float | None:
         times = [self.newest_result, self.tune_state]
         if not self.record_finished:
-            times.append(self.record_written)          # the launch's record: written when the sweep starts
+            times.append(self.record_written)  # the launch's record: written when the sweep starts
         return max((t for t in times if t is not None), default=None)
 
     @property
     def newest_input(self) -> float:
         """The newest file an experiment's page is built from (a page older than this is stale)."""
-        return max((t for t in (self.record_written, self.trials_table, self.epochs_table, self.newest_result)
-                    if t is not None), default=0.0)
+        return max(
+            (
+                t
+                for t in (self.record_written, self.trials_table, self.epochs_table, self.newest_result)
+                if t is not None
+            ),
+            default=0.0,
+        )
 
 
 def experiment_state(act: Activity, now: float | None = None, window_s: float = RUNNING_WINDOW_S) -> str:
@@ -188,8 +213,8 @@ def _scan(store: ExperimentStore) -> Activity:
 class ExperimentRow:
     """One experiment as the index shows it."""
 
-    folder: str                          # the folder's name under the root (links and compare use it)
-    where: str                           # its location as shown: a local path or its (redacted) URI
+    folder: str  # the folder's name under the root (links and compare use it)
+    where: str  # its location as shown: a local path or its (redacted) URI
     name: str = ""
     state: str = UNREADABLE
     error: str = ""
@@ -201,14 +226,14 @@ class ExperimentRow:
     space_file: str | None = None
     outcomes: dict[str, int] = field(default_factory=dict)
     trials: int = 0
-    best: dict | None = None             # trial_id, score, final, peak
-    confirmed: dict | None = None        # summarize()'s first entry
-    decision: Decision | None = None     # the latest decision on record (fer export-best)
+    best: dict | None = None  # trial_id, score, final, peak
+    confirmed: dict | None = None  # summarize()'s first entry
+    decision: Decision | None = None  # the latest decision on record (fer export-best)
     decisions: int = 0
     compute_s: float = 0.0
     user: str | None = None
     command: str | None = None
-    page: str | None = None              # dashboard.html: None (not built), "current" or "stale" (older than the files)
+    page: str | None = None  # dashboard.html: None (not built), "current" or "stale" (older than the files)
     read_s: float = 0.0
 
 
@@ -235,8 +260,9 @@ def _trial_rows(store: ExperimentStore, act: Activity, record: SweepRecord | Non
     return []
 
 
-def read_row(root: Location, folder: str, *, now: float | None = None,
-             window_s: float = RUNNING_WINDOW_S) -> ExperimentRow:
+def read_row(
+    root: Location, folder: str, *, now: float | None = None, window_s: float = RUNNING_WINDOW_S
+) -> ExperimentRow:
     """The index row of ``root/folder``; an experiment that cannot be read is a row with its error."""
     t0 = time.perf_counter()
     store = ExperimentStore(root.child(folder))
@@ -276,8 +302,9 @@ def read_row(root: Location, folder: str, *, now: float | None = None,
     return row
 
 
-def read_rows(root: Location, names: list[str] | None = None, *, window_s: float = RUNNING_WINDOW_S
-              ) -> list[ExperimentRow]:
+def read_rows(
+    root: Location, names: list[str] | None = None, *, window_s: float = RUNNING_WINDOW_S
+) -> list[ExperimentRow]:
     """The rows of every experiment under ``root`` (read a few at a time: an object store answers slowly)."""
     names = experiment_names(root)[0] if names is None else names
     now = time.time()
@@ -286,6 +313,7 @@ def read_rows(root: Location, names: list[str] | None = None, *, window_s: float
 
 
 # -- the page -------------------------------------------------------------------------------------------
+
 
 def _iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts is not None else None
@@ -314,8 +342,11 @@ def _decision_cell(row: ExperimentRow) -> Cell:
     if d is None:
         return Cell("-", "")
     more = f" (+{row.decisions - 1} earlier)" if row.decisions > 1 else ""
-    return Cell(f"{d.trial_id} by {d.by} ({fmt(d.value, nonfinite='-')}), {d.time[:10]}, {d.user or '?'}{more}",
-                d.time, title=f"{d.action} -> {d.file} at {d.time}")
+    return Cell(
+        f"{d.trial_id} by {d.by} ({fmt(d.value, nonfinite='-')}), {d.time[:10]}, {d.user or '?'}{more}",
+        d.time,
+        title=f"{d.action} -> {d.file} at {d.time}",
+    )
 
 
 def _state_cell(row: ExperimentRow) -> Cell:
@@ -336,9 +367,25 @@ def _link(row: ExperimentRow, link_base: str | None, serve: bool) -> str:
     return f"{link_base}{quote(row.folder, safe='')}/{PAGE_NAME}"
 
 
-HEADERS = ["pick", "experiment", "state", "started", "finished", "data set", "version", "search space",
-           "trials by outcome", "best score", "its final", "its peak", "confirmed best", "promoted", "compute",
-           "user", "command"]
+HEADERS = [
+    "pick",
+    "experiment",
+    "state",
+    "started",
+    "finished",
+    "data set",
+    "version",
+    "search space",
+    "trials by outcome",
+    "best score",
+    "its final",
+    "its peak",
+    "confirmed best",
+    "promoted",
+    "compute",
+    "user",
+    "command",
+]
 DATA_COLUMN = HEADERS.index("data set")
 
 
@@ -352,36 +399,69 @@ def _cells(row: ExperimentRow, link_base: str | None, serve: bool) -> list:
         title = f"the page is older than the experiment's files: fer dashboard build {row.where}"
     pick = Pick(row.folder, where=row.where)
     if row.state == UNREADABLE:
-        return [pick, Cell(name, row.folder, title=row.where), _state_cell(row), Cell("", None), Cell("", None),
-                Cell("", ""), "", "", Cell(f"cannot be read: {row.error}", None, cls="reason error"),
-                *[Cell("", None)] * 8]
+        return [
+            pick,
+            Cell(name, row.folder, title=row.where),
+            _state_cell(row),
+            Cell("", None),
+            Cell("", None),
+            Cell("", ""),
+            "",
+            "",
+            Cell(f"cannot be read: {row.error}", None, cls="reason error"),
+            *[Cell("", None)] * 8,
+        ]
     best = row.best or {}
-    return [pick, Cell(name, row.folder, href=href, title=title), _state_cell(row),
-            Cell(row.started, row.started), Cell(row.finished, row.finished),
-            Cell(row.data_uri, _data_key(row)), row.data_version, row.space_file,
-            Cell(_outcomes_text(row), row.trials), _num(best.get("score")), _num(best.get("final")),
-            _num(best.get("peak")), _confirmed_cell(row), _decision_cell(row),
-            Cell(duration(row.compute_s), row.compute_s),
-            row.user, Cell(row.command, row.command or "", cls="reason")]
+    return [
+        pick,
+        Cell(name, row.folder, href=href, title=title),
+        _state_cell(row),
+        Cell(row.started, row.started),
+        Cell(row.finished, row.finished),
+        Cell(row.data_uri, _data_key(row)),
+        row.data_version,
+        row.space_file,
+        Cell(_outcomes_text(row), row.trials),
+        _num(best.get("score")),
+        _num(best.get("final")),
+        _num(best.get("peak")),
+        _confirmed_cell(row),
+        _decision_cell(row),
+        Cell(duration(row.compute_s), row.compute_s),
+        row.user,
+        Cell(row.command, row.command or "", cls="reason"),
+    ]
 
 
 def _filter(rows: list[ExperimentRow]) -> str:
     counts = Counter(_data_key(r) for r in rows if r.state != UNREADABLE)
     options = ['<option value="">every data set</option>'] + [
-        f'<option value="{esc(k)}">{esc(k or "(not known)")} ({n})</option>' for k, n in sorted(counts.items())]
-    return (f'<p><label>data set <select id="dataset-filter" data-col="{DATA_COLUMN}">{"".join(options)}'
-            '</select></label> <span id="shown-count"></span></p>')
+        f'<option value="{esc(k)}">{esc(k or "(not known)")} ({n})</option>' for k, n in sorted(counts.items())
+    ]
+    return (
+        f'<p><label>data set <select id="dataset-filter" data-col="{DATA_COLUMN}">{"".join(options)}'
+        '</select></label> <span id="shown-count"></span></p>'
+    )
 
 
 def _compare_box(serve: bool) -> str:
     mode = "serve" if serve else "static"
-    action = ('<a class="compare" href="#" hidden>open the comparison</a>' if serve else
-              "<pre hidden><code></code></pre>")
+    action = (
+        '<a class="compare" href="#" hidden>open the comparison</a>' if serve else "<pre hidden><code></code></pre>"
+    )
     return f'<div id="compare-box" data-mode="{mode}"><p class="hint"></p>{action}</div>'
 
 
-def build_index(root: Location, rows: list[ExperimentRow], *, serve: bool = False, link_base: str | None = None,
-                skipped: Sequence[str] = (), elapsed_s: float | None = None, window_s: float = RUNNING_WINDOW_S) -> str:
+def build_index(
+    root: Location,
+    rows: list[ExperimentRow],
+    *,
+    serve: bool = False,
+    link_base: str | None = None,
+    skipped: Sequence[str] = (),
+    elapsed_s: float | None = None,
+    window_s: float = RUNNING_WINDOW_S,
+) -> str:
     """The index page of ``rows`` (``read_rows``). ``serve``: rows link to ``e/<name>/`` and two picked rows
     to ``compare?a=..&b=..``; static: rows link to ``<link_base><name>/dashboard.html`` where that page was
     built (``link_base`` None: no links), and two picked rows show the ``fer dashboard compare`` command."""
@@ -389,29 +469,49 @@ def build_index(root: Location, rows: list[ExperimentRow], *, serve: bool = Fals
     states = Counter(r.state for r in rows)
     summary = ", ".join(f"{states[s]} {s}" for s in (RUNNING, FINISHED, INTERRUPTED, UNREADABLE) if states[s])
     if serve:
-        how = ("Each experiment's name opens its live page; pick two rows to compare them. New experiments "
-               "appear when this page is reloaded.")
+        how = (
+            "Each experiment's name opens its live page; pick two rows to compare them. New experiments "
+            "appear when this page is reloaded."
+        )
     else:
-        how = (f"An experiment's name links to its page ({PAGE_NAME} in its folder) once it is built: "
-               f"'fer dashboard build EXPERIMENT', or 'fer dashboard index ROOT --build-pages' for every "
-               "experiment whose page is missing or older than its files. Pick two rows for the command that "
-               "compares them; 'fer dashboard serve ROOT' serves this index with live pages.")
+        how = (
+            f"An experiment's name links to its page ({PAGE_NAME} in its folder) once it is built: "
+            f"'fer dashboard build EXPERIMENT', or 'fer dashboard index ROOT --build-pages' for every "
+            "experiment whose page is missing or older than its files. Pick two rows for the command that "
+            "compares them; 'fer dashboard serve ROOT' serves this index with live pages."
+        )
         if link_base is None:
             how += " (No links here: this page is not written under the root, so it cannot point into it.)"
-    rules = (f"State, from the files: finished = sweep.json records the end and the tables are current; running = "
-             f"otherwise, with a trial result or Tune snapshot written in the last {window_s / 60:g} minutes; "
-             "interrupted = otherwise ('--resume --name NAME' continues it).")
+    rules = (
+        f"State, from the files: finished = sweep.json records the end and the tables are current; running = "
+        f"otherwise, with a trial result or Tune snapshot written in the last {window_s / 60:g} minutes; "
+        "interrupted = otherwise ('--resume --name NAME' continues it)."
+    )
     built = f" Read in {elapsed_s:.2f} s." if elapsed_s is not None else ""
     other = note(f"Folders that are not experiments: {', '.join(skipped)}.") if skipped else ""
-    body = "".join([
-        f"<h1>Experiments in <code>{esc(where)}</code></h1>",
-        f"<p>{len(rows)} experiments: {esc(summary or 'none')}; page written {esc(_iso(time.time()))}.{esc(built)}</p>",
-        note(how), note(rules), other,
-        section("Experiments (click a header to sort)",
-                _filter(rows) + table(HEADERS, [_cells(r, link_base, serve) for r in rows], sortable=True,
-                                      table_id="experiments", tall=len(rows) > 25) + _compare_box(serve),
-                anchor="index"),
-    ])
+    body = "".join(
+        [
+            f"<h1>Experiments in <code>{esc(where)}</code></h1>",
+            f"<p>{len(rows)} experiments: {esc(summary or 'none')}; "
+            f"page written {esc(_iso(time.time()))}.{esc(built)}</p>",
+            note(how),
+            note(rules),
+            other,
+            section(
+                "Experiments (click a header to sort)",
+                _filter(rows)
+                + table(
+                    HEADERS,
+                    [_cells(r, link_base, serve) for r in rows],
+                    sortable=True,
+                    table_id="experiments",
+                    tall=len(rows) > 25,
+                )
+                + _compare_box(serve),
+                anchor="index",
+            ),
+        ]
+    )
     return page(f"Experiments in {where}", body, plotly=False, script=INDEX_JS)
 
 
@@ -425,7 +525,7 @@ def link_base_for(root: Location, out: Location) -> str | None:
         if "://" not in r or r.split("://", 1)[0] != o.split("://", 1)[0]:
             return None
         rel = posixpath.relpath(r.split("://", 1)[1], posixpath.dirname(o.split("://", 1)[1]))
-        if rel.startswith(".."):            # the page would have to climb out of its own prefix: keep it simple
+        if rel.startswith(".."):  # the page would have to climb out of its own prefix: keep it simple
             return None
     else:
         return None
@@ -439,4 +539,3 @@ def open_root(uri: str) -> Location:
     if not root.is_dir():
         raise FerError(f"{redact(uri)}: no such folder; pass the folder (or storage URI) that holds the experiments")
     return root
-

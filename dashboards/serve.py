@@ -48,8 +48,18 @@ from fer_core.errors import FerError
 
 from .html import LIVE_JS, esc, json_script
 
-__all__ = ["DashboardServer", "IndexServer", "make_server", "experiment_version", "host_allowed", "allowed_names",
-           "serves_index", "DEFAULT_HOST", "DEFAULT_PORT", "INDEX_TTL_S"]
+__all__ = [
+    "DashboardServer",
+    "IndexServer",
+    "make_server",
+    "experiment_version",
+    "host_allowed",
+    "allowed_names",
+    "serves_index",
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "INDEX_TTL_S",
+]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8050
@@ -63,9 +73,11 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     # Inline scripts only (plotly.js is inlined; its WebGL traces compile shaders with eval); fetch only here.
-    "Content-Security-Policy": ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; "
-                                "style-src 'unsafe-inline'; img-src data: blob:; font-src data:; "
-                                "connect-src 'self'; worker-src blob:; base-uri 'none'; form-action 'none'"),
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; "
+        "style-src 'unsafe-inline'; img-src data: blob:; font-src data:; "
+        "connect-src 'self'; worker-src blob:; base-uri 'none'; form-action 'none'"
+    ),
 }
 
 
@@ -90,14 +102,14 @@ def _is_ip(name: str) -> bool:
 
 def host_allowed(header: str | None, names: frozenset[str]) -> bool:
     """Whether a request whose ``Host`` header is ``header`` may be answered (see the module doc)."""
-    if header is None:                      # HTTP/1.0 clients without a Host header: not a browser
+    if header is None:  # HTTP/1.0 clients without a Host header: not a browser
         return True
     if "*" in names:
         return True
     host = header.strip().lower()
-    if host.startswith("["):                # [::1]:8050
-        host = host[1:host.find("]")] if "]" in host else host
-    elif host.count(":") == 1:              # name:8050 (a bare IPv6 address has several colons)
+    if host.startswith("["):  # [::1]:8050
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:  # name:8050 (a bare IPv6 address has several colons)
         host = host.split(":", 1)[0]
     host = host.rstrip(".")
     return _is_ip(host) or host == "localhost" or host.endswith(".localhost") or host in names
@@ -120,7 +132,7 @@ class DashboardServer:
         self.exp_dir = str(exp_dir)
         self.refresh_s = refresh_s
         self._lock = threading.Lock()
-        self._cached: tuple[str, int, bytes] | None = None       # (version, status, body)
+        self._cached: tuple[str, int, bytes] | None = None  # (version, status, body)
 
     def version(self) -> str:
         return experiment_version(self.exp_dir)
@@ -139,7 +151,7 @@ class DashboardServer:
 
         try:
             return HTTPStatus.OK, build_report(load_experiment(self.exp_dir), live_version=version).encode()
-        except FerError as exc:          # not (yet) an experiment: say so, and reload when files appear
+        except FerError as exc:  # not (yet) an experiment: say so, and reload when files appear
             return HTTPStatus.SERVICE_UNAVAILABLE, self._waiting(version, f"Waiting for the sweep: {exc}")
         except Exception as exc:  # noqa: BLE001 - a half-written file must not take the server down
             print(f"fer dashboard serve: building the page failed: {exc!r}", file=sys.stderr)
@@ -155,9 +167,11 @@ class DashboardServer:
         return HTTPStatus.NOT_FOUND, b"not found: this server serves only / and /version\n", _TEXT, {}
 
     def _waiting(self, version: str, message: str) -> bytes:
-        return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>fer dashboard</title></head>"
-                f"<body><p>{esc(message)}</p>{json_script('page-version', version)}"
-                f"<script>{LIVE_JS % (self.refresh_s * 1000)}</script></body></html>\n").encode()
+        return (
+            '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>fer dashboard</title></head>'
+            f"<body><p>{esc(message)}</p>{json_script('page-version', version)}"
+            f"<script>{LIVE_JS % (self.refresh_s * 1000)}</script></body></html>\n"
+        ).encode()
 
 
 def serves_index(uri: str | Path) -> bool:
@@ -188,7 +202,7 @@ class IndexServer:
         self.root = open_root(str(root))
         self.refresh_s, self.ttl_s = refresh_s, ttl_s
         self._lock = threading.Lock()
-        self._names: tuple[float, list[str], list[str]] | None = None     # (when, experiments, other folders)
+        self._names: tuple[float, list[str], list[str]] | None = None  # (when, experiments, other folders)
         self._index: tuple[float, bytes] | None = None
         self._pages: dict[str, DashboardServer] = {}
         self._compared: dict[tuple, bytes] = {}
@@ -258,7 +272,10 @@ class IndexServer:
         """(status, body, content type, extra headers) of a request for ``path`` (percent-encoded)."""
         missing: tuple[int, bytes, str, dict] = (
             HTTPStatus.NOT_FOUND,
-            b"not found: this server serves /, /e/<experiment>/ and /compare?a=<experiment>&b=<experiment>\n", _TEXT, {})
+            b"not found: this server serves /, /e/<experiment>/ and /compare?a=<experiment>&b=<experiment>\n",
+            _TEXT,
+            {},
+        )
         if path in ("/", "/index.html"):
             return HTTPStatus.OK, self.index_page(), _HTML, {}
         if path == "/compare":
@@ -276,7 +293,7 @@ class IndexServer:
         name = self.resolve(unquote(parts[2], errors="strict"))
         if name is None:
             return missing
-        if len(parts) == 3:             # /e/<name>: the page's relative links (version, ../../) need the slash
+        if len(parts) == 3:  # /e/<name>: the page's relative links (version, ../../) need the slash
             return HTTPStatus.MOVED_PERMANENTLY, b"", _TEXT, {"Location": f"{quote(name, safe='')}/"}
         rest = "/".join(parts[3:])
         if rest not in ("", "index.html", "version"):
@@ -308,11 +325,18 @@ def _handler(dashboard: DashboardServer | IndexServer, quiet: bool, names: froze
             if not host_allowed(host, names):
                 assert host is not None  # host_allowed answers every request without a Host header
                 shown = host[:100].encode("ascii", "replace").decode()
-                print(f"fer dashboard serve: refused a request for host {shown!r} (not this server's name; "
-                      "--allow-host NAME serves it under that name)", file=sys.stderr)
-                self._send(HTTPStatus.FORBIDDEN, b"forbidden: this server does not answer to that host name; "
-                           b"start it with --allow-host NAME to serve it under NAME\n", "text/plain; charset=utf-8",
-                           head=head)
+                print(
+                    f"fer dashboard serve: refused a request for host {shown!r} (not this server's name; "
+                    "--allow-host NAME serves it under that name)",
+                    file=sys.stderr,
+                )
+                self._send(
+                    HTTPStatus.FORBIDDEN,
+                    b"forbidden: this server does not answer to that host name; "
+                    b"start it with --allow-host NAME to serve it under NAME\n",
+                    "text/plain; charset=utf-8",
+                    head=head,
+                )
                 return
             parts = urlsplit(self.path)
             try:
@@ -321,8 +345,12 @@ def _handler(dashboard: DashboardServer | IndexServer, quiet: bool, names: froze
                 status, body, content_type, extra = HTTPStatus.NOT_FOUND, b"not found\n", _TEXT, {}
             except Exception as exc:  # noqa: BLE001 - one bad request must not take the server down
                 print(f"fer dashboard serve: {self.path[:200]!r} failed: {exc!r}", file=sys.stderr)
-                status, body, content_type, extra = (HTTPStatus.INTERNAL_SERVER_ERROR, b"the page could not be built\n",
-                                                     _TEXT, {})
+                status, body, content_type, extra = (
+                    HTTPStatus.INTERNAL_SERVER_ERROR,
+                    b"the page could not be built\n",
+                    _TEXT,
+                    {},
+                )
             self._send(status, body, content_type, head=head, extra=extra)
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -332,8 +360,12 @@ def _handler(dashboard: DashboardServer | IndexServer, quiet: bool, names: froze
             self._route(head=True)
 
         def _refuse(self) -> None:
-            self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"read-only: only GET and HEAD\n", "text/plain; charset=utf-8",
-                       extra={"Allow": "GET, HEAD"})
+            self._send(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                b"read-only: only GET and HEAD\n",
+                "text/plain; charset=utf-8",
+                extra={"Allow": "GET, HEAD"},
+            )
 
         do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _refuse
 
@@ -346,15 +378,23 @@ def _handler(dashboard: DashboardServer | IndexServer, quiet: bool, names: froze
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    app: DashboardServer | IndexServer | None = None        # what it serves (one experiment, or a root's index)
+    app: DashboardServer | IndexServer | None = None  # what it serves (one experiment, or a root's index)
 
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
-def make_server(exp_dir: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, refresh_s: int = 10,
-                quiet: bool = False, allow_hosts: Iterable[str] = (), index: bool | None = None) -> ThreadingHTTPServer:
+def make_server(
+    exp_dir: str | Path,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    refresh_s: int = 10,
+    quiet: bool = False,
+    allow_hosts: Iterable[str] = (),
+    index: bool | None = None,
+) -> ThreadingHTTPServer:
     """A server bound to ``host:port`` (``port=0``: any free port); call ``serve_forever()`` on it.
 
     ``allow_hosts``: extra host names it answers to (``*``: any; see the module doc). ``index``: serve
@@ -364,8 +404,9 @@ def make_server(exp_dir: str | Path, *, host: str = DEFAULT_HOST, port: int = DE
     # exp_dir may not exist yet: the page says it waits, and reloads when it appears
     if index is None:
         index = serves_index(exp_dir)
-    app: DashboardServer | IndexServer = (IndexServer(exp_dir, refresh_s=refresh_s) if index else
-                                          DashboardServer(exp_dir, refresh_s=refresh_s))
+    app: DashboardServer | IndexServer = (
+        IndexServer(exp_dir, refresh_s=refresh_s) if index else DashboardServer(exp_dir, refresh_s=refresh_s)
+    )
     cls = _Server6 if ":" in host else _Server
     try:
         server = cls((host, port), _handler(app, quiet, allowed_names(host, allow_hosts)))

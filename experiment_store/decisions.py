@@ -21,15 +21,15 @@ DECISIONS = "decisions.json"
 
 @dataclass(frozen=True)
 class Decision:
-    action: str                  # "export-best"
+    action: str  # "export-best"
     trial_id: str
-    by: str                      # the ranking key: score | final | peak | confirmed
-    rank: int                    # the trial's rank by that key (1 = best)
-    value: float | None          # its value of the ranking key (the confirmed mean for "confirmed")
-    score: float | None          # the sweep's score of the trial (mean val acc of the last epochs)
-    file: str                    # what was written (a path or a redacted URI)
-    time: str                    # UTC, ISO 8601
-    user: str | None = None      # who ran the command (from the environment)
+    by: str  # the ranking key: score | final | peak | confirmed
+    rank: int  # the trial's rank by that key (1 = best)
+    value: float | None  # its value of the ranking key (the confirmed mean for "confirmed")
+    score: float | None  # the sweep's score of the trial (mean val acc of the last epochs)
+    file: str  # what was written (a path or a redacted URI)
+    time: str  # UTC, ISO 8601
+    user: str | None = None  # who ran the command (from the environment)
 
 
 def read_decisions(store: ExperimentStore) -> list[Decision]:
@@ -44,8 +44,9 @@ def read_decisions(store: ExperimentStore) -> list[Decision]:
         known = {f.name for f in fields(Decision)}
         return [Decision(**{k: v for k, v in entry.items() if k in known}) for entry in raw]
     except (ValueError, TypeError, AttributeError) as exc:
-        raise ExperimentError(f"{loc}: not a decisions file written by fer ({exc}); move it aside to start a new "
-                              "record") from None
+        raise ExperimentError(
+            f"{loc}: not a decisions file written by fer ({exc}); move it aside to start a new record"
+        ) from None
 
 
 def record_decisions(store: ExperimentStore, new: list[Decision]) -> None:

@@ -18,13 +18,13 @@ __all__ = ["Outcome", "MAIN_OUTCOMES"]
 class Outcome(StrEnum):
     """The outcomes, in the order tables and summaries list them."""
 
-    COMPLETED = "completed"              # ran its full epoch budget
-    STOPPED = "stopped by ASHA"          # below its rung's cutoff
-    COLLAPSED = "collapsed"              # stopped by the collapse rule
-    EARLY_STOPPED = "early_stopped"      # the trainer's own early stopping
-    DIVERGED = "diverged"                # non-finite (or runaway) training loss
-    ERRORED = "errored"                  # the trial raised an error
-    RUNNING = "running"                  # no final result yet (a live or interrupted sweep)
+    COMPLETED = "completed"  # ran its full epoch budget
+    STOPPED = "stopped by ASHA"  # below its rung's cutoff
+    COLLAPSED = "collapsed"  # stopped by the collapse rule
+    EARLY_STOPPED = "early_stopped"  # the trainer's own early stopping
+    DIVERGED = "diverged"  # non-finite (or runaway) training loss
+    ERRORED = "errored"  # the trial raised an error
+    RUNNING = "running"  # no final result yet (a live or interrupted sweep)
 
 
 #: Always shown (even at zero) in an experiment's outcome counts; the others only when they occur.

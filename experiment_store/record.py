@@ -43,25 +43,25 @@ class SweepRecord:
     name: str
     command: str
     data: DataRef
-    space: dict                              # the search space as sweeps.space writes it (params, fixed)
-    base_config: dict                        # trainer config under every trial: base < fixed < sampled
+    space: dict  # the search space as sweeps.space writes it (params, fixed)
+    base_config: dict  # trainer config under every trial: base < fixed < sampled
     max_epochs: int
     score_window: int = 3
     space_file: str | None = None
-    settings: dict = field(default_factory=dict)      # the sweep's command-line settings
+    settings: dict = field(default_factory=dict)  # the sweep's command-line settings
     objective: str = ""
     trials: int = 0
-    outcomes: dict = field(default_factory=dict)      # outcome -> number of trials
+    outcomes: dict = field(default_factory=dict)  # outcome -> number of trials
     epochs_total: int = 0
-    wall_s: float | None = None              # wall time of the first run that finished (resumes: ``resumes``)
-    compute_s: float | None = None           # sum of the trials' times
-    best: dict | None = None                 # the best trial's row of trials.parquet
-    resumes: list = field(default_factory=list)       # {command, wall_s, finished} per resume/extension
+    wall_s: float | None = None  # wall time of the first run that finished (resumes: ``resumes``)
+    compute_s: float | None = None  # sum of the trials' times
+    best: dict | None = None  # the best trial's row of trials.parquet
+    resumes: list = field(default_factory=list)  # {command, wall_s, finished} per resume/extension
     experiment_dir: str | None = None
-    user: str | None = None                  # who launched it (login name on the driver)
-    started: str | None = None               # ISO 8601 UTC
+    user: str | None = None  # who launched it (login name on the driver)
+    started: str | None = None  # ISO 8601 UTC
     finished: str | None = None
-    optuna: dict | None = None               # {"storage": URL (secrets redacted), "study": name}
+    optuna: dict | None = None  # {"storage": URL (secrets redacted), "study": name}
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
@@ -80,20 +80,28 @@ class SweepRecord:
         if fmt != FORMAT:
             raise RecordError(f"{where}: format {fmt!r} is not {FORMAT!r}; is this a sweep's sweep.json?")
         if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise RecordError(f"{where}: written by a newer fer-sweep (format version {version!r}, this one reads "
-                              f"up to {FORMAT_VERSION}); upgrade fer-sweep")
+            raise RecordError(
+                f"{where}: written by a newer fer-sweep (format version {version!r}, this one reads "
+                f"up to {FORMAT_VERSION}); upgrade fer-sweep"
+            )
         for key, kind in (("name", str), ("data", dict), ("space", dict), ("base_config", dict), ("max_epochs", int)):
             if not isinstance(raw.get(key), kind) or isinstance(raw.get(key), bool):
-                raise RecordError(f"{where}: {key!r} is missing or not a {kind.__name__}; the file is damaged or "
-                                  "not written by sweeps/regularization.py")
+                raise RecordError(
+                    f"{where}: {key!r} is missing or not a {kind.__name__}; the file is damaged or "
+                    "not written by sweeps/regularization.py"
+                )
         data = raw["data"]
         if not isinstance(data.get("version"), str) or not isinstance(data.get("classes", []), list):
             raise RecordError(f"{where}: 'data' lacks the data set's version (or its classes are not a list)")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in raw.items() if k in known and k not in ("data", "extra")}
-        values["data"] = DataRef(uri=str(data.get("uri", "")), version=data["version"],
-                                 classes=[str(c) for c in data.get("classes", [])], train=int(data.get("train") or 0),
-                                 val=int(data.get("val") or 0))
+        values["data"] = DataRef(
+            uri=str(data.get("uri", "")),
+            version=data["version"],
+            classes=[str(c) for c in data.get("classes", [])],
+            train=int(data.get("train") or 0),
+            val=int(data.get("val") or 0),
+        )
         values.setdefault("command", "")
         values["format"], values["format_version"] = FORMAT, FORMAT_VERSION
         return cls(**values, extra={k: v for k, v in raw.items() if k not in known})

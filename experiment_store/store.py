@@ -36,8 +36,19 @@ from fer_core.storage import Location, StorageError, locate, redact
 
 from .record import RecordError, SweepRecord
 
-__all__ = ["ExperimentStore", "ExperimentError", "RECORD", "TRIALS", "EPOCHS", "SUMMARY", "CONFIRM_TABLE",
-           "CONFIRM_RECORD", "MARKERS", "rows_table", "experiment_dir_of"]
+__all__ = [
+    "ExperimentStore",
+    "ExperimentError",
+    "RECORD",
+    "TRIALS",
+    "EPOCHS",
+    "SUMMARY",
+    "CONFIRM_TABLE",
+    "CONFIRM_RECORD",
+    "MARKERS",
+    "rows_table",
+    "experiment_dir_of",
+]
 
 RECORD = "sweep.json"
 TRIALS = "trials.parquet"
@@ -205,7 +216,7 @@ class ExperimentStore:
             if not line:
                 continue
             try:
-                row = json.loads(line)           # Python's json reads the NaN Tune writes
+                row = json.loads(line)  # Python's json reads the NaN Tune writes
             except json.JSONDecodeError:
                 continue
             if isinstance(row, dict):
@@ -245,10 +256,13 @@ class ExperimentStore:
         if not (tuner.is_file() and _complete_pickle(tuner.read_bytes())) and self.has(TUNER_COPY):
             tuner.write_bytes(self.file(TUNER_COPY).read_bytes())
             done.append(f"restored {TUNER_STATE} from the launch's copy (a killed driver had cut it short)")
-        states = sorted(i.base_name for i in self.location.list()
-                        if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json"))
-        for name in reversed(states[1:]):              # never the only one: Ray needs one to restore from
-            session = name[len("experiment_state-"):-len(".json")]
+        states = sorted(
+            i.base_name
+            for i in self.location.list()
+            if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json")
+        )
+        for name in reversed(states[1:]):  # never the only one: Ray needs one to restore from
+            session = name[len("experiment_state-") : -len(".json")]
             files = [name, f"searcher-state-{session}.pkl", f"search_gen_state-{session}.json"]
             if _snapshot_complete(self, files):
                 break
@@ -256,8 +270,10 @@ class ExperimentStore:
                 if self.has(f):
                     self.file(f).sibling(f + ".damaged").write_bytes(self.file(f).read_bytes())
                     self.file(f).delete()
-            done.append(f"set aside the snapshot {session} (cut short when a driver was killed); resuming from "
-                        "the one before it")
+            done.append(
+                f"set aside the snapshot {session} (cut short when a driver was killed); resuming from "
+                "the one before it"
+            )
         return done
 
     # -- change detection (the live dashboard) -----------------------------------------------------------
@@ -306,7 +322,7 @@ def _snapshot_complete(store: ExperimentStore, files: list[str]) -> bool:
         if not store.has(name):
             continue
         data = store.file(name).read_bytes()
-        if name.endswith(".pkl") or data[:1] == b"\x80":      # Ray's search_gen_state-*.json is a pickle
+        if name.endswith(".pkl") or data[:1] == b"\x80":  # Ray's search_gen_state-*.json is a pickle
             if not _complete_pickle(data):
                 return False
         else:

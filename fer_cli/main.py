@@ -17,7 +17,8 @@ def get_parser() -> argparse.ArgumentParser:
     from sweeps import cli as sweep_cli
 
     parser = argparse.ArgumentParser(
-        prog="fer", description="fer-sweep: FER data quality, training and hyperparameter sweeps.")
+        prog="fer", description="fer-sweep: FER data quality, training and hyperparameter sweeps."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_cli.add_parser(sub)
     train_cli.add_parsers(sub)
@@ -30,7 +31,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = get_parser().parse_args(argv)
-    args.command_argv = argv[1:]          # the subcommand's own arguments (fer has no options of its own)
+    args.command_argv = argv[1:]  # the subcommand's own arguments (fer has no options of its own)
     return run_reporting_errors("fer", lambda: args.func(args))
 
 

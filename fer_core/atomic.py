@@ -48,7 +48,7 @@ def _dead(tag: str) -> bool:
     """Whether the process that made a leftover tagged ``HOST-PID`` is gone (False when unknown)."""
     host, _, pid = tag.rpartition("-")
     if host != _HOST or not pid.isdigit():
-        return False                      # another host's, or not ours: leave it alone
+        return False  # another host's, or not ours: leave it alone
     if int(pid) == os.getpid():
         return False
     try:
@@ -56,7 +56,7 @@ def _dead(tag: str) -> bool:
     except ProcessLookupError:
         return True
     except OSError:
-        return False                      # exists, owned by someone else
+        return False  # exists, owned by someone else
     return False
 
 
@@ -67,7 +67,7 @@ def _leftovers(path: Path, kind: str) -> list[tuple[Path, str]]:
         names = os.listdir(path.parent)
     except OSError:
         return []
-    return [(path.parent / n, n[len(prefix):]) for n in names if n.startswith(prefix)]
+    return [(path.parent / n, n[len(prefix) :]) for n in names if n.startswith(prefix)]
 
 
 def _remove(path: Path) -> None:
@@ -87,29 +87,32 @@ def recover(path: str | os.PathLike) -> None:
         if not _dead(tag):
             continue
         if not path.exists() and not path.is_symlink():
-            os.replace(old, path)          # killed between the two renames: the previous content is back
+            os.replace(old, path)  # killed between the two renames: the previous content is back
         else:
-            _remove(old)                   # killed while deleting the replaced copy
+            _remove(old)  # killed while deleting the replaced copy
     for tmp, tag in _leftovers(path, "tmp"):
         if _dead(tag):
             _remove(tmp)
     if not path.exists():
         foreign = [old.name for old, _ in _leftovers(path, "old")]
         if foreign:
-            raise FerError(f"{path} is missing, but {', '.join(foreign)} beside it holds its previous content: "
-                           "a replace on another host or by a running command was interrupted or is under way; "
-                           f"if none is running, rename it back to {path.name}")
+            raise FerError(
+                f"{path} is missing, but {', '.join(foreign)} beside it holds its previous content: "
+                "a replace on another host or by a running command was interrupted or is under way; "
+                f"if none is running, rename it back to {path.name}"
+            )
 
 
 # ----------------------------------------------------------------------------------------------
 # Files
 # ----------------------------------------------------------------------------------------------
 
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to a temp file beside ``path`` and rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale, tag in _leftovers(path, "tmp"):       # a killed earlier write of this file
+    for stale, tag in _leftovers(path, "tmp"):  # a killed earlier write of this file
         if _dead(tag):
             _remove(stale)
     tmp = path.with_name(f".{path.name}.tmp-{_tag()}")
@@ -152,8 +155,15 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def check_target(out_dir: str | os.PathLike, overwrite: bool, *, kind: str = "folder",
-                 markers: tuple[str, ...] = (), protect: tuple = (), flag: str = "--out") -> Path:
+def check_target(
+    out_dir: str | os.PathLike,
+    overwrite: bool,
+    *,
+    kind: str = "folder",
+    markers: tuple[str, ...] = (),
+    protect: tuple = (),
+    flag: str = "--out",
+) -> Path:
     """Refuse early (before any work) a target that cannot or may not be replaced; see ``safepaths``."""
     from .safepaths import check_replaceable, check_writable
 
@@ -165,8 +175,15 @@ def check_target(out_dir: str | os.PathLike, overwrite: bool, *, kind: str = "fo
 
 
 @contextmanager
-def atomic_dir(out_dir: str | os.PathLike, *, overwrite: bool = False, kind: str = "folder",
-               markers: tuple[str, ...] = (), protect: tuple = (), flag: str = "--out") -> Iterator[Path]:
+def atomic_dir(
+    out_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    kind: str = "folder",
+    markers: tuple[str, ...] = (),
+    protect: tuple = (),
+    flag: str = "--out",
+) -> Iterator[Path]:
     """Yield a temp folder beside ``out_dir``; on success it replaces ``out_dir`` (see the module doc).
 
     ``out_dir`` is checked first (``check_target``: it may only be replaced with ``overwrite`` and
@@ -189,7 +206,7 @@ def atomic_dir(out_dir: str | os.PathLike, *, overwrite: bool = False, kind: str
             os.replace(tmp, out_dir)
             _step("swapped")
             return
-        if _exchange(tmp, out_dir):          # out_dir is new now; tmp holds the previous content
+        if _exchange(tmp, out_dir):  # out_dir is new now; tmp holds the previous content
             _step("swapped")
             shutil.rmtree(tmp, ignore_errors=True)
             return
@@ -205,5 +222,7 @@ def atomic_dir(out_dir: str | os.PathLike, *, overwrite: bool = False, kind: str
         shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise FerError(f"{out_dir}: could not put the new folder in place ({exc.strerror or exc}); "
-                       "the previous content is unchanged") from None
+        raise FerError(
+            f"{out_dir}: could not put the new folder in place ({exc.strerror or exc}); "
+            "the previous content is unchanged"
+        ) from None

@@ -35,8 +35,11 @@ def run_reporting_errors(prog: str, fn, *, interrupted: str = "nothing half-writ
         # What the checks before the work could not foresee (a disk filling up, a folder made read-only
         # meanwhile): one line naming the file; atomic writes leave nothing half-written behind.
         where = f"{exc.filename}: " if exc.filename else ""
-        hint = ("free some space or choose another location" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                else "check the path and its permissions")
+        hint = (
+            "free some space or choose another location"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "check the path and its permissions"
+        )
         print(f"{prog}: error: {where}{exc.strerror or exc}; {hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

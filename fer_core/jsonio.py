@@ -32,7 +32,7 @@ def clean(obj: Any) -> Any:
         return {k: clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [clean(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", None) == 0:   # numpy / torch scalar
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", None) == 0:  # numpy / torch scalar
         return clean(obj.item())
     return obj
 

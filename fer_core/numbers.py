@@ -24,8 +24,16 @@ def is_finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def fmt(v, digits: int = 4, *, spec: str = "f", missing: str = "-", nonfinite: str | None = None,
-        strict: bool = False, compact_below: float | None = None) -> str:
+def fmt(
+    v,
+    digits: int = 4,
+    *,
+    spec: str = "f",
+    missing: str = "-",
+    nonfinite: str | None = None,
+    strict: bool = False,
+    compact_below: float | None = None,
+) -> str:
     """``v`` as text (see the module docstring)."""
     if strict:
         return f"{v:.{digits}{spec}}" if is_finite(v) else missing

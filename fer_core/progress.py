@@ -19,11 +19,25 @@ def enabled(progress: bool | None) -> bool:
     return progress
 
 
-def bar(iterable: Iterable[T] | None = None, *, total: int | None = None, desc: str = "",
-        unit: str = "it", progress: bool | None = None) -> tqdm:
+def bar(
+    iterable: Iterable[T] | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    progress: bool | None = None,
+) -> tqdm:
     """A tqdm bar on stderr; disabled (zero cost) when progress is off."""
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not enabled(progress),
-                dynamic_ncols=True, leave=False, file=sys.stderr)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=not enabled(progress),
+        dynamic_ncols=True,
+        leave=False,
+        file=sys.stderr,
+    )
 
 
 def say(message: str, *, quiet: bool = False) -> None:

@@ -30,11 +30,19 @@ from pathlib import Path
 
 from .errors import FerError
 
-__all__ = ["NAME_RULE", "is_uri", "check_name", "child", "check_replaceable", "check_writable",
-           "check_file_replaceable"]
+__all__ = [
+    "NAME_RULE",
+    "is_uri",
+    "check_name",
+    "child",
+    "check_replaceable",
+    "check_writable",
+    "check_file_replaceable",
+]
 
-NAME_RULE = ("one folder name of letters, digits, '-', '_' and '.', starting with a letter or digit, "
-             "at most 128 characters")
+NAME_RULE = (
+    "one folder name of letters, digits, '-', '_' and '.', starting with a letter or digit, at most 128 characters"
+)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -58,8 +66,10 @@ def child(root: str, name: str, flag: str = "--name") -> str:
         base = Path(root).resolve()
         target = Path(joined).resolve()
         if target.parent != base:
-            raise FerError(f"{flag} {name!r}: {joined} resolves to {target}, outside {base} (a symbolic link?); "
-                           f"choose another {flag}")
+            raise FerError(
+                f"{flag} {name!r}: {joined} resolves to {target}, outside {base} (a symbolic link?); "
+                f"choose another {flag}"
+            )
     return joined
 
 
@@ -90,8 +100,15 @@ def _has_marker(folder: Path, markers: Iterable[str]) -> bool:
     return any(any(folder.glob(m)) if any(c in m for c in "*?[") else (folder / m).exists() for m in markers)
 
 
-def check_replaceable(out: str | os.PathLike, *, kind: str, markers: tuple[str, ...] = (), overwrite: bool,
-                      protect: Iterable = (), flag: str = "--out") -> Path:
+def check_replaceable(
+    out: str | os.PathLike,
+    *,
+    kind: str,
+    markers: tuple[str, ...] = (),
+    overwrite: bool,
+    protect: Iterable = (),
+    flag: str = "--out",
+) -> Path:
     """Refuse to write the folder ``out`` where the module doc's rules say no; returns ``out``."""
     out = Path(out)
     resolved = out.resolve()
@@ -102,12 +119,15 @@ def check_replaceable(out: str | os.PathLike, *, kind: str, markers: tuple[str, 
         raise FerError(f"{flag} {out}: {reason}; it is never replaced - choose a new folder for {flag}")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise FerError(f"{out}: already exists and is not empty; pass --overwrite to replace it "
-                           f"or choose another {flag}")
+            raise FerError(
+                f"{out}: already exists and is not empty; pass --overwrite to replace it or choose another {flag}"
+            )
         if markers and not _has_marker(out, markers):
-            raise FerError(f"{flag} {out}: is not a {kind} (it has no {' or '.join(markers)}), so --overwrite will "
-                           f"not replace it: --overwrite only replaces a {kind} that fer wrote. Choose another "
-                           f"{flag}, or remove the folder yourself if you mean it")
+            raise FerError(
+                f"{flag} {out}: is not a {kind} (it has no {' or '.join(markers)}), so --overwrite will "
+                f"not replace it: --overwrite only replaces a {kind} that fer wrote. Choose another "
+                f"{flag}, or remove the folder yourself if you mean it"
+            )
     return out
 
 
@@ -130,15 +150,22 @@ def check_writable(folder: str | os.PathLike, *, flag: str = "--out", target: st
             os.close(fd)
             os.unlink(name)
     except OSError as exc:
-        what = ("the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-                else "it is read-only" if exc.errno == errno.EROFS
-                else exc.strerror or str(exc))
-        raise FerError(f"{flag} {shown}: cannot write in {probe_in} ({what}); choose another {flag}"
-                       + (" or free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "")) from None
+        what = (
+            "the disk is full"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "it is read-only"
+            if exc.errno == errno.EROFS
+            else exc.strerror or str(exc)
+        )
+        raise FerError(
+            f"{flag} {shown}: cannot write in {probe_in} ({what}); choose another {flag}"
+            + (" or free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+        ) from None
 
 
-def check_file_replaceable(path: str | os.PathLike, *, is_ours: Callable[[Path], bool], what: str,
-                           flag: str = "--out") -> Path:
+def check_file_replaceable(
+    path: str | os.PathLike, *, is_ours: Callable[[Path], bool], what: str, flag: str = "--out"
+) -> Path:
     """Refuse to overwrite an existing file at ``path`` that this command did not write (``is_ours``)."""
     path = Path(path)
     if path.is_dir():
@@ -149,7 +176,9 @@ def check_file_replaceable(path: str | os.PathLike, *, is_ours: Callable[[Path],
         except Exception:  # noqa: BLE001 - a file the check cannot even parse is not one of ours
             ours = False
         if not ours:
-            raise FerError(f"{flag} {path}: exists and is not {what} written by fer, so it is not replaced; "
-                           f"choose another {flag} or remove the file yourself")
+            raise FerError(
+                f"{flag} {path}: exists and is not {what} written by fer, so it is not replaced; "
+                f"choose another {flag} or remove the file yourself"
+            )
     check_writable(path.parent, flag=flag, target=path)
     return path

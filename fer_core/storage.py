@@ -36,9 +36,23 @@ __all__ = ["Location", "locate", "redact", "StorageError", "check_folder", "fold
 
 #: Query parameters and URI parts that hold secrets (pyarrow's S3 options, SAS tokens, passwords).
 _SECRET_KEYS = re.compile(r"(secret|token|password|passwd|key|credential|signature|sig)", re.I)
-_SAFE_KEYS = {"endpoint_override", "scheme", "region", "anonymous", "allow_bucket_creation",
-              "allow_bucket_deletion", "force_virtual_addressing", "role_arn", "session_name", "external_id",
-              "load_frequency", "retry_limit_s", "connect_timeout", "request_timeout", "project_id"}
+_SAFE_KEYS = {
+    "endpoint_override",
+    "scheme",
+    "region",
+    "anonymous",
+    "allow_bucket_creation",
+    "allow_bucket_deletion",
+    "force_virtual_addressing",
+    "role_arn",
+    "session_name",
+    "external_id",
+    "load_frequency",
+    "retry_limit_s",
+    "connect_timeout",
+    "request_timeout",
+    "project_id",
+}
 
 
 class StorageError(FerError):
@@ -55,7 +69,7 @@ def redact(uri: str | os.PathLike) -> str:
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     query = [(k, v if k in _SAFE_KEYS or not _SECRET_KEYS.search(k) else "***") for k, v in pairs]
     if netloc == parts.netloc and query == pairs:
-        return text                       # nothing secret: exactly as given (sqlite:////abs/path stays intact)
+        return text  # nothing secret: exactly as given (sqlite:////abs/path stays intact)
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*:/"), parts.fragment))
 
 
@@ -88,7 +102,7 @@ class Location:
     def child(self, *parts: str) -> Location:
         rel = "/".join(p.strip("/") for p in parts if p)
         base_uri = self.uri
-        if is_uri(base_uri) and "?" in base_uri:            # keep the query (endpoint options) at the end
+        if is_uri(base_uri) and "?" in base_uri:  # keep the query (endpoint options) at the end
             head, query = base_uri.split("?", 1)
             uri = f"{head.rstrip('/')}/{rel}?{query}"
         else:
@@ -146,6 +160,7 @@ class Location:
         """Write the whole file, or leave the old one (or none): temp file + rename, or one PUT."""
         if self.local:
             from .atomic import write_bytes
+
             write_bytes(self.path, data)
             return
         try:
@@ -187,7 +202,7 @@ class Location:
         for info in self.list(recursive=True):
             if info.type != pafs.FileType.File:
                 continue
-            rel = info.path[len(base):] if info.path.startswith(base) else info.base_name
+            rel = info.path[len(base) :] if info.path.startswith(base) else info.base_name
             if rel.startswith("/") or ".." in Path(rel).parts:
                 continue
             target = local / rel
@@ -209,11 +224,19 @@ def locate(uri: str | os.PathLike) -> Location:
     return Location(pafs.LocalFileSystem(), os.path.abspath(text), text)
 
 
-def check_folder(uri: str | os.PathLike, *, overwrite: bool, kind: str, markers: tuple[str, ...] = (),
-                 protect: tuple = (), flag: str = "--out") -> None:
+def check_folder(
+    uri: str | os.PathLike,
+    *,
+    overwrite: bool,
+    kind: str,
+    markers: tuple[str, ...] = (),
+    protect: tuple = (),
+    flag: str = "--out",
+) -> None:
     """Refuse early a folder target that may not be written (``fer_core.safepaths``'s rules, on any storage)."""
     if not is_uri(uri):
         from .atomic import check_target
+
         check_target(uri, overwrite, kind=kind, markers=markers, protect=protect, flag=flag)
         return
     loc = locate(uri)
@@ -221,18 +244,28 @@ def check_folder(uri: str | os.PathLike, *, overwrite: bool, kind: str, markers:
         raise StorageError(f"{flag} {loc}: exists and is not a folder; choose another {flag}")
     if loc.is_dir():
         if not overwrite:
-            raise StorageError(f"{loc}: already exists and is not empty; pass --overwrite to replace it or choose "
-                               f"another {flag}")
+            raise StorageError(
+                f"{loc}: already exists and is not empty; pass --overwrite to replace it or choose another {flag}"
+            )
         plain = [m for m in markers if not any(c in m for c in "*?[")]
         if plain and not any(loc.child(m).is_file() for m in plain):
-            raise StorageError(f"{flag} {loc}: is not a {kind} (it has no {' or '.join(plain)}), so --overwrite will "
-                               f"not replace it; choose another {flag}")
+            raise StorageError(
+                f"{flag} {loc}: is not a {kind} (it has no {' or '.join(plain)}), so --overwrite will "
+                f"not replace it; choose another {flag}"
+            )
 
 
 @contextmanager
-def folder_writer(uri: str | os.PathLike, *, overwrite: bool = False, kind: str = "folder",
-                  markers: tuple[str, ...] = (), protect: tuple = (), flag: str = "--out",
-                  last: tuple[str, ...] = ()) -> Iterator[Path]:
+def folder_writer(
+    uri: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    kind: str = "folder",
+    markers: tuple[str, ...] = (),
+    protect: tuple = (),
+    flag: str = "--out",
+    last: tuple[str, ...] = (),
+) -> Iterator[Path]:
     """Yield a local temp folder to fill; on success it becomes the folder at ``uri``, on failure nothing changes.
 
     Local targets are swapped in whole (``fer_core.atomic.atomic_dir``). On an object store the files
@@ -243,6 +276,7 @@ def folder_writer(uri: str | os.PathLike, *, overwrite: bool = False, kind: str 
     """
     if not is_uri(uri):
         from .atomic import atomic_dir
+
         with atomic_dir(uri, overwrite=overwrite, kind=kind, markers=markers, protect=protect, flag=flag) as tmp:
             yield tmp
         return
@@ -256,8 +290,10 @@ def folder_writer(uri: str | os.PathLike, *, overwrite: bool = False, kind: str 
             try:
                 loc.fs.delete_file(stale)
             except OSError as exc:
-                raise StorageError(f"{loc}: the new content is in place, but a file of the previous one could not "
-                                   f"be removed ({stale}: {exc})") from None
+                raise StorageError(
+                    f"{loc}: the new content is in place, but a file of the previous one could not "
+                    f"be removed ({stale}: {exc})"
+                ) from None
 
 
 @contextmanager

@@ -49,17 +49,37 @@ def _error(error: type[Exception], prefix: str, template: str, key: str, rule: s
     return error(prefix + template.format(key=key, rule=rule, value=value))
 
 
-def check_number(value, key: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
-                 high_open: bool = False, finite: bool = True, kind=Real, error: type[Exception] = ValueError,
-                 template: str = ARG, rule: str | None = None, one_rule: bool = False, prefix: str = "",
-                 quote_float: bool = False) -> float:
+def check_number(
+    value,
+    key: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    finite: bool = True,
+    kind=Real,
+    error: type[Exception] = ValueError,
+    template: str = ARG,
+    rule: str | None = None,
+    one_rule: bool = False,
+    prefix: str = "",
+    quote_float: bool = False,
+) -> float:
     """``value`` as a float, or ``error`` unless it is a number (of ``kind``; ``finite`` unless told
     otherwise) within the bounds; NaN is never within bounds. ``quote_float``: an error about a bound
     quotes the value as a float (``2.0``, not ``2``)."""
     if one_rule and rule is None:
-        rule = ("a finite number" if finite else "a number") + " in " + interval(
-            -math.inf if low is None else low, math.inf if high is None else high, low_open=low_open,
-            high_open=high_open)
+        rule = (
+            ("a finite number" if finite else "a number")
+            + " in "
+            + interval(
+                -math.inf if low is None else low,
+                math.inf if high is None else high,
+                low_open=low_open,
+                high_open=high_open,
+            )
+        )
     if not is_real(value, kind) or (finite and not math.isfinite(value)):
         raise _error(error, prefix, template, key, rule or ("a finite number" if finite else "a number"), value)
     v = float(value)
@@ -71,9 +91,19 @@ def check_number(value, key: str, *, low: float | None = None, high: float | Non
     return v
 
 
-def check_int(value, key: str, *, low: int | None = None, kind=Integral, whole_floats: bool = False,
-              error: type[Exception] = ValueError, template: str = ARG, rule: str | None = None,
-              one_rule: bool = False, prefix: str = "") -> int:
+def check_int(
+    value,
+    key: str,
+    *,
+    low: int | None = None,
+    kind=Integral,
+    whole_floats: bool = False,
+    error: type[Exception] = ValueError,
+    template: str = ARG,
+    rule: str | None = None,
+    one_rule: bool = False,
+    prefix: str = "",
+) -> int:
     """``value`` as an int, or ``error`` unless it is an integer (of ``kind``) >= ``low``.
 
     ``whole_floats``: a float with an integer value (``3.0``) counts as that integer (and is what an

@@ -47,8 +47,16 @@ from sweeps.experiment import Experiment, load_experiment as _load_experiment
 from . import provenance as _provenance
 from .provenance import is_export
 
-__all__ = ["Experiment", "load_experiment", "rank_trials", "best_trials", "export_best", "export_paths", "BY",
-           "is_export"]
+__all__ = [
+    "Experiment",
+    "load_experiment",
+    "rank_trials",
+    "best_trials",
+    "export_best",
+    "export_paths",
+    "BY",
+    "is_export",
+]
 
 #: Ranking keys of ``--by``.
 BY = ("score", "final", "peak", "confirmed")
@@ -64,13 +72,15 @@ def load_experiment(exp_dir: str | Path) -> Experiment:
 # Ranking
 # ----------------------------------------------------------------------------------------------
 
+
 def rank_trials(trials: list[dict], by: str = "score") -> list[dict]:
     """The completed trials with a finite ``by`` value, best first (ties: higher score, then trial id)."""
     if by not in ("score", "final", "peak"):
         raise FerError(f"--by: must be one of score, final, peak to rank trials; got {by!r}")
     done = [r for r in trials if r.get("outcome") == Outcome.COMPLETED and _finite(r.get(by))]
-    return sorted(done, key=lambda r: (-r[by], -(r["score"] if _finite(r.get("score")) else -math.inf),
-                                       str(r["trial_id"])))
+    return sorted(
+        done, key=lambda r: (-r[by], -(r["score"] if _finite(r.get("score")) else -math.inf), str(r["trial_id"]))
+    )
 
 
 def no_finished_trial(exp: Experiment) -> FerError:
@@ -81,10 +91,12 @@ def no_finished_trial(exp: Experiment) -> FerError:
     budget = exp.max_epochs
     return FerError(
         f"experiment {exp.name} ({exp.where}): no trial ran its full budget"
-        + (f" of {budget} epochs" if budget else "") + f" (outcomes: {seen}). A trial stopped early has a score "
+        + (f" of {budget} epochs" if budget else "")
+        + f" (outcomes: {seen}). A trial stopped early has a score "
         "from the epoch it stopped at, not from the budget, so export-best only picks completed trials. "
         "Run the sweep longer (more --samples, a larger --grace-period, or --no-asha) or check why trials "
-        "stopped (summary.txt, trials.parquet's stop_reason)")
+        "stopped (summary.txt, trials.parquet's stop_reason)"
+    )
 
 
 def best_trials(exp: Experiment, by: str = "score", top: int = 1) -> list[dict]:
@@ -99,20 +111,32 @@ def best_trials(exp: Experiment, by: str = "score", top: int = 1) -> list[dict]:
         assert rows is not None  # required (the default): a missing confirm.parquet raises instead
         ranking = summarize(rows)
         if not ranking:
-            raise FerError(f"{exp.store.file('confirm.parquet')}: no confirmation run has a score; "
-                           f"rerun 'fer confirm {exp.where}'")
-        return [{"row": exp.trial(r["trial_id"]), "rank": i + 1, "candidates": len(ranking), "value": r["mean"],
-                 "confirmed": r} for i, r in enumerate(ranking[:top])]
+            raise FerError(
+                f"{exp.store.file('confirm.parquet')}: no confirmation run has a score; rerun 'fer confirm {exp.where}'"
+            )
+        return [
+            {
+                "row": exp.trial(r["trial_id"]),
+                "rank": i + 1,
+                "candidates": len(ranking),
+                "value": r["mean"],
+                "confirmed": r,
+            }
+            for i, r in enumerate(ranking[:top])
+        ]
     ranked = rank_trials(exp.trials, by)
     if not ranked:
         raise no_finished_trial(exp)
-    return [{"row": row, "rank": i + 1, "candidates": len(ranked), "value": row[by], "confirmed": None}
-            for i, row in enumerate(ranked[:top])]
+    return [
+        {"row": row, "rank": i + 1, "candidates": len(ranked), "value": row[by], "confirmed": None}
+        for i, row in enumerate(ranked[:top])
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
 # Writing
 # ----------------------------------------------------------------------------------------------
+
 
 def export_paths(out: str | Path, k: int) -> list[Path]:
     """``best.yaml`` -> ``[best.yaml, best-2.yaml, ..., best-K.yaml]``."""
@@ -136,14 +160,22 @@ def _targets(out: str | Path, k: int) -> list:
 def render(cfg: TrainConfig, prov: dict) -> str:
     """The exported file: a comment header, every config key, then the ``provenance:`` block."""
     m = prov["metrics"]
-    head = [f"# Trial {prov['trial_id']} of sweep experiment {prov['experiment']}: rank {prov['rank']} of "
-            f"{prov['candidates']} by {prov['ranked_by']}"
-            + (f" (mean {prov['confirmed']['mean']:.4f} over {prov['confirmed']['n']} fresh seeds)"
-               if prov.get("confirmed") else "")
-            + (f"; score {m['score']:.4f}, peak {m['peak']:.4f} at epoch {m['peak_epoch']}, final {m['final']:.4f}"
-               if _finite(m.get("score")) and _finite(m.get("peak")) and _finite(m.get("final")) else ""),
-            "# A complete trainer config: fer train --config THIS.yaml, or fer retrain THIS.yaml.",
-            "# The provenance block below records where it came from; the trainer ignores it."]
+    head = [
+        f"# Trial {prov['trial_id']} of sweep experiment {prov['experiment']}: rank {prov['rank']} of "
+        f"{prov['candidates']} by {prov['ranked_by']}"
+        + (
+            f" (mean {prov['confirmed']['mean']:.4f} over {prov['confirmed']['n']} fresh seeds)"
+            if prov.get("confirmed")
+            else ""
+        )
+        + (
+            f"; score {m['score']:.4f}, peak {m['peak']:.4f} at epoch {m['peak_epoch']}, final {m['final']:.4f}"
+            if _finite(m.get("score")) and _finite(m.get("peak")) and _finite(m.get("final"))
+            else ""
+        ),
+        "# A complete trainer config: fer train --config THIS.yaml, or fer retrain THIS.yaml.",
+        "# The provenance block below records where it came from; the trainer ignores it.",
+    ]
     return "\n".join(head) + "\n" + dump_config(cfg) + _provenance.dump(prov)
 
 
@@ -154,12 +186,14 @@ def export_best(exp_dir: str | Path, out: str | Path, *, by: str = "score", top:
     exp = load_experiment(exp_dir)
     picks = best_trials(exp, by, top)
     paths = _targets(out, len(picks))
-    for path in paths:           # every target is checked before the first is written
+    for path in paths:  # every target is checked before the first is written
         if isinstance(path, Path):
             check_file_replaceable(path, is_ours=is_export, what="a config exported by 'fer export-best'")
         elif path.is_file() and not is_export(path):
-            raise FerError(f"--out {path}: exists and is not a config exported by 'fer export-best', so it is not "
-                           "replaced; choose another --out")
+            raise FerError(
+                f"--out {path}: exists and is not a config exported by 'fer export-best', so it is not "
+                "replaced; choose another --out"
+            )
     written = []
     for pick, path in zip(picks, paths, strict=True):
         cfg = exp.config(pick["row"])
@@ -168,9 +202,17 @@ def export_best(exp_dir: str | Path, out: str | Path, *, by: str = "score", top:
             write_text(path, render(cfg, prov))
         else:
             path.write_text(render(cfg, prov))
-        written.append({"path": path, "trial_id": pick["row"]["trial_id"], "rank": pick["rank"],
-                        "value": pick["value"], "candidates": pick["candidates"], "config": cfg,
-                        "provenance": prov})
+        written.append(
+            {
+                "path": path,
+                "trial_id": pick["row"]["trial_id"],
+                "rank": pick["rank"],
+                "value": pick["value"],
+                "candidates": pick["candidates"],
+                "config": cfg,
+                "provenance": prov,
+            }
+        )
     _record(exp, by, written)
     return written
 
@@ -189,15 +231,27 @@ def _record(exp: Experiment, by: str, written: list[dict]) -> None:
     except (KeyError, OSError):
         user = None
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    decisions = [Decision(action="export-best", trial_id=str(w["trial_id"]), by=by, rank=int(w["rank"]),
-                          value=w["value"], score=w["provenance"]["metrics"].get("score"),
-                          file=redact(str(w["path"].resolve() if isinstance(w["path"], Path) else w["path"])),
-                          time=now, user=user) for w in written]
+    decisions = [
+        Decision(
+            action="export-best",
+            trial_id=str(w["trial_id"]),
+            by=by,
+            rank=int(w["rank"]),
+            value=w["value"],
+            score=w["provenance"]["metrics"].get("score"),
+            file=redact(str(w["path"].resolve() if isinstance(w["path"], Path) else w["path"])),
+            time=now,
+            user=user,
+        )
+        for w in written
+    ]
     try:
         record_decisions(exp.store, decisions)
     except (OSError, FerError) as exc:
-        print(f"fer export-best: warning: the export was not recorded in {exp.where} ({exc}); the files are written",
-              file=sys.stderr)
+        print(
+            f"fer export-best: warning: the export was not recorded in {exp.where} ({exc}); the files are written",
+            file=sys.stderr,
+        )
 
 
 def run_export(args) -> int:
@@ -205,18 +259,25 @@ def run_export(args) -> int:
     written = export_best(args.experiment, args.out, by=args.by, top=args.top)
     for w in written:
         m = w["provenance"]["metrics"]
-        extra = (f"mean {w['value']:.4f} over {w['provenance']['confirmed']['n']} seeds, "
-                 if w["provenance"].get("confirmed") else "")
-        print(f"wrote {w['path']}: trial {w['trial_id']} - rank {w['rank']} of {w['candidates']} by {args.by} "
-              f"({extra}score {fmt(m['score'], strict=True)}, peak {fmt(m['peak'], strict=True)} at epoch "
-              f"{m['peak_epoch']}, final {fmt(m['final'], strict=True)}, {m['epochs']} epochs, {w['config'].model})")
+        extra = (
+            f"mean {w['value']:.4f} over {w['provenance']['confirmed']['n']} seeds, "
+            if w["provenance"].get("confirmed")
+            else ""
+        )
+        print(
+            f"wrote {w['path']}: trial {w['trial_id']} - rank {w['rank']} of {w['candidates']} by {args.by} "
+            f"({extra}score {fmt(m['score'], strict=True)}, peak {fmt(m['peak'], strict=True)} at epoch "
+            f"{m['peak_epoch']}, final {fmt(m['final'], strict=True)}, {m['epochs']} epochs, {w['config'].model})"
+        )
     if len(written) < args.top:
-        print(f"only {len(written)} {'confirmed configurations' if args.by == 'confirmed' else 'completed trials'} "
-              f"to rank; wrote {len(written)} file(s), not {args.top}", file=sys.stderr)
+        print(
+            f"only {len(written)} {'confirmed configurations' if args.by == 'confirmed' else 'completed trials'} "
+            f"to rank; wrote {len(written)} file(s), not {args.top}",
+            file=sys.stderr,
+        )
     from release.retrain import default_out
 
     first = written[0]["path"]
     first = first.uri if hasattr(first, "fs") else first
     print(f"next: fer retrain {shlex.quote(str(first))}   (run folder: {default_out(first, 'train')})")
     return 0
-

@@ -37,7 +37,7 @@ __all__ = ["PT2_FILE", "ONNX_FILE", "INFO_KEY", "TOLERANCE", "model_info", "expo
 
 PT2_FILE = "model.pt2"
 ONNX_FILE = "model.onnx"
-INFO_KEY = "fer_model"                  # ONNX metadata property / "<INFO_KEY>.json" in the .pt2 archive
+INFO_KEY = "fer_model"  # ONNX metadata property / "<INFO_KEY>.json" in the .pt2 archive
 #: ONNX Runtime and torch.export against eager PyTorch, float32 on CPU (kernels differ in summation order).
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
 
@@ -45,12 +45,20 @@ TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
 def model_info(*, classes: list[str], channels: int, size: int, extra: dict | None = None) -> dict:
     """What a model file says about itself: enough to prepare an image and read the output."""
     return {
-        "format": "fer-sweep model", "version": 1, "classes": [str(c) for c in classes],
-        "input": {"name": "pixels", "dtype": "float32", "layout": "NCHW", "channels": int(channels),
-                  "color": "grayscale" if channels == 1 else "rgb", "size": [int(size), int(size)],
-                  "scale": "uint8 pixels / 255",
-                  "prepare": "as 'fer data ingest': EXIF orientation applied, converted to the color mode, "
-                             "16-bit scaled to 8-bit, resized to size x size"},
+        "format": "fer-sweep model",
+        "version": 1,
+        "classes": [str(c) for c in classes],
+        "input": {
+            "name": "pixels",
+            "dtype": "float32",
+            "layout": "NCHW",
+            "channels": int(channels),
+            "color": "grayscale" if channels == 1 else "rgb",
+            "size": [int(size), int(size)],
+            "scale": "uint8 pixels / 255",
+            "prepare": "as 'fer data ingest': EXIF orientation applied, converted to the color mode, "
+            "16-bit scaled to 8-bit, resized to size x size",
+        },
         "output": {"name": "logits", "shape": ["N", len(classes)], "order": "classes"},
         **(extra or {}),
     }
@@ -60,7 +68,7 @@ def model_info(*, classes: list[str], channels: int, size: int, extra: dict | No
 class Exported:
     pt2: bytes
     onnx: bytes
-    checks: dict                        # per format: max_abs_diff, batch sizes checked, tolerance
+    checks: dict  # per format: max_abs_diff, batch sizes checked, tolerance
 
 
 def export_model(model: torch.nn.Module, sample: torch.Tensor, info: dict) -> Exported:
@@ -76,7 +84,7 @@ def export_model(model: torch.nn.Module, sample: torch.Tensor, info: dict) -> Ex
     net = net.to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     net = net.float().eval()
     sample = sample.to("cpu").float().contiguous()
-    other = torch.cat([sample, sample[:1].flip(-1)])            # another batch size, other values
+    other = torch.cat([sample, sample[:1].flip(-1)])  # another batch size, other values
     batch = torch.export.Dim("batch", min=1, max=65536)
     shapes = ({0: batch},)
     with torch.no_grad():
@@ -91,8 +99,10 @@ def export_model(model: torch.nn.Module, sample: torch.Tensor, info: dict) -> Ex
         pt2_out = [reloaded(x) for x in (sample, other)]
     session = _session(onnx_bytes)
     onnx_out = [torch.from_numpy(session.run(None, {"pixels": x.numpy()})[0]) for x in (sample, other)]
-    checks = {"pt2": _compare("torch.export (.pt2)", pt2_out, expected),
-              "onnx": _compare("ONNX Runtime", onnx_out, expected)}
+    checks = {
+        "pt2": _compare("torch.export (.pt2)", pt2_out, expected),
+        "onnx": _compare("ONNX Runtime", onnx_out, expected),
+    }
     return Exported(pt2=pt2, onnx=onnx_bytes, checks=checks)
 
 
@@ -106,8 +116,15 @@ def _to_onnx(net: torch.nn.Module, sample: torch.Tensor, shapes: tuple, info: di
     # torch.onnx prints its progress to stdout: the command's own output stays readable without it.
     with contextlib.redirect_stdout(io.StringIO()):
         try:
-            program = torch.onnx.export(net, (sample,), dynamo=True, dynamic_shapes=shapes, input_names=["pixels"],
-                                        output_names=["logits"], verbose=False)
+            program = torch.onnx.export(
+                net,
+                (sample,),
+                dynamo=True,
+                dynamic_shapes=shapes,
+                input_names=["pixels"],
+                output_names=["logits"],
+                verbose=False,
+            )
         except Exception as exc:  # noqa: BLE001
             raise FerError(f"ONNX export of {type(net).__name__} failed: {_first_line(exc)}") from None
     assert program is not None  # None only for the legacy exporter (dynamo=False)
@@ -125,8 +142,10 @@ def _compare(what: str, got: list[torch.Tensor], expected: list[torch.Tensor]) -
             raise FerError(f"{what} export gives logits of shape {tuple(g.shape)}, PyTorch {tuple(e.shape)}")
         diff = max(diff, float((g.float() - e).abs().max()))
         if not torch.allclose(g.float(), e, rtol=TOLERANCE["rtol"], atol=TOLERANCE["atol"]):
-            raise FerError(f"{what} export does not reproduce the model's logits (max abs difference {diff:.3g}, "
-                           f"tolerance rtol {TOLERANCE['rtol']:g} atol {TOLERANCE['atol']:g})")
+            raise FerError(
+                f"{what} export does not reproduce the model's logits (max abs difference {diff:.3g}, "
+                f"tolerance rtol {TOLERANCE['rtol']:g} atol {TOLERANCE['atol']:g})"
+            )
     return {"max_abs_diff": diff, "batch_sizes": [int(e.shape[0]) for e in expected], **TOLERANCE}
 
 
@@ -134,7 +153,7 @@ def _session(blob: bytes) -> ort.InferenceSession:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3                       # errors only: no graph-optimizer chatter
+    options.log_severity_level = 3  # errors only: no graph-optimizer chatter
     return ort.InferenceSession(blob, sess_options=options, providers=["CPUExecutionProvider"])
 
 
@@ -175,8 +194,10 @@ def load_onnx(path: str | os.PathLike) -> OnnxModel:
     if os.path.isdir(path):
         path = os.path.join(path, ONNX_FILE)
     if path.endswith(".pt2"):
-        raise FerError(f"{path}: fer predict runs the ONNX model ({ONNX_FILE} beside it); a .pt2 archive is "
-                       "unpickled when loaded, so load it in PyTorch only if you trust its source")
+        raise FerError(
+            f"{path}: fer predict runs the ONNX model ({ONNX_FILE} beside it); a .pt2 archive is "
+            "unpickled when loaded, so load it in PyTorch only if you trust its source"
+        )
     if not os.path.isfile(path):
         raise FerError(f"{path}: not found; pass the {ONNX_FILE} that 'fer retrain' wrote, or its model folder")
     try:
@@ -192,6 +213,7 @@ def load_onnx(path: str | os.PathLike) -> OnnxModel:
     except FerError:
         raise
     except Exception as exc:  # noqa: BLE001 - not ONNX, or ONNX without our metadata: one line
-        raise FerError(f"{path}: not a model written by 'fer retrain' ({_first_line(exc)}); "
-                       f"pass its {ONNX_FILE}") from None
+        raise FerError(
+            f"{path}: not a model written by 'fer retrain' ({_first_line(exc)}); pass its {ONNX_FILE}"
+        ) from None
     return OnnxModel(path=path, info=info, session=session)

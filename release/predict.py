@@ -70,8 +70,14 @@ def predict(model_path: str | os.PathLike, inputs: list[str]) -> tuple[list[dict
         probs /= probs.sum(axis=1, keepdims=True)
         for i, p in zip(decoded.ok, probs, strict=False):
             k = int(p.argmax())
-            rows.append({"file": files[int(i)], "label": model.classes[k], "confidence": float(p[k]),
-                         "probs": {c: float(v) for c, v in zip(model.classes, p, strict=False)}})
+            rows.append(
+                {
+                    "file": files[int(i)],
+                    "label": model.classes[k],
+                    "confidence": float(p[k]),
+                    "probs": {c: float(v) for c, v in zip(model.classes, p, strict=False)},
+                }
+            )
     return rows, failures, model.info
 
 
@@ -81,8 +87,10 @@ def format_predictions(rows: list[dict], top: int = 3) -> str:
     lines = []
     for r in rows:
         ranked = sorted(r["probs"].items(), key=lambda kv: -kv[1])[:top]
-        lines.append(f"{r['file']:<{width}}  {r['label']:<10} {r['confidence']:.3f}   "
-                     + "  ".join(f"{c} {p:.3f}" for c, p in ranked))
+        lines.append(
+            f"{r['file']:<{width}}  {r['label']:<10} {r['confidence']:.3f}   "
+            + "  ".join(f"{c} {p:.3f}" for c, p in ranked)
+        )
     return "\n".join(lines)
 
 
@@ -103,8 +111,9 @@ def write_predictions(path: str | os.PathLike, rows: list[dict], classes: list[s
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["file", "label", "confidence", *[f"p_{c}" for c in classes]])
         for r in rows:
-            writer.writerow([r["file"], r["label"], f"{r['confidence']:.6f}",
-                             *[f"{r['probs'][c]:.6f}" for c in classes]])
+            writer.writerow(
+                [r["file"], r["label"], f"{r['confidence']:.6f}", *[f"{r['probs'][c]:.6f}" for c in classes]]
+            )
         text = buf.getvalue()
     return write_text(path, text)
 

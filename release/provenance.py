@@ -37,16 +37,24 @@ IDENTITY = ("experiment", "trial_id", "ranked_by")
 def build(exp, pick: dict, by: str, *, exported_at: str | None = None) -> dict:
     """The block for ``pick`` (a ``release.export.best_trials`` entry) of the finished experiment ``exp``."""
     row, record = pick["row"], exp.record
-    what = {"score": record.objective or f"score = mean val_acc of the last {exp.score_window} epochs",
-            "final": "final = val_acc of the last epoch", "peak": "peak = best val_acc of any epoch",
-            "confirmed": "mean score over fresh seeds (fer confirm, confirm.parquet)"}[by]
+    what = {
+        "score": record.objective or f"score = mean val_acc of the last {exp.score_window} epochs",
+        "final": "final = val_acc of the last epoch",
+        "peak": "peak = best val_acc of any epoch",
+        "confirmed": "mean score over fresh seeds (fer confirm, confirm.parquet)",
+    }[by]
     out: dict[str, Any] = {
-        "experiment": exp.name, "experiment_dir": exp.where, "trial_id": row["trial_id"],
-        "ranked_by": by, "ranking": what, "rank": pick["rank"],
+        "experiment": exp.name,
+        "experiment_dir": exp.where,
+        "trial_id": row["trial_id"],
+        "ranked_by": by,
+        "ranking": what,
+        "rank": pick["rank"],
         "candidates": pick["candidates"],
         "metrics": {k: row.get(k) for k in METRIC_KEYS},
         "sampled": exp.sampled(row),
-        "max_epochs": record.max_epochs, "score_window": exp.score_window,
+        "max_epochs": record.max_epochs,
+        "score_window": exp.score_window,
         "sweep_command": record.command,
         "data": {"uri": record.data.uri, "version": record.data.version},
         "exported_at": exported_at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -88,7 +96,7 @@ def read(path: str | os.PathLike) -> dict:
     try:
         raw = read_yaml(path, "config file") or {}
     except FerError:
-        return {}        # load_config has already reported an unreadable file
+        return {}  # load_config has already reported an unreadable file
     return _block(raw) or {}
 
 

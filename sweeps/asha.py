@@ -65,9 +65,8 @@ class ReplayingASHAScheduler(ASHAScheduler):
                 value = result[self._metric]
                 if value is None:
                     continue
-                past = cast("Trial", _PastTrial(str(result["trial_id"])))       # all on_result reads: trial_id
-                bracket.on_result(past, result[self._time_attr],
-                                  self._metric_op * value)
+                past = cast("Trial", _PastTrial(str(result["trial_id"])))  # all on_result reads: trial_id
+                bracket.on_result(past, result[self._time_attr], self._metric_op * value)
                 n += 1
         if n:
             logger.info("ASHA: replayed %d past results of %s", n, store)
@@ -82,7 +81,7 @@ def _experiment_store(tune_controller):
     # Ray 2.60 hands schedulers a wrapper that logs a warning for each attribute outside its allow-list;
     # the experiment's storage is read from the controller it wraps.
     controller = vars(tune_controller).get("_tune_controller", tune_controller)
-    storage = getattr(controller, "_storage", None)               # Ray 2.60: a StorageContext
+    storage = getattr(controller, "_storage", None)  # Ray 2.60: a StorageContext
     if storage is None:
         return None
     fs, path = storage.storage_filesystem, storage.experiment_fs_path

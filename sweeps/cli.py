@@ -10,8 +10,12 @@ PROG = "fer sweep"
 def add_parsers(sub) -> None:
     from .driver import DESCRIPTION, add_arguments
 
-    p = sub.add_parser("sweep", help="run the regularization sweep on Ray Tune (Optuna TPE + ASHA + collapse stop)",
-                       description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "sweep",
+        help="run the regularization sweep on Ray Tune (Optuna TPE + ASHA + collapse stop)",
+        description=DESCRIPTION,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_arguments(p)
     p.set_defaults(func=_run_sweep)
 

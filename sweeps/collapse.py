@@ -25,8 +25,7 @@ __all__ = ["CollapseState", "CollapseStopper", "ReportedCollapseStopper", "colla
 _REL_TOL = 1e-9
 
 
-def _validate(*, mode: str, grace_period: int, window: int, margin: float, patience: int,
-              relative: bool) -> None:
+def _validate(*, mode: str, grace_period: int, window: int, margin: float, patience: int, relative: bool) -> None:
     if mode not in ("max", "min"):
         raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
     for name, value in (("window", window), ("grace_period", grace_period), ("patience", patience)):
@@ -63,11 +62,21 @@ class CollapseState:
     values change nothing and ``update`` keeps returning True.
     """
 
-    def __init__(self, *, mode: str = "max", grace_period: int = 5, window: int = 3,
-                 margin: float = 0.02, patience: int = 0, relative: bool = False,
-                 metric: str = "value", time_label: str = "result"):
-        _validate(mode=mode, grace_period=grace_period, window=window, margin=margin,
-                  patience=patience, relative=relative)
+    def __init__(
+        self,
+        *,
+        mode: str = "max",
+        grace_period: int = 5,
+        window: int = 3,
+        margin: float = 0.02,
+        patience: int = 0,
+        relative: bool = False,
+        metric: str = "value",
+        time_label: str = "result",
+    ):
+        _validate(
+            mode=mode, grace_period=grace_period, window=window, margin=margin, patience=patience, relative=relative
+        )
         self.mode, self.grace_period, self.window = mode, grace_period, window
         self.margin, self.patience, self.relative = float(margin), patience, relative
         self.metric, self.time_label = metric, time_label
@@ -140,12 +149,16 @@ class CollapseState:
         if self.peak is None:
             text = f"collapsed: {last} is not finite and no finite value was ever reported"
         elif math.isnan(self.gap):
-            text = (f"collapsed: {last} is not finite (a NaN/inf value in the window); "
-                    f"{best} was {self.peak:.4g} at {self.time_label} {self.peak_time}")
+            text = (
+                f"collapsed: {last} is not finite (a NaN/inf value in the window); "
+                f"{best} was {self.peak:.4g} at {self.time_label} {self.peak_time}"
+            )
         else:
             share = f" ({self.gap / abs(self.peak):.1%} of {best})" if self.relative and self.peak else ""
-            text = (f"collapsed: {last} {self.smoothed:.4g} is {self.gap:.4g}{share} {side} "
-                    f"{best} {self.peak:.4g} at {self.time_label} {self.peak_time}")
+            text = (
+                f"collapsed: {last} {self.smoothed:.4g} is {self.gap:.4g}{share} {side} "
+                f"{best} {self.peak:.4g} at {self.time_label} {self.peak_time}"
+            )
         if self.patience:
             text += f", {self.streak} results in a row (patience {self.patience})"
         return text
@@ -158,8 +171,10 @@ class CollapseState:
             return None
         side, best = ("below", "the peak") if self.mode == "max" else ("above", "the minimum")
         peak = math.nan if self.peak is None else self.peak
-        return (f"collapsed at epoch {self.stop_time}: mean of last {self.window} {self.metric} {self.smoothed:.3f} "
-                f"is {self.gap:.3f} {side} {best} {peak:.3f} at epoch {self.peak_time or 0}")
+        return (
+            f"collapsed at epoch {self.stop_time}: mean of last {self.window} {self.metric} {self.smoothed:.3f} "
+            f"is {self.gap:.3f} {side} {best} {peak:.3f} at epoch {self.peak_time or 0}"
+        )
 
     def summary(self) -> dict[str, Any]:
         """Plain-python record of this trial (see `CollapseStopper.summary`)."""
@@ -238,15 +253,25 @@ class CollapseStopper(Stopper):
         - The state (one `CollapseState` per trial, with a bounded deque) is plain picklable data.
     """
 
-    def __init__(self, metric: str = "val_acc", *, mode: str = "max", grace_period: int = 5,
-                 window: int = 3, margin: float = 0.02, patience: int = 0, relative: bool = False,
-                 time_attr: str = "training_iteration"):
+    def __init__(
+        self,
+        metric: str = "val_acc",
+        *,
+        mode: str = "max",
+        grace_period: int = 5,
+        window: int = 3,
+        margin: float = 0.02,
+        patience: int = 0,
+        relative: bool = False,
+        time_attr: str = "training_iteration",
+    ):
         if not isinstance(metric, str) or not metric:
             raise ValueError(f"metric must be a non-empty string, got {metric!r}")
         if not isinstance(time_attr, str) or not time_attr:
             raise ValueError(f"time_attr must be a non-empty string, got {time_attr!r}")
-        self._rule: dict[str, Any] = dict(mode=mode, grace_period=grace_period, window=window, margin=margin,
-                                          patience=patience, relative=relative)
+        self._rule: dict[str, Any] = dict(
+            mode=mode, grace_period=grace_period, window=window, margin=margin, patience=patience, relative=relative
+        )
         _validate(**self._rule)
         self._metric, self._time_attr = metric, time_attr
         self._trials: dict[str, CollapseState] = {}
@@ -255,11 +280,13 @@ class CollapseStopper(Stopper):
         if self._metric not in result:
             raise ValueError(
                 f"CollapseStopper: metric {self._metric!r} is not in the result of trial "
-                f"{trial_id!r}; the result has keys {sorted(map(str, result))}")
+                f"{trial_id!r}; the result has keys {sorted(map(str, result))}"
+            )
         state = self._trials.get(trial_id)
         if state is None:
             state = self._trials[trial_id] = CollapseState(
-                **self._rule, metric=self._metric, time_label=self._time_attr)
+                **self._rule, metric=self._metric, time_label=self._time_attr
+            )
         return state.update(result[self._metric], result.get(self._time_attr))
 
     def stop_all(self) -> bool:
@@ -271,19 +298,24 @@ class CollapseStopper(Stopper):
         smoothed is than the peak), num_results, stopped, stop_epoch and reason (None until
         stopped). Epochs are ``time_attr`` values."""
         if trial_id not in self._trials:
-            raise KeyError(f"no results seen for trial {trial_id!r} "
-                           f"({len(self._trials)} trials seen)")
-        return {"metric": self._metric, "mode": self._rule["mode"],
-                **self._trials[trial_id].summary()}
+            raise KeyError(f"no results seen for trial {trial_id!r} ({len(self._trials)} trials seen)")
+        return {"metric": self._metric, "mode": self._rule["mode"], **self._trials[trial_id].summary()}
 
     def stopped_trials(self) -> dict[str, dict[str, Any]]:
         """``{trial_id: summary}`` for every trial this stopper stopped, in first-seen order."""
         return {tid: self.summary(tid) for tid, state in self._trials.items() if state.stopped}
 
 
-def collapse_check(values: Sequence[Any], *, mode: str = "max", grace_period: int = 5,
-                   window: int = 3, margin: float = 0.02, patience: int = 0,
-                   relative: bool = False) -> int | None:
+def collapse_check(
+    values: Sequence[Any],
+    *,
+    mode: str = "max",
+    grace_period: int = 5,
+    window: int = 3,
+    margin: float = 0.02,
+    patience: int = 0,
+    relative: bool = False,
+) -> int | None:
     """The 1-based index at which `CollapseStopper`'s rule stops ``values``, or None if never.
 
     Same arguments and the same code path (`CollapseState.update`) as the stopper.
@@ -291,8 +323,9 @@ def collapse_check(values: Sequence[Any], *, mode: str = "max", grace_period: in
         >>> collapse_check([0.5, 0.6, 0.6, 0.5, 0.4], grace_period=3, window=2, margin=0.05)
         5
     """
-    state = collapse_state(values, mode=mode, grace_period=grace_period, window=window, margin=margin,
-                           patience=patience, relative=relative)
+    state = collapse_state(
+        values, mode=mode, grace_period=grace_period, window=window, margin=margin, patience=patience, relative=relative
+    )
     return state.stop_time if state.stopped else None
 
 

@@ -39,14 +39,23 @@ def _value(v: Any) -> str:
 class CompactReporter(tune.Callback):
     """Prints the sweep's progress as compact lines (see the module docstring)."""
 
-    def __init__(self, *, samples: int, max_epochs: int, concurrency: int, params: list[str],
-                 every_s: float = STATUS_EVERY_S, out: IO[str] | None = None, clock=time.monotonic):
+    def __init__(
+        self,
+        *,
+        samples: int,
+        max_epochs: int,
+        concurrency: int,
+        params: list[str],
+        every_s: float = STATUS_EVERY_S,
+        out: IO[str] | None = None,
+        clock=time.monotonic,
+    ):
         self.samples, self.max_epochs, self.concurrency = samples, max_epochs, max(1, concurrency)
         self.params, self.every_s, self.out, self.clock = params, every_s, out, clock
         self.started = self.last_status = clock()
-        self.epochs: dict[str, int] = {}             # trial id -> epochs reported (its latest attempt)
+        self.epochs: dict[str, int] = {}  # trial id -> epochs reported (its latest attempt)
         self.best: tuple[float, str] | None = None
-        self.done_at_start: int | None = None        # epochs done before this run (a resume), for the rate
+        self.done_at_start: int | None = None  # epochs done before this run (a resume), for the rate
 
     # -- output -------------------------------------------------------------------------------------
     def _say(self, line: str) -> None:
@@ -73,14 +82,18 @@ class CompactReporter(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         last = dict(trial.last_result or {})
         outcome, reason = classify(last, errored=False, max_epochs=self.max_epochs)
-        self._say(f"trial {trial.trial_id} {outcome}: {int(last.get('epoch') or 0)} epochs, score "
-                  f"{fmt(last.get('score'))}, peak {fmt(last.get('peak'))} at epoch {last.get('peak_epoch') or '-'}, "
-                  f"final {fmt(last.get('final'))}" + (f" ({reason})" if outcome != "completed" else ""))
+        self._say(
+            f"trial {trial.trial_id} {outcome}: {int(last.get('epoch') or 0)} epochs, score "
+            f"{fmt(last.get('score'))}, peak {fmt(last.get('peak'))} at epoch {last.get('peak_epoch') or '-'}, "
+            f"final {fmt(last.get('final'))}" + (f" ({reason})" if outcome != "completed" else "")
+        )
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         where = getattr(trial, "local_path", None) or getattr(trial, "path", None) or ""
-        self._say(f"trial {trial.trial_id} errored after {self.epochs.get(trial.trial_id, 0)} epochs"
-                  + (f" (error.txt in {where})" if where else ""))
+        self._say(
+            f"trial {trial.trial_id} errored after {self.epochs.get(trial.trial_id, 0)} epochs"
+            + (f" (error.txt in {where})" if where else "")
+        )
 
     def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
         self._say(f"trial {trial.trial_id} failed; retrying it from its last checkpoint")
@@ -119,8 +132,10 @@ class CompactReporter(tune.Callback):
         elapsed = now - self.started
         best = f"best {fmt(self.best[0])} ({self.best[1]})" if self.best else "no score yet"
         by_outcome = ", ".join(f"{n} {o}" for o, n in counts.items())
-        line = (f"[{duration(elapsed)}] {running} running, {pending} pending, {ended} of {total} ended"
-                f"{f' ({by_outcome})' if by_outcome else ''} | {best} | {done} of {budget} epochs")
+        line = (
+            f"[{duration(elapsed)}] {running} running, {pending} pending, {ended} of {total} ended"
+            f"{f' ({by_outcome})' if by_outcome else ''} | {best} | {done} of {budget} epochs"
+        )
         run_here = done - (self.done_at_start or 0)
         if run_here > 0 and ended < total:
             line += f" | {duration(elapsed / run_here * (budget - done))} left at most"

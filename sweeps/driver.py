@@ -57,8 +57,19 @@ from sweeps.settings import DEFAULT_DATA, DEFAULT_SPACE, SMOKE, SweepConfig, add
 if TYPE_CHECKING:
     from experiment_store import ExperimentStore, SweepRecord
 
-__all__ = ["run", "main", "get_parser", "add_arguments", "ensure_default_data", "SweepConfig", "DEFAULT_DATA",
-           "DEFAULT_SPACE", "SMOKE", "SCRIPT", "DESCRIPTION"]
+__all__ = [
+    "run",
+    "main",
+    "get_parser",
+    "add_arguments",
+    "ensure_default_data",
+    "SweepConfig",
+    "DEFAULT_DATA",
+    "DEFAULT_SPACE",
+    "SMOKE",
+    "SCRIPT",
+    "DESCRIPTION",
+]
 
 #: How the sweep was launched, as its record shows it (``fer sweep`` records ``fer sweep ...``).
 SCRIPT = "python sweeps/regularization.py"
@@ -67,8 +78,11 @@ NO_GPUS = "--gpus-per-trial > 0 but the Ray cluster has no GPUs; use --gpus-per-
 
 
 def get_parser(prog: str = SCRIPT) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog.removeprefix("python "), description=DESCRIPTION,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=prog.removeprefix("python "),
+        description=DESCRIPTION,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_arguments(p)
     return p
 
@@ -95,23 +109,23 @@ class _Experiment:
     """Where the sweep runs, and the launch a resume or an extension continues."""
 
     name: str
-    storage: str                  # as Tune gets it: the folder, or the URI as given (its query - endpoint options -
-                                  # kept)
-    local: bool                   # a local path or file://: a folder on this machine
+    storage: str  # as Tune gets it: the folder, or the URI as given (its query - endpoint options -
+    # kept)
+    local: bool  # a local path or file://: a folder on this machine
     store: ExperimentStore
     exists: bool
-    launch: SweepRecord | None    # the continued experiment's sweep.json (None: new, or written by an older fer-sweep)
+    launch: SweepRecord | None  # the continued experiment's sweep.json (None: new, or written by an older fer-sweep)
 
 
 @dataclass(frozen=True)
 class _Inputs:
     """What every trial gets, read and checked before Ray starts."""
 
-    space: Any                    # the search space (sweeps.space)
-    data: Any                     # the data set, read once for all trials (fer_core.train.load_train_data)
-    base: dict                    # trainer config under every trial: base < space fixed < its sampled values
-    optuna_url: str               # where the Optuna study lives
-    wandb_mode: str               # resolved: offline, online or disabled
+    space: Any  # the search space (sweeps.space)
+    data: Any  # the data set, read once for all trials (fer_core.train.load_train_data)
+    base: dict  # trainer config under every trial: base < space fixed < its sampled values
+    optuna_url: str  # where the Optuna study lives
+    wandb_mode: str  # resolved: offline, online or disabled
 
 
 @dataclass(frozen=True)
@@ -122,10 +136,10 @@ class _TuneRun:
     tune_config: Any
     run_config: Any
     callbacks: list
-    wandb_runs: Any               # sweeps.wandb_logging.RunFolder, or None with W&B disabled
-    samples: int                  # trials this run adds
+    wandb_runs: Any  # sweeps.wandb_logging.RunFolder, or None with W&B disabled
+    samples: int  # trials this run adds
     concurrency: int
-    more: bool                    # an extension of an experiment that has trials
+    more: bool  # an extension of an experiment that has trials
 
 
 def run(argv: list[str] | None = None, prog: str = SCRIPT) -> dict:
@@ -139,11 +153,13 @@ def run(argv: list[str] | None = None, prog: str = SCRIPT) -> dict:
         # after each checkpoint: cheap on a local disk (milliseconds), so Tune's warning is noise here.
         os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # A local Ray started here stays up until the process ends: a caller may run several sweeps on it.
-    with ray_session(cfg.address, cfg.num_cpus, gpus_needed=cfg.gpus_per_trial, no_gpus=NO_GPUS, announce=True,
-                     stop=False) as cluster:
+    with ray_session(
+        cfg.address, cfg.num_cpus, gpus_needed=cfg.gpus_per_trial, no_gpus=NO_GPUS, announce=True, stop=False
+    ) as cluster:
         record = _sweep(cfg, argv, prog, exp, inputs, cluster)
     import gc
-    gc.collect()      # the tuner and W&B's callback went with _sweep: W&B cleans up now, not at interpreter exit
+
+    gc.collect()  # the tuner and W&B's callback went with _sweep: W&B cleans up now, not at interpreter exit
     return record.to_dict()
 
 
@@ -164,16 +180,19 @@ def _locate(cfg: SweepConfig, argv: list[str]) -> tuple[SweepConfig, _Experiment
     if exists and not cfg.continuing and not cfg.overwrite:
         raise FerError(f"{store} already exists; pass --resume to continue it or choose another --name")
     if cfg.continuing and not exists:
-        raise FerError(f"{'--resume' if cfg.resume else '--extend'}: {store} does not exist; "
-                       "check --storage and --name")
+        raise FerError(
+            f"{'--resume' if cfg.resume else '--extend'}: {store} does not exist; check --storage and --name"
+        )
     launch = store.read_record() if cfg.continuing else None
     if cfg.extend is not None and (launch is None or not launch.finished):
         raise FerError(f"--extend: {store} has not finished (no complete sweep.json); finish it with --resume first")
     if launch is not None:
         cfg = cfg.resumed(launch.settings, argv)
     elif cfg.resume:
-        say(f"{store} has no sweep.json (written by an older fer-sweep): resuming with the settings given now, "
-            "which must be the launch's")
+        say(
+            f"{store} has no sweep.json (written by an older fer-sweep): resuming with the settings given now, "
+            "which must be the launch's"
+        )
     cfg.check_values()
     return cfg, _Experiment(name, storage, local, store, exists, launch)
 
@@ -203,11 +222,19 @@ def _check_storage(cfg: SweepConfig, exp: _Experiment) -> None:
 
     if exp.exists and cfg.overwrite:
         if exp.local:
-            check_replaceable(exp.store.location.path, kind="sweep experiment", markers=MARKERS, overwrite=True,
-                              protect=(cfg.data, cfg.space), flag="--name")
+            check_replaceable(
+                exp.store.location.path,
+                kind="sweep experiment",
+                markers=MARKERS,
+                overwrite=True,
+                protect=(cfg.data, cfg.space),
+                flag="--name",
+            )
         elif not (exp.store.has("sweep.json") or exp.store.has("tuner.pkl")):
-            raise FerError(f"--name: {exp.store} is not a sweep experiment (no sweep.json or tuner.pkl), "
-                           "so --overwrite will not replace it; choose another --name")
+            raise FerError(
+                f"--name: {exp.store} is not a sweep experiment (no sweep.json or tuner.pkl), "
+                "so --overwrite will not replace it; choose another --name"
+            )
     if exp.local:
         check_writable(exp.storage, flag="--storage")
 
@@ -219,12 +246,16 @@ def _optuna_url(cfg: SweepConfig, exp: _Experiment) -> str:
 
     url = cfg.optuna_storage or default_storage_url(exp.store.location.path if exp.local else None)
     if url is None:
-        raise FerError(f"--storage {redact(exp.storage)} is an object store, which cannot hold the Optuna study: pass "
-                       "--optuna-storage with an RDB URL (postgresql://user@host/db) or journal:/shared/path.log "
-                       "on a shared file system, or --optuna-storage memory to keep it inside Tune's state only")
+        raise FerError(
+            f"--storage {redact(exp.storage)} is an object store, which cannot hold the Optuna study: pass "
+            "--optuna-storage with an RDB URL (postgresql://user@host/db) or journal:/shared/path.log "
+            "on a shared file system, or --optuna-storage memory to keep it inside Tune's state only"
+        )
     if cfg.extend is not None and url == MEMORY:
-        raise FerError("--extend continues the experiment's Optuna study, but it was kept in memory "
-                       "(--optuna-storage memory); start a new experiment instead")
+        raise FerError(
+            "--extend continues the experiment's Optuna study, but it was kept in memory "
+            "(--optuna-storage memory); start a new experiment instead"
+        )
     return url
 
 
@@ -236,17 +267,27 @@ def _read_data(cfg: SweepConfig, exp: _Experiment, space) -> tuple[Any, dict]:
     from fer_core.train.config import parse_overrides
     from sweeps.space import trial_config
 
-    base = {**parse_overrides(list(cfg.overrides)), "data": cfg.data, "epochs": cfg.max_epochs, "seed": cfg.seed,
-            "threads": cfg.threads, "device": cfg.device}
+    base = {
+        **parse_overrides(list(cfg.overrides)),
+        "data": cfg.data,
+        "epochs": cfg.max_epochs,
+        "seed": cfg.seed,
+        "threads": cfg.threads,
+        "device": cfg.device,
+    }
     say(f"reading {redact(cfg.data)} once for all trials")
     data = load_train_data(cfg.data, splits=("train", "val"))
     if exp.launch is not None and data.version != exp.launch.data.version:
-        raise FerError(f"--data {redact(cfg.data)} is version {data.version}, but {exp.store} was launched on "
-                       f"{exp.launch.data.version}; resume it with the same data set")
+        raise FerError(
+            f"--data {redact(cfg.data)} is version {data.version}, but {exp.store} was launched on "
+            f"{exp.launch.data.version}; resume it with the same data set"
+        )
     base["data_version"] = data.version
-    trial_config(base, space.fixed, {}, where="sweep base config")     # base + fixed valid on their own
-    say(f"data {data.version}: {len(data.labels['train'])} train / {len(data.labels['val'])} val images, "
-        f"classes {', '.join(data.classes)}")
+    trial_config(base, space.fixed, {}, where="sweep base config")  # base + fixed valid on their own
+    say(
+        f"data {data.version}: {len(data.labels['train'])} train / {len(data.labels['val'])} val images, "
+        f"classes {', '.join(data.classes)}"
+    )
     return data, base
 
 
@@ -283,9 +324,11 @@ def _tune_run(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, cluster: dict
     if concurrency is None:
         concurrency = max(1, min(trials_that_fit(cluster, cfg.cpus_per_trial, cfg.gpus_per_trial), samples))
     trainable = tune.with_resources(
-        tune.with_parameters(fer_trainable, data=inputs.data, base=inputs.base, fixed=inputs.space.fixed,
-                             rules=cfg.rules),
-        {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial})
+        tune.with_parameters(
+            fer_trainable, data=inputs.data, base=inputs.base, fixed=inputs.space.fixed, rules=cfg.rules
+        ),
+        {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial},
+    )
     searcher = _searcher(cfg, exp, inputs, previous)
     scheduler = _scheduler(cfg)
     # The trainable applies the collapse rule to each trial's whole (checkpointed) history: no driver state.
@@ -294,18 +337,38 @@ def _tune_run(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, cluster: dict
     if not cfg.verbose:
         from sweeps.console import CompactReporter
 
-        callbacks.append(CompactReporter(samples=samples, max_epochs=cfg.max_epochs, concurrency=concurrency,
-                                         params=inputs.space.names))
+        callbacks.append(
+            CompactReporter(
+                samples=samples, max_epochs=cfg.max_epochs, concurrency=concurrency, params=inputs.space.names
+            )
+        )
     run_config = tune.RunConfig(
-        name=exp.name, storage_path=exp.storage,
+        name=exp.name,
+        storage_path=exp.storage,
         stop=CombinedStopper(*stoppers) if stoppers else None,
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        callbacks=callbacks, verbose=_tune_verbosity(cfg))
-    tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=samples,
-                                  max_concurrent_trials=concurrency, metric="score", mode="max")
-    return _TuneRun(trainable=trainable, tune_config=tune_config, run_config=run_config, callbacks=callbacks,
-                    wandb_runs=wandb_runs, samples=samples, concurrency=concurrency, more=bool(previous))
+        callbacks=callbacks,
+        verbose=_tune_verbosity(cfg),
+    )
+    tune_config = tune.TuneConfig(
+        search_alg=searcher,
+        scheduler=scheduler,
+        num_samples=samples,
+        max_concurrent_trials=concurrency,
+        metric="score",
+        mode="max",
+    )
+    return _TuneRun(
+        trainable=trainable,
+        tune_config=tune_config,
+        run_config=run_config,
+        callbacks=callbacks,
+        wandb_runs=wandb_runs,
+        samples=samples,
+        concurrency=concurrency,
+        more=bool(previous),
+    )
 
 
 def _searcher(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, previous: list[dict]):
@@ -320,20 +383,35 @@ def _searcher(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, previous: lis
     # from replaying the launch's random draws (the start-up trials, random search).
     seed = cfg.seed + len(previous)
     if exp.local:
-        Path(exp.store.location.path).mkdir(parents=True, exist_ok=True)      # where the default SQLite study goes
-    sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.tpe_startup_trials)
-               if cfg.search == "tpe" else optuna.samplers.RandomSampler(seed=seed))
-    return PruningOptunaSearch(space=inputs.space.define_by_run, metric="score", mode="max", sampler=sampler,
-                               study_name=exp.name, storage=open_storage(inputs.optuna_url),
-                               max_t=cfg.max_epochs, time_attr="training_iteration", is_complete=ran_to_the_end)
+        Path(exp.store.location.path).mkdir(parents=True, exist_ok=True)  # where the default SQLite study goes
+    sampler = (
+        optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.tpe_startup_trials)
+        if cfg.search == "tpe"
+        else optuna.samplers.RandomSampler(seed=seed)
+    )
+    return PruningOptunaSearch(
+        space=inputs.space.define_by_run,
+        metric="score",
+        mode="max",
+        sampler=sampler,
+        study_name=exp.name,
+        storage=open_storage(inputs.optuna_url),
+        max_t=cfg.max_epochs,
+        time_attr="training_iteration",
+        is_complete=ran_to_the_end,
+    )
 
 
 def _scheduler(cfg: SweepConfig):
     """ASHA on epochs, or None with --no-asha (built either way: it checks its settings)."""
     from sweeps.asha import ReplayingASHAScheduler
 
-    scheduler = ReplayingASHAScheduler(time_attr="training_iteration", max_t=cfg.max_epochs,
-                                       grace_period=cfg.grace_period, reduction_factor=cfg.reduction_factor)
+    scheduler = ReplayingASHAScheduler(
+        time_attr="training_iteration",
+        max_t=cfg.max_epochs,
+        grace_period=cfg.grace_period,
+        reduction_factor=cfg.reduction_factor,
+    )
     return None if cfg.no_asha else scheduler
 
 
@@ -353,10 +431,19 @@ def _callbacks(cfg: SweepConfig, exp: _Experiment, wandb_mode: str) -> tuple[Any
     # W&B files: <experiment>/wandb; for an experiment on an object store, a folder on this node first,
     # uploaded into the experiment when the sweep ends (so they do not die with the head node)
     wandb_runs = RunFolder(exp.store.location) if wandb_mode != "disabled" else None
-    callbacks = [cb for cb in [make_callback(wandb_mode, project=cfg.wandb_project, group=exp.name,
-                                             exp_dir=exp.store.location.path if exp.local else exp.store.uri,
-                                             runs_dir=wandb_runs.path if wandb_runs else None)]
-                 if cb is not None]
+    callbacks = [
+        cb
+        for cb in [
+            make_callback(
+                wandb_mode,
+                project=cfg.wandb_project,
+                group=exp.name,
+                exp_dir=exp.store.location.path if exp.local else exp.store.uri,
+                runs_dir=wandb_runs.path if wandb_runs else None,
+            )
+        ]
+        if cb is not None
+    ]
     return wandb_runs, callbacks
 
 
@@ -368,7 +455,7 @@ def _new_launch(cfg: SweepConfig, argv: list[str], prog: str, exp: _Experiment, 
     launch = _launch_record(cfg, argv, prog, exp.name, exp.store, inputs.space, inputs.data, inputs.base)
     launch.optuna = {"storage": redact(inputs.optuna_url), "study": exp.name}
     if not cfg.resume:
-        exp.store.write_record(launch)             # the launch's settings, for the dashboard and a resume
+        exp.store.write_record(launch)  # the launch's settings, for the dashboard and a resume
     return launch
 
 
@@ -382,13 +469,19 @@ def _tuner(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, tune_run: _TuneR
         say(f"resuming {exp.store}: finished trials are kept, unfinished ones continue from their checkpoints")
         for note in exp.store.repair_tune_state():
             say(f"--resume: {note}")
-        tuner = tune.Tuner.restore(exp.store.location.uri if not exp.local else exp.store.location.path,
-                                   trainable=tune_run.trainable, resume_errored=True, restart_errored=False)
+        tuner = tune.Tuner.restore(
+            exp.store.location.uri if not exp.local else exp.store.location.path,
+            trainable=tune_run.trainable,
+            resume_errored=True,
+            restart_errored=False,
+        )
         _use_callbacks(tuner, tune_run.callbacks, _tune_verbosity(cfg))
         return tuner
-    say(f"experiment {exp.store}: {tune_run.samples} {'more ' if tune_run.more else ''}trials x up to "
+    say(
+        f"experiment {exp.store}: {tune_run.samples} {'more ' if tune_run.more else ''}trials x up to "
         f"{cfg.max_epochs} epochs, {tune_run.concurrency} at a time; Optuna study {exp.name} in "
-        f"{redact(inputs.optuna_url)}")
+        f"{redact(inputs.optuna_url)}"
+    )
     tuner = tune.Tuner(tune_run.trainable, tune_config=tune_run.tune_config, run_config=tune_run.run_config)
     exp.store.keep_tune_state_copy()
     return tuner
@@ -406,15 +499,26 @@ def _launch_record(cfg: SweepConfig, argv: list[str], prog: str, name: str, stor
     except (KeyError, OSError):
         user = None
     return SweepRecord(
-        name=name, experiment_dir=experiment_dir_of(store),
+        name=name,
+        experiment_dir=experiment_dir_of(store),
         command=_command(prog, argv),
-        data=DataRef(uri=redact(cfg.data), version=data.version, classes=list(data.classes),
-                     train=len(data.labels["train"]), val=len(data.labels["val"])),
-        space=space.to_dict(), space_file=cfg.space,
+        data=DataRef(
+            uri=redact(cfg.data),
+            version=data.version,
+            classes=list(data.classes),
+            train=len(data.labels["train"]),
+            val=len(data.labels["val"]),
+        ),
+        space=space.to_dict(),
+        space_file=cfg.space,
         base_config={**base, "data": redact(cfg.data)},  # a trial's config = base < space fixed < its sampled values
-        max_epochs=cfg.max_epochs, score_window=cfg.score_window, settings=cfg.to_dict(),
+        max_epochs=cfg.max_epochs,
+        score_window=cfg.score_window,
+        settings=cfg.to_dict(),
         objective=f"score = mean val_acc of the last {cfg.score_window} epochs (max)",
-        user=user, started=_now())
+        user=user,
+        started=_now(),
+    )
 
 
 def _command(prog: str, argv: list[str]) -> str:
@@ -437,7 +541,7 @@ def _use_callbacks(tuner, callbacks: list, verbose: int | None = None) -> None:
     run's callback every resumed trial continues its run (same id, ``resume="allow"``), in the
     mode and project given now (``--wandb-mode`` and ``--wandb-project`` may change on a resume).
     """
-    internal = getattr(tuner, "_local_tuner", None)          # None under Ray Client (not used here)
+    internal = getattr(tuner, "_local_tuner", None)  # None under Ray Client (not used here)
     run_config = internal.get_run_config() if internal is not None else None
     if run_config is None or not hasattr(run_config, "callbacks"):
         say("--resume: this Ray version's Tuner keeps the launch's callbacks (W&B logs as at launch)")
@@ -454,8 +558,10 @@ def _history(result) -> list[dict]:
         df = None
     if df is None or len(df) == 0:
         return [result.metrics] if result.metrics else []
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-            for row in df.to_dict("records")]
+    return [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+        for row in df.to_dict("records")
+    ]
 
 
 def _write_outputs(cfg: SweepConfig, argv, prog, store, launch, space, grid, wall):
@@ -468,9 +574,17 @@ def _write_outputs(cfg: SweepConfig, argv, prog, store, launch, space, grid, wal
     trials = []
     for result in grid:
         last = dict(result.metrics or {})
-        trials.append({"trial_id": last.get("trial_id") or Path(str(result.path)).name, "config": result.config,
-                       "last": last, "errored": result.error is not None, "finished": True,
-                       "time_s": last.get("time_total_s"), "history": _history(result)})
+        trials.append(
+            {
+                "trial_id": last.get("trial_id") or Path(str(result.path)).name,
+                "config": result.config,
+                "last": last,
+                "errored": result.error is not None,
+                "finished": True,
+                "time_s": last.get("time_total_s"),
+                "history": _history(result),
+            }
+        )
     rows, epochs = trial_rows(trials, cfg.max_epochs), epoch_rows(trials)
     # Trials of earlier runs of this experiment that this run did not touch (an extension's launch) stay.
     ran = {r["trial_id"] for r in rows}
@@ -479,23 +593,32 @@ def _write_outputs(cfg: SweepConfig, argv, prog, store, launch, space, grid, wal
     summary = format_summary(rows, keys=[f"config/{k}" for k in space.names][:7])
     best = max((r for r in rows if r.get("score") is not None), key=lambda r: r["score"], default=None)
     record = replace(
-        launch, trials=len(rows),
+        launch,
+        trials=len(rows),
         outcomes={o: sum(r["outcome"] == o for r in rows) for o in {r["outcome"] for r in rows}},
-        epochs_total=int(sum(r["epochs"] for r in rows)), compute_s=float(sum(r["time_s"] or 0 for r in rows)),
-        best=best, finished=_now(), wall_s=launch.wall_s if launch.wall_s is not None else wall,
-        resumes=list(launch.resumes))
-    if cfg.continuing:     # keeps the launch's command and wall time; records itself
-        record.resumes.append({"command": _command(prog, argv),
-                               "wall_s": wall, "finished": record.finished})
+        epochs_total=int(sum(r["epochs"] for r in rows)),
+        compute_s=float(sum(r["time_s"] or 0 for r in rows)),
+        best=best,
+        finished=_now(),
+        wall_s=launch.wall_s if launch.wall_s is not None else wall,
+        resumes=list(launch.resumes),
+    )
+    if cfg.continuing:  # keeps the launch's command and wall time; records itself
+        record.resumes.append({"command": _command(prog, argv), "wall_s": wall, "finished": record.finished})
     store.write_results(rows, epochs, summary, record)
     print(summary)
-    print(f"{record.epochs_total} epochs in {wall:.0f}s; outputs in {store} "
-          "(trials.parquet, epochs.parquet, summary.txt, sweep.json)")
+    print(
+        f"{record.epochs_total} epochs in {wall:.0f}s; outputs in {store} "
+        "(trials.parquet, epochs.parquet, summary.txt, sweep.json)"
+    )
     return record
 
 
 def main(argv: list[str] | None = None, prog: str = SCRIPT) -> int:
     from fer_core.errors import run_reporting_errors
 
-    return run_reporting_errors(prog.removeprefix("python ").rsplit("/", 1)[-1], lambda: run(argv, prog) and 0,
-                                interrupted="continue with --resume --name <experiment>")
+    return run_reporting_errors(
+        prog.removeprefix("python ").rsplit("/", 1)[-1],
+        lambda: run(argv, prog) and 0,
+        interrupted="continue with --resume --name <experiment>",
+    )

@@ -33,15 +33,15 @@ __all__ = ["Experiment", "load_experiment", "ExperimentError"]
 class Experiment:
     store: ExperimentStore
     name: str
-    trials: list[dict]              # trials.parquet rows (or their live equivalent)
-    epochs: list[dict]              # epochs.parquet rows, ordered by trial and epoch
-    params: list[Param]             # the searched space (sweeps.space), in order
+    trials: list[dict]  # trials.parquet rows (or their live equivalent)
+    epochs: list[dict]  # epochs.parquet rows, ordered by trial and epoch
+    params: list[Param]  # the searched space (sweeps.space), in order
     fixed: dict
     classes: list[str]
-    record: SweepRecord | None = None   # sweep.json (None while the sweep runs)
-    manifest: dict | None = None    # the data set's manifest.json, when readable
-    live: bool = False              # read from Tune's files: the sweep is running (or was interrupted)
-    space_inferred: bool = False    # no sweep.json: the space was inferred from the sampled values
+    record: SweepRecord | None = None  # sweep.json (None while the sweep runs)
+    manifest: dict | None = None  # the data set's manifest.json, when readable
+    live: bool = False  # read from Tune's files: the sweep is running (or was interrupted)
+    space_inferred: bool = False  # no sweep.json: the space was inferred from the sampled values
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -145,12 +145,15 @@ class Experiment:
 
         base = self.record.base_config if self.record is not None else {}
         try:
-            return trial_config(base, self.fixed, _uncoerce(self.sampled(row)),
-                                where=f"{self.where} trial {row['trial_id']}")
+            return trial_config(
+                base, self.fixed, _uncoerce(self.sampled(row)), where=f"{self.where} trial {row['trial_id']}"
+            )
         except ConfigError as exc:
-            raise ExperimentError(f"{exc} (the experiment's sweep.json and trials.parquet do not give a valid "
-                                  "trainer config; was it written by another version of "
-                                  "sweeps/regularization.py?)") from None
+            raise ExperimentError(
+                f"{exc} (the experiment's sweep.json and trials.parquet do not give a valid "
+                "trainer config; was it written by another version of "
+                "sweeps/regularization.py?)"
+            ) from None
 
 
 def _as_choice(value, choices: tuple | None):
@@ -217,8 +220,10 @@ def _manifest(record: SweepRecord | None, notes: list[str]) -> dict | None:
     try:
         return read_manifest(str(uri)).data
     except FerError as exc:
-        notes.append(f"the data set's manifest is not readable from here ({exc}); class counts are "
-                     "from sweep.json and the quality summary is missing")
+        notes.append(
+            f"the data set's manifest is not readable from here ({exc}); class counts are "
+            "from sweep.json and the quality summary is missing"
+        )
         return None
 
 
@@ -238,9 +243,12 @@ def load_experiment(uri: str | Path, *, finished: bool = False) -> Experiment:
 def _load(store: ExperimentStore, finished: bool) -> Experiment:
     if not store.exists():
         is_file = store.local and Path(store.location.path).exists()
-        raise ExperimentError(f"{store}: not a folder; pass the sweep's experiment folder" if is_file else
-                              f"{store}: no such experiment folder; pass <storage>/<name> of a sweep "
-                              "(sweeps/regularization.py writes it, e.g. runs/sweeps/regularization-<date>-<time>)")
+        raise ExperimentError(
+            f"{store}: not a folder; pass the sweep's experiment folder"
+            if is_file
+            else f"{store}: no such experiment folder; pass <storage>/<name> of a sweep "
+            "(sweeps/regularization.py writes it, e.g. runs/sweeps/regularization-<date>-<time>)"
+        )
     notes: list[str] = []
     if finished:
         for name in ("sweep.json", TRIALS):
@@ -249,7 +257,8 @@ def _load(store: ExperimentStore, finished: bool) -> Experiment:
                     f"{store}: not a finished sweep experiment: {store.file(name)} is missing "
                     "(sweeps/regularization.py writes sweep.json and trials.parquet when the sweep ends; "
                     "continue an interrupted one with "
-                    "--resume --name <experiment>)")
+                    "--resume --name <experiment>)"
+                )
     record = store.read_record()
     if finished:
         trials, live = store.read_rows(TRIALS) or [], False
@@ -265,21 +274,36 @@ def _load(store: ExperimentStore, finished: bool) -> Experiment:
             raise ExperimentError(
                 f"{store}: not a sweep experiment folder: missing {missing} (written by "
                 "sweeps/regularization.py when a sweep ends), and no Tune trial folders (*/result.json) "
-                "to read a running sweep from")
+                "to read a running sweep from"
+            )
         trials, epochs = found
         live = True
-        notes.append("read from Tune's trial folders (the sweep is running or was interrupted): "
-                     "trials without a final result are shown as running")
+        notes.append(
+            "read from Tune's trial folders (the sweep is running or was interrupted): "
+            "trials without a final result are shown as running"
+        )
     if record is None:
-        notes.append("sweep.json is not written yet: the search space is inferred from the sampled values, "
-                     "and the data set and command are not known")
+        notes.append(
+            "sweep.json is not written yet: the search space is inferred from the sampled values, "
+            "and the data set and command are not known"
+        )
     epochs.sort(key=lambda r: (str(r.get("trial_id")), r.get("epoch") or 0))
     if record is not None and record.space:
         space = SearchSpace.from_dict(record.space, source=f"{store} sweep.json")
         params, fixed, inferred = space.params, space.fixed, False
     else:
         params, fixed, inferred = _infer_params(trials), {}, True
-    return Experiment(store=store, name=str((record.name if record is not None else None) or store.name),
-                      trials=trials, epochs=epochs, params=params, fixed=fixed, classes=_classes(record, epochs),
-                      record=record, manifest=None if finished else _manifest(record, notes),
-                      live=live, space_inferred=inferred, notes=notes)
+    return Experiment(
+        store=store,
+        name=str((record.name if record is not None else None) or store.name),
+        trials=trials,
+        epochs=epochs,
+        params=params,
+        fixed=fixed,
+        classes=_classes(record, epochs),
+        record=record,
+        manifest=None if finished else _manifest(record, notes),
+        live=live,
+        space_inferred=inferred,
+        notes=notes,
+    )

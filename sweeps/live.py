@@ -23,9 +23,17 @@ def read_tune_trials(store, max_epochs: int | None = None) -> tuple[list[dict], 
     for folder in folders:
         params, results, errored = store.read_trial(folder)
         last = dict(results[-1]) if results else {}
-        trial_id = str(last.get("trial_id") or folder)     # no result yet: the folder names it
-        trials.append({"trial_id": trial_id, "config": params, "last": last,
-                       "errored": errored, "finished": errored or bool(last.get("done")),
-                       "time_s": last.get("time_total_s"), "history": results})
+        trial_id = str(last.get("trial_id") or folder)  # no result yet: the folder names it
+        trials.append(
+            {
+                "trial_id": trial_id,
+                "config": params,
+                "last": last,
+                "errored": errored,
+                "finished": errored or bool(last.get("done")),
+                "time_s": last.get("time_total_s"),
+                "history": results,
+            }
+        )
     # Without sweep.json the epoch budget is unknown: the trainable's own "completed" status decides.
-    return trial_rows(trials, max_epochs or 10 ** 9), epoch_rows(trials)
+    return trial_rows(trials, max_epochs or 10**9), epoch_rows(trials)

@@ -119,14 +119,14 @@ class PruningOptunaSearch(OptunaSearch):
         is_complete: Callable[[dict], bool] | None = None,
     ):
         if isinstance(max_t, bool) or not isinstance(max_t, numbers.Integral) or max_t < 1:
-            raise ValueError(f"max_t must be a positive int (the full budget in {time_attr!r} "
-                             f"units); got {max_t!r}")
+            raise ValueError(f"max_t must be a positive int (the full budget in {time_attr!r} units); got {max_t!r}")
         if isinstance(metric, (list, tuple)) or isinstance(mode, (list, tuple)):
-            raise ValueError("PruningOptunaSearch supports a single objective (Optuna's report() "
-                             f"does not support several); got metric={metric!r}, mode={mode!r}")
+            raise ValueError(
+                "PruningOptunaSearch supports a single objective (Optuna's report() "
+                f"does not support several); got metric={metric!r}, mode={mode!r}"
+            )
         if is_complete is not None and not callable(is_complete):
-            raise ValueError(f"is_complete must be a callable taking the last result; "
-                             f"got {is_complete!r}")
+            raise ValueError(f"is_complete must be a callable taking the last result; got {is_complete!r}")
         self._max_t: int = int(max_t)
         self._time_attr: str = time_attr
         self._objective_key: str | None = objective_key
@@ -136,10 +136,17 @@ class PruningOptunaSearch(OptunaSearch):
         # on_trial_result (to tell "returned by itself" from "stopped by Tune").
         self._reported_steps: dict[str, set[int]] = {}
         self._last_seen_step: dict[str, int] = {}
-        super().__init__(space=space, metric=metric, mode=mode,
-                         points_to_evaluate=points_to_evaluate, sampler=sampler,
-                         study_name=study_name, storage=storage, seed=seed,
-                         evaluated_rewards=evaluated_rewards)
+        super().__init__(
+            space=space,
+            metric=metric,
+            mode=mode,
+            points_to_evaluate=points_to_evaluate,
+            sampler=sampler,
+            study_name=study_name,
+            storage=storage,
+            seed=seed,
+            evaluated_rewards=evaluated_rewards,
+        )
 
     @property
     def _study(self) -> optuna.Study:
@@ -164,8 +171,7 @@ class PruningOptunaSearch(OptunaSearch):
         if step is not None:
             self._last_seen_step[trial_id] = step
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None,
-                          error: bool = False) -> None:
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials:
             logger.warning(f"Received a second completion for trial {trial_id}; ignored.")
             return
@@ -211,9 +217,11 @@ class PruningOptunaSearch(OptunaSearch):
             else:
                 value = _finite(result.get(self.objective_key))
                 if value is None:
-                    logger.warning(f"Trial {trial_id} finished without a finite "
-                                   f"{self.objective_key!r} (got "
-                                   f"{result.get(self.objective_key)!r}); told Optuna FAIL.")
+                    logger.warning(
+                        f"Trial {trial_id} finished without a finite "
+                        f"{self.objective_key!r} (got "
+                        f"{result.get(self.objective_key)!r}); told Optuna FAIL."
+                    )
                     self._study.tell(ot_trial, state=_TrialState.FAIL)
                 else:
                     self._study.tell(ot_trial, value, state=_TrialState.COMPLETE)
@@ -240,7 +248,7 @@ class PruningOptunaSearch(OptunaSearch):
             try:
                 self._ot_trials[trial_id].report(value, step)
             except optuna.exceptions.UpdateFinishedTrialError:
-                pass                     # finished in a persistent study before a resume (see on_trial_complete)
+                pass  # finished in a persistent study before a resume (see on_trial_complete)
             reported.add(step)
         return step
 

@@ -36,7 +36,7 @@ def open_storage(url: str):
     if url == MEMORY:
         return None
     if url.startswith("journal:"):
-        path = url[len("journal:"):]
+        path = url[len("journal:") :]
         if not path:
             raise FerError("--optuna-storage journal: needs a file path, e.g. journal:/shared/optuna/reg1.log")
         from optuna.storages import JournalStorage
@@ -47,10 +47,14 @@ def open_storage(url: str):
         except OSError as exc:
             raise FerError(f"--optuna-storage {url}: cannot open the journal ({exc.strerror or exc})") from None
     if "://" not in url:
-        raise FerError(f"--optuna-storage {redact(url)}: expected an SQLAlchemy URL (sqlite:///path/optuna.db, "
-                       "postgresql://user@host/db), journal:/path/file.log or memory")
+        raise FerError(
+            f"--optuna-storage {redact(url)}: expected an SQLAlchemy URL (sqlite:///path/optuna.db, "
+            "postgresql://user@host/db), journal:/path/file.log or memory"
+        )
     try:
         return optuna.storages.RDBStorage(url)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many types for bad URLs or servers
-        raise FerError(f"--optuna-storage {redact(url)}: cannot open the study storage ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0][:200]})") from None
+        raise FerError(
+            f"--optuna-storage {redact(url)}: cannot open the study storage ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]})"
+        ) from None

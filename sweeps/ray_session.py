@@ -19,9 +19,15 @@ __all__ = ["ray_session", "trials_that_fit"]
 
 
 @contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None, *, gpus_needed: float = 0,
-                no_gpus: str = "the work asks for GPUs but the Ray cluster has none", announce: bool = False,
-                stop: bool = True) -> Iterator[dict]:
+def ray_session(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    *,
+    gpus_needed: float = 0,
+    no_gpus: str = "the work asks for GPUs but the Ray cluster has none",
+    announce: bool = False,
+    stop: bool = True,
+) -> Iterator[dict]:
     """Ray for the ``with`` block; yields the cluster's resources (``ray.cluster_resources()``).
 
     ``gpus_needed`` > 0 and a cluster without GPUs: ``FerError(no_gpus)``. ``announce``: say the
@@ -41,8 +47,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None, *, gpus
     try:
         cluster = ray.cluster_resources()
         if announce:
-            say(f"Ray cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs, "
-                f"{len([n for n in ray.nodes() if n['Alive']])} node(s)")
+            say(
+                f"Ray cluster: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs, "
+                f"{len([n for n in ray.nodes() if n['Alive']])} node(s)"
+            )
         if gpus_needed > 0 and cluster.get("GPU", 0) == 0:
             raise FerError(no_gpus)
         yield cluster

@@ -21,8 +21,19 @@ __all__ = ["trial_rows", "epoch_rows", "latest_attempt", "format_summary", "clas
 # Result keys Tune adds that the tables do not need.
 # Tune's bookkeeping left out of epochs.parquet; ``timestamp`` (when the epoch was reported, Unix seconds)
 # stays: it orders epochs across trials (what a sweep had found after N epochs of compute).
-_TUNE_NOISE = {"done", "should_checkpoint", "node_ip", "hostname", "pid", "date", "experiment_tag",
-               "checkpoint_dir_name", "time_since_restore", "iterations_since_restore", "time_this_iter_s"}
+_TUNE_NOISE = {
+    "done",
+    "should_checkpoint",
+    "node_ip",
+    "hostname",
+    "pid",
+    "date",
+    "experiment_tag",
+    "checkpoint_dir_name",
+    "time_since_restore",
+    "iterations_since_restore",
+    "time_this_iter_s",
+}
 
 
 def classify(last: dict, *, errored: bool, max_epochs: int, finished: bool = True) -> tuple[Outcome, str]:
@@ -57,18 +68,28 @@ def trial_rows(trials: list[dict], max_epochs: int) -> list[dict]:
     rows = []
     for t in trials:
         last = t.get("last") or {}
-        outcome, reason = classify(last, errored=t.get("errored", False), max_epochs=max_epochs,
-                                   finished=t.get("finished", True))
+        outcome, reason = classify(
+            last, errored=t.get("errored", False), max_epochs=max_epochs, finished=t.get("finished", True)
+        )
         epochs = int(last.get("epoch") or 0)
         if last.get("trial_status") == "diverged":
             epochs = max(epochs - 1, 0)
-        row = {"trial_id": t["trial_id"], "outcome": outcome.value, "stop_reason": reason,
-               "score": _clean(last.get("score")), "peak": _clean(last.get("peak")),
-               "peak_epoch": last.get("peak_epoch"), "final": _clean(last.get("final")),
-               "drop_from_peak": _clean((last["peak"] - last["final"])
-                                        if isinstance(last.get("peak"), float) and isinstance(last.get("final"), float)
-                                        else None),
-               "epochs": epochs, "time_s": _clean(t.get("time_s"))}
+        row = {
+            "trial_id": t["trial_id"],
+            "outcome": outcome.value,
+            "stop_reason": reason,
+            "score": _clean(last.get("score")),
+            "peak": _clean(last.get("peak")),
+            "peak_epoch": last.get("peak_epoch"),
+            "final": _clean(last.get("final")),
+            "drop_from_peak": _clean(
+                (last["peak"] - last["final"])
+                if isinstance(last.get("peak"), float) and isinstance(last.get("final"), float)
+                else None
+            ),
+            "epochs": epochs,
+            "time_s": _clean(t.get("time_s")),
+        }
         for k, v in sorted((t.get("config") or {}).items()):
             row[f"config/{k}"] = v
         rows.append(row)
@@ -85,8 +106,13 @@ def epoch_rows(trials: list[dict]) -> list[dict]:
     for t in trials:
         for r in latest_attempt(t.get("history") or []):
             row = {"trial_id": t["trial_id"]}
-            row.update({k: _clean(v) for k, v in r.items() if k not in _TUNE_NOISE and not k.startswith("config/")
-                        and k != "config"})
+            row.update(
+                {
+                    k: _clean(v)
+                    for k, v in r.items()
+                    if k not in _TUNE_NOISE and not k.startswith("config/") and k != "config"
+                }
+            )
             rows.append(row)
     return rows
 
@@ -115,8 +141,15 @@ def format_summary(rows: list[dict], top: int = 10, keys: list[str] | None = Non
     head = ["trial", "score", "peak", "@", "final", "epochs", "outcome"] + [k.removeprefix("config/") for k in keys]
     table = [head]
     for r in ranked:
-        cells = [r["trial_id"], f"{r['score']:.4f}", fmt(r["peak"]), str(r.get("peak_epoch") or "-"), fmt(r["final"]),
-                 str(r["epochs"]), r["outcome"]]
+        cells = [
+            r["trial_id"],
+            f"{r['score']:.4f}",
+            fmt(r["peak"]),
+            str(r.get("peak_epoch") or "-"),
+            fmt(r["final"]),
+            str(r["epochs"]),
+            r["outcome"],
+        ]
         for k in keys:
             cells.append(fmt(r.get(k), 3, spec="g"))
         table.append(cells)

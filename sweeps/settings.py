@@ -28,8 +28,11 @@ SMOKE = dict(samples=4, max_epochs=4, grace_period=1, collapse_grace=2, collapse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The sweep's arguments, for ``python sweeps/regularization.py`` and ``fer sweep`` alike."""
-    p.add_argument("--data", default=DEFAULT_DATA,
-                   help="data set folder or URI from 'fer data ingest' (the default is synthesized if missing)")
+    p.add_argument(
+        "--data",
+        default=DEFAULT_DATA,
+        help="data set folder or URI from 'fer data ingest' (the default is synthesized if missing)",
+    )
     p.add_argument("--space", default=DEFAULT_SPACE, help="search space YAML")
     p.add_argument("--samples", type=int, default=12, help="number of trials (configurations)")
     p.add_argument("--max-epochs", type=int, default=20, help="epoch budget of a trial (ASHA's max_t)")
@@ -37,44 +40,77 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep 1/rf of trials at each rung")
     p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs per trial (also its torch threads)")
     p.add_argument("--gpus-per-trial", type=float, default=0, help="GPUs per trial; fractions pack trials on a GPU")
-    p.add_argument("--concurrency", type=int, default=None,
-                   help="max trials at once (default: what the cluster's CPUs/GPUs allow)")
+    p.add_argument(
+        "--concurrency", type=int, default=None, help="max trials at once (default: what the cluster's CPUs/GPUs allow)"
+    )
     p.add_argument("--storage", default="runs/sweeps", help="experiment storage: local folder or URI (s3://, gs://)")
     p.add_argument("--name", default=None, help="experiment name (default: regularization-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the experiment --name in --storage")
-    p.add_argument("--extend", type=int, default=None, metavar="N",
-                   help="add N trials to the finished experiment --name: a new Tune run on the same Optuna study, "
-                        "so TPE sees every earlier trial (its launch's settings are kept)")
-    p.add_argument("--optuna-storage", default=None, metavar="URL",
-                   help="where the Optuna study lives (study name = experiment name): an SQLAlchemy URL "
-                        "(sqlite:///..., postgresql://...), journal:/shared/file.log, or memory; default "
-                        "sqlite:///<experiment>/optuna.db for local storage (required for URI storage)")
+    p.add_argument(
+        "--extend",
+        type=int,
+        default=None,
+        metavar="N",
+        help="add N trials to the finished experiment --name: a new Tune run on the same Optuna study, "
+        "so TPE sees every earlier trial (its launch's settings are kept)",
+    )
+    p.add_argument(
+        "--optuna-storage",
+        default=None,
+        metavar="URL",
+        help="where the Optuna study lives (study name = experiment name): an SQLAlchemy URL "
+        "(sqlite:///..., postgresql://...), journal:/shared/file.log, or memory; default "
+        "sqlite:///<experiment>/optuna.db for local storage (required for URI storage)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing local experiment --name")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial's training")
     p.add_argument("--score-window", type=int, default=3, help="score = mean val acc of the last N epochs")
-    p.add_argument("--collapse-margin", type=float, default=0.03,
-                   help="collapse: stop when the recent mean val acc is this far below the trial's peak")
+    p.add_argument(
+        "--collapse-margin",
+        type=float,
+        default=0.03,
+        help="collapse: stop when the recent mean val acc is this far below the trial's peak",
+    )
     p.add_argument("--collapse-grace", type=int, default=5, help="collapse: epochs before the rule applies")
     p.add_argument("--collapse-window", type=int, default=3, help="collapse: epochs in the recent mean")
-    p.add_argument("--collapse-patience", type=int, default=1,
-                   help="collapse: extra consecutive collapsed epochs before stopping")
+    p.add_argument(
+        "--collapse-patience", type=int, default=1, help="collapse: extra consecutive collapsed epochs before stopping"
+    )
     p.add_argument("--no-collapse-stop", action="store_true", help="record collapses but do not stop trials")
-    p.add_argument("--search", choices=("tpe", "random"), default="tpe",
-                   help="Optuna sampler: seeded TPE, or random search (a baseline)")
-    p.add_argument("--startup-trials", type=int, default=None,
-                   help="TPE: random trials before it models the space (default: samples/4, between 3 and "
-                        "Optuna's 10, so a small study is not all start-up)")
+    p.add_argument(
+        "--search",
+        choices=("tpe", "random"),
+        default="tpe",
+        help="Optuna sampler: seeded TPE, or random search (a baseline)",
+    )
+    p.add_argument(
+        "--startup-trials",
+        type=int,
+        default=None,
+        help="TPE: random trials before it models the space (default: samples/4, between 3 and "
+        "Optuna's 10, so a small study is not all start-up)",
+    )
     p.add_argument("--no-asha", action="store_true", help="no ASHA: every trial runs its full budget (a baseline)")
     p.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (from its checkpoint)")
     add_wandb_arguments(p, runs="one run per trial, job type sweep-trial; --resume continues the trials' runs")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="trainer config key for every trial (below the space's fixed keys and sampled values)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="trainer config key for every trial (below the space's fixed keys and sampled values)",
+    )
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else start a local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
-    p.add_argument("--smoke", action="store_true",
-                   help=f"tiny sweep for tests and smoke checks: {SMOKE} unless given explicitly")
-    p.add_argument("--verbose", action="store_true",
-                   help="Ray Tune's own progress tables and result boxes instead of the compact lines")
+    p.add_argument(
+        "--smoke", action="store_true", help=f"tiny sweep for tests and smoke checks: {SMOKE} unless given explicitly"
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Ray Tune's own progress tables and result boxes instead of the compact lines",
+    )
 
 
 def explicit(argv: Sequence[str], flag: str) -> bool:
@@ -83,8 +119,20 @@ def explicit(argv: Sequence[str], flag: str) -> bool:
 
 
 #: Settings a resume or an extension may change (where and how it runs); every other setting is the launch's.
-RUNTIME_SETTINGS = ("address", "num_cpus", "concurrency", "max_failures", "wandb_mode", "wandb_project", "resume",
-                    "overwrite", "name", "storage", "extend", "verbose")
+RUNTIME_SETTINGS = (
+    "address",
+    "num_cpus",
+    "concurrency",
+    "max_failures",
+    "wandb_mode",
+    "wandb_project",
+    "resume",
+    "overwrite",
+    "name",
+    "storage",
+    "extend",
+    "verbose",
+)
 #: Of those, the ones a resume keeps from the launch unless it gives them again.
 INHERITED_RUNTIME = ("num_cpus", "concurrency", "max_failures", "wandb_mode", "wandb_project")
 #: Settings recorded with credentials in them redacted (URIs and addresses).
@@ -106,7 +154,7 @@ class SweepConfig:
     gpus_per_trial: float
     concurrency: int | None
     storage: str
-    name: str | None                     # as given: None names the experiment by its start time
+    name: str | None  # as given: None names the experiment by its start time
     resume: bool
     extend: int | None
     optuna_storage: str | None
@@ -128,7 +176,7 @@ class SweepConfig:
     num_cpus: int | None
     smoke: bool
     verbose: bool
-    overrides: tuple[str, ...]           # --set KEY=VALUE, in order
+    overrides: tuple[str, ...]  # --set KEY=VALUE, in order
 
     RUNTIME: ClassVar[tuple[str, ...]] = RUNTIME_SETTINGS
     INHERITED: ClassVar[tuple[str, ...]] = INHERITED_RUNTIME
@@ -194,8 +242,9 @@ class SweepConfig:
             raise FerError("--overwrite and --resume contradict each other: pick one")
         if self.extend is not None:
             if not self.name or self.resume or self.overwrite:
-                raise FerError("--extend N adds trials to the finished experiment --name "
-                               "(without --resume or --overwrite)")
+                raise FerError(
+                    "--extend N adds trials to the finished experiment --name (without --resume or --overwrite)"
+                )
             if self.extend < 1:
                 raise FerError(f"--extend: must be >= 1; got {self.extend}")
 
@@ -234,17 +283,21 @@ class SweepConfig:
                 out[key] = value
             if key in self.RUNTIME:
                 continue
-            if isinstance(value, str) and "***" in value:    # recorded with its secrets redacted: needs the real one
+            if isinstance(value, str) and "***" in value:  # recorded with its secrets redacted: needs the real one
                 if not given:
-                    raise FerError(f"{flag}: this experiment's launch used a location with credentials in it "
-                                   f"({value}); pass {flag} again to resume (better: credentials in the environment, "
-                                   "not the URI)")
+                    raise FerError(
+                        f"{flag}: this experiment's launch used a location with credentials in it "
+                        f"({value}); pass {flag} again to resume (better: credentials in the environment, "
+                        "not the URI)"
+                    )
                 continue
             mine, theirs = _as_recorded(getattr(self, key)), _as_recorded(value)
             if given and mine != theirs:
-                raise FerError(f"{flag}: {mine!r} differs from this experiment's launch ({theirs!r}); "
-                               f"a resume continues with the launch's settings - drop {flag}, "
-                               "or start a new experiment with another --name")
+                raise FerError(
+                    f"{flag}: {mine!r} differs from this experiment's launch ({theirs!r}); "
+                    f"a resume continues with the launch's settings - drop {flag}, "
+                    "or start a new experiment with another --name"
+                )
             out[key] = value
         return dataclasses.replace(self, **out)
 
@@ -271,8 +324,14 @@ class SweepConfig:
     @property
     def rules(self) -> dict:
         """The score and collapse rules every trial applies to its own history (``sweeps.trainable``)."""
-        collapse = dict(mode="max", grace_period=self.collapse_grace, window=self.collapse_window,
-                        margin=self.collapse_margin, patience=self.collapse_patience, relative=False)
+        collapse = dict(
+            mode="max",
+            grace_period=self.collapse_grace,
+            window=self.collapse_window,
+            margin=self.collapse_margin,
+            patience=self.collapse_patience,
+            relative=False,
+        )
         return {"score_window": self.score_window, "collapse": collapse}
 
 

@@ -57,7 +57,7 @@ class Param:
     ``{key: value or [values]}`` (the YAML and ``sweep.json`` form) is turned into that."""
 
     name: str
-    type: str                       # float | int | categorical
+    type: str  # float | int | categorical
     low: float | None = None
     high: float | None = None
     log: bool = False
@@ -153,10 +153,19 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, raw: dict, source: str = "space") -> SearchSpace:
         """The space ``to_dict`` wrote (``sweep.json``'s ``space``), read back without validation."""
-        params = [Param(name=str(name), type=spec.get("type", "float"), low=spec.get("low"), high=spec.get("high"),
-                        log=bool(spec.get("log", False)), step=spec.get("step"),
-                        choices=tuple(spec.get("choices") or ()), when=_when_pairs(dict(spec.get("when") or {})))
-                  for name, spec in (raw.get("params") or {}).items()]
+        params = [
+            Param(
+                name=str(name),
+                type=spec.get("type", "float"),
+                low=spec.get("low"),
+                high=spec.get("high"),
+                log=bool(spec.get("log", False)),
+                step=spec.get("step"),
+                choices=tuple(spec.get("choices") or ()),
+                when=_when_pairs(dict(spec.get("when") or {})),
+            )
+            for name, spec in (raw.get("params") or {}).items()
+        ]
         return cls(params=params, fixed=dict(raw.get("fixed") or {}), source=source)
 
 
@@ -202,8 +211,9 @@ def parse_space(raw: Any, source: str = "space") -> SearchSpace:
     valid = set(TrainConfig.keys())
     for key in fixed:
         if key not in valid:
-            raise SpaceError(f"{source}: fixed.{key} is not a trainer config key; "
-                             f"valid keys: {', '.join(sorted(valid))}")
+            raise SpaceError(
+                f"{source}: fixed.{key} is not a trainer config key; valid keys: {', '.join(sorted(valid))}"
+            )
     try:
         resolve_config(dict(fixed), where=f"{source}: fixed")
     except ConfigError as exc:
@@ -223,8 +233,9 @@ def parse_space(raw: Any, source: str = "space") -> SearchSpace:
             raise SpaceError(f"{where}: must be a mapping like {{type: float, low: 0.0, high: 0.5}}")
         extra = set(spec) - {"type", "low", "high", "log", "step", "choices", "when"}
         if extra:
-            raise SpaceError(f"{where}: unknown field(s) {sorted(extra)}; "
-                             "fields: type, low, high, log, step, choices, when")
+            raise SpaceError(
+                f"{where}: unknown field(s) {sorted(extra)}; fields: type, low, high, log, step, choices, when"
+            )
         kind = spec.get("type")
         if kind not in TYPES:
             raise SpaceError(f"{where}: type must be one of {', '.join(TYPES)}; got {kind!r}")
@@ -280,8 +291,9 @@ def _parse_when(where: str, when, seen: dict[str, Param]) -> tuple:
         allowed = tuple(allowed) if isinstance(allowed, list) else (allowed,)
         bad = [a for a in allowed if a not in seen[key].choices]
         if bad:
-            raise SpaceError(f"{where}: 'when' {key} value(s) {bad!r} are not among its choices "
-                             f"{list(seen[key].choices)}")
+            raise SpaceError(
+                f"{where}: 'when' {key} value(s) {bad!r} are not among its choices {list(seen[key].choices)}"
+            )
         out.append((key, allowed))
     return tuple(out)
 

@@ -52,11 +52,11 @@ def annotate(metrics: dict, history: list[float], epochs_total: int, rules: dict
     collapse = rules.get("collapse")
     state = collapse_state(history, metric="val_acc", **collapse) if collapse else None
     fired = state if state is not None and state.stopped else None
-    out["collapsed"] = fired is not None             # from the epoch the rule fired on (sticky)
+    out["collapsed"] = fired is not None  # from the epoch the rule fired on (sticky)
     out["collapse_epoch"] = fired.stop_time if fired is not None else 0
     out["collapse_reason"] = fired.epoch_reason() if fired is not None else ""
     out["trial_status"] = metrics.get("status") or ("completed" if metrics.get("epoch") == epochs_total else "running")
-    if "val_confusion" in out:    # a JSON string: loggers (CSV, W&B) keep it whole
+    if "val_confusion" in out:  # a JSON string: loggers (CSV, W&B) keep it whole
         out["val_confusion"] = json.dumps(out["val_confusion"])
     return out
 
@@ -99,6 +99,18 @@ def fer_trainable(params: dict, *, data: TrainData, base: dict, fixed: dict, rul
         nan = float("nan")
         last = dict(result.final) if result.history else {}
         last.pop("val_confusion", None)
-        tune.report({**last, "epoch": len(result.history) + 1, "train_loss": nan, "val_acc": nan, "score": nan,
-                     "peak": last.get("best_val_acc", nan), "final": nan, "collapsed": False,
-                     "collapse_reason": "", "trial_status": "diverged", "message": result.message})
+        tune.report(
+            {
+                **last,
+                "epoch": len(result.history) + 1,
+                "train_loss": nan,
+                "val_acc": nan,
+                "score": nan,
+                "peak": last.get("best_val_acc", nan),
+                "final": nan,
+                "collapsed": False,
+                "collapse_reason": "",
+                "trial_status": "diverged",
+                "message": result.message,
+            }
+        )

@@ -50,8 +50,21 @@ from typing import Any, Literal, cast
 
 from fer_core.progress import say
 
-__all__ = ["resolve_mode", "prepare_environment", "make_callback", "add_arguments", "RunFolder", "RunLogger",
-           "epoch_metrics", "KEY_VAR", "MODES", "JOB_SWEEP", "JOB_CONFIRM", "JOB_RETRAIN", "DEFAULT_PROJECT"]
+__all__ = [
+    "resolve_mode",
+    "prepare_environment",
+    "make_callback",
+    "add_arguments",
+    "RunFolder",
+    "RunLogger",
+    "epoch_metrics",
+    "KEY_VAR",
+    "MODES",
+    "JOB_SWEEP",
+    "JOB_CONFIRM",
+    "JOB_RETRAIN",
+    "DEFAULT_PROJECT",
+]
 
 KEY_VAR = "WANDB_API_KEY"
 MODES = ("auto", "offline", "online", "disabled")
@@ -60,7 +73,7 @@ DEFAULT_PROJECT = "fer-sweep"
 JOB_SWEEP, JOB_CONFIRM, JOB_RETRAIN = "sweep-trial", "confirm", "retrain"
 #: Sweep trials continue their run when resumed (a new one is made when none exists yet).
 RESUME = "allow"
-WandbMode = Literal["online", "offline", "disabled"]   # what resolve_mode returns
+WandbMode = Literal["online", "offline", "disabled"]  # what resolve_mode returns
 _ENV_MODES = {"offline": "offline", "dryrun": "offline", "disabled": "disabled", "online": "online", "run": "online"}
 
 
@@ -84,12 +97,18 @@ def prepare_environment(mode: str) -> None:
 def add_arguments(p, *, runs: str, project: str | None = DEFAULT_PROJECT) -> None:
     """``--wandb-mode`` and ``--wandb-project`` (``runs``: what one run is; ``project``: the default, or None
     when the command takes the sweep's)."""
-    p.add_argument("--wandb-project", default=project,
-                   help=f"W&B project ({runs}, grouped by experiment)" + ("" if project else
-                                                                            "; default: the sweep's project"))
-    p.add_argument("--wandb-mode", default="auto", choices=MODES,
-                   help="auto: WANDB_MODE when set, else online when WANDB_API_KEY is set, else offline (files "
-                        "under <experiment or --out>/wandb); the key is never passed to Ray or written anywhere")
+    p.add_argument(
+        "--wandb-project",
+        default=project,
+        help=f"W&B project ({runs}, grouped by experiment)" + ("" if project else "; default: the sweep's project"),
+    )
+    p.add_argument(
+        "--wandb-mode",
+        default="auto",
+        choices=MODES,
+        help="auto: WANDB_MODE when set, else online when WANDB_API_KEY is set, else offline (files "
+        "under <experiment or --out>/wandb); the key is never passed to Ray or written anywhere",
+    )
 
 
 @contextmanager
@@ -105,6 +124,7 @@ def _without_key() -> Iterator[None]:
 # ----------------------------------------------------------------------------------------------
 # Where the files go
 # ----------------------------------------------------------------------------------------------
+
 
 class RunFolder:
     """The folder W&B writes a command's runs into (``path``, its ``dir=``), and their place at the end.
@@ -135,7 +155,7 @@ class RunFolder:
         """Put the runs in ``<target>/wandb`` (``keep=False``: leave them where they are); where they are now."""
         if self.direct or not keep:
             return str(self.path)
-        if not any(self.path.iterdir()):        # nothing was logged here (e.g. a resume with no trial left)
+        if not any(self.path.iterdir()):  # nothing was logged here (e.g. a resume with no trial left)
             self.path.rmdir()
             return self.dest
         try:
@@ -146,8 +166,10 @@ class RunFolder:
             else:
                 dest.upload_dir(self.path)
         except Exception as exc:  # noqa: BLE001 - the runs stay on this node; the command's own work is done
-            say(f"W&B: could not put the runs in {self.dest} ({type(exc).__name__}: {exc}); they are in {self.path} "
-                "('wandb sync' uploads them from there)")
+            say(
+                f"W&B: could not put the runs in {self.dest} ({type(exc).__name__}: {exc}); they are in {self.path} "
+                "('wandb sync' uploads them from there)"
+            )
             return str(self.path)
         shutil.rmtree(self.path, ignore_errors=True)
         return self.dest
@@ -184,14 +206,15 @@ class _SendOnlyQueue:
         self._queue = queue
 
     def put(self, item, block: bool = True, timeout: float | None = None) -> None:
-        self._queue.actor.put_nowait.remote(item)          # unbounded queue: never full
+        self._queue.actor.put_nowait.remote(item)  # unbounded queue: never full
 
     def __getattr__(self, name):
         return getattr(self._queue, name)
 
 
-def make_callback(mode: str, *, project: str | None, group: str, exp_dir: str,
-                  runs_dir: str | os.PathLike | None = None):
+def make_callback(
+    mode: str, *, project: str | None, group: str, exp_dir: str, runs_dir: str | os.PathLike | None = None
+):
     """The Tune callback logging every trial to W&B in ``mode``; None when disabled.
 
     Runs go to ``runs_dir`` (default: ``<exp_dir>/wandb`` for a local experiment).
@@ -220,16 +243,28 @@ def make_callback(mode: str, *, project: str | None, group: str, exp_dir: str,
             super().on_experiment_end(trials, **info)
 
     # Ray's defaults are id=trial id, resume=False: the kwargs below replace resume (and add job_type).
-    kwargs: dict[str, Any] = dict(project=project, group=group, log_config=True, mode=mode,
-                                  excludes=["val_confusion"], job_type=JOB_SWEEP, resume=RESUME)
+    kwargs: dict[str, Any] = dict(
+        project=project,
+        group=group,
+        log_config=True,
+        mode=mode,
+        excludes=["val_confusion"],
+        job_type=JOB_SWEEP,
+        resume=RESUME,
+    )
     if runs_dir is None and "://" not in exp_dir:
         runs_dir = Path(exp_dir, "wandb")
     if runs_dir is not None:
         Path(runs_dir).mkdir(parents=True, exist_ok=True)
         kwargs["dir"] = str(runs_dir)
-    say(f"W&B: project {project}, group {group}, job type {JOB_SWEEP}, mode {mode}"
-        + (f" (runs under {kwargs.get('dir')}; 'wandb sync' uploads them)" if mode == "offline" else
-           " (the API key is read on the node from WANDB_API_KEY or 'wandb login'; it is not passed on)"))
+    say(
+        f"W&B: project {project}, group {group}, job type {JOB_SWEEP}, mode {mode}"
+        + (
+            f" (runs under {kwargs.get('dir')}; 'wandb sync' uploads them)"
+            if mode == "offline"
+            else " (the API key is read on the node from WANDB_API_KEY or 'wandb login'; it is not passed on)"
+        )
+    )
     return NodeCredentialsWandbLoggerCallback(**kwargs)
 
 
@@ -237,10 +272,12 @@ def make_callback(mode: str, *, project: str | None, group: str, exp_dir: str,
 # fer confirm and fer retrain: runs logged from this process
 # ----------------------------------------------------------------------------------------------
 
+
 def epoch_metrics(metrics: Mapping) -> dict:
     """The numbers of one epoch's trainer metrics that W&B plots (no confusion matrix, no text)."""
-    return {k: v for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return {
+        k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 def artifact_name(*parts: str) -> str:
@@ -274,16 +311,32 @@ class RunLogger:
 
         if self.folder is None:
             self.folder = RunFolder(self.target, direct=self.direct)
-            where = (str(self.folder.path) if self.folder.direct else
-                     f"{self.folder.path} on this node, then {self.folder.dest}")
-            say(f"W&B: project {self.project}, group {self.group}, job type {self.job_type}, mode {self.mode}"
-                + (f" (runs under {where}; 'wandb sync' uploads them)" if self.mode == "offline" else
-                   " (the API key is read here from WANDB_API_KEY or 'wandb login')"))
+            where = (
+                str(self.folder.path)
+                if self.folder.direct
+                else f"{self.folder.path} on this node, then {self.folder.dest}"
+            )
+            say(
+                f"W&B: project {self.project}, group {self.group}, job type {self.job_type}, mode {self.mode}"
+                + (
+                    f" (runs under {where}; 'wandb sync' uploads them)"
+                    if self.mode == "offline"
+                    else " (the API key is read here from WANDB_API_KEY or 'wandb login')"
+                )
+            )
 
-        run = wandb.init(project=self.project, group=self.group, job_type=self.job_type, name=name,
-                         config=config, tags=list(tags), dir=str(self.folder.path), mode=cast(WandbMode, self.mode),
-                         reinit="create_new",
-                         settings=wandb.Settings(console="off", silent=True, save_code=False, x_disable_stats=True))
+        run = wandb.init(
+            project=self.project,
+            group=self.group,
+            job_type=self.job_type,
+            name=name,
+            config=config,
+            tags=list(tags),
+            dir=str(self.folder.path),
+            mode=cast(WandbMode, self.mode),
+            reinit="create_new",
+            settings=wandb.Settings(console="off", silent=True, save_code=False, x_disable_stats=True),
+        )
         self.runs.append(run)
         return run
 
@@ -293,8 +346,9 @@ class RunLogger:
             run.log(epoch_metrics(metrics), step=int(metrics["epoch"]))
 
     @staticmethod
-    def log_files(run, *, name: str, type: str, folder: str | os.PathLike, files: Iterable[str],
-                  metadata: dict | None = None) -> list[str]:
+    def log_files(
+        run, *, name: str, type: str, folder: str | os.PathLike, files: Iterable[str], metadata: dict | None = None
+    ) -> list[str]:
         """Log the ``files`` of ``folder`` that exist as one artifact; the names logged."""
         if run is None:
             return []
@@ -303,7 +357,7 @@ class RunLogger:
         present = [f for f in files if Path(folder, f).is_file()]
         art = wandb.Artifact(artifact_name(name), type=type, metadata=metadata or {})
         for f in present:
-            art.add_file(str(Path(folder, f)), name=f)        # copied into W&B's staging area now
+            art.add_file(str(Path(folder, f)), name=f)  # copied into W&B's staging area now
         run.log_artifact(art)
         return present
 
@@ -323,7 +377,7 @@ class RunLogger:
         Returns where the files are (None when no run was started)."""
         if self.folder is None:
             return None
-        for run in list(self.runs):          # runs left open by an error or an interruption
+        for run in list(self.runs):  # runs left open by an error or an interruption
             try:
                 self.finish(run, failed=True)
             except Exception:  # noqa: BLE001 - closing the others and placing the files matters more

@@ -48,9 +48,11 @@ def _lanes_checked():
         what, needs = _lane_markers(args)
         missing = [m for m in needs if item is not None and item.get_closest_marker(m) is None]
         if missing:
-            pytest.fail(f"{item.nodeid} starts {what} but is not marked {', '.join(missing)} "
-                        f"(@pytest.mark.<marker> or the module's pytestmark; see [tool.pytest.ini_options] markers)",
-                        pytrace=False)
+            pytest.fail(
+                f"{item.nodeid} starts {what} but is not marked {', '.join(missing)} "
+                f"(@pytest.mark.<marker> or the module's pytestmark; see [tool.pytest.ini_options] markers)",
+                pytrace=False,
+            )
         popen_init(self, args, *a, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
@@ -65,8 +67,12 @@ def pytest_runtest_setup(item):
 
 def pytest_collection_modifyitems(config, items):
     """A test skipped without CUDA is marked gpu (the others are checked when they start something)."""
-    unmarked = [item.nodeid for item in items if item.get_closest_marker("gpu") is None
-                and any("CUDA" in str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif"))]
+    unmarked = [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("gpu") is None
+        and any("CUDA" in str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif"))
+    ]
     if unmarked:
         raise pytest.UsageError(f"skipped without CUDA but not marked gpu: {', '.join(unmarked)}")
 
@@ -105,8 +111,13 @@ def brightness_data():
         return x[..., None], y.astype(np.int64)
 
     (xt, yt), (xv, yv) = make(96), make(32)
-    return TrainData(classes=["happy", "neutral", "sad", "surprise"], version="vtest", uri="memory",
-                     images={"train": xt, "val": xv}, labels={"train": yt, "val": yv})
+    return TrainData(
+        classes=["happy", "neutral", "sad", "surprise"],
+        version="vtest",
+        uri="memory",
+        images={"train": xt, "val": xv},
+        labels={"train": yt, "val": yv},
+    )
 
 
 @pytest.fixture(scope="session")

@@ -38,15 +38,24 @@ REGION = "us-east-1"
 
 # Variables that would point the AWS SDK at other credentials, profiles or endpoints.
 # AWS_ENDPOINT_URL_S3 in particular takes precedence over AWS_ENDPOINT_URL (checked with pyarrow 26).
-_FOREIGN = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ROLE_ARN",
-            "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ENDPOINT_URL_S3", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
-            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+_FOREIGN = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
 
 
 @dataclass
 class S3Server:
-    endpoint: str                       # http://127.0.0.1:PORT
-    host_port: str                      # 127.0.0.1:PORT
+    endpoint: str  # http://127.0.0.1:PORT
+    host_port: str  # 127.0.0.1:PORT
     env: dict[str, str] = field(default_factory=dict)
 
     def subprocess_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -68,8 +77,14 @@ class S3Server:
         """A pyarrow ``S3FileSystem`` on this server (explicit settings: needs no environment)."""
         from pyarrow import fs as pafs
 
-        opts = dict(endpoint_override=self.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY,
-                    region=REGION, allow_bucket_creation=True, allow_bucket_deletion=True)
+        opts = dict(
+            endpoint_override=self.endpoint,
+            access_key=ACCESS_KEY,
+            secret_key=SECRET_KEY,
+            region=REGION,
+            allow_bucket_creation=True,
+            allow_bucket_deletion=True,
+        )
         opts.update(kwargs)
         return pafs.S3FileSystem(**opts)
 
@@ -92,7 +107,7 @@ def _free_port() -> int:
 
 def _answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as resp:     # moto answers GET / with 200
+        with urllib.request.urlopen(url, timeout=1) as resp:  # moto answers GET / with 200
             return resp.status < 500
     except urllib.error.HTTPError as exc:
         return exc.code < 500
@@ -109,8 +124,13 @@ def _start(log_dir: Path, attempts: int = 3, timeout: float = 60.0) -> tuple[sub
         env = dict(os.environ)
         env.pop("MOTO_PORT", None)
         with open(log, "wb") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                    stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -135,14 +155,14 @@ def s3_server(tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("moto")
     proc, port = _start(log_dir)
     endpoint = f"http://127.0.0.1:{port}"
-    none = str(log_dir / "no-such-aws-file")        # no shared config or credentials file of the host
+    none = str(log_dir / "no-such-aws-file")  # no shared config or credentials file of the host
     env = {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": ACCESS_KEY,
         "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
-        "AWS_EC2_METADATA_DISABLED": "true",       # never wait for the instance metadata service
+        "AWS_EC2_METADATA_DISABLED": "true",  # never wait for the instance metadata service
         "AWS_CONFIG_FILE": none,
         "AWS_SHARED_CREDENTIALS_FILE": none,
     }

@@ -25,7 +25,12 @@ def test_presets():
     strong = create_augment("strong")
     assert strong.rotation * 360 == pytest.approx(15.0)
     assert (strong.zoom, strong.translate, strong.brightness, strong.contrast, strong.erase_p) == (
-        0.1, 0.1, 0.2, 0.3, 0.5)
+        0.1,
+        0.1,
+        0.2,
+        0.3,
+        0.5,
+    )
     assert "rotation=0.05" in repr(soft) and "erase_scale=(0.02, 0.15)" in repr(strong)
 
 
@@ -44,12 +49,22 @@ def test_unknown_override_is_named():
         create_augment("soft", hue=0.1)
 
 
-@pytest.mark.parametrize("kwargs, quoted", [
-    (dict(rotation=-0.1), "-0.1"), (dict(rotation=0.6), "0.6"), (dict(zoom=1.0), "1.0"),
-    (dict(translate=float("nan")), "nan"), (dict(brightness="0.2"), "'0.2'"), (dict(contrast=1.5), "1.5"),
-    (dict(erase_p=2), "2"), (dict(flip=1), "1"), (dict(erase_scale=(0.2, 0.1)), r"\(0.2, 0.1\)"),
-    (dict(erase_ratio=(0.0, 3.0)), r"\(0.0, 3.0\)"), (dict(zoom=True), "True"),
-])
+@pytest.mark.parametrize(
+    "kwargs, quoted",
+    [
+        (dict(rotation=-0.1), "-0.1"),
+        (dict(rotation=0.6), "0.6"),
+        (dict(zoom=1.0), "1.0"),
+        (dict(translate=float("nan")), "nan"),
+        (dict(brightness="0.2"), "'0.2'"),
+        (dict(contrast=1.5), "1.5"),
+        (dict(erase_p=2), "2"),
+        (dict(flip=1), "1"),
+        (dict(erase_scale=(0.2, 0.1)), r"\(0.2, 0.1\)"),
+        (dict(erase_ratio=(0.0, 3.0)), r"\(0.0, 3.0\)"),
+        (dict(zoom=True), "True"),
+    ],
+)
 def test_bad_values_raise_quoting_them(kwargs, quoted):
     name = next(iter(kwargs))
     with pytest.raises(ValueError, match=rf"{name} must be .*got {quoted}$"):
@@ -103,7 +118,7 @@ def test_flip_only_gives_the_image_or_its_mirror_exactly():
     same = (out == x).flatten(1).all(1)
     mirrored = (out == x.flip(-1)).flatten(1).all(1)
     assert torch.all(same ^ mirrored)
-    assert 10 < mirrored.sum() < 54                    # about half of them
+    assert 10 < mirrored.sum() < 54  # about half of them
 
 
 def test_identity_and_mirror_matrices_are_exact():
@@ -136,16 +151,16 @@ def test_matrices_are_true_rotations_and_zooms_on_non_square_images():
     assert scale.min() >= 0.9 - 1e-5 and scale.max() <= 1.1 + 1e-5
     flipped = torch.linalg.det(a) < 0
     assert 80 < flipped.sum() < 176
-    assert theta[:, :, 2].abs().max() <= 2 * 0.1 + 1e-6   # shifts: 10% of the size, normalized
+    assert theta[:, :, 2].abs().max() <= 2 * 0.1 + 1e-6  # shifts: 10% of the size, normalized
 
 
 def test_contrast_factor_range():
-    x = images(256, 3, lo=0.4, hi=0.6)                  # a factor <= 1.05 cannot clamp these
+    x = images(256, 3, lo=0.4, hi=0.6)  # a factor <= 1.05 cannot clamp these
     out = Augment(contrast=0.05)(x, generator=seeded(0))
     ratio = out.std(dim=(2, 3)) / x.std(dim=(2, 3))
     assert ratio.min() >= 0.95 - 1e-5 and ratio.max() <= 1.05 + 1e-5
-    assert ratio.min() < 0.96 and ratio.max() > 1.04    # the whole range is used
-    torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio))      # one factor for all channels
+    assert ratio.min() < 0.96 and ratio.max() > 1.04  # the whole range is used
+    torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio))  # one factor for all channels
     torch.testing.assert_close(out.mean(dim=(2, 3)), x.mean(dim=(2, 3)))  # about the mean
 
 
@@ -163,12 +178,12 @@ def test_erasing_creates_a_constant_rectangle():
     out = Augment(erase_p=1.0)(x, generator=seeded(0))
     fills = set()
     for i in range(n):
-        changed = (out[i] != x[i]).any(0)               # (H, W)
+        changed = (out[i] != x[i]).any(0)  # (H, W)
         rows, cols = changed.any(1).nonzero().flatten(), changed.any(0).nonzero().flatten()
-        box = out[i, :, rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-        assert changed.sum() == box[0].numel()          # the changed pixels fill their bounding box
+        box = out[i, :, rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        assert changed.sum() == box[0].numel()  # the changed pixels fill their bounding box
         assert 0.02 * h * w * 0.8 <= box[0].numel() <= 0.15 * h * w * 1.2
-        assert torch.all(box == box[:, :1, :1])         # constant per channel
+        assert torch.all(box == box[:, :1, :1])  # constant per channel
         fill = box[:, 0, 0]
         if torch.all(fill == 0):
             fills.add("zero")
@@ -198,7 +213,7 @@ def test_a_large_batch_goes_through_one_vectorized_call():
     x = torch.rand(4096, 1, 48, 48)
     out = create_augment("strong")(x, generator=seeded(0))
     assert out.shape == x.shape
-    assert (out != x).flatten(1).any(1).all()           # every image was changed
+    assert (out != x).flatten(1).any(1).all()  # every image was changed
 
 
 def test_empty_batch():

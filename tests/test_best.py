@@ -42,9 +42,27 @@ def experiment(ingested, tmp_path_factory) -> Path:
     """A real 2-trial smoke sweep. No ASHA and no collapse stopping: both trials must complete (with only two
     trials the async ASHA rung decision depends on which reports first), so export and confirm have two."""
     storage = tmp_path_factory.mktemp("sweeps")
-    cmd = [sys.executable, "sweeps/regularization.py", "--smoke", "--samples", "2", "--max-epochs", "3",
-           "--no-asha", "--no-collapse-stop", "--data", str(ingested), "--storage", str(storage), "--name", "best",
-           "--wandb-mode", "disabled", "--num-cpus", "2"]
+    cmd = [
+        sys.executable,
+        "sweeps/regularization.py",
+        "--smoke",
+        "--samples",
+        "2",
+        "--max-epochs",
+        "3",
+        "--no-asha",
+        "--no-collapse-stop",
+        "--data",
+        str(ingested),
+        "--storage",
+        str(storage),
+        "--name",
+        "best",
+        "--wandb-mode",
+        "disabled",
+        "--num-cpus",
+        "2",
+    ]
     out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return storage / "best"
@@ -62,6 +80,7 @@ def _trial_config(exp: Path, trial_id: str) -> TrainConfig:
 # End to end, on a real sweep
 # ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_export_best_is_the_best_completed_trials_full_config(experiment, tmp_path):
@@ -70,14 +89,14 @@ def test_export_best_is_the_best_completed_trials_full_config(experiment, tmp_pa
     trials = pq.read_table(experiment / "trials.parquet").to_pylist()
     best = max((t for t in trials if t["outcome"] == "completed"), key=lambda t: t["score"])
     doc = yaml.safe_load(out.read_text())
-    assert list(doc)[:-1] == TrainConfig.keys() and list(doc)[-1] == "provenance"   # every key, then provenance
+    assert list(doc)[:-1] == TrainConfig.keys() and list(doc)[-1] == "provenance"  # every key, then provenance
     prov = doc["provenance"]
     assert prov["trial_id"] == best["trial_id"] and prov["ranked_by"] == "score" and prov["rank"] == 1
     assert prov["experiment"] == "best" and prov["experiment_dir"] == str(experiment.resolve())
     assert prov["metrics"]["score"] == best["score"] and prov["metrics"]["outcome"] == "completed"
     assert {"peak", "peak_epoch", "final", "epochs"} <= set(prov["metrics"])
     assert prov["sweep_command"].startswith("python sweeps/regularization.py") and prov["exported_at"]
-    cfg = load_config(out)                         # what `fer train --config best.yaml` reads
+    cfg = load_config(out)  # what `fer train --config best.yaml` reads
     assert cfg == _trial_config(experiment, best["trial_id"])
     assert (cfg.data_version, cfg.epochs, cfg.seed, cfg.threads) == (prov["data"]["version"], 3, 0, 1)
 
@@ -92,16 +111,27 @@ def test_retrain_reproduces_the_trial_and_ships_a_model(experiment, tmp_path):
     assert main(["retrain", str(exported), "--on", "train", "--out", str(run), "--quiet"]) == 0
 
     # the same validation curve, epoch by epoch, as the sweep's trial (CPU, same config, data and seed)
-    epochs = sorted((r for r in pq.read_table(experiment / "epochs.parquet").to_pylist()
-                     if r["trial_id"] == trial_id), key=lambda r: r["epoch"])
+    epochs = sorted(
+        (r for r in pq.read_table(experiment / "epochs.parquet").to_pylist() if r["trial_id"] == trial_id),
+        key=lambda r: r["epoch"],
+    )
     retrained = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in retrained] == [r["epoch"] for r in epochs] == [1, 2, 3]
     for mine, theirs in zip(retrained, epochs):
         assert mine["val_acc"] == pytest.approx(theirs["val_acc"], abs=1e-6)
         assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-6)
 
-    for name in ("best.pt", "final.pt", "model.pt2", "model.onnx", "metrics.json", "confusion.json", "confusion.png",
-                 "MODEL_CARD.md", "config.yaml"):
+    for name in (
+        "best.pt",
+        "final.pt",
+        "model.pt2",
+        "model.onnx",
+        "metrics.json",
+        "confusion.json",
+        "confusion.png",
+        "MODEL_CARD.md",
+        "config.yaml",
+    ):
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     test = metrics["test"]
@@ -134,7 +164,7 @@ def test_retrain_reproduces_the_trial_and_ships_a_model(experiment, tmp_path):
     card = (run / "MODEL_CARD.md").read_text()
     assert "test accuracy" in card and f"{test['accuracy']:.4f}" in card
     assert metrics["data"]["version"] in card and trial_id in card
-    assert "ort.InferenceSession(\"model.onnx\")" in card and "torch.export.load(\"model.pt2\")" in card
+    assert 'ort.InferenceSession("model.onnx")' in card and 'torch.export.load("model.pt2")' in card
 
 
 @pytest.mark.slow
@@ -146,14 +176,46 @@ def test_retrain_on_train_plus_val_says_val_is_not_held_out(experiment, ingested
     n = sum(counts["train"].values()) + sum(counts["val"].values())
     # a last batch of one image (BatchNorm cannot train on it) is left out by the trainer
     one_left = next(b for b in range(2, n) if n % b == 1)
-    assert main(["retrain", str(exported), "--on", "train+val", "--epochs", "1", "--out", str(tmp_path / "one"),
-                 "--quiet", "--set", f"batch_size={one_left}"]) == 0
+    assert (
+        main(
+            [
+                "retrain",
+                str(exported),
+                "--on",
+                "train+val",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "one"),
+                "--quiet",
+                "--set",
+                f"batch_size={one_left}",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
 
     batch = next(b for b in (64, 50, 48) if n % b != 1)
     run = tmp_path / "trainval"
-    assert main(["retrain", str(exported), "--on", "train+val", "--epochs", "1", "--out", str(run), "--quiet",
-                 "--set", f"batch_size={batch}"]) == 0
+    assert (
+        main(
+            [
+                "retrain",
+                str(exported),
+                "--on",
+                "train+val",
+                "--epochs",
+                "1",
+                "--out",
+                str(run),
+                "--quiet",
+                "--set",
+                f"batch_size={batch}",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["train_images"] == n
     assert metrics["val_held_out"] is False and metrics["epochs"] == 1
@@ -173,7 +235,7 @@ def test_confirm_as_a_ray_job_script_then_export_by_confirmed(experiment, tmp_pa
     trials = pq.read_table(experiment / "trials.parquet").to_pylist()
     assert len(rows) == 4
     assert {r["trial_id"] for r in rows} == {t["trial_id"] for t in trials}
-    assert sorted(r["seed"] for r in rows) == [1000, 1000, 1001, 1001]         # fresh: sweep seed 0 + 1000 + i
+    assert sorted(r["seed"] for r in rows) == [1000, 1000, 1001, 1001]  # fresh: sweep seed 0 + 1000 + i
     assert all(r["epochs"] == 3 and r["score"] is not None for r in rows)
     means = {}
     for r in rows:
@@ -189,39 +251,67 @@ def test_confirm_as_a_ray_job_script_then_export_by_confirmed(experiment, tmp_pa
     prov = yaml.safe_load(best.read_text())["provenance"]
     assert prov["trial_id"] == winner and prov["ranked_by"] == "confirmed"
     assert prov["confirmed"]["n"] == 2 and prov["confirmed"]["seeds"] == [1000, 1001]
-    assert load_config(best) == _trial_config(experiment, winner)     # the trial's config, sweep seed included
+    assert load_config(best) == _trial_config(experiment, winner)  # the trial's config, sweep seed included
 
 
 # ----------------------------------------------------------------------------------------------
 # Ranking and errors, on experiment folders written by hand
 # ----------------------------------------------------------------------------------------------
 
-SPACE = {"fixed": {"optimizer": "adam"},
-         "params": {"model": {"type": "categorical", "choices": ["fer_cnn_tiny", "fer_cnn_small"]},
-                    "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-                    "loss": {"type": "categorical", "choices": ["ce", "focal"]},
-                    "focal_gamma": {"type": "float", "low": 0.5, "high": 4.0, "when": {"loss": ["focal"]}}}}
+SPACE = {
+    "fixed": {"optimizer": "adam"},
+    "params": {
+        "model": {"type": "categorical", "choices": ["fer_cnn_tiny", "fer_cnn_small"]},
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        "loss": {"type": "categorical", "choices": ["ce", "focal"]},
+        "focal_gamma": {"type": "float", "low": 0.5, "high": 4.0, "when": {"loss": ["focal"]}},
+    },
+}
 
 
 def _row(trial_id, outcome, score, peak, final, lr, loss="ce", gamma=None, epochs=10):
-    return {"trial_id": trial_id, "outcome": outcome, "stop_reason": "", "score": score, "peak": peak,
-            "peak_epoch": 2, "final": final, "drop_from_peak": None if peak is None else peak - final,
-            "epochs": epochs, "time_s": 1.0, "config/model": "fer_cnn_tiny", "config/lr": lr,
-            "config/loss": loss, "config/focal_gamma": gamma}
+    return {
+        "trial_id": trial_id,
+        "outcome": outcome,
+        "stop_reason": "",
+        "score": score,
+        "peak": peak,
+        "peak_epoch": 2,
+        "final": final,
+        "drop_from_peak": None if peak is None else peak - final,
+        "epochs": epochs,
+        "time_s": 1.0,
+        "config/model": "fer_cnn_tiny",
+        "config/lr": lr,
+        "config/loss": loss,
+        "config/focal_gamma": gamma,
+    }
 
 
 def write_experiment(path: Path, rows: list[dict], name: str = "handmade") -> Path:
     path.mkdir(parents=True)
-    meta = {"name": name, "command": "python sweeps/regularization.py --name handmade", "space": SPACE,
-            "data": {"uri": "runs/default/data", "version": "v0123"}, "max_epochs": 10, "score_window": 3,
-            "base_config": {"data": "runs/default/data", "epochs": 10, "seed": 7, "threads": 1, "device": "cpu",
-                            "data_version": "v0123"}}
+    meta = {
+        "name": name,
+        "command": "python sweeps/regularization.py --name handmade",
+        "space": SPACE,
+        "data": {"uri": "runs/default/data", "version": "v0123"},
+        "max_epochs": 10,
+        "score_window": 3,
+        "base_config": {
+            "data": "runs/default/data",
+            "epochs": 10,
+            "seed": 7,
+            "threads": 1,
+            "device": "cpu",
+            "data_version": "v0123",
+        },
+    }
     (path / "sweep.json").write_text(json.dumps(meta))
     pq.write_table(pa.Table.from_pylist(rows), path / "trials.parquet")
     return path
 
 
-ROWS = [   # by score: B; by peak: A; by final: C; D (stopped early, best numbers) and E (collapsed) never win
+ROWS = [  # by score: B; by peak: A; by final: C; D (stopped early, best numbers) and E (collapsed) never win
     _row("A", "completed", 0.72, 0.90, 0.65, lr=1e-3, loss="focal", gamma=1.5),
     _row("B", "completed", 0.74, 0.80, 0.70, lr=2e-3),
     _row("C", "completed", 0.70, 0.75, 0.74, lr=3e-3),
@@ -246,11 +336,15 @@ def test_conditional_params_exist_only_where_sampled(tmp_path):
     exp = write_experiment(tmp_path / "exp", ROWS)
     written = export_best(exp, tmp_path / "peak.yaml", by="peak")
     assert written[0]["config"].loss == "focal" and written[0]["config"].focal_gamma == 1.5
-    assert written[0]["provenance"]["sampled"] == {"model": "fer_cnn_tiny", "lr": 1e-3, "loss": "focal",
-                                                   "focal_gamma": 1.5}
+    assert written[0]["provenance"]["sampled"] == {
+        "model": "fer_cnn_tiny",
+        "lr": 1e-3,
+        "loss": "focal",
+        "focal_gamma": 1.5,
+    }
     written = export_best(exp, tmp_path / "score.yaml")
     assert "focal_gamma" not in written[0]["provenance"]["sampled"]
-    assert written[0]["config"].focal_gamma == TrainConfig().focal_gamma       # absent: the default
+    assert written[0]["config"].focal_gamma == TrainConfig().focal_gamma  # absent: the default
 
 
 def test_top_k_writes_numbered_files_in_rank_order(tmp_path, capsys):
@@ -259,7 +353,7 @@ def test_top_k_writes_numbered_files_in_rank_order(tmp_path, capsys):
     assert export_paths(out, 3) == [out, out.with_name("best-2.yaml"), out.with_name("best-3.yaml")]
     assert main(["export-best", str(exp), "--out", str(out), "--top", "5"]) == 0
     files = sorted(p.name for p in out.parent.iterdir())
-    assert files == ["best-2.yaml", "best-3.yaml", "best.yaml"]               # only 3 trials completed
+    assert files == ["best-2.yaml", "best-3.yaml", "best.yaml"]  # only 3 trials completed
     ranks = [yaml.safe_load(p.read_text())["provenance"] for p in export_paths(out, 3)]
     assert [(p["trial_id"], p["rank"], p["candidates"]) for p in ranks] == [("B", 1, 3), ("A", 2, 3), ("C", 3, 3)]
     assert "only 3 completed trials" in capsys.readouterr().err
@@ -290,16 +384,19 @@ def test_a_folder_that_is_not_an_experiment_names_the_missing_file(tmp_path, cap
     assert "fer: error:" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["export-best", "{exp}", "--out", "{tmp}/b.yaml", "--by", "best"], "--by: must be one of score, final, peak"),
-    (["export-best", "{exp}", "--out", "{tmp}/b.yaml", "--top", "0"], "--top: must be an integer >= 1; got 0"),
-    (["export-best", "{exp}", "--out", "{tmp}/b.yaml", "--by", "confirmed"], "run 'fer confirm"),
-    (["confirm", "{exp}", "--top", "0"], "--top: must be an integer >= 1; got 0"),
-    (["confirm", "{exp}", "--seeds", "0"], "--seeds: must be an integer >= 1; got 0"),
-    (["confirm", "{tmp}/missing"], "no such experiment folder"),
-    (["retrain", "{tmp}/missing.yaml"], "cannot read the config file"),
-    (["retrain", "{tmp}/b.yaml", "--on", "val"], "--on: must be one of train, train+val"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["export-best", "{exp}", "--out", "{tmp}/b.yaml", "--by", "best"], "--by: must be one of score, final, peak"),
+        (["export-best", "{exp}", "--out", "{tmp}/b.yaml", "--top", "0"], "--top: must be an integer >= 1; got 0"),
+        (["export-best", "{exp}", "--out", "{tmp}/b.yaml", "--by", "confirmed"], "run 'fer confirm"),
+        (["confirm", "{exp}", "--top", "0"], "--top: must be an integer >= 1; got 0"),
+        (["confirm", "{exp}", "--seeds", "0"], "--seeds: must be an integer >= 1; got 0"),
+        (["confirm", "{tmp}/missing"], "no such experiment folder"),
+        (["retrain", "{tmp}/missing.yaml"], "cannot read the config file"),
+        (["retrain", "{tmp}/b.yaml", "--on", "val"], "--on: must be one of train, train+val"),
+    ],
+)
 def test_bad_input_is_one_clear_error_line(tmp_path, capsys, argv, message):
     exp = write_experiment(tmp_path / "exp", ROWS)
     export_best(exp, tmp_path / "b.yaml")
@@ -309,13 +406,18 @@ def test_bad_input_is_one_clear_error_line(tmp_path, capsys, argv, message):
 
 
 def test_confirmed_ranking_mean_spread_and_failures(tmp_path):
-    rows = [{"trial_id": "A", "seed": 1000, "score": 0.70}, {"trial_id": "A", "seed": 1001, "score": 0.80},
-            {"trial_id": "B", "seed": 1000, "score": 0.74}, {"trial_id": "B", "seed": 1001, "score": 0.74},
-            {"trial_id": "C", "seed": 1000, "score": 0.90}, {"trial_id": "C", "seed": 1001, "score": None}]
+    rows = [
+        {"trial_id": "A", "seed": 1000, "score": 0.70},
+        {"trial_id": "A", "seed": 1001, "score": 0.80},
+        {"trial_id": "B", "seed": 1000, "score": 0.74},
+        {"trial_id": "B", "seed": 1001, "score": 0.74},
+        {"trial_id": "C", "seed": 1000, "score": 0.90},
+        {"trial_id": "C", "seed": 1001, "score": None},
+    ]
     ranking = summarize(rows)
-    assert [r["trial_id"] for r in ranking] == ["A", "B", "C"]      # C's diverged seed ranks it last
+    assert [r["trial_id"] for r in ranking] == ["A", "B", "C"]  # C's diverged seed ranks it last
     a = ranking[0]
-    assert a["mean"] == pytest.approx(0.75) and a["std"] == pytest.approx(math.sqrt(0.005))   # sample std
+    assert a["mean"] == pytest.approx(0.75) and a["std"] == pytest.approx(math.sqrt(0.005))  # sample std
     assert (a["min"], a["max"], a["n"], a["failed"], a["seeds"]) == (0.70, 0.80, 2, 0, [1000, 1001])
     assert ranking[2]["std"] is None and ranking[2]["failed"] == 1
     assert confirm_seeds(7, 3) == [7 + SEED_OFFSET, 8 + SEED_OFFSET, 9 + SEED_OFFSET]
@@ -324,13 +426,17 @@ def test_confirmed_ranking_mean_spread_and_failures(tmp_path):
     table = pa.Table.from_pylist([{**r, "score": r["score"]} for r in rows if r["trial_id"] != "C"])
     pq.write_table(table, exp / "confirm.parquet")
     written = export_best(exp, tmp_path / "best.yaml", by="confirmed", top=2)
-    assert [w["trial_id"] for w in written] == ["A", "B"]           # by mean over seeds, not the sweep's score
+    assert [w["trial_id"] for w in written] == ["A", "B"]  # by mean over seeds, not the sweep's score
     assert written[0]["provenance"]["confirmed"]["mean"] == pytest.approx(0.75)
 
 
 def test_rank_trials_ignores_missing_values_and_breaks_ties():
-    rows = [_row("b", "completed", 0.5, 0.6, 0.5, lr=1e-3), _row("a", "completed", 0.5, 0.6, 0.5, lr=1e-3),
-            _row("c", "completed", 0.6, None, 0.4, lr=1e-3), _row("d", "completed", float("nan"), 0.9, 0.9, lr=1e-3)]
+    rows = [
+        _row("b", "completed", 0.5, 0.6, 0.5, lr=1e-3),
+        _row("a", "completed", 0.5, 0.6, 0.5, lr=1e-3),
+        _row("c", "completed", 0.6, None, 0.4, lr=1e-3),
+        _row("d", "completed", float("nan"), 0.9, 0.9, lr=1e-3),
+    ]
     assert [r["trial_id"] for r in rank_trials(rows, "score")] == ["c", "a", "b"]
     assert [r["trial_id"] for r in rank_trials(rows, "peak")] == ["d", "a", "b"]
 
@@ -351,18 +457,22 @@ def test_exports_are_decisions_on_record_shown_on_the_page(experiment, tmp_path)
     assert main(["export-best", str(exp), "--out", str(tmp_path / "best.yaml")]) == 0
     assert main(["export-best", str(exp), "--out", str(tmp_path / "top.yaml"), "--by", "final", "--top", "2"]) == 0
     decisions = read_decisions(ExperimentStore(str(exp)))
-    trials = sorted((t for t in pq.read_table(exp / "trials.parquet").to_pylist() if t["outcome"] == "completed"),
-                    key=lambda t: -t["final"])
+    trials = sorted(
+        (t for t in pq.read_table(exp / "trials.parquet").to_pylist() if t["outcome"] == "completed"),
+        key=lambda t: -t["final"],
+    )
     assert [(d.action, d.by, d.rank, d.trial_id) for d in decisions] == [
         ("export-best", "score", 1, max(trials, key=lambda t: t["score"])["trial_id"]),
-        ("export-best", "final", 1, trials[0]["trial_id"]), ("export-best", "final", 2, trials[1]["trial_id"])]
+        ("export-best", "final", 1, trials[0]["trial_id"]),
+        ("export-best", "final", 2, trials[1]["trial_id"]),
+    ]
     assert decisions[0].file == str((tmp_path / "best.yaml").resolve()) and decisions[2].file.endswith("top-2.yaml")
     assert decisions[1].value == trials[0]["final"] and decisions[1].score == trials[0]["score"]
     assert decisions[0].user == getpass.getuser() and decisions[0].time.endswith("Z")
     page = build_report(load_experiment(exp))
     assert "Decisions on record" in page and str((tmp_path / "best.yaml").resolve()) in page
     # An experiment this user cannot write (someone else's storage): the export stands, a warning says so.
-    if os.geteuid() != 0:                           # root writes anywhere
+    if os.geteuid() != 0:  # root writes anywhere
         os.chmod(exp, 0o555)
         try:
             assert main(["export-best", str(exp), "--out", str(tmp_path / "again.yaml")]) == 0
@@ -370,6 +480,6 @@ def test_exports_are_decisions_on_record_shown_on_the_page(experiment, tmp_path)
         finally:
             os.chmod(exp, 0o755)
     (exp / "decisions.json").write_text("{not json")
-    assert main(["export-best", str(exp), "--out", str(tmp_path / "b2.yaml")]) == 0       # warned, not failed
-    assert (exp / "decisions.json").read_text() == "{not json"                           # nothing lost
+    assert main(["export-best", str(exp), "--out", str(tmp_path / "b2.yaml")]) == 0  # warned, not failed
+    assert (exp / "decisions.json").read_text() == "{not json"  # nothing lost
     assert "not a decisions file written by fer" in build_report(load_experiment(exp))

@@ -7,9 +7,19 @@ from fer_core.data.split import _allocate, carve_val, class_weights, merge_caps,
 from fer_core.errors import DataError
 
 
-@pytest.mark.parametrize("raw,canon", [("Sadness", "sad"), ("happiness", "happy"), ("surprised", "surprise"),
-                                       ("anger", "angry"), (" Neutral ", "neutral"), ("fearful", "fear"),
-                                       ("contempt", "contempt"), ("banana", None)])
+@pytest.mark.parametrize(
+    "raw,canon",
+    [
+        ("Sadness", "sad"),
+        ("happiness", "happy"),
+        ("surprised", "surprise"),
+        ("anger", "angry"),
+        (" Neutral ", "neutral"),
+        ("fearful", "fear"),
+        ("contempt", "contempt"),
+        ("banana", None),
+    ],
+)
 def test_normalize(raw, canon):
     assert classes.normalize(raw) == canon
 

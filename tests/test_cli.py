@@ -24,8 +24,11 @@ def test_synth_ingest_report_round_trip(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_errors_are_one_line_without_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "fer_cli", "data", "ingest", str(tmp_path / "missing"),
-                           "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fer_cli", "data", "ingest", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
@@ -52,12 +55,14 @@ def test_every_flag_has_help():
 def test_help_imports_neither_torch_nor_ray():
     """``fer --help`` and every ``fer <cmd> --help`` answer without importing torch or Ray (lazy imports):
     what made ``fer --help`` take 12-17 s."""
-    code = ("import sys\nfrom fer_cli.main import get_parser\nparser = get_parser()\n"
-            "for argv in (['--help'], ['sweep', '--help'], ['train', '--help'], ['data', 'ingest', '--help'],\n"
-            "             ['dashboard', 'build', '--help'], ['export-best', '--help'], ['confirm', '--help'],\n"
-            "             ['retrain', '--help']):\n"
-            "    try:\n        parser.parse_args(argv)\n    except SystemExit:\n        pass\n"
-            "print(sorted(m for m in ('torch', 'ray', 'optuna', 'wandb') if m in sys.modules))")
+    code = (
+        "import sys\nfrom fer_cli.main import get_parser\nparser = get_parser()\n"
+        "for argv in (['--help'], ['sweep', '--help'], ['train', '--help'], ['data', 'ingest', '--help'],\n"
+        "             ['dashboard', 'build', '--help'], ['export-best', '--help'], ['confirm', '--help'],\n"
+        "             ['retrain', '--help']):\n"
+        "    try:\n        parser.parse_args(argv)\n    except SystemExit:\n        pass\n"
+        "print(sorted(m for m in ('torch', 'ray', 'optuna', 'wandb') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -75,7 +75,8 @@ def test_lock_pins_every_dependency_within_pyproject_specifier(lock):
         name = canonicalize_name(req.name)
         assert name in lock, f"{req} (pyproject.toml / lock.sh) is not in {LOCK.name}"
         assert req.specifier.contains(lock[name], prereleases=True), (
-            f"{LOCK.name} pins {name}=={lock[name]}, outside pyproject.toml's {req}")
+            f"{LOCK.name} pins {name}=={lock[name]}, outside pyproject.toml's {req}"
+        )
 
 
 def test_torch_pins_equal_pyproject(lock):
@@ -132,7 +133,8 @@ def _closure(roots: list[Requirement], pins: dict[str, str]) -> tuple[set[str], 
 
 on_lock_platform = pytest.mark.skipif(
     not (sys.platform == "linux" and platform.machine() == "x86_64" and sys.version_info[:2] == (3, 11)),
-    reason="the lock was resolved for CPython 3.11 on Linux x86_64")
+    reason="the lock was resolved for CPython 3.11 on Linux x86_64",
+)
 
 
 @on_lock_platform
@@ -141,8 +143,8 @@ def test_lock_is_exactly_the_dependency_closure(lock):
     assert not problems, "\n".join(problems)
     surplus = sorted(set(lock) - reached)
     assert not surplus, f"pinned but needed by nothing: {surplus}" + (
-        f" (or by {sorted(unread)}: not installed at their locked versions, run scripts/setup.sh)"
-        if unread else "")
+        f" (or by {sorted(unread)}: not installed at their locked versions, run scripts/setup.sh)" if unread else ""
+    )
 
 
 @on_lock_platform
@@ -168,7 +170,8 @@ def test_aws_nodes_install_the_lock():
     assert "pip install -q --no-deps -r cluster/requirements.lock" in setup
     assert "pip check" in setup
     assert "head_setup_commands" not in config and "worker_setup_commands" not in config, (
-        "head and workers must run the same setup")
+        "head and workers must run the same setup"
+    )
     assert ".venv" in config.get("rsync_exclude", []), "the local .venv must not be synced to nodes"
 
 

@@ -101,8 +101,9 @@ def test_min_mode_on_a_loss_sequence():
     assert first_stop(stopper, loss, metric="val_loss") == 11
     s = stopper.summary("t")
     assert (s["peak"], s["peak_epoch"], s["stop_epoch"]) == (1.14, 7, 11)
-    assert s["reason"] == ("collapsed: mean of last 3 val_loss 1.22 is 0.08 above the minimum 1.14 "
-                           "at training_iteration 7")
+    assert s["reason"] == (
+        "collapsed: mean of last 3 val_loss 1.22 is 0.08 above the minimum 1.14 at training_iteration 7"
+    )
     # the same logic with the sign flipped
     assert collapse_check([-x for x in loss], mode="max", margin=0.05) == 11
     assert collapse_check(loss, mode="max", margin=0.05) == 5  # wrong mode: "collapsed" at once
@@ -129,8 +130,10 @@ def test_nan_counts_as_the_worst_value():
     s = stopper.summary("t")
     assert s["peak"] == 0.54 and s["peak_epoch"] == 4 and math.isnan(s["final"])
     assert math.isnan(s["smoothed"]) and s["stop_epoch"] == 5
-    assert s["reason"] == ("collapsed: mean of last 3 val_acc is not finite (a NaN/inf value in the "
-                           "window); the peak was 0.54 at training_iteration 4")
+    assert s["reason"] == (
+        "collapsed: mean of last 3 val_acc is not finite (a NaN/inf value in the "
+        "window); the peak was 0.54 at training_iteration 4"
+    )
     # None and +-inf are the same as NaN (even +inf in max mode); they never become the peak
     for bad in (None, float("inf"), float("-inf")):
         assert collapse_check([0.5, 0.5, 0.5, bad], grace_period=3) == 4
@@ -204,9 +207,16 @@ def test_summary_records_peak_final_and_reason():
         stopper("t", {"val_acc": v, "epoch": i + 100, "training_iteration": i})
     s = stopper.summary("t")
     assert s == {
-        "metric": "val_acc", "mode": "max", "peak": 0.55, "peak_epoch": 108, "final": 0.50,
-        "smoothed": pytest.approx(0.52), "gap": pytest.approx(0.03), "num_results": 11,
-        "stopped": True, "stop_epoch": 111,
+        "metric": "val_acc",
+        "mode": "max",
+        "peak": 0.55,
+        "peak_epoch": 108,
+        "final": 0.50,
+        "smoothed": pytest.approx(0.52),
+        "gap": pytest.approx(0.03),
+        "num_results": 11,
+        "stopped": True,
+        "stop_epoch": 111,
         "reason": "collapsed: mean of last 3 val_acc 0.52 is 0.03 below the peak 0.55 at epoch 108",
     }
     assert stopper.stopped_trials() == {"t": s}
@@ -228,28 +238,34 @@ def test_summary_of_a_running_trial_and_unknown_trial():
 
 
 def test_reason_mentions_relative_share_and_patience():
-    state = CollapseState(grace_period=1, window=1, margin=0.1, relative=True, patience=1,
-                          metric="val_acc", time_label="epoch")
+    state = CollapseState(
+        grace_period=1, window=1, margin=0.1, relative=True, patience=1, metric="val_acc", time_label="epoch"
+    )
     for v in [0.5, 0.4, 0.4]:
         state.update(v)
-    assert state.reason == ("collapsed: mean of last 1 val_acc 0.4 is 0.1 (20.0% of the peak) below "
-                            "the peak 0.5 at epoch 1, 2 results in a row (patience 1)")
+    assert state.reason == (
+        "collapsed: mean of last 1 val_acc 0.4 is 0.1 (20.0% of the peak) below "
+        "the peak 0.5 at epoch 1, 2 results in a row (patience 1)"
+    )
 
 
 # --- arguments --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(mode="maximize"), r"mode must be 'max' or 'min', got 'maximize'"),
-    (dict(window=0), r"window must be >= 1, got 0"),
-    (dict(window=2.5), r"window must be an integer, got 2.5"),
-    (dict(grace_period=2, window=3), r"grace_period must be >= window \(3\), got 2"),
-    (dict(margin=-0.1), r"margin must be a number >= 0, got -0.1"),
-    (dict(margin=float("nan")), r"margin must be a number >= 0, got nan"),
-    (dict(patience=-1), r"patience must be >= 0, got -1"),
-    (dict(patience=True), r"patience must be an integer, got True"),
-    (dict(relative="yes"), r"relative must be True or False, got 'yes'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(mode="maximize"), r"mode must be 'max' or 'min', got 'maximize'"),
+        (dict(window=0), r"window must be >= 1, got 0"),
+        (dict(window=2.5), r"window must be an integer, got 2.5"),
+        (dict(grace_period=2, window=3), r"grace_period must be >= window \(3\), got 2"),
+        (dict(margin=-0.1), r"margin must be a number >= 0, got -0.1"),
+        (dict(margin=float("nan")), r"margin must be a number >= 0, got nan"),
+        (dict(patience=-1), r"patience must be >= 0, got -1"),
+        (dict(patience=True), r"patience must be an integer, got True"),
+        (dict(relative="yes"), r"relative must be True or False, got 'yes'"),
+    ],
+)
 def test_argument_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CollapseStopper(**kwargs)
@@ -257,10 +273,13 @@ def test_argument_validation(kwargs, message):
         collapse_check([0.5], **kwargs)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(metric=""), r"metric must be a non-empty string, got ''"),
-    (dict(time_attr=None), r"time_attr must be a non-empty string, got None"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(metric=""), r"metric must be a non-empty string, got ''"),
+        (dict(time_attr=None), r"time_attr must be a non-empty string, got None"),
+    ],
+)
 def test_stopper_only_argument_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CollapseStopper(**kwargs)
@@ -314,17 +333,18 @@ def reference(values, *, mode, grace_period, window, margin, patience, relative)
     for n in range(grace_period, len(values) + 1):
         ok = lambda v: v is not None and math.isfinite(v)  # noqa: E731
         seen = [(sign * v, i) for i, v in enumerate(values[:n]) if ok(v)]
-        recent = values[n - window:n]
+        recent = values[n - window : n]
         if not seen or not all(ok(v) for v in recent):
             collapsed = True
         else:
             peak = max(v for v, _ in seen)
-            peak_at = min(i for v, i in seen if v == peak)          # first time the peak was reached
+            peak_at = min(i for v, i in seen if v == peak)  # first time the peak was reached
             mean = sum(sign * v for v in recent) / window
             threshold = margin * abs(peak) if relative else margin
             back_at_peak = sign * recent[-1] == peak
-            collapsed = (peak_at < n - window and not back_at_peak
-                         and peak - mean > threshold + 1e-9 * max(1.0, abs(peak)))
+            collapsed = (
+                peak_at < n - window and not back_at_peak and peak - mean > threshold + 1e-9 * max(1.0, abs(peak))
+            )
         streak = streak + 1 if collapsed else 0
         if streak > patience:
             return n
@@ -336,9 +356,14 @@ def test_collapse_check_agrees_with_the_stopper_and_a_reference_on_random_sequen
     outcomes = set()
     for case in range(300):
         window = int(rng.integers(1, 5))
-        kw = dict(mode=str(rng.choice(["max", "min"])), window=window,
-                  grace_period=window + int(rng.integers(0, 5)), margin=float(rng.choice([0, 0.01, 0.02, 0.05])),
-                  patience=int(rng.integers(0, 3)), relative=bool(rng.random() < 0.3))
+        kw = dict(
+            mode=str(rng.choice(["max", "min"])),
+            window=window,
+            grace_period=window + int(rng.integers(0, 5)),
+            margin=float(rng.choice([0, 0.01, 0.02, 0.05])),
+            patience=int(rng.integers(0, 3)),
+            relative=bool(rng.random() < 0.3),
+        )
         steps = np.round(rng.normal(0, 0.02, int(rng.integers(1, 40))), 2)
         values = [float(v) for v in np.round(0.5 + np.cumsum(steps), 2)]
         if rng.random() < 0.1:

@@ -30,10 +30,10 @@ def test_precedence_defaults_preset_yaml_set(tmp_path):
     cfg = load_config(path, overrides=["epochs=3", "focal_gamma=1.5"])
     assert cfg.model == "fer_cnn_bplusplus"
     assert (cfg.loss, cfg.focal_alpha, cfg.label_smoothing, cfg.l2_scope) == ("focal", 0.25, 0.1, "all_but_classifier")
-    assert cfg.lr == 1e-3             # YAML beats the preset's 5e-4 (and "1e-3" is a float, not YAML 1.1's string)
-    assert cfg.epochs == 3            # --set beats YAML
+    assert cfg.lr == 1e-3  # YAML beats the preset's 5e-4 (and "1e-3" is a float, not YAML 1.1's string)
+    assert cfg.epochs == 3  # --set beats YAML
     assert cfg.focal_gamma == 1.5
-    assert cfg.early_stopping_monitor == "val_acc"   # the notebook's val_accuracy, renamed to our metric
+    assert cfg.early_stopping_monitor == "val_acc"  # the notebook's val_accuracy, renamed to our metric
 
 
 def test_unknown_key_names_the_valid_keys_and_the_closest(tmp_path):
@@ -48,12 +48,25 @@ def test_unknown_key_names_the_valid_keys_and_the_closest(tmp_path):
         load_config(overrides=["dropuot_scale=2"])
 
 
-@pytest.mark.parametrize("override, key", [
-    ("lr=0", "lr"), ("lr=-1", "lr"), ("label_smoothing=1.0", "label_smoothing"), ("batch_size=0", "batch_size"),
-    ("batch_size=2.5", "batch_size"), ("epochs=abc", "epochs"), ("loss=hinge", "loss"), ("augment=heavy", "augment"),
-    ("optimizer=rmsprop", "optimizer"), ("lr_schedule=linear", "lr_schedule"), ("focal_alpha=[0.5,-1]", "focal_alpha"),
-    ("device=tpu", "device"), ("model=resnet35", "model"), ("dropout_scale=nan", "dropout_scale"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("lr=0", "lr"),
+        ("lr=-1", "lr"),
+        ("label_smoothing=1.0", "label_smoothing"),
+        ("batch_size=0", "batch_size"),
+        ("batch_size=2.5", "batch_size"),
+        ("epochs=abc", "epochs"),
+        ("loss=hinge", "loss"),
+        ("augment=heavy", "augment"),
+        ("optimizer=rmsprop", "optimizer"),
+        ("lr_schedule=linear", "lr_schedule"),
+        ("focal_alpha=[0.5,-1]", "focal_alpha"),
+        ("device=tpu", "device"),
+        ("model=resnet35", "model"),
+        ("dropout_scale=nan", "dropout_scale"),
+    ],
+)
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as err:
         load_config(overrides=[override])
@@ -66,10 +79,23 @@ def test_model_error_suggests_close_name():
 
 
 def test_set_parses_yaml_values_and_dotted_model_args():
-    out = parse_overrides(["lr=1e-3", "freeze_base=true", "focal_alpha=[0.25, 0.5, 0.5, 0.25]",
-                           "model_args.filters=[8,16]", "model_args.dense=[16]", "data_version="])
-    assert out == {"lr": 1e-3, "freeze_base": True, "focal_alpha": [0.25, 0.5, 0.5, 0.25],
-                   "model_args": {"filters": [8, 16], "dense": [16]}, "data_version": None}
+    out = parse_overrides(
+        [
+            "lr=1e-3",
+            "freeze_base=true",
+            "focal_alpha=[0.25, 0.5, 0.5, 0.25]",
+            "model_args.filters=[8,16]",
+            "model_args.dense=[16]",
+            "data_version=",
+        ]
+    )
+    assert out == {
+        "lr": 1e-3,
+        "freeze_base": True,
+        "focal_alpha": [0.25, 0.5, 0.5, 0.25],
+        "model_args": {"filters": [8, 16], "dense": [16]},
+        "data_version": None,
+    }
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_overrides(["lr"])
     with pytest.raises(ConfigError, match="only model_args"):
@@ -123,5 +149,5 @@ def test_a_provenance_block_is_accepted_and_ignored(tmp_path):
     bad.write_text("lr: 0.001\nprovenance: from the sweep\n")
     with pytest.raises(ConfigError, match=r"provenance: must be a mapping"):
         load_config(bad)
-    with pytest.raises(ConfigError, match="unknown key 'provenance'"):     # not a trainer key anywhere else
+    with pytest.raises(ConfigError, match="unknown key 'provenance'"):  # not a trainer key anywhere else
         load_config(overrides=["provenance=x"])

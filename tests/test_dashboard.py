@@ -54,19 +54,49 @@ def experiment(ingested, tmp_path_factory) -> Path:
     """
     tmp = tmp_path_factory.mktemp("dash-sweep")
     (tmp / "space.yaml").write_text(SPACE)
-    cmd = [sys.executable, "sweeps/regularization.py", "--smoke", "--samples", "7", "--max-epochs", "4", "--concurrency", "1", "--seed", "4",
-           "--space", str(tmp / "space.yaml"), "--data", str(ingested), "--storage", str(tmp), "--name", "dash",
-           "--wandb-mode", "disabled", "--num-cpus", "2", "--collapse-margin", "0.03", "--collapse-grace", "2",
-           "--collapse-window", "1", "--collapse-patience", "0"]
+    cmd = [
+        sys.executable,
+        "sweeps/regularization.py",
+        "--smoke",
+        "--samples",
+        "7",
+        "--max-epochs",
+        "4",
+        "--concurrency",
+        "1",
+        "--seed",
+        "4",
+        "--space",
+        str(tmp / "space.yaml"),
+        "--data",
+        str(ingested),
+        "--storage",
+        str(tmp),
+        "--name",
+        "dash",
+        "--wandb-mode",
+        "disabled",
+        "--num-cpus",
+        "2",
+        "--collapse-margin",
+        "0.03",
+        "--collapse-grace",
+        "2",
+        "--collapse-window",
+        "1",
+        "--collapse-patience",
+        "0",
+    ]
     env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    (tmp / "sweep-output.txt").write_text(out.stdout + out.stderr)      # what the user saw (test_sweep_console)
+    (tmp / "sweep-output.txt").write_text(out.stdout + out.stderr)  # what the user saw (test_sweep_console)
     outcomes = [r["outcome"] for r in pq.read_table(tmp / "dash" / "trials.parquet").to_pylist()]
     assert outcomes.count("completed") >= 3 and {"stopped by ASHA", "collapsed"} <= set(outcomes), (
         f"the fixture sweep should produce >= 3 completed, ASHA-stopped and collapsed trials; got {outcomes} "
-        "(the trainer's numbers changed: pick another --seed that gives all three)")
+        "(the trainer's numbers changed: pick another --seed that gives all three)"
+    )
     return tmp / "dash"
 
 
@@ -89,12 +119,20 @@ def browser():
     binary = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
     driver_bin = shutil.which("chromedriver")
     if not binary or not driver_bin:
-        pytest.fail(f"headless Chromium is needed for the dashboard tests but {'chromium' if not binary else 'chromedriver'}"
-                    f" is not on PATH; install it with: {INSTALL}")
+        pytest.fail(
+            f"headless Chromium is needed for the dashboard tests but {'chromium' if not binary else 'chromedriver'}"
+            f" is not on PATH; install it with: {INSTALL}"
+        )
     opts = Options()
     opts.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000",
-                "--use-angle=swiftshader", "--enable-unsafe-swiftshader"):     # software WebGL for parcoords
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        "--use-angle=swiftshader",
+        "--enable-unsafe-swiftshader",
+    ):  # software WebGL for parcoords
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
@@ -108,11 +146,13 @@ def open_page(driver, path: Path) -> list[dict]:
     """Load a page, wait for every plot, assert they all rendered; returns the page's plot info."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver.get_log("browser")                                      # drop what earlier pages logged
+    driver.get_log("browser")  # drop what earlier pages logged
     driver.get(path.resolve().as_uri())
-    state = ("return Array.from(document.querySelectorAll('div.plot')).map(d => ({id: d.id, "
-             "svg: !!d.querySelector('svg.main-svg'), container: !!d.querySelector('.plot-container'), "
-             "error: d.classList.contains('plot-error') || !!d.querySelector('.no-webgl'), text: d.textContent}))")
+    state = (
+        "return Array.from(document.querySelectorAll('div.plot')).map(d => ({id: d.id, "
+        "svg: !!d.querySelector('svg.main-svg'), container: !!d.querySelector('.plot-container'), "
+        "error: d.classList.contains('plot-error') || !!d.querySelector('.no-webgl'), text: d.textContent}))"
+    )
     WebDriverWait(driver, 60).until(lambda d: all(p["svg"] or p["error"] for p in d.execute_script(state)))
     plots = driver.execute_script(state)
     assert plots, "the page has no plots"
@@ -130,15 +170,24 @@ def test_report_renders_every_plot_and_sorts(report, browser):
     from selenium.webdriver.common.by import By
 
     text = report.read_text()
-    assert text.count("plotly.js v") == 1                       # the library embedded once
+    assert text.count("plotly.js v") == 1  # the library embedded once
     assert "cdn" not in text.lower().split("</head>")[0].split("<script>")[0]
-    assert 'src="http' not in text and "src='http" not in text   # nothing fetched: opens offline
+    assert 'src="http' not in text and "src='http" not in text  # nothing fetched: opens offline
     plots = open_page(browser, report)
     ids = [p["id"] for p in plots]
-    assert len(plots) == 6, ids       # curves, collapsed, parallel coordinates, axis plots, importance, confusion
+    assert len(plots) == 6, ids  # curves, collapsed, parallel coordinates, axis plots, importance, confusion
     body = browser.find_element(By.TAG_NAME, "body").text
-    for fact in ("dash", "class counts", "duplicate images removed", "stopped by ASHA", "collapsed",
-                 "sum of trial times", "python sweeps/regularization.py", "focal_gamma", "fixed:"):
+    for fact in (
+        "dash",
+        "class counts",
+        "duplicate images removed",
+        "stopped by ASHA",
+        "collapsed",
+        "sum of trial times",
+        "python sweeps/regularization.py",
+        "focal_gamma",
+        "fixed:",
+    ):
         assert fact in body, fact
     assert "validation confusion matrix at epoch" in body and "precision" in body
 
@@ -196,8 +245,10 @@ def test_user_strings_are_escaped(experiment, browser, tmp_path):
     assert browser.title.startswith(XSS_NAME)
     body = browser.find_element(By.TAG_NAME, "body").text
     assert XSS_CLASS in body and XSS_REASON in body
-    ticks = browser.execute_script("return Array.from(document.querySelectorAll('div.plot text')).map(t => t.textContent)")
-    assert XSS_CLASS in ticks                           # the confusion matrix's axis shows the name as text
+    ticks = browser.execute_script(
+        "return Array.from(document.querySelectorAll('div.plot text')).map(t => t.textContent)"
+    )
+    assert XSS_CLASS in ticks  # the confusion matrix's axis shows the name as text
 
 
 @pytest.mark.slow
@@ -217,7 +268,9 @@ def test_compare_page(experiment, report, browser, tmp_path):
     open_page(browser, out)
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "Outcomes and best results" in body and "best score" in body and "Score distributions" in body
-    assert len(browser.find_elements(By.CSS_SELECTOR, "table.sortable#leaderboard-a, table.sortable#leaderboard-b")) == 2
+    assert (
+        len(browser.find_elements(By.CSS_SELECTOR, "table.sortable#leaderboard-a, table.sortable#leaderboard-b")) == 2
+    )
 
 
 @pytest.mark.slow
@@ -231,10 +284,10 @@ def test_live_experiment_marks_unfinished_trials_running(experiment, tmp_path):
     shutil.copytree(experiment, live, ignore=shutil.ignore_patterns("*.parquet", "sweep.json", "checkpoint_*"))
     results = sorted(live.glob("*/result.json"))
     assert len(results) == 7
-    longest = max(results, key=lambda r: len(r.read_text().splitlines()))   # a trial that ran past epoch 1
+    longest = max(results, key=lambda r: len(r.read_text().splitlines()))  # a trial that ran past epoch 1
     lines = longest.read_text().splitlines()
     assert len(lines) >= 2
-    longest.write_text("\n".join(lines[:1]) + "\n")             # one epoch so far, not done
+    longest.write_text("\n".join(lines[:1]) + "\n")  # one epoch so far, not done
     exp = load_experiment(live)
     assert exp.live and exp.outcome_counts()["running"] == 1 and len(exp.trials) == 7
     assert exp.classes and exp.params
@@ -250,17 +303,29 @@ def _crafted(n: int = 24):
     from sweeps.space import Param
 
     rng = random.Random(0)
-    params = [Param("lr", "float", low=1e-4, high=1e-2, log=True), Param("dropout_scale", "float", low=0.0, high=1.6),
-              Param("loss", "categorical", choices=("ce", "focal")),
-              Param("focal_gamma", "float", low=0.5, high=4.0, when={"loss": ["focal"]})]
+    params = [
+        Param("lr", "float", low=1e-4, high=1e-2, log=True),
+        Param("dropout_scale", "float", low=0.0, high=1.6),
+        Param("loss", "categorical", choices=("ce", "focal")),
+        Param("focal_gamma", "float", low=0.5, high=4.0, when={"loss": ["focal"]}),
+    ]
     trials = []
     for i in range(n):
         lr, loss = 10 ** rng.uniform(-4, -2), rng.choice(["ce", "focal"])
-        trials.append({"trial_id": f"t{i}", "outcome": "completed", "score": 0.3 + 0.2 * (math.log10(lr) + 4),
-                       "config/lr": lr, "config/dropout_scale": rng.uniform(0, 1.6), "config/loss": loss,
-                       "config/focal_gamma": rng.uniform(0.5, 4.0) if loss == "focal" else None})
-    return Experiment(store=ExperimentStore("crafted"), name="crafted", trials=trials, epochs=[], params=params,
-                      fixed={}, classes=[])
+        trials.append(
+            {
+                "trial_id": f"t{i}",
+                "outcome": "completed",
+                "score": 0.3 + 0.2 * (math.log10(lr) + 4),
+                "config/lr": lr,
+                "config/dropout_scale": rng.uniform(0, 1.6),
+                "config/loss": loss,
+                "config/focal_gamma": rng.uniform(0.5, 4.0) if loss == "focal" else None,
+            }
+        )
+    return Experiment(
+        store=ExperimentStore("crafted"), name="crafted", trials=trials, epochs=[], params=params, fixed={}, classes=[]
+    )
 
 
 def test_importance_groups_conditional_parameters():
@@ -279,14 +344,14 @@ def test_importance_groups_conditional_parameters():
 def test_edge_warning_when_the_best_sit_at_a_bound():
     from dashboards.edges import edge_warnings
 
-    exp = _crafted()                 # score rises with lr: the best trials sit at lr's upper bound
+    exp = _crafted()  # score rises with lr: the best trials sit at lr's upper bound
     for t in sorted(exp.trials, key=lambda t: -t["score"])[:3]:
-        t["config/lr"] = 0.0095      # within 5% of 1e-2 in log space (not in linear space: a log param)
+        t["config/lr"] = 0.0095  # within 5% of 1e-2 in log space (not in linear space: a log param)
     warnings = edge_warnings(exp)
     assert [(w.param, w.edge, w.count) for w in warnings] == [("lr", "upper", 3)]
     assert "within 5% of the upper bound 0.01" in warnings[0].message()
     for t in exp.trials:
-        t["config/lr"] = 1e-3        # the middle of the range in log space
+        t["config/lr"] = 1e-3  # the middle of the range in log space
     assert not [w for w in edge_warnings(exp) if w.param == "lr"]
 
 
@@ -312,14 +377,21 @@ def test_serve_is_read_only_and_local(experiment):
         with urllib.request.urlopen(base + "/", timeout=60) as r:
             page = r.read().decode()
             assert r.status == 200 and r.headers["Content-Type"].startswith("text/html")
-        assert "<h1 class=\"exp-name\">dash</h1>" in page and "plotly.js v" in page and "fetch('version'" in page
+        assert '<h1 class="exp-name">dash</h1>' in page and "plotly.js v" in page and "fetch('version'" in page
         with urllib.request.urlopen(base + "/version", timeout=10) as r:
             assert json.loads(r.read())["version"]
-        for method, path, code in (("POST", "/", 405), ("PUT", "/", 405), ("DELETE", "/", 405),
-                                   ("GET", "/sweep.json", 404), ("GET", "/../trials.parquet", 404)):
+        for method, path, code in (
+            ("POST", "/", 405),
+            ("PUT", "/", 405),
+            ("DELETE", "/", 405),
+            ("GET", "/sweep.json", 404),
+            ("GET", "/../trials.parquet", 404),
+        ):
             with pytest.raises(urllib.error.HTTPError) as err:
-                urllib.request.urlopen(urllib.request.Request(base + path, data=b"x" if method != "GET" else None,
-                                                              method=method), timeout=10)
+                urllib.request.urlopen(
+                    urllib.request.Request(base + path, data=b"x" if method != "GET" else None, method=method),
+                    timeout=10,
+                )
             assert err.value.code == code, (method, path)
     finally:
         server.shutdown()
@@ -348,10 +420,14 @@ def test_confirmed_ranking_shows_the_spread(experiment, browser, tmp_path):
     for name in ("trials.parquet", "epochs.parquet", "sweep.json"):
         shutil.copy2(experiment / name, dest / name)
     ids = [t["trial_id"] for t in pq.read_table(dest / "trials.parquet").to_pylist()][:2]
-    rows = [{"trial_id": ids[0], "seed": 1000 + i, "score": s, "peak": s, "final": s, "epochs": 3}
-            for i, s in enumerate((0.50, 0.60, 0.55))]
-    rows += [{"trial_id": ids[1], "seed": 1000 + i, "score": s, "peak": s, "final": s, "epochs": 3}
-             for i, s in enumerate((0.40, 0.42, 0.44))]
+    rows = [
+        {"trial_id": ids[0], "seed": 1000 + i, "score": s, "peak": s, "final": s, "epochs": 3}
+        for i, s in enumerate((0.50, 0.60, 0.55))
+    ]
+    rows += [
+        {"trial_id": ids[1], "seed": 1000 + i, "score": s, "peak": s, "final": s, "epochs": 3}
+        for i, s in enumerate((0.40, 0.42, 0.44))
+    ]
     pq.write_table(pa.Table.from_pylist(rows), dest / "confirm.parquet")
     before = write_report(load_experiment(experiment), tmp_path / "unconfirmed.html").read_text()
     assert "Not confirmed yet" in before
@@ -360,8 +436,8 @@ def test_confirmed_ranking_shows_the_spread(experiment, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     table = browser.find_element(By.ID, "confirmed").text
-    assert "mean score" in table and "0.5500" in table and "0.0500" in table      # mean and std of ids[0]
-    assert table.index(ids[0]) < table.index(ids[1])                                # best mean first
+    assert "mean score" in table and "0.5500" in table and "0.0500" in table  # mean and std of ids[0]
+    assert table.index(ids[0]) < table.index(ids[1])  # best mean first
 
 
 def test_importance_of_a_big_sweep_is_fit_on_a_seeded_sample():
@@ -370,10 +446,10 @@ def test_importance_of_a_big_sweep_is_fit_on_a_seeded_sample():
     exp = _crafted(120)
     plain, focal = param_importances(exp, max_trials=40)
     assert (plain.trials, plain.of) == (40, 120) and plain.sampled
-    assert max(plain.values, key=plain.values.get) == "lr"             # the sample still finds what drives the score
+    assert max(plain.values, key=plain.values.get) == "lr"  # the sample still finds what drives the score
     assert focal.trials == min(40, focal.of) and focal.of == sum(t["config/loss"] == "focal" for t in exp.trials)
     again, _ = param_importances(exp, max_trials=40)
-    assert again.values == plain.values                                 # the same sample on every build
+    assert again.values == plain.values  # the same sample on every build
     full, _ = param_importances(exp, max_trials=0)
     assert (full.trials, full.of, full.sampled) == (120, 0, False)
 
@@ -390,21 +466,25 @@ def test_a_big_leaderboard_pages_and_sorts_across_pages(browser, tmp_path):
     page.write_text(build_report(exp, importance_trials=40))
     assert "fit on 40 of 250 trials" in page.read_text()
     browser.get(page.as_uri())
-    visible = ("return Array.from(document.querySelectorAll('#leaderboard tbody tr'))"
-               ".filter(r => !r.hidden).map(r => r.cells[1].textContent)")
-    where = ("return document.querySelector('table#leaderboard').parentNode.nextElementSibling"
-             ".querySelector('.where').textContent")
+    visible = (
+        "return Array.from(document.querySelectorAll('#leaderboard tbody tr'))"
+        ".filter(r => !r.hidden).map(r => r.cells[1].textContent)"
+    )
+    where = (
+        "return document.querySelector('table#leaderboard').parentNode.nextElementSibling"
+        ".querySelector('.where').textContent"
+    )
     ranked = [t["trial_id"] for t in sorted(exp.trials, key=lambda t: -t["score"])]
     assert browser.execute_script(visible) == ranked[:LEADERBOARD_PAGE]
     assert browser.execute_script(where) == f"rows 1-{LEADERBOARD_PAGE} of 250"
     pager = browser.find_element(By.CSS_SELECTOR, "section#leaderboard .pager")
     pager.find_element(By.CSS_SELECTOR, ".next").click()
-    assert browser.execute_script(visible) == ranked[LEADERBOARD_PAGE:2 * LEADERBOARD_PAGE]
+    assert browser.execute_script(visible) == ranked[LEADERBOARD_PAGE : 2 * LEADERBOARD_PAGE]
     pager.find_element(By.CSS_SELECTOR, ".next").click()
-    assert browser.execute_script(visible) == ranked[2 * LEADERBOARD_PAGE:]
+    assert browser.execute_script(visible) == ranked[2 * LEADERBOARD_PAGE :]
     assert browser.execute_script(where) == f"rows {2 * LEADERBOARD_PAGE + 1}-250 of 250"
     assert not pager.find_element(By.CSS_SELECTOR, ".next").is_enabled()
-    browser.find_elements(By.CSS_SELECTOR, "#leaderboard th")[2].click()      # sort by score, ascending
+    browser.find_elements(By.CSS_SELECTOR, "#leaderboard th")[2].click()  # sort by score, ascending
     assert browser.execute_script(visible) == ranked[::-1][:LEADERBOARD_PAGE]  # every row sorted; back to page 1
     assert not pager.find_element(By.CSS_SELECTOR, ".prev").is_enabled()
 
@@ -421,7 +501,14 @@ def test_the_sweep_prints_compact_lines_not_ray_result_boxes(experiment):
         ended = [line for line in lines if line.startswith(f"trial {t['trial_id']} {t['outcome']}: ")]
         assert len(ended) == 1 and f"score {t['score']:.4f}" in ended[0], t["trial_id"]
     assert any(" of 7 ended (" in line and "| best " in line and " of 28 epochs" in line for line in lines)
-    for ray_output in ("╭", "│", "Trial status", "Configuration for experiment", "View detailed results",
-                       "Processing trial results took", "_storage interface"):
+    for ray_output in (
+        "╭",
+        "│",
+        "Trial status",
+        "Configuration for experiment",
+        "View detailed results",
+        "Processing trial results took",
+        "_storage interface",
+    ):
         assert ray_output not in text, ray_output
-    assert len(lines) < 70, len(lines)            # ~890 lines for 12 trials before
+    assert len(lines) < 70, len(lines)  # ~890 lines for 12 trials before

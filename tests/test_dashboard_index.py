@@ -22,14 +22,18 @@ import pytest
 import test_dashboard
 from experiment_store import DataRef, ExperimentStore, SweepRecord
 
-browser = test_dashboard.browser          # the fixture: headless Chromium, as for the experiment page's tests
+browser = test_dashboard.browser  # the fixture: headless Chromium, as for the experiment page's tests
 
 CLASSES = ["happy", "neutral", "sad", "surprise"]
 MAX_EPOCHS = 6
-SPACE = {"fixed": {"optimizer": "adam", "model": "fer_cnn_tiny"},
-         "params": {"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-                    "dropout_scale": {"type": "float", "low": 0.0, "high": 1.6, "log": False},
-                    "loss": {"type": "categorical", "choices": ["ce", "focal"]}}}
+SPACE = {
+    "fixed": {"optimizer": "adam", "model": "fer_cnn_tiny"},
+    "params": {
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        "dropout_scale": {"type": "float", "low": 0.0, "high": 1.6, "log": False},
+        "loss": {"type": "categorical", "choices": ["ce", "focal"]},
+    },
+}
 XSS = "<img src=x onerror=alert(3)>"
 DATA_A, DATA_B = "runs/default/data", "s3://team/data/fer-clean"
 
@@ -41,11 +45,25 @@ def _history(tid: str, rng: random.Random, epochs: int, config: dict) -> list[di
         if acc > best:
             best, best_epoch = acc, e
         window = [r["val_acc"] for r in rows[-2:]] + [acc]
-        rows.append({"trial_id": tid, "epoch": e, "val_acc": acc, "val_loss": 1.4 - acc, "train_acc": acc + 0.05,
-                     "score": sum(window) / len(window), "peak": best, "peak_epoch": best_epoch, "final": acc,
-                     "trial_status": "completed" if e == MAX_EPOCHS else "running", "time_total_s": 2.0 * e,
-                     "done": e == MAX_EPOCHS, "config": config, "timestamp": 1_790_000_000 + e,
-                     **{f"val_recall_{c}": acc for c in CLASSES}})
+        rows.append(
+            {
+                "trial_id": tid,
+                "epoch": e,
+                "val_acc": acc,
+                "val_loss": 1.4 - acc,
+                "train_acc": acc + 0.05,
+                "score": sum(window) / len(window),
+                "peak": best,
+                "peak_epoch": best_epoch,
+                "final": acc,
+                "trial_status": "completed" if e == MAX_EPOCHS else "running",
+                "time_total_s": 2.0 * e,
+                "done": e == MAX_EPOCHS,
+                "config": config,
+                "timestamp": 1_790_000_000 + e,
+                **{f"val_recall_{c}": acc for c in CLASSES},
+            }
+        )
     return rows
 
 
@@ -55,15 +73,23 @@ def _config(rng: random.Random) -> dict:
 
 def _record(name: str, data: str, *, finished: bool, user: str = "ana") -> SweepRecord:
     return SweepRecord(
-        name=name, command=f"python sweeps/regularization.py --name {name} --data {data}",
+        name=name,
+        command=f"python sweeps/regularization.py --name {name} --data {data}",
         data=DataRef(uri=data, version="v1abc" if data == DATA_A else "v2def", classes=CLASSES, train=400, val=100),
-        space=SPACE, base_config={"seed": 0, "epochs": MAX_EPOCHS}, max_epochs=MAX_EPOCHS, space_file="space.yaml",
-        user=user, started="2026-11-30T10:00:00Z", finished="2026-11-30T11:00:00Z" if finished else None,
-        wall_s=3600.0 if finished else None)
+        space=SPACE,
+        base_config={"seed": 0, "epochs": MAX_EPOCHS},
+        max_epochs=MAX_EPOCHS,
+        space_file="space.yaml",
+        user=user,
+        started="2026-11-30T10:00:00Z",
+        finished="2026-11-30T11:00:00Z" if finished else None,
+        wall_s=3600.0 if finished else None,
+    )
 
 
-def finished_experiment(root: Path, name: str, data: str = DATA_A, n: int = 5, seed: int = 0,
-                        confirm: bool = False) -> Path:
+def finished_experiment(
+    root: Path, name: str, data: str = DATA_A, n: int = 5, seed: int = 0, confirm: bool = False
+) -> Path:
     """A finished sweep: its tables and the record with ``finished`` (sweeps.results rows, the store's writes)."""
     from sweeps.results import epoch_rows, trial_rows
 
@@ -73,8 +99,17 @@ def finished_experiment(root: Path, name: str, data: str = DATA_A, n: int = 5, s
         tid = f"{name[:3]}_{i:03d}"
         config = _config(rng)
         history = _history(tid, rng, MAX_EPOCHS if i % 4 else 2, config)
-        trials.append({"trial_id": tid, "config": config, "last": history[-1], "errored": False, "finished": True,
-                       "time_s": history[-1]["time_total_s"], "history": history})
+        trials.append(
+            {
+                "trial_id": tid,
+                "config": config,
+                "last": history[-1],
+                "errored": False,
+                "finished": True,
+                "time_s": history[-1]["time_total_s"],
+                "history": history,
+            }
+        )
     store = ExperimentStore(str(root / name))
     rows = trial_rows(trials, MAX_EPOCHS)
     store.write_tables(rows, epoch_rows(trials))
@@ -83,14 +118,26 @@ def finished_experiment(root: Path, name: str, data: str = DATA_A, n: int = 5, s
         from experiment_store import confirm_table
 
         best = max(rows, key=lambda r: r["score"])["trial_id"]
-        store.write_confirm(confirm_table([{"trial_id": best, "seed": 1000 + s, "score": v, "status": "completed"}
-                                           for s, v in enumerate((0.50, 0.60, 0.55))]), {"top": 1})
+        store.write_confirm(
+            confirm_table(
+                [
+                    {"trial_id": best, "seed": 1000 + s, "score": v, "status": "completed"}
+                    for s, v in enumerate((0.50, 0.60, 0.55))
+                ]
+            ),
+            {"top": 1},
+        )
         from experiment_store import Decision, record_decisions
 
-        record_decisions(store, [Decision("export-best", best, "score", 1, 0.51, 0.51, "/tmp/old.yaml",
-                                          "2026-11-29T10:00:00Z", "ben"),
-                                 Decision("export-best", best, "confirmed", 1, 0.55, 0.51, "/tmp/best.yaml",
-                                          "2026-11-30T09:00:00Z", "ana")])
+        record_decisions(
+            store,
+            [
+                Decision("export-best", best, "score", 1, 0.51, 0.51, "/tmp/old.yaml", "2026-11-29T10:00:00Z", "ben"),
+                Decision(
+                    "export-best", best, "confirmed", 1, 0.55, 0.51, "/tmp/best.yaml", "2026-11-30T09:00:00Z", "ana"
+                ),
+            ],
+        )
     return root / name
 
 
@@ -140,12 +187,21 @@ def team(tmp_path) -> Path:
 
 # -- state rules ---------------------------------------------------------------------------------------
 
+
 def test_state_rules():
     from dashboards.index import FINISHED, INTERRUPTED, RUNNING, RUNNING_WINDOW_S, Activity, experiment_state
 
     now = 1_800_000_000.0
-    done = Activity(has_record=True, record_finished=True, trials_table=now - 5000, epochs_table=now - 5000,
-                    newest_result=now - 5010, trial_folders=3, tune_state=now - 4990, record_written=now - 5000)
+    done = Activity(
+        has_record=True,
+        record_finished=True,
+        trials_table=now - 5000,
+        epochs_table=now - 5000,
+        newest_result=now - 5010,
+        trial_folders=3,
+        tune_state=now - 4990,
+        record_written=now - 5000,
+    )
     assert experiment_state(done, now) == FINISHED
     # resumed or extended: the record says finished, but trials reported after the tables were written
     resumed = Activity(**{**done.__dict__, "newest_result": now - 30})
@@ -168,22 +224,30 @@ def test_state_rules():
 def test_rows_of_a_root_by_path_and_file_uri(team):
     from dashboards.index import experiment_names, open_root, read_rows
 
-    for given in (str(team), team.as_uri()):                # a local folder, and the same as file:///...
+    for given in (str(team), team.as_uri()):  # a local folder, and the same as file:///...
         root = open_root(given)
         names, other = experiment_names(root)
         assert names == ["alpha", "beta", "broken", "delta", "gamma"] and other == ["wandb"]
         rows = {r.folder: r for r in read_rows(root, names)}
         assert {k: r.state for k, r in rows.items()} == {
-            "alpha": "finished", "beta": "finished", "broken": "unreadable", "delta": "interrupted", "gamma": "running"}
+            "alpha": "finished",
+            "beta": "finished",
+            "broken": "unreadable",
+            "delta": "interrupted",
+            "gamma": "running",
+        }
         a = rows["alpha"]
         assert (a.trials, a.outcomes) == (5, {"completed": 3, "stopped by ASHA": 2})
-        assert a.best is not None and a.best["score"] == max(r["score"] for r in ExperimentStore(str(team / "alpha"))
-                                                             .read_rows("trials.parquet") if r["score"] is not None)
+        assert a.best is not None and a.best["score"] == max(
+            r["score"]
+            for r in ExperimentStore(str(team / "alpha")).read_rows("trials.parquet")
+            if r["score"] is not None
+        )
         assert a.confirmed is not None and a.confirmed["mean"] == pytest.approx(0.55) and a.confirmed["n"] == 3
         assert a.compute_s == pytest.approx(3 * 12.0 + 2 * 4.0)
         assert (a.user, a.data_uri, a.data_version, a.space_file) == ("ana", DATA_A, "v1abc", "space.yaml")
         assert a.command and "--name alpha" in a.command and a.finished and a.started
-        g = rows["gamma"]                                   # Tune's trial folders: 1 done, 2 still running
+        g = rows["gamma"]  # Tune's trial folders: 1 done, 2 still running
         assert g.outcomes == {"completed": 1, "running": 2} and g.user == "ben" and g.finished is None
         assert rows["delta"].outcomes == {"completed": 1, "running": 2}
         assert "not valid JSON" in rows["broken"].error
@@ -210,19 +274,19 @@ def test_index_page_is_escaped_offline_and_links(team, tmp_path, capsys):
     record = json.loads((team / "beta" / "sweep.json").read_text())
     record["name"], record["user"], record["data"]["uri"] = XSS, XSS, XSS
     (team / "beta" / "sweep.json").write_text(json.dumps(record))
-    (team / "alpha" / "dashboard.html").write_text("<!DOCTYPE html>")      # alpha's page is "built"
+    (team / "alpha" / "dashboard.html").write_text("<!DOCTYPE html>")  # alpha's page is "built"
     assert main(["dashboard", "index", str(team), "--out", str(tmp_path / "out" / "index.html")]) == 0
     html = (tmp_path / "out" / "index.html").read_text()
     assert XSS not in html and "&lt;img src=x onerror=alert(3)&gt;" in html
     assert "plotly.js v" not in html and 'src="http' not in html and len(html) < 200_000
-    assert 'href="../sweeps/alpha/dashboard.html"' in html          # relative to where the index is written
-    assert 'href="../sweeps/beta/' not in html                      # no page built yet: no broken link
+    assert 'href="../sweeps/alpha/dashboard.html"' in html  # relative to where the index is written
+    assert 'href="../sweeps/beta/' not in html  # no page built yet: no broken link
     assert "fer dashboard build" in html and "Folders that are not experiments: wandb" in html
-    assert "by confirmed (0.5500), 2026-11-30, ana (+1 earlier)" in html          # alpha's latest promotion
-    assert main(["dashboard", "index", team.as_uri()]) == 0           # default --out: <root>/index.html
+    assert "by confirmed (0.5500), 2026-11-30, ana (+1 earlier)" in html  # alpha's latest promotion
+    assert main(["dashboard", "index", team.as_uri()]) == 0  # default --out: <root>/index.html
     assert 'href="alpha/dashboard.html"' in (team / "index.html").read_text()
     (tmp_path / "mine.html").write_text("<html>someone's page</html>")
-    assert main(["dashboard", "index", str(team), "--out", str(tmp_path / "mine.html")]) == 2   # not replaced
+    assert main(["dashboard", "index", str(team), "--out", str(tmp_path / "mine.html")]) == 2  # not replaced
     assert "someone's page" in (tmp_path / "mine.html").read_text()
 
 
@@ -263,10 +327,11 @@ def test_build_pages_builds_missing_and_stale_pages_only(team, tmp_path, capsys)
     for n in sorted(built):
         assert f'href="{n}/dashboard.html"' in html
     assert main(["dashboard", "index", str(team), "--build-pages"]) == 0
-    assert "page built" not in capsys.readouterr().err               # every page is current: nothing rebuilt
+    assert "page built" not in capsys.readouterr().err  # every page is current: nothing rebuilt
 
 
 # -- serve ROOT -----------------------------------------------------------------------------------------
+
 
 def _request(port: int, path: str, method: str = "GET") -> tuple[int, bytes, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -284,8 +349,8 @@ def served(team):
     from dashboards.serve import IndexServer, make_server
 
     server = make_server(team, port=0, quiet=True)
-    assert isinstance(server.app, IndexServer)        # type: ignore[attr-defined]
-    server.app.ttl_s = 0.0                            # type: ignore[attr-defined]
+    assert isinstance(server.app, IndexServer)  # type: ignore[attr-defined]
+    server.app.ttl_s = 0.0  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.server_address[1]
     server.shutdown()
@@ -295,15 +360,32 @@ def served(team):
 def test_serve_root_refuses_traversal_and_other_paths(served, team):
     port = served
     (team.parent / "outside").mkdir()
-    finished_experiment(team.parent, "sibling")           # an experiment next to the root, not under it
+    finished_experiment(team.parent, "sibling")  # an experiment next to the root, not under it
     status, body, _ = _request(port, "/")
     assert status == 200 and b'href="e/alpha/"' in body and b"compare" in body
-    for path in ("/e/../sibling/", "/e/%2e%2e/", "/e/%2E%2E/sweep.json", "/e/..%2Fsibling/", "/e/%2e%2e%2fsibling/",
-                 "/e/alpha/../../sibling/", "/e/wandb/", "/e/.hidden/", "/e/alpha/sweep.json",
-                 "/e/alpha/trials.parquet",
-                 "/e/alpha%2Fsweep.json", "/e/%ff/", "/e/", "/e//", "/sweep.json", "/alpha/sweep.json",
-                 "/compare?a=alpha&b=..", "/compare?a=alpha&b=%2e%2e%2fsibling", "/compare?a=alpha",
-                 "/compare?a=alpha&b=beta&b=gamma", "/e/sibling/"):
+    for path in (
+        "/e/../sibling/",
+        "/e/%2e%2e/",
+        "/e/%2E%2E/sweep.json",
+        "/e/..%2Fsibling/",
+        "/e/%2e%2e%2fsibling/",
+        "/e/alpha/../../sibling/",
+        "/e/wandb/",
+        "/e/.hidden/",
+        "/e/alpha/sweep.json",
+        "/e/alpha/trials.parquet",
+        "/e/alpha%2Fsweep.json",
+        "/e/%ff/",
+        "/e/",
+        "/e//",
+        "/sweep.json",
+        "/alpha/sweep.json",
+        "/compare?a=alpha&b=..",
+        "/compare?a=alpha&b=%2e%2e%2fsibling",
+        "/compare?a=alpha",
+        "/compare?a=alpha&b=beta&b=gamma",
+        "/e/sibling/",
+    ):
         status, body, _ = _request(port, path)
         assert status == 404, (path, status)
     assert _request(port, "/", "POST")[0] == 405
@@ -316,7 +398,7 @@ def test_serve_root_pages_compare_and_new_experiments(served, team):
     port = served
     status, body, _ = _request(port, "/e/alpha/")
     assert status == 200 and b'<h1 class="exp-name">alpha</h1>' in body and b"fetch('version'" in body
-    assert b'href="../../"' in body                                       # back to the index
+    assert b'href="../../"' in body  # back to the index
     status, body, _ = _request(port, "/e/alpha/version")
     assert status == 200 and json.loads(body)["version"]
     status, body, _ = _request(port, "/e/gamma/")
@@ -324,7 +406,7 @@ def test_serve_root_pages_compare_and_new_experiments(served, team):
     status, body, _ = _request(port, "/compare?a=alpha&b=beta")
     assert status == 200 and b"alpha vs beta" in body.split(b"</title>")[0]
     assert b"epsilon" not in _request(port, "/")[1]
-    finished_experiment(team, "epsilon", seed=5)                          # created after the server started
+    finished_experiment(team, "epsilon", seed=5)  # created after the server started
     status, body, _ = _request(port, "/")
     assert status == 200 and b'href="e/epsilon/"' in body
     assert _request(port, "/e/epsilon/")[0] == 200
@@ -335,16 +417,16 @@ def test_serve_one_experiment_is_unchanged(team):
     from dashboards.serve import DashboardServer, IndexServer, make_server, serves_index
 
     assert serves_index(team) and not serves_index(team / "alpha") and not serves_index(team / "nope")
-    assert not serves_index(team / "wandb")               # no experiment under it: today's behaviour (waits)
+    assert not serves_index(team / "wandb")  # no experiment under it: today's behaviour (waits)
     for where, kind in ((team / "alpha", DashboardServer), (team / "nope", DashboardServer), (team, IndexServer)):
         server = make_server(where, port=0, quiet=True)
         try:
-            assert isinstance(server.app, kind)         # type: ignore[attr-defined]
+            assert isinstance(server.app, kind)  # type: ignore[attr-defined]
         finally:
             server.server_close()
     server = make_server(team / "wandb", port=0, quiet=True, index=True)
     try:
-        assert isinstance(server.app, IndexServer)      # type: ignore[attr-defined]
+        assert isinstance(server.app, IndexServer)  # type: ignore[attr-defined]
     finally:
         server.server_close()
 
@@ -355,7 +437,8 @@ def test_serve_one_experiment_is_unchanged(team):
 def _rows(driver, col: int) -> list[str]:
     return driver.execute_script(
         f"return Array.from(document.querySelectorAll('#experiments tbody tr')).filter(r => !r.hidden)"
-        f".map(r => r.cells[{col}].getAttribute('data-v'))")
+        f".map(r => r.cells[{col}].getAttribute('data-v'))"
+    )
 
 
 @pytest.mark.slow
@@ -417,15 +500,23 @@ def test_static_index_from_a_file_uri_shows_the_compare_command(team, browser, t
     out.write_text(build_index(root, read_rows(root), link_base=link_base_for(root, out)))
     browser.get((team / "index.html").as_uri())
     assert browser.find_element(By.ID, "shown-count").text == "5 of 5 experiments shown"
-    state = {r.find_elements(By.TAG_NAME, "td")[1].text: r.find_elements(By.TAG_NAME, "td")[2].text
-             for r in browser.find_elements(By.CSS_SELECTOR, "#experiments tbody tr")}
-    assert state == {"alpha": "finished", "beta": "finished", "gamma": "running", "delta": "interrupted",
-                     "broken": "unreadable"}
+    state = {
+        r.find_elements(By.TAG_NAME, "td")[1].text: r.find_elements(By.TAG_NAME, "td")[2].text
+        for r in browser.find_elements(By.CSS_SELECTOR, "#experiments tbody tr")
+    }
+    assert state == {
+        "alpha": "finished",
+        "beta": "finished",
+        "gamma": "running",
+        "delta": "interrupted",
+        "broken": "unreadable",
+    }
     box = browser.find_element(By.ID, "compare-box")
     browser.find_element(By.CSS_SELECTOR, 'input.pick[value="alpha"]').click()
     assert "1 picked" in box.text
     browser.find_element(By.CSS_SELECTOR, 'input.pick[value="delta"]').click()
     assert box.find_element(By.TAG_NAME, "code").text == (
-        f"fer dashboard compare {team / 'alpha'} {team / 'delta'} --out compare.html")
+        f"fer dashboard compare {team / 'alpha'} {team / 'delta'} --out compare.html"
+    )
     browser.find_element(By.LINK_TEXT, "alpha").click()
     assert browser.find_element(By.TAG_NAME, "h1").text == "alpha page"

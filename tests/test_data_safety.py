@@ -57,16 +57,20 @@ def _edit_manifest(folder, edit) -> dict:
 
 # 1. The data version is recomputed; `fer data report` checks the shards.
 
+
 def test_swapped_class_names_are_refused_even_with_the_version_pin(ingested, tmp_path):
     from fer_core.train import load_train_data
 
     copy = _copy(ingested, tmp_path)
     m = _edit_manifest(copy, lambda m: m["classes"].__setitem__(slice(0, 2), m["classes"][1::-1]))
-    version = m["version"]                           # unchanged: the edit keeps the old version
+    version = m["version"]  # unchanged: the edit keeps the old version
     for load in (lambda **k: load_split(str(copy), "train", **k), lambda **k: load_train_data(str(copy), **k)):
         for pin in ({}, {"expected_version": version}):
-            with pytest.raises(ManifestError, match=r"manifest\.json: classes, image shape or shard list .* "
-                                                    r"edited or is corrupt: re-run 'fer data ingest'"):
+            with pytest.raises(
+                ManifestError,
+                match=r"manifest\.json: classes, image shape or shard list .* "
+                r"edited or is corrupt: re-run 'fer data ingest'",
+            ):
                 load(**pin)
 
 
@@ -86,7 +90,7 @@ def test_report_checks_shard_checksums(ingested, tmp_path, capsys):
     data[len(data) // 2] ^= 0x01
     shard.write_bytes(bytes(data))
     _one_line_error(_fer("data", "report", str(copy)), f"{shard.name}: checksum mismatch")
-    assert main(["data", "report", str(copy), "--no-verify"]) == 0     # the user can still look at it
+    assert main(["data", "report", str(copy), "--no-verify"]) == 0  # the user can still look at it
     assert "shards not checked" in capsys.readouterr().out
     assert main(["data", "report", str(ingested)]) == 0
     assert "checked 3 shards against the manifest: checksums, rows and counts match" in capsys.readouterr().out
@@ -103,6 +107,7 @@ def test_report_checks_counts_against_the_shards(ingested, tmp_path, capsys):
 
 
 # 2. Readers stay inside their source.
+
 
 def test_rafdb_list_cannot_reach_outside_the_source(tmp_path):
     root = tmp_path / "data" / "RAF"
@@ -141,21 +146,23 @@ def test_class_folder_symlink_to_outside_is_skipped(tmp_path):
     save(root / "sad" / "b.png", face(2))
     outside = save(tmp_path / "secret.png", face(3))
     os.symlink(outside, root / "sad" / "link.png")
-    os.symlink(root / "happy" / "a.png", root / "sad" / "inside.png")    # a link within the source is fine
+    os.symlink(root / "happy" / "a.png", root / "sad" / "inside.png")  # a link within the source is fine
     src = read_source(root)
     assert sorted(src.ids) == ["src:happy/a.png", "src:sad/b.png", "src:sad/inside.png"]
     assert [(s.item, s.reason) for s in src.skipped] == [
-        ("sad/link.png", f"path escapes the source folder (links to {os.path.realpath(outside)})")]
+        ("sad/link.png", f"path escapes the source folder (links to {os.path.realpath(outside)})")
+    ]
 
 
 # 3. Images of more than 8 bits are scaled, not clipped.
+
 
 def test_16bit_png_is_scaled_to_8_bits(tmp_path):
     arr = np.linspace(0, 65535, 48 * 48).round().astype(np.uint16).reshape(48, 48)
     path = tmp_path / "deep.png"
     Image.fromarray(arr).save(path)
     with Image.open(path) as img:
-        assert img.mode.startswith("I")              # a real 16-bit PNG
+        assert img.mode.startswith("I")  # a real 16-bit PNG
     out = decode_file(path, 48, "grayscale")[:, :, 0].astype(int)
     assert np.abs(out - arr / 257).max() <= 1
     assert out.min() == 0 and out.max() == 255 and (out < 255).mean() > 0.9
@@ -166,11 +173,11 @@ def test_16bit_png_is_scaled_to_8_bits(tmp_path):
 def test_32bit_and_float_images_follow_their_value_range(tmp_path):
     grad = np.linspace(0, 1, 48 * 48).reshape(48, 48)
     as_8bit = from_pil(Image.fromarray((grad * 255).round().astype(np.int32)), 48, "grayscale")[:, :, 0]
-    assert np.abs(as_8bit - grad * 255).max() <= 0.5                      # 0..255 kept
+    assert np.abs(as_8bit - grad * 255).max() <= 0.5  # 0..255 kept
     as_16bit = from_pil(Image.fromarray((grad * 65535).astype(np.int32)), 48, "grayscale")[:, :, 0]
-    assert np.abs(as_16bit - grad * 255).max() <= 1                        # 0..65535 scaled
+    assert np.abs(as_16bit - grad * 255).max() <= 1  # 0..65535 scaled
     unit = from_pil(Image.fromarray(grad.astype(np.float32)), 48, "grayscale")[:, :, 0]
-    assert np.abs(unit - grad * 255).max() <= 1                            # float 0..1 scaled
+    assert np.abs(unit - grad * 255).max() <= 1  # float 0..1 scaled
     # a 32-bit TIFF beyond 16 bits has no agreed scale: skipped with a reason
     Image.fromarray((grad * 100000).astype(np.int32)).save(tmp_path / "wide.tif")
     decoded = decode_files([tmp_path / "wide.tif"], 48, "grayscale")
@@ -178,6 +185,7 @@ def test_32bit_and_float_images_follow_their_value_range(tmp_path):
 
 
 # 4. A class emptied by deduplication leaves the class list.
+
 
 def _copies_tree(root, copies_of_happy: str):
     """happy and sad faces, and a third class made only of exact copies of happy faces (each of which
@@ -205,11 +213,13 @@ def test_class_emptied_by_dedup_is_dropped(tmp_path, capsys):
     data = load_train_data(str(out))
     assert data.classes == ["happy", "sad"]
     assert data.counts("train") == [m["counts"]["train"]["happy"], m["counts"]["train"]["sad"]]
-    assert "dropped class(es) with no images left after removing duplicates: angry" in \
-        (out / "report" / "report.txt").read_text()
+    assert (
+        "dropped class(es) with no images left after removing duplicates: angry"
+        in (out / "report" / "report.txt").read_text()
+    )
     with open(out / "report" / "duplicates.csv") as fh:
         dups = list(csv.DictReader(fh))
-    assert sorted({r["label"] for r in dups}) == ["angry", "happy"]      # labels named before the drop
+    assert sorted({r["label"] for r in dups}) == ["angry", "happy"]  # labels named before the drop
     assert all(r["action"] != "kept" for r in dups if r["label"] == "angry")
 
 
@@ -219,8 +229,11 @@ def test_one_class_left_after_dedup_is_an_error(tmp_path):
         save(root / "happy" / f"h{k}.png", face(k))
         save(root / "happy" / f"h{k}-again.png", face(k))
         save(root / "sad" / f"s{k}.png", face(k))
-    with pytest.raises(DataError, match=r"only class\(es\) happy keep images \(sad lost all of theirs\); "
-                                        "need at least two classes"):
+    with pytest.raises(
+        DataError,
+        match=r"only class\(es\) happy keep images \(sad lost all of theirs\); "
+        "need at least two classes",
+    ):
         ingest(IngestOptions(src=str(root), out=str(tmp_path / "out"), mislabels=False, quiet=True))
     assert not (tmp_path / "out").exists()
 
@@ -234,12 +247,16 @@ def test_class_without_train_images_is_an_error(tmp_path):
         save(root / "val" / "happy" / f"h{k}.png", face(200 + k))
         save(root / "val" / "sad" / f"s{k}.png", face(300 + k))
         save(root / "test" / "angry" / f"a{k}.png", face(400 + k))
-    with pytest.raises(DataError, match=r"class\(es\) angry have images only in val/test, none in train.*"
-                                        "--split 80/10/10"):
+    with pytest.raises(
+        DataError,
+        match=r"class\(es\) angry have images only in val/test, none in train.*"
+        "--split 80/10/10",
+    ):
         ingest(IngestOptions(src=str(root), out=str(tmp_path / "out"), split="keep", mislabels=False, quiet=True))
 
 
 # 5. Unreadable CSVs and absurd options: one line, no traceback.
+
 
 def _fer2013_text(bad_row: str | None = None, after: int = 2, n: int = 24) -> str:
     """n rows of two classes; ``bad_row`` goes on line ``after + 2`` (the header is line 1)."""
@@ -258,52 +275,92 @@ def _zip_bytes(name: str, text: str) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("case, content, fragments", [
-    ("gzip", gzip.compress(_fer2013_text().encode()), ["FER2013 CSV is gzip-compressed", "decompress it first"]),
-    ("zip", _zip_bytes("fer2013.csv", _fer2013_text()), ["FER2013 CSV is a zip archive", "unzip fer2013.csv"]),
-    ("latin-1", _fer2013_text(bad_row="3,1 2 3,Entraînement").encode("latin-1"),
-     ["line 4: FER2013 CSV is not UTF-8 text", "save it as UTF-8"]),
-    ("huge field", _fer2013_text(bad_row="3," + "1 " * 70000 + ",Training").encode(),
-     ["line 4: malformed CSV (field larger than field limit", "check the quoting"]),
-    # near the end, so the quote swallows only the last two rows (fewer bytes than the field limit)
-    ("unterminated quote", _fer2013_text(bad_row='3,"1 2 3,Training', after=22).encode(),
-     ["line 24: a quoted field runs over 3 lines (an unterminated quote?)"]),
-])
+@pytest.mark.parametrize(
+    "case, content, fragments",
+    [
+        ("gzip", gzip.compress(_fer2013_text().encode()), ["FER2013 CSV is gzip-compressed", "decompress it first"]),
+        ("zip", _zip_bytes("fer2013.csv", _fer2013_text()), ["FER2013 CSV is a zip archive", "unzip fer2013.csv"]),
+        (
+            "latin-1",
+            _fer2013_text(bad_row="3,1 2 3,Entraînement").encode("latin-1"),
+            ["line 4: FER2013 CSV is not UTF-8 text", "save it as UTF-8"],
+        ),
+        (
+            "huge field",
+            _fer2013_text(bad_row="3," + "1 " * 70000 + ",Training").encode(),
+            ["line 4: malformed CSV (field larger than field limit", "check the quoting"],
+        ),
+        # near the end, so the quote swallows only the last two rows (fewer bytes than the field limit)
+        (
+            "unterminated quote",
+            _fer2013_text(bad_row='3,"1 2 3,Training', after=22).encode(),
+            ["line 24: a quoted field runs over 3 lines (an unterminated quote?)"],
+        ),
+    ],
+)
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_unreadable_fer2013_csv_is_one_line(tmp_path, case, content, fragments):
     path = tmp_path / "fer2013.csv"
     path.write_bytes(content)
-    _one_line_error(_fer("data", "ingest", str(path), "--out", str(tmp_path / "out"), "--quiet", "--no-mislabels"),
-                    str(path), *fragments)
+    _one_line_error(
+        _fer("data", "ingest", str(path), "--out", str(tmp_path / "out"), "--quiet", "--no-mislabels"),
+        str(path),
+        *fragments,
+    )
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("case, content, fragments", [
-    ("gzip", gzip.compress(b"id,new_label\nraw:happy/a.png,sad\n"), ["relabels file is gzip-compressed"]),
-    ("cp1252", "id,new_label\nraw:happy/a.png,sad\nraw:happy/é.png,drop\n".encode("cp1252"),
-     ["line 3: relabels file is not UTF-8 text", "save it as UTF-8"]),
-    ("unterminated quote", b'id,new_label\n"raw:happy/a.png,sad\nraw:happy/b.png,drop\n',
-     ["line 2: a quoted field runs over 2 lines (an unterminated quote?)"]),
-])
+@pytest.mark.parametrize(
+    "case, content, fragments",
+    [
+        ("gzip", gzip.compress(b"id,new_label\nraw:happy/a.png,sad\n"), ["relabels file is gzip-compressed"]),
+        (
+            "cp1252",
+            "id,new_label\nraw:happy/a.png,sad\nraw:happy/é.png,drop\n".encode("cp1252"),
+            ["line 3: relabels file is not UTF-8 text", "save it as UTF-8"],
+        ),
+        (
+            "unterminated quote",
+            b'id,new_label\n"raw:happy/a.png,sad\nraw:happy/b.png,drop\n',
+            ["line 2: a quoted field runs over 2 lines (an unterminated quote?)"],
+        ),
+    ],
+)
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_unreadable_relabels_csv_is_one_line(tmp_path, synth_dir, case, content, fragments):
     path = tmp_path / "relabels.csv"
     path.write_bytes(content)
-    _one_line_error(_fer("data", "ingest", str(synth_dir), "--out", str(tmp_path / "out"), "--quiet",
-                         "--no-mislabels", "--relabels", str(path)), str(path), *fragments)
+    _one_line_error(
+        _fer(
+            "data",
+            "ingest",
+            str(synth_dir),
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--no-mislabels",
+            "--relabels",
+            str(path),
+        ),
+        str(path),
+        *fragments,
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.e2e
 @pytest.mark.parametrize("size", ["100000", "0"])
 def test_absurd_size_is_refused_up_front(tmp_path, synth_dir, size):
-    _one_line_error(_fer("data", "ingest", str(synth_dir), "--out", str(tmp_path / "out"), "--size", size),
-                    f"--size: expected 8..512 pixels, got {size}")
+    _one_line_error(
+        _fer("data", "ingest", str(synth_dir), "--out", str(tmp_path / "out"), "--size", size),
+        f"--size: expected 8..512 pixels, got {size}",
+    )
 
 
 # 6. Split ratios must add up.
+
 
 @pytest.mark.slow
 @pytest.mark.e2e
@@ -313,19 +370,21 @@ def test_split_ratios_must_sum_to_100_or_1(tmp_path):
     for bad in ("50/50/50", "80/10/5", "0.5/0.2/0.2", "inf/1/1"):
         with pytest.raises(DataError, match="--split"):
             parse_ratios(bad)
-    _one_line_error(_fer("data", "ingest", str(tmp_path / "src"), "--out", str(tmp_path / "out"),
-                         "--split", "50/50/50"),
-                    "--split: ratios '50/50/50' sum to 150; they must sum to 100")
+    _one_line_error(
+        _fer("data", "ingest", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--split", "50/50/50"),
+        "--split: ratios '50/50/50' sum to 150; they must sum to 100",
+    )
 
 
 # 7. Unmatched relabel ids are listed.
+
 
 def test_unmatched_relabel_ids_are_listed(tmp_path, capsys):
     root = tmp_path / "src"
     for k in range(20):
         save(root / "happy" / f"h{k}.png", face(k))
         save(root / "sad" / f"s{k}.png", face(100 + k))
-    wrong = [f"other:happy/h{k}.png" for k in range(120)]                 # e.g. ids of another --name
+    wrong = [f"other:happy/h{k}.png" for k in range(120)]  # e.g. ids of another --name
     relabels = tmp_path / "relabels.csv"
     relabels.write_text("id,new_label\nsrc:happy/h0.png,sad\n" + "".join(f"{i},drop\n" for i in wrong))
     out = tmp_path / "out"

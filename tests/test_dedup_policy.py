@@ -11,8 +11,9 @@ from fer_core.data.dedup import duplicate_groups, resolve
 def _res(groups, labels, splits, rank=None, keep_splits=True, conflicts="majority"):
     g = np.array(groups)
     rank = np.zeros(len(g), dtype=np.int64) if rank is None else np.array(rank)
-    return resolve(g, np.zeros(len(g), bool), np.array(labels), splits, rank, keep_splits=keep_splits,
-                   conflicts=conflicts)
+    return resolve(
+        g, np.zeros(len(g), bool), np.array(labels), splits, rank, keep_splits=keep_splits, conflicts=conflicts
+    )
 
 
 def test_leakage_removed_from_val_and_test_keep_train_copy():
@@ -78,16 +79,31 @@ def test_threshold_benchmark_on_a_folder_of_images(synth_dir, tmp_path, capsys):
     """benchmarks/dedup_threshold.py --images, as a user runs it on real faces (here: a synth folder,
     whose injected copies it leaves out via truth.csv)."""
     bench = _dedup_benchmark()
-    bench.main(["--images", str(synth_dir), "--n", "300", "--copies", "20", "--max", "8",
-                "--pairs", str(tmp_path / "pairs.csv")])
+    bench.main(
+        [
+            "--images",
+            str(synth_dir),
+            "--n",
+            "300",
+            "--copies",
+            "20",
+            "--max",
+            "8",
+            "--pairs",
+            str(tmp_path / "pairs.csv"),
+        ]
+    )
     out = capsys.readouterr().out
     assert "injected copies" in out and "300 distinct images at 48x48" in out
-    rows = {int(line.split()[0]): line.split() for line in out.splitlines()
-            if line[:4].strip().isdigit() and len(line.split()) == 7}
+    rows = {
+        int(line.split()[0]): line.split()
+        for line in out.splitlines()
+        if line[:4].strip().isdigit() and len(line.split()) == 7
+    }
     assert sorted(rows) == [0, 2, 4, 6, 8]
     recall = [float(rows[t][1]) for t in sorted(rows)]
-    assert recall == sorted(recall) and recall[-1] >= 0.9           # copies are found as t grows
-    assert int(rows[0][3]) == 0                                     # no distinct faces at distance 0
+    assert recall == sorted(recall) and recall[-1] >= 0.9  # copies are found as t grows
+    assert int(rows[0][3]) == 0  # no distinct faces at distance 0
     for kind in ("shift", "rescale", "jpeg75", "mixed"):
         assert f"{kind:>10} " in out
     assert "largest threshold with wrongly grouped originals" in out

@@ -13,9 +13,14 @@ from fer_core.storage import locate, redact
 
 
 def _record(**changes) -> SweepRecord:
-    rec = SweepRecord(name="reg1", command="python sweeps/regularization.py --name reg1",
-                      data=DataRef(uri="runs/default/data", version="v1", classes=["happy", "sad"]),
-                      space={"params": {}, "fixed": {}}, base_config={"epochs": 3}, max_epochs=3)
+    rec = SweepRecord(
+        name="reg1",
+        command="python sweeps/regularization.py --name reg1",
+        data=DataRef(uri="runs/default/data", version="v1", classes=["happy", "sad"]),
+        space={"params": {}, "fixed": {}},
+        base_config={"epochs": 3},
+        max_epochs=3,
+    )
     for k, v in changes.items():
         setattr(rec, k, v)
     return rec
@@ -26,7 +31,7 @@ def test_record_round_trip_keeps_unknown_keys_and_refuses_newer_formats(tmp_path
     rec = _record(best={"score": float("nan")}, extra={"added_by_a_newer_minor": 1})
     store.write_record(rec)
     text = (tmp_path / "reg1" / "sweep.json").read_text()
-    assert "NaN" not in text and json.loads(text)["added_by_a_newer_minor"] == 1     # strict JSON, kept keys
+    assert "NaN" not in text and json.loads(text)["added_by_a_newer_minor"] == 1  # strict JSON, kept keys
     back = store.read_record()
     assert back.name == "reg1" and back.data.classes == ["happy", "sad"] and back.best == {"score": None}
     assert back.extra == {"added_by_a_newer_minor": 1}
@@ -47,8 +52,10 @@ def test_tables_read_nan_as_none(tmp_path):
 
 
 def test_secrets_in_uris_are_redacted():
-    assert redact("s3://b/p?access_key=AK&secret_key=SK&endpoint_override=h:9") == \
-        "s3://b/p?access_key=***&secret_key=***&endpoint_override=h:9"
+    assert (
+        redact("s3://b/p?access_key=AK&secret_key=SK&endpoint_override=h:9")
+        == "s3://b/p?access_key=***&secret_key=***&endpoint_override=h:9"
+    )
     assert redact("postgresql://user:pw@db/studies") == "postgresql://db/studies"
     assert redact("sqlite:////abs/optuna.db") == "sqlite:////abs/optuna.db"
     assert redact("runs/sweeps") == "runs/sweeps"
@@ -63,10 +70,10 @@ def test_a_cut_short_tuner_state_is_repaired_from_the_launch_copy(tmp_path):
     (exp / "tuner.pkl").write_bytes(state)
     store = ExperimentStore(str(exp))
     store.keep_tune_state_copy()
-    for damaged in (b"", state[: len(state) // 2]):            # killed while Ray re-uploaded it
+    for damaged in (b"", state[: len(state) // 2]):  # killed while Ray re-uploaded it
         (exp / "tuner.pkl").write_bytes(damaged)
         assert store.repair_tune_state() and (exp / "tuner.pkl").read_bytes() == state
-    assert store.repair_tune_state() == []                     # whole: nothing to do
+    assert store.repair_tune_state() == []  # whole: nothing to do
 
 
 def test_a_cut_short_newest_snapshot_is_set_aside(tmp_path):
@@ -75,7 +82,7 @@ def test_a_cut_short_newest_snapshot_is_set_aside(tmp_path):
     good = {"trial_data": [], "runner_data": {}}
     (exp / "experiment_state-2026-01-01_10-00-00.json").write_text(json.dumps(good))
     (exp / "searcher-state-2026-01-01_10-00-00.pkl").write_bytes(pickle.dumps({"s": 1}))
-    (exp / "search_gen_state-2026-01-01_10-00-00.json").write_bytes(pickle.dumps({"g": 1}))   # Ray: a pickle
+    (exp / "search_gen_state-2026-01-01_10-00-00.json").write_bytes(pickle.dumps({"g": 1}))  # Ray: a pickle
     (exp / "search_gen_state-2026-01-01_11-00-00.json").write_bytes(pickle.dumps({"g": 2}))
     (exp / "experiment_state-2026-01-01_11-00-00.json").write_text(json.dumps(good)[:10])
     (exp / "searcher-state-2026-01-01_11-00-00.pkl").write_bytes(pickle.dumps({"s": 2}))
@@ -83,9 +90,12 @@ def test_a_cut_short_newest_snapshot_is_set_aside(tmp_path):
     assert len(notes) == 1 and "11-00-00" in notes[0]
     names = sorted(p.name for p in exp.iterdir())
     assert "experiment_state-2026-01-01_11-00-00.json.damaged" in names
-    assert "experiment_state-2026-01-01_11-00-00.json" not in names and "searcher-state-2026-01-01_11-00-00.pkl" not in names
+    assert (
+        "experiment_state-2026-01-01_11-00-00.json" not in names
+        and "searcher-state-2026-01-01_11-00-00.pkl" not in names
+    )
     assert "experiment_state-2026-01-01_10-00-00.json" in names
-    assert ExperimentStore(str(exp)).repair_tune_state() == []          # the older one is whole: kept
+    assert ExperimentStore(str(exp)).repair_tune_state() == []  # the older one is whole: kept
     # the only snapshot left is never set aside, even when damaged: Ray then says what is wrong
     (exp / "experiment_state-2026-01-01_10-00-00.json").write_text("{")
     assert ExperimentStore(str(exp)).repair_tune_state() == []

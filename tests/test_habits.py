@@ -1,7 +1,5 @@
-"""The linters run in the suite: ruff on the code and the tests, mypy on the packages ([tool.ruff] and
-[tool.mypy] in pyproject.toml). The tools are the test extra's, next to this interpreter.
-
-`ruff format --check` is not asserted yet: it is enabled after the one-time reformat of the code base."""
+"""The linters run in the suite: ruff (lint and format) on the code and the tests, mypy on the packages
+([tool.ruff] and [tool.mypy] in pyproject.toml). The tools are the test extra's, next to this interpreter."""
 
 import subprocess
 import sys
@@ -9,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow      # mypy takes tens of seconds without its cache
+pytestmark = pytest.mark.slow  # mypy takes tens of seconds without its cache
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -26,6 +24,11 @@ def _run(tool: str, *args: str) -> subprocess.CompletedProcess:
 def test_ruff_check_passes():
     out = _run("ruff", "check", "--no-cache", *PACKAGES, "benchmarks", "tests")
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ruff_format_is_applied():
+    out = _run("ruff", "format", "--check", "--no-cache", *PACKAGES, "benchmarks", "scripts", "tests")
+    assert out.returncode == 0, out.stdout + out.stderr + "\nrun: .venv/bin/ruff format ."
 
 
 def test_mypy_passes():

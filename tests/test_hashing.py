@@ -70,8 +70,19 @@ def clustered_codes(rng: np.random.Generator, n: int, max_flips: int = 12) -> np
 
 @pytest.mark.parametrize(
     "shape",
-    [(40, 48, 48), (40, 48, 48, 1), (40, 48, 48, 3), (12, 20, 70, 3), (12, 100, 33), (12, 64, 40),
-     (12, 32, 32), (12, 32, 48, 1), (12, 10, 10, 3), (6, 96, 96), (6, 128, 64, 3)],
+    [
+        (40, 48, 48),
+        (40, 48, 48, 1),
+        (40, 48, 48, 3),
+        (12, 20, 70, 3),
+        (12, 100, 33),
+        (12, 64, 40),
+        (12, 32, 32),
+        (12, 32, 48, 1),
+        (12, 10, 10, 3),
+        (6, 96, 96),
+        (6, 128, 64, 3),
+    ],
 )
 def test_phash_matches_imagehash_on_random_images(shape):
     images = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)

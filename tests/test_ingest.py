@@ -49,7 +49,9 @@ def test_injected_duplicates_found_and_no_group_straddles_splits(synth_dir, inge
     both = [c for c in copies if c[0] in kept and c[1] in kept]
     exact_both = [c for c in both if truth[c[0]]["dup_kind"] == "exact"]
     assert not exact_both
-    assert len(both) <= 0.1 * len(copies), f"{len(both)} of {len(copies)} injected copies survived beside their original"
+    assert len(both) <= 0.1 * len(copies), (
+        f"{len(both)} of {len(copies)} injected copies survived beside their original"
+    )
     # no near-duplicate pair crosses splits
     ph = np.concatenate([phash_batch(splits[s].images) for s in splits])
     which = np.concatenate([[k] * len(splits[s]) for k, s in enumerate(splits)])
@@ -105,9 +107,9 @@ def test_keep_splits_removes_leakage_from_val_and_test(tmp_path):
         save(root / "test" / "sad" / f"t{k}.png", face(3000 + k))
         save(root / "val" / "sad" / f"v{k}.png", face(4000 + k))
         save(root / "test" / "happy" / f"t{k}.png", face(5000 + k))
-    save(root / "test" / "happy" / "leak.png", face(3))          # copy of train/happy/3.png
-    save(root / "val" / "sad" / "leak.png", face(1005))          # copy of train/sad/5.png
-    save(root / "test" / "sad" / "leak2.png", face(4001))         # copy of val/sad/v1.png
+    save(root / "test" / "happy" / "leak.png", face(3))  # copy of train/happy/3.png
+    save(root / "val" / "sad" / "leak.png", face(1005))  # copy of train/sad/5.png
+    save(root / "test" / "sad" / "leak2.png", face(4001))  # copy of val/sad/v1.png
     m = ingest(IngestOptions(src=str(root), out=str(tmp_path / "out"), split="keep", mislabels=False, quiet=True))
     d = m["quality"]["duplicates"]
     assert d["removed_leakage"] == 3
@@ -152,17 +154,32 @@ def test_relabels_class_selection_and_merge(tmp_path):
         save(root / "surprise" / f"u{k}.png", face(300 + k))
     for k in range(50):
         save(extra / "surprised" / f"x{k}.png", face(400 + k))
-    save(extra / "surprised" / "dup.png", face(301))               # duplicate of a primary image
+    save(extra / "surprised" / "dup.png", face(301))  # duplicate of a primary image
     relabels = tmp_path / "relabels.csv"
-    relabels.write_text("id,new_label\nsrc:happy/h0.png,sad\nsrc:happy/h1.png,drop\nsrc:happy/h2.png,\n"
-                        "src:nope.png,sad\n")
-    m = ingest(IngestOptions(src=str(root), out=str(tmp_path / "out"), classes="happy,sad,surprise",
-                             merge=str(extra), merge_cap="40", relabels=str(relabels), mislabels=False, quiet=True))
+    relabels.write_text(
+        "id,new_label\nsrc:happy/h0.png,sad\nsrc:happy/h1.png,drop\nsrc:happy/h2.png,\nsrc:nope.png,sad\n"
+    )
+    m = ingest(
+        IngestOptions(
+            src=str(root),
+            out=str(tmp_path / "out"),
+            classes="happy,sad,surprise",
+            merge=str(extra),
+            merge_cap="40",
+            relabels=str(relabels),
+            mislabels=False,
+            quiet=True,
+        )
+    )
     assert m["classes"] == ["happy", "sad", "surprise"]
     totals = {c: sum(m["counts"][s][c] for s in m["counts"]) for c in m["classes"]}
     assert totals == {"happy": 38, "sad": 41, "surprise": 40}
-    assert m["quality"]["relabels"] == {"relabelled": 1, "dropped": 1, "unmatched": 1,
-                                        "unmatched_ids": ["src:nope.png"]}
+    assert m["quality"]["relabels"] == {
+        "relabelled": 1,
+        "dropped": 1,
+        "unmatched": 1,
+        "unmatched_ids": ["src:nope.png"],
+    }
     assert m["quality"]["excluded_by_class_selection"] == {"angry": 40}
     assert m["quality"]["merge"]["added"] == {"happy": 0, "sad": 0, "surprise": 30}
     assert m["quality"]["duplicates"]["removed_duplicates"] == 1

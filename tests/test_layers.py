@@ -1,7 +1,7 @@
 """The layers only point down: import-linter's contracts in pyproject.toml ([tool.importlinter]).
 
-    fer_cli  >  dashboards (review) | release  >  sweeps  >  experiment_store  >  fer_core
-    fer_core:  train  >  data | models | losses  >  base modules (errors, atomic, storage, ...)
+fer_cli  >  dashboards (review) | release  >  sweeps  >  experiment_store  >  fer_core
+fer_core:  train  >  data | models | losses  >  base modules (errors, atomic, storage, ...)
 """
 
 from __future__ import annotations
@@ -29,13 +29,16 @@ def test_the_layers_hold():
     assert "3 kept, 0 broken" in out.stdout
 
 
-@pytest.mark.parametrize("module, planted, contract", [
-    ("fer_core/errors.py", "import dashboards.cli", "the fer command > review"),      # the core composing the CLI
-    ("sweeps/results.py", "import release.export", "the fer command > review"),      # a sweep reaching up
-    ("dashboards/report.py", "import release.confirm", "the fer command > review"),  # review and release apart
-    ("fer_core/data/split.py", "import fer_core.train.config", "fer_core: train"),
-    ("fer_core/storage.py", "import fer_core.data.manifest", "base modules"),
-])
+@pytest.mark.parametrize(
+    "module, planted, contract",
+    [
+        ("fer_core/errors.py", "import dashboards.cli", "the fer command > review"),  # the core composing the CLI
+        ("sweeps/results.py", "import release.export", "the fer command > review"),  # a sweep reaching up
+        ("dashboards/report.py", "import release.confirm", "the fer command > review"),  # review and release apart
+        ("fer_core/data/split.py", "import fer_core.train.config", "fer_core: train"),
+        ("fer_core/storage.py", "import fer_core.data.manifest", "base modules"),
+    ],
+)
 def test_an_upward_import_breaks_a_contract(tmp_path, module, planted, contract):
     for name in PACKAGES:
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))

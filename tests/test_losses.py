@@ -58,7 +58,7 @@ def test_unknown_kwarg_names_it_and_the_loss():
 def test_none_kwargs_mean_the_loss_default():
     loss = create_loss("focal", gamma=None, alpha=None, label_smoothing=None, class_weight=None)
     assert (loss.gamma, loss.alpha.item(), loss.label_smoothing, loss.class_weight) == (2.0, 0.25, 0.0, None)
-    create_loss("ce", gamma=None)   # a None for a knob the loss lacks is dropped too
+    create_loss("ce", gamma=None)  # a None for a knob the loss lacks is dropped too
 
 
 def test_register_twice_is_an_error():
@@ -66,18 +66,24 @@ def test_register_twice_is_an_error():
         register_loss("ce")(torch.nn.Module)
 
 
-@pytest.mark.parametrize("name,kwargs,message", [
-    ("ce", {"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\), got 1.0"),
-    ("focal", {"label_smoothing": -0.1}, r"label_smoothing must be in \[0, 1\), got -0.1"),
-    ("ce", {"label_smoothing": float("nan")}, r"label_smoothing must be in \[0, 1\), got nan"),
-    ("focal", {"gamma": -1}, r"gamma must be a finite float >= 0, got -1"),
-    ("focal", {"alpha": -0.25}, r"alpha must be a finite float >= 0 .*got -0.25"),
-    ("focal", {"num_classes": 4, "alpha": [0.25, 0.25, 0.5]},
-     r"alpha must have num_classes=4 entries, got 3: \[0.25, 0.25, 0.5\]"),
-    ("focal", {"alpha": [0.25, -1.0, 0.5]}, r"alpha entries must be finite and >= 0; class index\(es\) \[1\]"),
-    ("ce", {"class_weight": [1.0, 0.0, 2.0]}, r"class_weight entries must be finite and > 0; .*\[1\] have \[0.0\]"),
-    ("ce", {"num_classes": 1}, r"num_classes must be an integer >= 2, got 1"),
-])
+@pytest.mark.parametrize(
+    "name,kwargs,message",
+    [
+        ("ce", {"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\), got 1.0"),
+        ("focal", {"label_smoothing": -0.1}, r"label_smoothing must be in \[0, 1\), got -0.1"),
+        ("ce", {"label_smoothing": float("nan")}, r"label_smoothing must be in \[0, 1\), got nan"),
+        ("focal", {"gamma": -1}, r"gamma must be a finite float >= 0, got -1"),
+        ("focal", {"alpha": -0.25}, r"alpha must be a finite float >= 0 .*got -0.25"),
+        (
+            "focal",
+            {"num_classes": 4, "alpha": [0.25, 0.25, 0.5]},
+            r"alpha must have num_classes=4 entries, got 3: \[0.25, 0.25, 0.5\]",
+        ),
+        ("focal", {"alpha": [0.25, -1.0, 0.5]}, r"alpha entries must be finite and >= 0; class index\(es\) \[1\]"),
+        ("ce", {"class_weight": [1.0, 0.0, 2.0]}, r"class_weight entries must be finite and > 0; .*\[1\] have \[0.0\]"),
+        ("ce", {"num_classes": 1}, r"num_classes must be an integer >= 2, got 1"),
+    ],
+)
 def test_invalid_values_quote_value_and_rule(name, kwargs, message):
     with pytest.raises(ValueError, match=message):
         create_loss(name, **kwargs)
@@ -146,7 +152,8 @@ def test_per_class_alpha_equal_entries_is_scalar_alpha():
     only_class_2 = create_loss("focal", alpha=[0.0, 0.0, 1.0, 0.0])(logits, target)
     rows = target == 2
     assert only_class_2.item() == pytest.approx(
-        create_loss("focal", alpha=1.0)(logits[rows], target[rows]).item() * rows.sum().item() / len(target), rel=1e-6)
+        create_loss("focal", alpha=1.0)(logits[rows], target[rows]).item() * rows.sum().item() / len(target), rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("weights", [None, WEIGHTS])
@@ -154,9 +161,9 @@ def test_per_class_alpha_equal_entries_is_scalar_alpha():
 def test_batch_loss_is_the_mean(name, weights):
     logits, target = batch(n=6, seed=4)
     loss_fn = create_loss(name, label_smoothing=0.1, class_weight=weights)
-    per_sample = torch.stack([loss_fn(logits[i:i + 1], target[i:i + 1]) for i in range(6)])
+    per_sample = torch.stack([loss_fn(logits[i : i + 1], target[i : i + 1]) for i in range(6)])
     w = torch.ones(K) if weights is None else torch.tensor(weights)
-    w_t = w[target]   # torch's convention: sum_i w_t l_i / sum_i w_t
+    w_t = w[target]  # torch's convention: sum_i w_t l_i / sum_i w_t
     assert loss_fn(logits, target).item() == pytest.approx(((w_t * per_sample).sum() / w_t.sum()).item(), rel=1e-6)
 
 
@@ -168,8 +175,10 @@ def test_extreme_logits_give_finite_loss_and_gradients(gamma, eps, big):
     # to exactly 0 and 1 in float32.
     logits = torch.tensor([[big, -big, 0.0, 0.0], [big, -big, 0.0, 0.0]], requires_grad=True)
     target = torch.tensor([0, 1])
-    for loss_fn in (create_loss("focal", gamma=gamma, alpha=0.25, label_smoothing=eps, class_weight=WEIGHTS),
-                    create_loss("ce", label_smoothing=eps)):
+    for loss_fn in (
+        create_loss("focal", gamma=gamma, alpha=0.25, label_smoothing=eps, class_weight=WEIGHTS),
+        create_loss("ce", label_smoothing=eps),
+    ):
         loss = loss_fn(logits, target)
         (grad,) = torch.autograd.grad(loss, logits)
         assert math.isfinite(loss.item()) and loss.item() > 0
@@ -182,7 +191,7 @@ def test_focal_gradient_matches_finite_differences():
     loss_fn = create_loss("focal", gamma=1.5, alpha=[0.2, 0.4, 0.6, 0.8], label_smoothing=0.1, class_weight=WEIGHTS)
     (grad,) = torch.autograd.grad(loss_fn(z.requires_grad_(), target), z)
     h, numeric = 1e-6, torch.zeros_like(z)
-    for i in range(z.numel()):   # central differences, one logit at a time
+    for i in range(z.numel()):  # central differences, one logit at a time
         dz = torch.zeros(z.numel(), dtype=z.dtype).index_fill_(0, torch.tensor([i]), h).view_as(z)
         numeric.view(-1)[i] = (loss_fn(z.detach() + dz, target) - loss_fn(z.detach() - dz, target)) / (2 * h)
     assert torch.allclose(grad, numeric, atol=1e-8)
@@ -223,9 +232,10 @@ def test_weighted_sampler_weights():
     w = weighted_sampler_weights(torch.tensor([0, 0, 0, 1, 2, 2]), num_classes=4)
     assert w.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1.0, 0.5, 0.5])
     assert torch.bincount(torch.tensor([0, 0, 0, 1, 2, 2]), weights=w).tolist() == pytest.approx([1.0, 1.0, 1.0])
-    sampler = torch.utils.data.WeightedRandomSampler(w, num_samples=6000, replacement=True,
-                                                     generator=torch.Generator().manual_seed(0))
+    sampler = torch.utils.data.WeightedRandomSampler(
+        w, num_samples=6000, replacement=True, generator=torch.Generator().manual_seed(0)
+    )
     drawn = torch.bincount(torch.tensor([0, 0, 0, 1, 2, 2])[list(sampler)], minlength=3)
-    assert (drawn - 2000).abs().max() < 200   # each class about a third of the draws
+    assert (drawn - 2000).abs().max() < 200  # each class about a third of the draws
     with pytest.raises(ValueError, match=r"integers in \[0, 4\)"):
         weighted_sampler_weights([0, 4], num_classes=4)

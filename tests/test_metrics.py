@@ -43,8 +43,7 @@ def test_metrics_match_sklearn_with_missing_classes():
     m = classification_metrics(confusion_matrix(y_true, y_pred, K), CLASSES)
     lab = list(range(K))
     assert m["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
-    assert m["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, labels=lab, average="macro",
-                                                       zero_division=0))
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, labels=lab, average="macro", zero_division=0))
     p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=lab, zero_division=0)
     for i, c in enumerate(CLASSES):
         pc = m["per_class"][c]
@@ -97,7 +96,7 @@ def test_accumulator_matches_one_shot():
     y_true, y_pred = labels(seed=2, n=1000)
     acc = ConfusionAccumulator(K)
     for lo in range(0, 1000, 128):  # uneven last batch
-        acc.update(torch.from_numpy(y_true[lo:lo + 128]), torch.from_numpy(y_pred[lo:lo + 128]))
+        acc.update(torch.from_numpy(y_true[lo : lo + 128]), torch.from_numpy(y_pred[lo : lo + 128]))
     cm = acc.compute()
     assert cm.dtype == np.int64 and cm.shape == (K, K)
     np.testing.assert_array_equal(cm, confusion_matrix(y_true, y_pred, K))

@@ -27,12 +27,14 @@ def patterns(n: int, *, noise: float = 0.1, seed: int = 0, size: int = 48):
     dy = yy[None] - (size / 2 + rng.uniform(-6, 6, n))[:, None, None]
     dx = xx[None] - (size / 2 + rng.uniform(-6, 6, n))[:, None, None]
     half = rng.uniform(2, 4, n)[:, None, None]
-    shapes = np.stack([
-        (np.abs(dy) < half) & (np.abs(dx) < 14),
-        (np.abs(dx) < half) & (np.abs(dy) < 14),
-        np.abs(np.hypot(dy, dx) - 11) < half,
-        ((np.abs(dy - dx) < half) | (np.abs(dy + dx) < half)) & (np.abs(dx) < 12),
-    ])[true, np.arange(n)]
+    shapes = np.stack(
+        [
+            (np.abs(dy) < half) & (np.abs(dx) < 14),
+            (np.abs(dx) < half) & (np.abs(dy) < 14),
+            np.abs(np.hypot(dy, dx) - 11) < half,
+            ((np.abs(dy - dx) < half) | (np.abs(dy + dx) < half)) & (np.abs(dx) < 12),
+        ]
+    )[true, np.arange(n)]
     bg = rng.uniform(40, 120, n)[:, None, None]
     img = np.where(shapes, bg + rng.uniform(60, 120, n)[:, None, None], bg) + rng.normal(0, 20, (n, size, size))
     given = true.copy()
@@ -53,16 +55,18 @@ def planted():
 # Labels and out-of-fold probabilities for 3 classes. Thresholds (mean prob of j over rows labeled j):
 # t0 = (0.90 + 0.80 + 0.10 + 0.05) / 4 = 0.4625, t1 = (0.80 + 0.60) / 2 = 0.70, t2 = (0.50 + 0.40) / 2 = 0.45.
 HAND_LABELS = np.array([0, 0, 0, 0, 1, 1, 2, 2])
-HAND_PROBS = np.array([
-    [0.90, 0.05, 0.05],  # 0: label 0 passes t0 -> fine
-    [0.80, 0.10, 0.10],  # 1: fine
-    [0.10, 0.85, 0.05],  # 2: only class 1 passes -> flagged, suggested 1, self-confidence 0.10
-    [0.05, 0.50, 0.45],  # 3: class 1 (argmax) misses t1, class 2 reaches t2 exactly -> flagged, suggested 2
-    [0.10, 0.80, 0.10],  # 4: fine
-    [0.30, 0.60, 0.10],  # 5: no class reaches its threshold -> not flagged
-    [0.30, 0.20, 0.50],  # 6: fine
-    [0.35, 0.25, 0.40],  # 7: no class reaches its threshold -> not flagged
-])
+HAND_PROBS = np.array(
+    [
+        [0.90, 0.05, 0.05],  # 0: label 0 passes t0 -> fine
+        [0.80, 0.10, 0.10],  # 1: fine
+        [0.10, 0.85, 0.05],  # 2: only class 1 passes -> flagged, suggested 1, self-confidence 0.10
+        [0.05, 0.50, 0.45],  # 3: class 1 (argmax) misses t1, class 2 reaches t2 exactly -> flagged, suggested 2
+        [0.10, 0.80, 0.10],  # 4: fine
+        [0.30, 0.60, 0.10],  # 5: no class reaches its threshold -> not flagged
+        [0.30, 0.20, 0.50],  # 6: fine
+        [0.35, 0.25, 0.40],  # 7: no class reaches its threshold -> not flagged
+    ]
+)
 
 
 def test_thresholds_are_mean_probability_of_own_class():
@@ -135,7 +139,7 @@ class _Memorizer:
 
 def test_out_of_fold_rows_come_from_models_that_never_saw_them(monkeypatch):
     rng = np.random.default_rng(0)
-    feats = rng.normal(size=(203, 8))          # distinct rows
+    feats = rng.normal(size=(203, 8))  # distinct rows
     labels = np.repeat([0, 1, 2, 3], [80, 60, 40, 23])
     monkeypatch.setattr(mislabels, "LogisticRegression", _Memorizer)
     _Memorizer.fits = []
@@ -233,9 +237,16 @@ def test_synthetic_faces_ground_truth():
 
 def _hand_report() -> MislabelReport:
     cand, t = rank_candidates(HAND_PROBS, HAND_LABELS)
-    return MislabelReport(probs=HAND_PROBS, given=HAND_LABELS, suggested=HAND_PROBS.argmax(axis=1),
-                          self_confidence=HAND_PROBS[np.arange(8), HAND_LABELS], thresholds=t,
-                          candidates=cand, oof_accuracy=0.75, confident=confident_labels(HAND_PROBS, t))
+    return MislabelReport(
+        probs=HAND_PROBS,
+        given=HAND_LABELS,
+        suggested=HAND_PROBS.argmax(axis=1),
+        self_confidence=HAND_PROBS[np.arange(8), HAND_LABELS],
+        thresholds=t,
+        candidates=cand,
+        oof_accuracy=0.75,
+        confident=confident_labels(HAND_PROBS, t),
+    )
 
 
 def test_write_review_csv_and_png(tmp_path):
@@ -247,10 +258,11 @@ def test_write_review_csv_and_png(tmp_path):
     assert paths["csv"] == tmp_path / "report" / "mislabels.csv"
     with open(paths["csv"], newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["rank", "id", "label", "suggested", "self_confidence", "suggested_confidence",
-                             "new_label"]
+    assert list(rows[0]) == ["rank", "id", "label", "suggested", "self_confidence", "suggested_confidence", "new_label"]
     assert [(r["rank"], r["id"], r["label"], r["suggested"]) for r in rows] == [
-        ("1", "img3", "happy", "sad"), ("2", "img2", "happy", "neutral")]
+        ("1", "img3", "happy", "sad"),
+        ("2", "img2", "happy", "neutral"),
+    ]
     assert float(rows[0]["self_confidence"]) == pytest.approx(0.05)
     assert float(rows[0]["suggested_confidence"]) == pytest.approx(0.45)
     assert all(r["new_label"] == "" for r in rows)

@@ -35,7 +35,7 @@ def test_both_formats_reproduce_the_logits_at_any_batch_size(exported):
     model, out, folder = exported
     assert out.checks["onnx"]["max_abs_diff"] <= TOLERANCE["atol"] and out.checks["onnx"]["batch_sizes"] == [4, 5]
     assert out.checks["pt2"]["max_abs_diff"] <= TOLERANCE["atol"]
-    x = torch.rand(9, 1, 48, 48)                        # a batch size the export never saw
+    x = torch.rand(9, 1, 48, 48)  # a batch size the export never saw
     with torch.no_grad():
         expected = model(x).numpy()
         got_pt2 = torch.export.load(io.BytesIO(out.pt2)).module()(x).numpy()
@@ -52,7 +52,7 @@ def test_the_files_describe_the_model(exported):
     assert info["classes"] == CLASSES and info["input"]["size"] == [48, 48] and info["input"]["color"] == "grayscale"
     assert info["input"]["scale"] == "uint8 pixels / 255" and info["data_version"] == "vtest"
     dims = proto.graph.input[0].type.tensor_type.shape.dim
-    assert dims[0].dim_param and not dims[0].dim_value           # the batch axis is dynamic
+    assert dims[0].dim_param and not dims[0].dim_value  # the batch axis is dynamic
     files = {f"{INFO_KEY}.json": ""}
     torch.export.load(io.BytesIO(out.pt2), extra_files=files)
     assert json.loads(files[f"{INFO_KEY}.json"]) == info

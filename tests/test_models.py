@@ -20,7 +20,7 @@ from fer_core.models.resnet import BasicBlock, SqueezeExcite
 
 TV = ["tv_efficientnet_b0", "tv_resnet50", "tv_vgg16"]
 FER_CNN = ["fer_cnn_0", "fer_cnn_a", "fer_cnn_b", "fer_cnn_bplus", "fer_cnn_bplusplus", "fer_cnn_c", "fer_cnn_d"]
-SMALL_CNN = ["fer_cnn_small", "fer_cnn_tiny"]     # not in the notebook: CPU-sized
+SMALL_CNN = ["fer_cnn_small", "fer_cnn_tiny"]  # not in the notebook: CPU-sized
 RESNETS = ["mish_resnet34", "plain34", "resnet18", "resnet34", "resnet50", "se_resnet34"]
 
 # The notebook's (seeds/004) model.summary() lines: (Total, Trainable, Non-trainable params).
@@ -83,6 +83,7 @@ def dropout_rates(model: nn.Module) -> list[float]:
 # Registry
 # ---------------------------------------------------------------------------------------------
 
+
 def test_registered_names():
     assert list_models() == sorted(FER_CNN + SMALL_CNN + RESNETS + TV)
     assert list_models("tv_*") == TV
@@ -98,8 +99,9 @@ def test_unknown_model_lists_registered_names():
 
 
 def test_none_kwargs_are_dropped():
-    model = create_model("fer_cnn_0", num_classes=None, in_chans=None, dropout_scale=None, act=None,
-                         input_size=None, pretrained=None)
+    model = create_model(
+        "fer_cnn_0", num_classes=None, in_chans=None, dropout_scale=None, act=None, input_size=None, pretrained=None
+    )
     assert (model.num_classes, model.in_chans) == (4, 1)
     assert dropout_rates(model) == pytest.approx([0.25, 0.25, 0.25, 0.5])
 
@@ -124,12 +126,13 @@ def test_register_model_refuses_a_taken_name():
 
     with pytest.raises(ModelError, match="already registered"):
         register_model(resnet18)
-    assert create_model("resnet18", num_classes=3).num_classes == 3   # the real one is still there
+    assert create_model("resnet18", num_classes=3).num_classes == 3  # the real one is still there
 
 
 # ---------------------------------------------------------------------------------------------
 # Every custom model: builds, runs, same head API
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", FER_CNN + RESNETS)
 def test_model_runs_with_the_head_api(name, zoo):
@@ -161,7 +164,7 @@ def test_model_runs_rgb_with_seven_classes_at_32px(name):
 def test_l2_parameters_are_kernels_only(zoo):
     model = zoo("fer_cnn_b")
     kernels = model.l2_parameters()
-    assert len(kernels) == 8 and all(w.ndim in (2, 4) for w in kernels)     # 6 convs + 2 dense
+    assert len(kernels) == 8 and all(w.ndim in (2, 4) for w in kernels)  # 6 convs + 2 dense
     classifier = model.get_classifier().weight
     assert any(w is classifier for w in kernels)
     assert not any(w is classifier for w in model.l2_parameters("all_but_classifier"))
@@ -175,9 +178,10 @@ def test_l2_parameters_are_kernels_only(zoo):
 # The notebook's presets
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", NOTEBOOK_PARAMS)
 def test_preset_param_counts_equal_the_notebook(name, zoo):
-    assert keras_param_counts(zoo(name)) == NOTEBOOK_PARAMS[name]      # 4 classes, 1 channel, 48x48
+    assert keras_param_counts(zoo(name)) == NOTEBOOK_PARAMS[name]  # 4 classes, 1 channel, 48x48
 
 
 def test_preset_structure(zoo):
@@ -219,12 +223,22 @@ def test_preset_training_defaults():
     assert all(set(cfg) == keys for cfg in PRESET_DEFAULTS.values())
     bpp = PRESET_DEFAULTS["fer_cnn_bplusplus"]
     assert (bpp["loss"], bpp["focal_gamma"], bpp["focal_alpha"], bpp["label_smoothing"]) == ("focal", 2.0, 0.25, 0.1)
-    assert (bpp["l2"], bpp["l2_scope"], bpp["lr"], bpp["lr_schedule"], bpp["cosine_alpha"]) == \
-        (1e-4, "all_but_classifier", 5e-4, "cosine", 0.02)
+    assert (bpp["l2"], bpp["l2_scope"], bpp["lr"], bpp["lr_schedule"], bpp["cosine_alpha"]) == (
+        1e-4,
+        "all_but_classifier",
+        5e-4,
+        "cosine",
+        0.02,
+    )
     assert (bpp["augment"], bpp["early_stopping_patience"], bpp["batch_size"], bpp["epochs"]) == ("soft", 20, 64, 75)
     m0 = PRESET_DEFAULTS["fer_cnn_0"]
-    assert (m0["lr"], m0["augment"], m0["lr_schedule"], m0["plateau_factor"], m0["plateau_patience"]) == \
-        (1e-3, "none", "plateau", 0.5, 5)
+    assert (m0["lr"], m0["augment"], m0["lr_schedule"], m0["plateau_factor"], m0["plateau_patience"]) == (
+        1e-3,
+        "none",
+        "plateau",
+        0.5,
+        5,
+    )
     assert PRESET_DEFAULTS["fer_cnn_b"]["plateau_patience"] == 7
     assert (PRESET_DEFAULTS["fer_cnn_c"]["l2"], PRESET_DEFAULTS["fer_cnn_c"]["l2_scope"]) == (1e-3, "dense")
     d = PRESET_DEFAULTS["fer_cnn_d"]
@@ -241,8 +255,17 @@ def test_dropout_scale_scales_and_clamps():
 
 
 def test_fer_cnn_is_configurable():
-    model = FerCNN(num_classes=3, filters=(8, 16), convs_per_block=(1, 2), bn="block", pool=("none", "gap"),
-                   block_dropout=(0.0, 0.2), dense=(), act="mish", init="torch").eval()
+    model = FerCNN(
+        num_classes=3,
+        filters=(8, 16),
+        convs_per_block=(1, 2),
+        bn="block",
+        pool=("none", "gap"),
+        block_dropout=(0.0, 0.2),
+        dense=(),
+        act="mish",
+        init="torch",
+    ).eval()
     assert model(torch.randn(2, 1, 20, 20)).shape == (2, 3)
     assert any(isinstance(m, nn.Mish) for m in model.modules())
     assert not any(isinstance(m, nn.ReLU) for m in model.modules())
@@ -258,6 +281,7 @@ def test_fer_cnn_is_configurable():
 # ResNets
 # ---------------------------------------------------------------------------------------------
 
+
 def test_imagenet_stem_matches_torchvision_param_counts():
     # torchvision's resnet18 / resnet50 with 3 channels and 1000 classes
     for name, expected in (("resnet18", 11_689_512), ("resnet50", 25_557_032)):
@@ -269,7 +293,7 @@ def test_plain_block_has_no_skip_connection(zoo):
     x = torch.rand(1, 8, 6, 6)
     for residual in (True, False):
         block = BasicBlock(8, 8, act_layer=nn.ReLU, residual=residual)
-        nn.init.zeros_(block.bn2.weight)     # the residual branch now outputs 0
+        nn.init.zeros_(block.bn2.weight)  # the residual branch now outputs 0
         with torch.no_grad():
             out = block(x)
         torch.testing.assert_close(out, x if residual else torch.zeros_like(x))
@@ -294,6 +318,7 @@ def test_se_and_mish_variants(zoo):
 # torchvision backbones: each built once
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", TV)
 def test_pretrained_without_weights_path_is_a_clear_error(name):
     with pytest.raises(ValueError, match="cannot be downloaded here; pass weights_path"):
@@ -309,7 +334,7 @@ def test_missing_weights_file_is_an_error(tmp_path):
 def resnet50_state_dict_file(tmp_path_factory):
     from torchvision.models import resnet50
 
-    state = resnet50(weights=None).state_dict()   # random init: a stand-in for ImageNet weights
+    state = resnet50(weights=None).state_dict()  # random init: a stand-in for ImageNet weights
     path = tmp_path_factory.mktemp("weights") / "resnet50.pth"
     torch.save(state, path)
     return path, state
@@ -324,7 +349,7 @@ def test_tv_resnet50_loads_weights_path_sums_first_conv_and_freezes(resnet50_sta
 
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(n.startswith("head.") for n in trainable)
-    assert len(model.l2_parameters()) == 2                    # head dense + classifier; frozen ones skipped
+    assert len(model.l2_parameters()) == 2  # head dense + classifier; frozen ones skipped
     model.train()
     assert not any(m.training for m in model.trunk.modules()) and model.head.training
     feats = model.forward_features(torch.randn(2, 1, 48, 48))
@@ -351,6 +376,6 @@ def test_tv_efficientnet_b0_gray_from_scratch_with_upscaling():
     assert all(p.requires_grad for p in model.parameters())
     assert not any(isinstance(m, nn.Dropout) for m in model.head.modules())
     with torch.no_grad():
-        feats = model.forward_features(torch.randn(2, 1, 16, 16))    # upscaled to 64 first
+        feats = model.forward_features(torch.randn(2, 1, 16, 16))  # upscaled to 64 first
         assert feats.shape == (2, 1280, 2, 2)
         assert model.forward_head(feats).shape == (2, 7)

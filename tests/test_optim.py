@@ -78,14 +78,17 @@ def test_sgd_momentum_nesterov_and_frozen_params():
         create_optimizer(m, name="sgd", momentum=0.0)
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(name="rmsprop"), r"'rmsprop'.*'adam', 'adamw', 'sgd'"),
-    (dict(lr=0.0), r"lr .* got 0\.0"),
-    (dict(lr=float("nan")), r"lr .* got nan"),
-    (dict(betas=(0.9, 1.0)), r"betas\[1\].* got 1\.0"),
-    (dict(betas=0.9), r"betas must be a pair"),
-    (dict(eps=-1.0), r"eps .* got -1\.0"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(name="rmsprop"), r"'rmsprop'.*'adam', 'adamw', 'sgd'"),
+        (dict(lr=0.0), r"lr .* got 0\.0"),
+        (dict(lr=float("nan")), r"lr .* got nan"),
+        (dict(betas=(0.9, 1.0)), r"betas\[1\].* got 1\.0"),
+        (dict(betas=0.9), r"betas must be a pair"),
+        (dict(eps=-1.0), r"eps .* got -1\.0"),
+    ],
+)
 def test_optimizer_argument_errors(kw, match):
     with pytest.raises(ValueError, match=match):
         create_optimizer(model(), **kw)
@@ -116,7 +119,7 @@ def test_cosine_is_keras_cosine_decay(alpha):
     assert lrs[0] == pytest.approx(1e-3)
     assert lrs[10] == pytest.approx(1e-3 * (alpha + (1 - alpha) / 2))
     assert lrs[5] == pytest.approx(1e-3 * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi / 4)) + alpha))
-    assert lrs[20:] == pytest.approx([1e-3 * alpha] * 4, abs=1e-15)   # clamped past the end
+    assert lrs[20:] == pytest.approx([1e-3 * alpha] * 4, abs=1e-15)  # clamped past the end
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
@@ -134,7 +137,7 @@ def test_warmup_ramp_then_cosine_from_its_end():
 def test_warmup_constant_and_rounding():
     s = sched("constant", epochs=3, steps_per_epoch=4, warmup_epochs=0.5)
     assert run_steps(s, 4) == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3])
-    assert sched(warmup_epochs=0.1).warmup_steps == 0        # round(0.5) == 0
+    assert sched(warmup_epochs=0.1).warmup_steps == 0  # round(0.5) == 0
     with pytest.raises(ValueError, match=r"warmup_epochs=4.*shorter"):
         sched("cosine", epochs=4, warmup_epochs=4)
 
@@ -156,7 +159,7 @@ def test_plateau_patience_zero_and_min_lr_floor():
     lrs = plateau_lrs([1.0] * 6, plateau_patience=0, plateau_factor=0.1, plateau_min_lr=0.0015)
     # epoch 1 improves on inf; then every epoch reduces, until the floor
     assert lrs == pytest.approx([1.0, 0.1, 0.01, 0.0015, 0.0015, 0.0015])
-    assert lrs[3] == 0.0015                                   # exactly the floor
+    assert lrs[3] == 0.0015  # exactly the floor
 
 
 def test_plateau_mode_inference_and_override():
@@ -178,18 +181,17 @@ def test_plateau_nan_is_no_improvement_and_missing_metric_errors():
     s = sched("plateau")
     with pytest.raises(ValueError, match=r"'val_loss'.*\['loss', 'val_acc'\]"):
         s.step_epoch({"val_acc": 0.5, "loss": 1.0})
-    s.step_epoch({"val_loss": torch.tensor(0.3)})             # tensors are fine
+    s.step_epoch({"val_loss": torch.tensor(0.3)})  # tensors are fine
     assert s.best == pytest.approx(0.3)
 
 
 def test_plateau_reduction_scales_warmup_and_all_groups():
     m = model()
-    opt = torch.optim.Adam([{"params": m[0].parameters(), "lr": 1e-3},
-                            {"params": m[2].parameters(), "lr": 1e-2}])
+    opt = torch.optim.Adam([{"params": m[0].parameters(), "lr": 1e-3}, {"params": m[2].parameters(), "lr": 1e-2}])
     s = LRSchedule(opt, name="plateau", epochs=3, steps_per_epoch=4, warmup_epochs=2, plateau_patience=0)
     s.step_epoch({"val_loss": 1.0})
-    s.step_epoch({"val_loss": 1.0})                           # reduce: 1e-3 -> 5e-4
-    assert s.lr == pytest.approx(5e-4 / 8)                    # warmup step 0 of 8
+    s.step_epoch({"val_loss": 1.0})  # reduce: 1e-3 -> 5e-4
+    assert s.lr == pytest.approx(5e-4 / 8)  # warmup step 0 of 8
     assert opt.param_groups[1]["lr"] == pytest.approx(5e-3 / 8)
     assert [g["initial_lr"] for g in opt.param_groups] == [1e-3, 1e-2]
 
@@ -205,8 +207,18 @@ def test_argument_errors_quote_the_value():
 
 @pytest.mark.parametrize("name", SCHEDULES)
 def test_resume_is_exact(name):
-    kw = dict(name=name, epochs=6, steps_per_epoch=3, warmup_epochs=1.0, cosine_alpha=0.05,
-              step_size=2, step_gamma=0.3, plateau_patience=1, plateau_factor=0.3, plateau_min_lr=2e-5)
+    kw = dict(
+        name=name,
+        epochs=6,
+        steps_per_epoch=3,
+        warmup_epochs=1.0,
+        cosine_alpha=0.05,
+        step_size=2,
+        step_gamma=0.3,
+        plateau_patience=1,
+        plateau_factor=0.3,
+        plateau_min_lr=2e-5,
+    )
     losses = [1.0, 0.9, 0.95, 0.97, float("nan"), 0.96]
 
     def metrics(e):
@@ -224,10 +236,10 @@ def test_resume_is_exact(name):
     state = first.state_dict()
     opt2, resumed = fresh()
     resumed.load_state_dict(state)
-    assert head + run_steps(resumed, 10, metrics) == expected           # exact, not approx
+    assert head + run_steps(resumed, 10, metrics) == expected  # exact, not approx
     assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in full.optimizer.param_groups]
     if name == "plateau":
-        assert len(set(expected)) > 4                                   # the test saw reductions
+        assert len(set(expected)) > 4  # the test saw reductions
 
     other = LRSchedule(create_optimizer(model(), lr=1e-3), name=name, epochs=7, steps_per_epoch=3)
     with pytest.raises(ValueError, match="other settings"):

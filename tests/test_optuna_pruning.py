@@ -170,8 +170,7 @@ def test_save_restore_mid_study_keeps_the_study(tmp_path):
     restored = PruningOptunaSearch(space=SPACE, metric="val_acc", mode="max", max_t=5)
     restored.restore(str(path))
     restored.on_trial_result("running", result(2, 0.99))  # replayed step: skipped
-    restored.on_trial_complete("running", result(3, 0.58, early_stopped=True, done=True,
-                                                 score=0.57))
+    restored.on_trial_complete("running", result(3, 0.58, early_stopped=True, done=True, score=0.57))
 
     done, running = restored._ot_study.trials
     assert done.state == TrialState.COMPLETE and done.value == 0.65
@@ -197,6 +196,7 @@ def test_arguments_are_validated():
 
 def test_plain_optuna_search_tells_early_stopped_trials_complete():
     """The bug this module fixes: Ray's OptunaSearch picks an epoch-2 trial as the best."""
+
     def sweep(s):
         run_like_tune(s, "full", [0.40, 0.60, 0.70, 0.66, 0.60], ended="stopped")  # collapses
         run_like_tune(s, "early", [0.50, 0.68], ended="stopped")  # ASHA cut it at epoch 2
@@ -238,18 +238,25 @@ def test_asha_sweep_end_to_end(tmp_path):
         (returned / str(config["x"])).touch()
 
     xs = [0.5, 0.9, 0.2, 0.8, 0.3, 0.6]
-    search = PruningOptunaSearch(space={"x": FloatDistribution(0.0, 1.0)}, metric="val_acc",
-                                 mode="max", points_to_evaluate=[{"x": x} for x in xs],
-                                 max_t=6, seed=0)
+    search = PruningOptunaSearch(
+        space={"x": FloatDistribution(0.0, 1.0)},
+        metric="val_acc",
+        mode="max",
+        points_to_evaluate=[{"x": x} for x in xs],
+        max_t=6,
+        seed=0,
+    )
     # address="local": a fresh cluster of our own, even when another one runs on this machine.
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         grid = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=search, num_samples=len(xs), max_concurrent_trials=1,
-                scheduler=ASHAScheduler(metric="val_acc", mode="max", max_t=6, grace_period=1,
-                                        reduction_factor=2)),
+                search_alg=search,
+                num_samples=len(xs),
+                max_concurrent_trials=1,
+                scheduler=ASHAScheduler(metric="val_acc", mode="max", max_t=6, grace_period=1, reduction_factor=2),
+            ),
             run_config=tune.RunConfig(storage_path=str(tmp_path / "results"), verbose=0),
         ).fit()
     finally:
@@ -268,11 +275,16 @@ def test_asha_sweep_end_to_end(tmp_path):
         else:
             assert t.state == TrialState.PRUNED, (x, n)
     assert {x: (by_x[x].state.name, iters[x]) for x in xs} == {
-        0.5: ("COMPLETE", 6), 0.9: ("COMPLETE", 3), 0.2: ("PRUNED", 1),
-        0.8: ("COMPLETE", 6), 0.3: ("PRUNED", 1), 0.6: ("PRUNED", 2)}
+        0.5: ("COMPLETE", 6),
+        0.9: ("COMPLETE", 3),
+        0.2: ("PRUNED", 1),
+        0.8: ("COMPLETE", 6),
+        0.3: ("PRUNED", 1),
+        0.6: ("PRUNED", 2),
+    }
     # Tune's experiment checkpoint of the searcher (what Tuner.restore reloads) holds the study.
-    restored = PruningOptunaSearch(space={"x": FloatDistribution(0.0, 1.0)}, metric="val_acc",
-                                   mode="max", max_t=6)
+    restored = PruningOptunaSearch(space={"x": FloatDistribution(0.0, 1.0)}, metric="val_acc", mode="max", max_t=6)
     restored.restore_from_dir(grid.experiment_path)
     assert [(t.params, t.state, t.intermediate_values) for t in restored._ot_study.trials] == [
-        (t.params, t.state, t.intermediate_values) for t in study.trials]
+        (t.params, t.state, t.intermediate_values) for t in study.trials
+    ]

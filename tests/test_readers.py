@@ -14,13 +14,13 @@ def test_flat_class_folders_with_bad_items(tmp_path):
     root = tmp_path / "ck"
     save(root / "Happiness" / "a.png", face(1))
     save(root / "happy" / "b.jpg", face(2), "JPEG")
-    save(root / "Sadness" / "c.png", np.stack([face(3)] * 3, -1))          # RGB converted to gray
-    save(root / "surprised" / "big.png", face(4, size=100))                 # resized
-    (root / "sad" ).mkdir()
+    save(root / "Sadness" / "c.png", np.stack([face(3)] * 3, -1))  # RGB converted to gray
+    save(root / "surprised" / "big.png", face(4, size=100))  # resized
+    (root / "sad").mkdir()
     (root / "sad" / "notes.txt").write_text("not an image")
     good = (root / "happy" / "b.jpg").read_bytes()
     (root / "happy" / "trunc.jpg").write_bytes(good[: len(good) // 3])
-    save(root / "contempt_faces" / "x.png", face(5))                        # unknown label
+    save(root / "contempt_faces" / "x.png", face(5))  # unknown label
     src = read_source(root)
     assert src.format == "folders"
     assert sorted(src.labels) == ["happy", "happy", "sad", "surprise"]
@@ -65,11 +65,11 @@ def test_fer2013_csv_rows(tmp_path):
         f"3,{px},Training",
         f"4,{px},PublicTest",
         f"6,{px},PrivateTest",
-        f"3,{' '.join(['1'] * 100)},Training",                 # wrong count
-        f"3,{px.replace('1', 'x', 1)},Training",                # non-numeric
-        f"9,{px},Training",                                     # unknown label
-        f"3,{px},Holdout",                                      # unknown usage
-        f"3,{' '.join(['300'] * 2304)},Training",               # out of range
+        f"3,{' '.join(['1'] * 100)},Training",  # wrong count
+        f"3,{px.replace('1', 'x', 1)},Training",  # non-numeric
+        f"9,{px},Training",  # unknown label
+        f"3,{px},Holdout",  # unknown usage
+        f"3,{' '.join(['300'] * 2304)},Training",  # out of range
     ]
     path = tmp_path / "fer2013.csv"
     path.write_text("\n".join(rows) + "\n")
@@ -100,7 +100,8 @@ def test_rafdb_layout(tmp_path):
     save(root / "Image" / "aligned" / "test_0001_aligned.jpg", face(2, 100), "JPEG")
     save(root / "Image" / "aligned" / "train_00003_aligned.jpg", face(3, 100), "JPEG")
     (root / "EmoLabel" / "list_patition_label.txt").write_text(
-        "train_00001.jpg 4\ntest_0001.jpg 1\ntrain_00002.jpg 5\ntrain_00003.jpg 9\nbroken line here\n")
+        "train_00001.jpg 4\ntest_0001.jpg 1\ntrain_00002.jpg 5\ntrain_00003.jpg 9\nbroken line here\n"
+    )
     assert detect_format(root) == "rafdb"
     src = read_source(root)
     assert src.labels == ["happy", "surprise"]

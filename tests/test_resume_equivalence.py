@@ -22,17 +22,40 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = ["--samples", "5", "--max-epochs", "4", "--grace-period", "1", "--reduction-factor", "2",
-            "--concurrency", "1", "--num-cpus", "2", "--seed", "4", "--collapse-grace", "2", "--collapse-window", "2",
-            "--collapse-margin", "0.03", "--startup-trials", "2", "--wandb-mode", "disabled",
-            "--set", "model_args.bn_momentum=0.1"]
+SETTINGS = [
+    "--samples",
+    "5",
+    "--max-epochs",
+    "4",
+    "--grace-period",
+    "1",
+    "--reduction-factor",
+    "2",
+    "--concurrency",
+    "1",
+    "--num-cpus",
+    "2",
+    "--seed",
+    "4",
+    "--collapse-grace",
+    "2",
+    "--collapse-window",
+    "2",
+    "--collapse-margin",
+    "0.03",
+    "--startup-trials",
+    "2",
+    "--wandb-mode",
+    "disabled",
+    "--set",
+    "model_args.bn_momentum=0.1",
+]
 COMPARED = ("outcome", "stop_reason", "epochs", "score", "peak", "peak_epoch", "final")
 EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "score", "collapsed", "trial_status")
 
 
 def _env(ray_tmp: str) -> dict:
-    env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT),
-               RAY_TMPDIR=ray_tmp)
+    env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT), RAY_TMPDIR=ray_tmp)
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -51,8 +74,15 @@ def _results_written(exp: Path) -> int:
 def _run(args: list, env: dict, *, kill_after: int | None = None, exp: Path | None = None) -> bool:
     """Run the sweep; with ``kill_after``, SIGKILL it (and its local Ray) once that many results exist.
     Returns whether it was killed (False: it finished first)."""
-    proc = subprocess.Popen([sys.executable, "sweeps/regularization.py", *map(str, args)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "sweeps/regularization.py", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     if kill_after is None:
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, out[-4000:]
@@ -66,7 +96,7 @@ def _run(args: list, env: dict, *, kill_after: int | None = None, exp: Path | No
     time.sleep(0.3)
     finished = proc.poll() is not None
     if not finished:
-        os.killpg(proc.pid, signal.SIGKILL)          # the driver and the local Ray it started: no clean-up at all
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started: no clean-up at all
     out, _ = proc.communicate(timeout=120)
     assert finished or proc.returncode == -signal.SIGKILL, out[-4000:]
     time.sleep(1.0)
@@ -103,7 +133,7 @@ def test_resume_after_kills_changes_nothing(ingested, tmp_path):
         ref_trials, ref_epochs = _tables(storage / "straight")
         total = sum(len(v) for v in ref_epochs.values())
         outcomes = {t["outcome"] for t in ref_trials.values()}
-        assert "stopped by ASHA" in outcomes and "completed" in outcomes, outcomes      # decisions to reproduce
+        assert "stopped by ASHA" in outcomes and "completed" in outcomes, outcomes  # decisions to reproduce
 
         exp = storage / "killed"
         kills = 0

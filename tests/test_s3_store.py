@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow.fs as pafs
 import pytest
 
-pytestmark = pytest.mark.slow   # the session's moto server takes seconds to start
+pytestmark = pytest.mark.slow  # the session's moto server takes seconds to start
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _files(fs: pafs.FileSystem, root: str) -> dict[str, int]:
     """Every object under ``root`` (relative path -> size)."""
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-    return {i.path[len(root.rstrip("/")) + 1:]: i.size for i in infos if i.type == pafs.FileType.File}
+    return {i.path[len(root.rstrip("/")) + 1 :]: i.size for i in infos if i.type == pafs.FileType.File}
 
 
 def _upload(src: Path, fs: pafs.FileSystem, dest: str) -> None:
@@ -56,6 +56,7 @@ def _roundtrip(uri: str) -> None:
 # The fixture and pyarrow
 # ----------------------------------------------------------------------------------------------
 
+
 def test_server_is_local_and_buckets_are_fresh(s3_server):
     assert s3_server.endpoint.startswith("http://127.0.0.1:")
     assert s3_server.env["AWS_ENDPOINT_URL"] == s3_server.endpoint
@@ -77,16 +78,23 @@ def test_from_uri_honours_the_endpoint_variables(s3_server, s3_bucket, monkeypat
 
 def test_from_uri_honours_endpoint_override_in_the_uri(s3_server, s3_bucket, monkeypatch):
     s3_server.apply(monkeypatch)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")     # the URI's own endpoint wins
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")  # the URI's own endpoint wins
     _roundtrip(s3_server.uri(s3_bucket, "query"))
 
 
 def test_the_fixture_environment_is_enough_for_a_subprocess(s3_server, s3_bucket):
-    code = ("import sys, pyarrow.fs as f\nfs, p = f.FileSystem.from_uri(sys.argv[1])\n"
-            "with fs.open_output_stream(p + '/x') as fh: fh.write(b'from a subprocess')\n"
-            "print(fs.open_input_stream(p + '/x').read().decode())")
-    out = subprocess.run([sys.executable, "-c", code, f"s3://{s3_bucket}/sub"], env=s3_server.subprocess_env(),
-                         capture_output=True, text=True, timeout=60)
+    code = (
+        "import sys, pyarrow.fs as f\nfs, p = f.FileSystem.from_uri(sys.argv[1])\n"
+        "with fs.open_output_stream(p + '/x') as fh: fh.write(b'from a subprocess')\n"
+        "print(fs.open_input_stream(p + '/x').read().decode())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, f"s3://{s3_bucket}/sub"],
+        env=s3_server.subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "from a subprocess"
     assert _files(s3_server.filesystem(), s3_bucket) == {"sub/x": 17}
@@ -95,6 +103,7 @@ def test_the_fixture_environment_is_enough_for_a_subprocess(s3_server, s3_bucket
 # ----------------------------------------------------------------------------------------------
 # Data sets on S3
 # ----------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def s3_dataset(s3_server, s3_bucket, ingested) -> str:
@@ -108,7 +117,7 @@ def test_load_split_reads_a_data_set_on_s3(s3_server, s3_dataset, ingested, monk
 
     s3_server.apply(monkeypatch)
     local = load_split(str(ingested), "train")
-    remote = load_split(s3_dataset, "train", expected_version=local.manifest.version)   # checksums verified
+    remote = load_split(s3_dataset, "train", expected_version=local.manifest.version)  # checksums verified
     assert isinstance(remote.manifest.fs, pafs.S3FileSystem)
     assert remote.ids == local.ids and np.array_equal(remote.labels, local.labels)
     assert np.array_equal(remote.images, local.images) and len(remote) > 0
@@ -124,10 +133,14 @@ def test_fer_data_report_verifies_a_data_set_on_s3(s3_server, s3_dataset, ingest
     import json
 
     version = json.loads((ingested / "manifest.json").read_text())["version"]
-    out = subprocess.run([sys.executable, "-m", "fer_cli", "data", "report", s3_dataset], cwd=ROOT,
-                         env=s3_server.subprocess_env({**os.environ, "PYTHONPATH": str(ROOT)}),
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "fer_cli", "data", "report", s3_dataset],
+        cwd=ROOT,
+        env=s3_server.subprocess_env({**os.environ, "PYTHONPATH": str(ROOT)}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert f"version {version}" in out.stdout
     assert "shards against the manifest: checksums, rows and counts match" in out.stdout
-

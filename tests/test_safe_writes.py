@@ -32,13 +32,25 @@ def _env(**extra) -> dict:
 
 
 def _fer(*args, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fer_cli", *map(str, args)], cwd=cwd, env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fer_cli", *map(str, args)],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _sweep(*args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "sweeps/regularization.py", *map(str, args)], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "sweeps/regularization.py", *map(str, args)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _one_line_error(proc: subprocess.CompletedProcess, prog: str = "fer") -> str:
@@ -57,8 +69,10 @@ def _tree(folder: Path) -> dict:
 # Names
 # ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["../victim", ".", "..", "a/b", "", "-rf", ".hidden", "x" * 129, "a b", "a\x00b",
-                                  "/abs", "..\\x"])
+
+@pytest.mark.parametrize(
+    "name", ["../victim", ".", "..", "a/b", "", "-rf", ".hidden", "x" * 129, "a b", "a\x00b", "/abs", "..\\x"]
+)
 def test_unsafe_names_are_refused(name):
     with pytest.raises(FerError, match="--name"):
         check_name(name)
@@ -84,6 +98,7 @@ def test_a_name_that_is_a_symlink_out_of_the_storage_is_refused(tmp_path):
 # The sweep's --overwrite (fast: every case fails before Ray starts, except the GPU check)
 # ----------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def storage_with_victims(tmp_path):
     storage = tmp_path / "storage"
@@ -103,8 +118,9 @@ def storage_with_victims(tmp_path):
 def test_sweep_overwrite_cannot_reach_outside_its_storage(storage_with_victims, ingested, name):
     storage, exp, victim = storage_with_victims
     before = _tree(storage.parent)
-    line = _one_line_error(_sweep("--data", ingested, "--storage", storage, "--name", name, "--overwrite"),
-                           "regularization.py")
+    line = _one_line_error(
+        _sweep("--data", ingested, "--storage", storage, "--name", name, "--overwrite"), "regularization.py"
+    )
     assert "--name" in line
     assert _tree(storage.parent) == before
 
@@ -114,8 +130,20 @@ def test_sweep_overwrite_cannot_reach_outside_its_storage(storage_with_victims, 
 def test_sweep_overwrite_with_a_bad_data_path_keeps_the_previous_experiment(storage_with_victims):
     storage, exp, _ = storage_with_victims
     before = _tree(exp)
-    line = _one_line_error(_sweep("--data", storage.parent / "typo", "--storage", storage, "--name", "reg1",
-                                  "--overwrite", "--wandb-mode", "disabled"), "regularization.py")
+    line = _one_line_error(
+        _sweep(
+            "--data",
+            storage.parent / "typo",
+            "--storage",
+            storage,
+            "--name",
+            "reg1",
+            "--overwrite",
+            "--wandb-mode",
+            "disabled",
+        ),
+        "regularization.py",
+    )
     assert "typo" in line
     assert _tree(exp) == before
 
@@ -126,9 +154,24 @@ def test_sweep_overwrite_keeps_the_experiment_when_ray_refuses_the_request(stora
     """The last check before anything is removed: the Ray cluster (no GPUs here) cannot run the sweep."""
     storage, exp, _ = storage_with_victims
     before = _tree(exp)
-    line = _one_line_error(_sweep("--data", ingested, "--storage", storage, "--name", "reg1", "--overwrite",
-                                  "--gpus-per-trial", "1", "--num-cpus", "1", "--wandb-mode", "disabled"),
-                           "regularization.py")
+    line = _one_line_error(
+        _sweep(
+            "--data",
+            ingested,
+            "--storage",
+            storage,
+            "--name",
+            "reg1",
+            "--overwrite",
+            "--gpus-per-trial",
+            "1",
+            "--num-cpus",
+            "1",
+            "--wandb-mode",
+            "disabled",
+        ),
+        "regularization.py",
+    )
     assert "GPU" in line
     assert _tree(exp) == before
 
@@ -140,8 +183,12 @@ def test_sweep_overwrite_replaces_only_an_experiment(tmp_path, ingested):
     photos = storage / "holiday"
     photos.mkdir(parents=True)
     (photos / "beach.jpg").write_bytes(b"jpeg")
-    line = _one_line_error(_sweep("--data", ingested, "--storage", storage, "--name", "holiday", "--overwrite",
-                                  "--wandb-mode", "disabled"), "regularization.py")
+    line = _one_line_error(
+        _sweep(
+            "--data", ingested, "--storage", storage, "--name", "holiday", "--overwrite", "--wandb-mode", "disabled"
+        ),
+        "regularization.py",
+    )
     assert "not a sweep experiment" in line
     assert (photos / "beach.jpg").read_bytes() == b"jpeg"
 
@@ -149,6 +196,7 @@ def test_sweep_overwrite_replaces_only_an_experiment(tmp_path, ingested):
 # ----------------------------------------------------------------------------------------------
 # --out folders: what --overwrite may replace, and what never
 # ----------------------------------------------------------------------------------------------
+
 
 def test_overwrite_replaces_only_its_own_kind(tmp_path):
     mine = tmp_path / "data"
@@ -170,9 +218,14 @@ def test_overwrite_replaces_only_its_own_kind(tmp_path):
 def test_never_replaced_whatever_they_hold(tmp_path, monkeypatch):
     src = tmp_path / "project" / "faces"
     src.mkdir(parents=True)
-    (tmp_path / "project" / "manifest.json").write_text("{}")      # even with the marker
-    for target, why in ((tmp_path / "project", "input"), (src, "input"), (Path("/"), "root"),
-                        (Path.home(), "home"), (Path.cwd(), "current folder")):
+    (tmp_path / "project" / "manifest.json").write_text("{}")  # even with the marker
+    for target, why in (
+        (tmp_path / "project", "input"),
+        (src, "input"),
+        (Path("/"), "root"),
+        (Path.home(), "home"),
+        (Path.cwd(), "current folder"),
+    ):
         with pytest.raises(FerError, match=why):
             check_replaceable(target, kind="data set", markers=("manifest.json",), overwrite=True, protect=(src,))
     monkeypatch.chdir(src)
@@ -211,8 +264,20 @@ def test_train_never_writes_into_a_folder_with_other_files(ingested, tmp_path):
     out = tmp_path / "notes"
     out.mkdir()
     (out / "config.yaml").write_text("my own config\n")
-    line = _one_line_error(_fer("train", "--set", f"data={ingested}", "--set", "model=fer_cnn_tiny",
-                                "--set", "epochs=1", "--out", out, "--quiet"))
+    line = _one_line_error(
+        _fer(
+            "train",
+            "--set",
+            f"data={ingested}",
+            "--set",
+            "model=fer_cnn_tiny",
+            "--set",
+            "epochs=1",
+            "--out",
+            out,
+            "--quiet",
+        )
+    )
     assert "not empty" in line
     assert (out / "config.yaml").read_text() == "my own config\n"
 
@@ -237,8 +302,9 @@ def test_ladder_overwrite_replaces_only_run_folders(ingested, tmp_path):
     rung = out / "fer_cnn_0"
     rung.mkdir(parents=True)
     (rung / "notes.txt").write_text("mine")
-    line = _one_line_error(_fer("ladder", "--data", ingested, "--out", out, "--models", "0", "--epochs", "1",
-                                "--overwrite", "--quiet"))
+    line = _one_line_error(
+        _fer("ladder", "--data", ingested, "--out", out, "--models", "0", "--epochs", "1", "--overwrite", "--quiet")
+    )
     assert "not a training run" in line
     assert (rung / "notes.txt").read_text() == "mine"
 
@@ -246,6 +312,7 @@ def test_ladder_overwrite_replaces_only_run_folders(ingested, tmp_path):
 # ----------------------------------------------------------------------------------------------
 # --out files
 # ----------------------------------------------------------------------------------------------
+
 
 def test_out_files_replace_only_what_fer_wrote(tmp_path):
     from dashboards.html import is_our_page, page
@@ -301,19 +368,30 @@ def _old_set(out: Path) -> None:
     (out / "shard").write_bytes(b"O" * 1000)
 
 
-@pytest.mark.parametrize("fallback,step,expect", [
-    (False, "built", "old"), (False, "swapped", "new"),
-    (True, "built", "old"), (True, "moved-old", "old"), (True, "swapped", "new"),
-])
+@pytest.mark.parametrize(
+    "fallback,step,expect",
+    [
+        (False, "built", "old"),
+        (False, "swapped", "new"),
+        (True, "built", "old"),
+        (True, "moved-old", "old"),
+        (True, "swapped", "new"),
+    ],
+)
 def test_a_kill_at_every_step_of_a_folder_replace_loses_nothing(tmp_path, fallback, step, expect):
     out = tmp_path / "data"
     _old_set(out)
-    proc = subprocess.run([sys.executable, "-c", _KILLER, str(out), step, "1" if fallback else "0"],
-                          env=_env(), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLER, str(out), step, "1" if fallback else "0"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 9, proc.stderr
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "data"]
     assert leftovers, "the kill should have left a temp or old folder behind"
-    atomic.recover(out)                       # what the next command writing data/ does first
+    atomic.recover(out)  # what the next command writing data/ does first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
     assert (out / "manifest.json").read_text() == expect
     assert (out / "shard").read_bytes() == (b"N" if expect == "new" else b"O") * 1000
@@ -326,20 +404,20 @@ def test_a_kill_at_every_step_of_a_folder_replace_loses_nothing(tmp_path, fallba
 def test_leftovers_of_a_running_process_or_another_host_are_left_alone(tmp_path):
     out = tmp_path / "data"
     _old_set(out)
-    live = tmp_path / f".data.tmp-{atomic._HOST}-{os.getppid()}"      # our parent process is alive
+    live = tmp_path / f".data.tmp-{atomic._HOST}-{os.getppid()}"  # our parent process is alive
     live.mkdir()
     foreign = tmp_path / ".data.tmp-otherhost-1"
     foreign.mkdir()
     atomic.recover(out)
     assert live.is_dir() and foreign.is_dir()
-    os.rename(out, tmp_path / ".data.old-otherhost-1")                # another host's interrupted swap
+    os.rename(out, tmp_path / ".data.old-otherhost-1")  # another host's interrupted swap
     with pytest.raises(FerError, match="rename it back"):
         atomic.recover(out)
 
 
 def test_a_killed_file_write_leaves_nothing_for_good(tmp_path):
     target = tmp_path / "metrics.json"
-    stale = tmp_path / f".metrics.json.tmp-{atomic._HOST}-999999999"     # no such process
+    stale = tmp_path / f".metrics.json.tmp-{atomic._HOST}-999999999"  # no such process
     stale.write_text("half")
     atomic.write_text(target, "{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
@@ -348,6 +426,7 @@ def test_a_killed_file_write_leaves_nothing_for_good(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # Writability: checked before the work
 # ----------------------------------------------------------------------------------------------
+
 
 def _mount_tmpfs(where: Path, options: str) -> bool:
     where.mkdir(parents=True, exist_ok=True)

@@ -49,10 +49,17 @@ def test_a_foreign_host_name_is_refused(server):
     assert _get(port, "evil.example") == 403
     assert _get(port, f"evil.example:{port}", "/") == 403
     assert _get(port, f"127.0.0.1.evil.example:{port}") == 403
-    for ok in (f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}",
-               f"app.localhost:{port}", None):
+    for ok in (
+        f"127.0.0.1:{port}",
+        "127.0.0.1",
+        f"localhost:{port}",
+        "LOCALHOST",
+        f"[::1]:{port}",
+        f"app.localhost:{port}",
+        None,
+    ):
         assert _get(port, ok) == 200, ok
-    assert _get(port, f"localhost:{port}", "/") == 503            # the page itself: waiting for the sweep
+    assert _get(port, f"localhost:{port}", "/") == 503  # the page itself: waiting for the sweep
 
 
 def test_allow_host_adds_names(server):
@@ -76,8 +83,13 @@ def test_bound_names():
 @pytest.mark.e2e
 def test_binding_all_interfaces_warns(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "fer_cli", "dashboard", "serve", str(tmp_path), "--host", "0.0.0.0",
-                             "--port", "0"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fer_cli", "dashboard", "serve", str(tmp_path), "--host", "0.0.0.0", "--port", "0"],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         lines = []
         deadline = time.time() + 60

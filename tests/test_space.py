@@ -19,14 +19,19 @@ def test_shipped_spaces_parse_and_sample_valid_configs():
             values = space.sample(trial)
             cfg = space.config(values)
             assert cfg.model == values["model"] and cfg.l2 == values["l2"]
-            assert ("focal_gamma" in values) == (values["loss"] == "focal")      # conditional
+            assert ("focal_gamma" in values) == (values["loss"] == "focal")  # conditional
             study.tell(trial, 0.5)
 
 
 def test_conditional_parameters_exist_only_when_their_condition_holds():
-    space = parse_space({"params": {
-        "loss": {"type": "categorical", "choices": ["ce", "focal"]},
-        "focal_gamma": {"type": "float", "low": 0.5, "high": 4.0, "when": {"loss": "focal"}}}})
+    space = parse_space(
+        {
+            "params": {
+                "loss": {"type": "categorical", "choices": ["ce", "focal"]},
+                "focal_gamma": {"type": "float", "low": 0.5, "high": 4.0, "when": {"loss": "focal"}},
+            }
+        }
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     seen = set()
     for _ in range(30):
@@ -40,36 +45,72 @@ def test_conditional_parameters_exist_only_when_their_condition_holds():
 
 
 def test_log_and_int_ranges():
-    space = parse_space({"params": {"l2": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
-                                    "batch_size": {"type": "int", "low": 16, "high": 128, "log": True}}})
+    space = parse_space(
+        {
+            "params": {
+                "l2": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+                "batch_size": {"type": "int", "low": 16, "high": 128, "log": True},
+            }
+        }
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     vals = [space.sample(study.ask()) for _ in range(50)]
     assert all(1e-6 <= v["l2"] <= 1e-2 for v in vals)
-    assert sum(v["l2"] < 1e-4 for v in vals) > 15          # log scale: half the decades below 1e-4
+    assert sum(v["l2"] < 1e-4 for v in vals) > 15  # log scale: half the decades below 1e-4
     assert all(isinstance(v["batch_size"], int) and 16 <= v["batch_size"] <= 128 for v in vals)
 
 
-@pytest.mark.parametrize("raw, match", [
-    ({"params": {"lerning_rate": {"type": "float", "low": 0.1, "high": 1}}}, r"params\.lerning_rate: not a trainer config key"),
-    ({"params": {"lr": {"type": "float", "low": 0.1, "high": 0.01}}}, r"params\.lr: needs low < high"),
-    ({"params": {"l2": {"type": "float", "low": 0, "high": 0.1, "log": True}}}, r"params\.l2: a log scale needs low > 0"),
-    ({"params": {"lr": {"type": "float", "low": -1, "high": 0.1}}}, r"params\.lr: value -1.0 is not valid.*lr: must be > 0"),
-    ({"params": {"model": {"type": "categorical", "choices": ["fer_cnn_tiny", "resnet35"]}}},
-     r"params\.model: value 'resnet35' is not valid"),
-    ({"params": {"loss": {"type": "categorical", "choices": []}}}, r"params\.loss: categorical needs a non-empty"),
-    ({"params": {"lr": {"type": "uniform", "low": 0.1, "high": 1}}}, r"params\.lr: type must be one of"),
-    ({"params": {"lr": {"type": "float", "low": 0.001, "high": 0.1, "scale": "log"}}}, r"params\.lr: unknown field"),
-    ({"params": {"focal_gamma": {"type": "float", "low": 1, "high": 2, "when": {"loss": "focal"}}}},
-     r"'when' refers to 'loss', which is not a parameter listed before it"),
-    ({"params": {"loss": {"type": "categorical", "choices": ["ce"]},
-                 "focal_gamma": {"type": "float", "low": 1, "high": 2, "when": {"loss": "focl"}}}},
-     r"'when' loss value\(s\) \['focl'\] are not among its choices"),
-    ({"fixed": {"optimizer": "adamax"}, "params": {"lr": {"type": "float", "low": 0.001, "high": 0.1}}},
-     r"optimizer: must be one of"),
-    ({"fixed": {"lr": 0.1}, "params": {"lr": {"type": "float", "low": 0.001, "high": 0.1}}}, r"also set in 'fixed'"),
-    ({"params": {}}, r"'params' must map at least one"),
-    ({"space": {}}, r"unknown top-level key"),
-])
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        (
+            {"params": {"lerning_rate": {"type": "float", "low": 0.1, "high": 1}}},
+            r"params\.lerning_rate: not a trainer config key",
+        ),
+        ({"params": {"lr": {"type": "float", "low": 0.1, "high": 0.01}}}, r"params\.lr: needs low < high"),
+        (
+            {"params": {"l2": {"type": "float", "low": 0, "high": 0.1, "log": True}}},
+            r"params\.l2: a log scale needs low > 0",
+        ),
+        (
+            {"params": {"lr": {"type": "float", "low": -1, "high": 0.1}}},
+            r"params\.lr: value -1.0 is not valid.*lr: must be > 0",
+        ),
+        (
+            {"params": {"model": {"type": "categorical", "choices": ["fer_cnn_tiny", "resnet35"]}}},
+            r"params\.model: value 'resnet35' is not valid",
+        ),
+        ({"params": {"loss": {"type": "categorical", "choices": []}}}, r"params\.loss: categorical needs a non-empty"),
+        ({"params": {"lr": {"type": "uniform", "low": 0.1, "high": 1}}}, r"params\.lr: type must be one of"),
+        (
+            {"params": {"lr": {"type": "float", "low": 0.001, "high": 0.1, "scale": "log"}}},
+            r"params\.lr: unknown field",
+        ),
+        (
+            {"params": {"focal_gamma": {"type": "float", "low": 1, "high": 2, "when": {"loss": "focal"}}}},
+            r"'when' refers to 'loss', which is not a parameter listed before it",
+        ),
+        (
+            {
+                "params": {
+                    "loss": {"type": "categorical", "choices": ["ce"]},
+                    "focal_gamma": {"type": "float", "low": 1, "high": 2, "when": {"loss": "focl"}},
+                }
+            },
+            r"'when' loss value\(s\) \['focl'\] are not among its choices",
+        ),
+        (
+            {"fixed": {"optimizer": "adamax"}, "params": {"lr": {"type": "float", "low": 0.001, "high": 0.1}}},
+            r"optimizer: must be one of",
+        ),
+        (
+            {"fixed": {"lr": 0.1}, "params": {"lr": {"type": "float", "low": 0.001, "high": 0.1}}},
+            r"also set in 'fixed'",
+        ),
+        ({"params": {}}, r"'params' must map at least one"),
+        ({"space": {}}, r"unknown top-level key"),
+    ],
+)
 def test_bad_spaces_fail_naming_the_key(raw, match):
     with pytest.raises(SpaceError, match=match):
         parse_space(raw, source="s.yaml")

@@ -17,14 +17,15 @@ import pyarrow.fs as pafs
 import pytest
 import yaml
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]   # each test runs the real commands in subprocesses
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # each test runs the real commands in subprocesses
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(args: list, env: dict, timeout: int = 400) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, f"{args}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     return proc
@@ -42,9 +43,32 @@ def _flow(root: str, env: dict, synth_dir: Path, read, sweep_flags: tuple = ()) 
     assert read(f"data/fer/{manifest['shards'][0]['path']}") is not None
     _fer("data", "report", data, env=env)
 
-    _run(["sweeps/regularization.py", "--smoke", "--samples", "2", "--max-epochs", "2", "--no-asha",
-          "--no-collapse-stop", "--concurrency", "1", "--num-cpus", "2", "--wandb-mode", "disabled",
-          "--data", data, "--storage", sweeps, "--name", "flow", *sweep_flags], env)
+    _run(
+        [
+            "sweeps/regularization.py",
+            "--smoke",
+            "--samples",
+            "2",
+            "--max-epochs",
+            "2",
+            "--no-asha",
+            "--no-collapse-stop",
+            "--concurrency",
+            "1",
+            "--num-cpus",
+            "2",
+            "--wandb-mode",
+            "disabled",
+            "--data",
+            data,
+            "--storage",
+            sweeps,
+            "--name",
+            "flow",
+            *sweep_flags,
+        ],
+        env,
+    )
     record = json.loads(read("sweeps/flow/sweep.json"))
     assert record["format"] == "fer-sweep-experiment" and record["finished"] and record["trials"] == 2
     assert record["data"]["version"] == manifest["version"] and record["experiment_dir"].endswith("sweeps/flow")
@@ -58,7 +82,7 @@ def _flow(root: str, env: dict, synth_dir: Path, read, sweep_flags: tuple = ()) 
     assert exported["data"] == data and exported["provenance"]["experiment"] == "flow"
 
     out = _fer("retrain", f"{root}/exports/best.yaml", "--out", f"{root}/models/best", "--quiet", env=env)
-    assert json.loads(out.stdout[:out.stdout.rindex("}") + 1])["n"] > 0
+    assert json.loads(out.stdout[: out.stdout.rindex("}") + 1])["n"] > 0
     metrics = json.loads(read("models/best/metrics.json"))
     assert metrics["test"]["n"] > 0 and read("models/best/MODEL_CARD.md") and read("models/best/final.pt")
 
@@ -93,19 +117,27 @@ def test_the_cluster_flow_on_s3(synth_dir, s3_server, s3_bucket, tmp_path):
         except (FileNotFoundError, OSError):
             return None
 
-    journal = tmp_path.parent / f"{tmp_path.name}-optuna.log"      # the study: a journal on a "shared" disk
-    _flow(f"s3://{s3_bucket}", s3_server.subprocess_env(_env()), synth_dir, read,
-          sweep_flags=("--optuna-storage", f"journal:{journal}"))
+    journal = tmp_path.parent / f"{tmp_path.name}-optuna.log"  # the study: a journal on a "shared" disk
+    _flow(
+        f"s3://{s3_bucket}",
+        s3_server.subprocess_env(_env()),
+        synth_dir,
+        read,
+        sweep_flags=("--optuna-storage", f"journal:{journal}"),
+    )
     import optuna
-    study = optuna.load_study(study_name="flow", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(journal))))
+
+    study = optuna.load_study(
+        study_name="flow",
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))),
+    )
     assert len(study.trials) == 2 and all(t.state.is_finished() for t in study.trials)
     listed = fs.get_file_info(pafs.FileSelector(s3_bucket, recursive=True))
     names = {i.path.removeprefix(f"{s3_bucket}/") for i in listed if i.type == pafs.FileType.File}
     assert {"sweeps/flow/tuner.pkl", "sweeps/flow/epochs.parquet", "models/best/model.onnx"} <= names
     trials = {n.split("/")[2] for n in names if n.startswith("sweeps/flow/fer_trainable_")}
     assert len(trials) == 2
-    for t in trials:      # written by the trial actors (Ray workers): results and the one kept checkpoint
+    for t in trials:  # written by the trial actors (Ray workers): results and the one kept checkpoint
         mine = [n for n in names if n.startswith(f"sweeps/flow/{t}/")]
         assert f"sweeps/flow/{t}/result.json" in mine
         assert len([n for n in mine if n.endswith("/checkpoint.pt")]) == 1, mine
@@ -124,18 +156,46 @@ def test_the_single_run_commands_take_uris(s3_server, s3_bucket):
     assert {"synth.json", "truth.csv"} <= names("raw")
     _fer("data", "ingest", f"{root}/raw", "--out", f"{root}/data", "--no-mislabels", "--quiet", env=env)
     manifest = json.loads(fs.open_input_stream(f"{s3_bucket}/data/manifest.json").read())
-    assert manifest["name"] == "raw" and manifest["sources"][0]["path"] == f"{root}/raw"    # the URI, not a temp copy
+    assert manifest["name"] == "raw" and manifest["sources"][0]["path"] == f"{root}/raw"  # the URI, not a temp copy
 
-    train = ["train", "--set", f"data={root}/data", "--set", "model=fer_cnn_tiny", "--set", "epochs=2",
-             "--out", f"{root}/runs/t1", "--quiet"]
+    train = [
+        "train",
+        "--set",
+        f"data={root}/data",
+        "--set",
+        "model=fer_cnn_tiny",
+        "--set",
+        "epochs=2",
+        "--out",
+        f"{root}/runs/t1",
+        "--quiet",
+    ]
     _fer(*train, "--evaluate", env=env)
-    assert {"config.yaml", "metrics.jsonl", "best.pt", "result.json", "checkpoint/checkpoint.pt",
-            "eval-test/metrics.json"} <= names("runs/t1")
-    again = subprocess.run([sys.executable, "-m", "fer_cli", *train], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=300)
-    assert again.returncode == 2 and "already exists" in again.stderr      # a run is never replaced
+    assert {
+        "config.yaml",
+        "metrics.jsonl",
+        "best.pt",
+        "result.json",
+        "checkpoint/checkpoint.pt",
+        "eval-test/metrics.json",
+    } <= names("runs/t1")
+    again = subprocess.run(
+        [sys.executable, "-m", "fer_cli", *train], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert again.returncode == 2 and "already exists" in again.stderr  # a run is never replaced
     _fer("evaluate", f"{root}/runs/t1", "--split", "val", "--weights", "final", env=env)
     assert "eval-val/metrics.json" in names("runs/t1")
-    _fer("ladder", "--data", f"{root}/data", "--out", f"{root}/ladder", "--models", "0", "--epochs", "1", "--quiet",
-         env=env)
+    _fer(
+        "ladder",
+        "--data",
+        f"{root}/data",
+        "--out",
+        f"{root}/ladder",
+        "--models",
+        "0",
+        "--epochs",
+        "1",
+        "--quiet",
+        env=env,
+    )
     assert {"ladder.json", "ladder.md", "fer_cnn_0/result.json"} <= names("ladder")

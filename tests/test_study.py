@@ -30,15 +30,22 @@ def _env() -> dict:
 
 
 def _sweep(*args) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "sweeps/regularization.py", *map(str, args)], cwd=ROOT, env=_env(),
-                         capture_output=True, text=True, timeout=400)
+    out = subprocess.run(
+        [sys.executable, "sweeps/regularization.py", *map(str, args)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out
 
 
 def _study(url: str, name: str) -> list[dict]:
-    out = subprocess.run([sys.executable, "-c", _READ_STUDY, url, name], env=_env(), capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", _READ_STUDY, url, name], env=_env(), capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)
 
@@ -46,8 +53,27 @@ def _study(url: str, name: str) -> list[dict]:
 def test_the_study_is_shared_and_extended(ingested, tmp_path):
     storage = tmp_path / "sweeps"
     exp = storage / "study"
-    _sweep("--smoke", "--samples", "3", "--max-epochs", "3", "--grace-period", "1", "--concurrency", "1",
-           "--num-cpus", "2", "--wandb-mode", "disabled", "--data", ingested, "--storage", storage, "--name", "study")
+    _sweep(
+        "--smoke",
+        "--samples",
+        "3",
+        "--max-epochs",
+        "3",
+        "--grace-period",
+        "1",
+        "--concurrency",
+        "1",
+        "--num-cpus",
+        "2",
+        "--wandb-mode",
+        "disabled",
+        "--data",
+        ingested,
+        "--storage",
+        storage,
+        "--name",
+        "study",
+    )
     record = json.loads((exp / "sweep.json").read_text())
     url = f"sqlite:///{exp}/optuna.db"
     assert record["optuna"] == {"storage": url, "study": "study"}
@@ -62,11 +88,12 @@ def test_the_study_is_shared_and_extended(ingested, tmp_path):
     assert sorted(t["value"] for t in study if t["state"] == "COMPLETE") == pytest.approx(completed)
     for t in study:
         if t["state"] == "PRUNED":
-            assert t["steps"] and max(t["steps"]) < 3         # its intermediate values, up to where it stopped
+            assert t["steps"] and max(t["steps"]) < 3  # its intermediate values, up to where it stopped
 
     # --extend 2: a new Tune run on the same study; the tables and the record hold all five trials
-    out = _sweep("--name", "study", "--storage", storage, "--extend", "2", "--num-cpus", "2", "--wandb-mode",
-                 "disabled")
+    out = _sweep(
+        "--name", "study", "--storage", storage, "--extend", "2", "--num-cpus", "2", "--wandb-mode", "disabled"
+    )
     assert "2 more trials" in out.stderr
     study = _study(url, "study")
     assert [t["number"] for t in study] == [0, 1, 2, 3, 4] and all(t["state"] != "RUNNING" for t in study)
@@ -75,5 +102,5 @@ def test_the_study_is_shared_and_extended(ingested, tmp_path):
     extended = json.loads((exp / "sweep.json").read_text())
     assert extended["trials"] == 5 and extended["command"] == record["command"]
     assert extended["wall_s"] == record["wall_s"] and "--extend 2" in extended["resumes"][0]["command"]
-    assert extended["settings"]["max_epochs"] == 3                # the launch's settings, not the defaults
+    assert extended["settings"]["max_epochs"] == 3  # the launch's settings, not the defaults
     assert pq.read_table(exp / "epochs.parquet").num_rows == sum(r["epochs"] for r in rows)

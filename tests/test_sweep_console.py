@@ -15,18 +15,31 @@ def _trial(trial_id: str, status: str, last: dict | None = None, config: dict | 
 def test_start_end_and_status_lines():
     now = [0.0]
     out = io.StringIO()
-    rep = CompactReporter(samples=3, max_epochs=10, concurrency=2, params=["lr", "loss", "focal_gamma"],
-                          every_s=30, out=out, clock=lambda: now[0])
+    rep = CompactReporter(
+        samples=3,
+        max_epochs=10,
+        concurrency=2,
+        params=["lr", "loss", "focal_gamma"],
+        every_s=30,
+        out=out,
+        clock=lambda: now[0],
+    )
     a = _trial("a", "RUNNING", config={"lr": 0.00123456, "loss": "ce", "model": "x"})
     b = _trial("b", "PENDING")
     rep.on_step_begin(0, [a, b])
     rep.on_trial_start(0, [a, b], a)
     for e in (1, 2):
-        a.last_result = {"epoch": e, "score": 0.3 + e / 100, "peak": 0.32, "peak_epoch": 2, "final": 0.32,
-                         "trial_status": "running"}
+        a.last_result = {
+            "epoch": e,
+            "score": 0.3 + e / 100,
+            "peak": 0.32,
+            "peak_epoch": 2,
+            "final": 0.32,
+            "trial_status": "running",
+        }
         rep.on_trial_result(0, [a, b], a, a.last_result)
     now[0] = 10.0
-    rep.on_step_end(0, [a, b])                       # before every_s: no status line
+    rep.on_step_end(0, [a, b])  # before every_s: no status line
     a.status = "TERMINATED"
     rep.on_trial_complete(0, [a, b], a)
     now[0] = 40.0
@@ -34,8 +47,10 @@ def test_start_end_and_status_lines():
     lines = out.getvalue().splitlines()
     assert lines[0] == "trial a started: lr=0.00123 loss=ce"
     assert lines[1].startswith("trial a stopped by ASHA: 2 epochs, score 0.3200, peak 0.3200 at epoch 2, final 0.3200")
-    assert lines[2] == ("[40.0 s] 0 running, 1 pending, 1 of 3 ended (1 stopped by ASHA) | best 0.3200 (a) | "
-                        "2 of 30 epochs | 9 min 20 s left at most")          # 40 s for 2 epochs, 28 to go
+    assert lines[2] == (
+        "[40.0 s] 0 running, 1 pending, 1 of 3 ended (1 stopped by ASHA) | best 0.3200 (a) | "
+        "2 of 30 epochs | 9 min 20 s left at most"
+    )  # 40 s for 2 epochs, 28 to go
     assert len(lines) == 3
 
 
@@ -48,5 +63,6 @@ def test_a_resumed_sweep_counts_its_earlier_trials_and_rates_only_this_run():
     rep.on_step_begin(0, [done, err])
     now[0] = 5.0
     rep.on_experiment_end([done, err])
-    assert out.getvalue().strip() == ("[5.0 s] 0 running, 0 pending, 2 of 2 ended (1 completed, 1 errored) | "
-                                      "best 0.5000 (a) | 5 of 8 epochs")
+    assert out.getvalue().strip() == (
+        "[5.0 s] 0 running, 0 pending, 2 of 2 ended (1 completed, 1 errored) | best 0.5000 (a) | 5 of 8 epochs"
+    )

@@ -29,8 +29,14 @@ def free_port() -> int:
 
 
 def env(**extra) -> dict:
-    e = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_AUTH_MODE="token",
-             FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="0")
+    e = dict(
+        os.environ,
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        RAY_AUTH_MODE="token",
+        FER_NO_PROGRESS="1",
+        RAY_USAGE_STATS_ENABLED="0",
+        TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="0",
+    )
     e.pop("RAY_ADDRESS", None)
     e.pop("WANDB_API_KEY", None)
     e.update(extra)
@@ -41,12 +47,27 @@ def env(**extra) -> dict:
 def ray_head():
     """A real head node started with `ray start --head` (token authentication on), stopped afterwards."""
     # a fresh machine has no token yet: `ray start` with RAY_AUTH_MODE=token needs one (~/.ray/auth_token)
-    gen = subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], env=env(), capture_output=True,
-                         text=True, timeout=120)
-    assert gen.returncode == 0, gen.stderr          # stdout is the token itself: never shown
+    gen = subprocess.run(
+        [str(BIN / "ray"), "get-auth-token", "--generate"], env=env(), capture_output=True, text=True, timeout=120
+    )
+    assert gen.returncode == 0, gen.stderr  # stdout is the token itself: never shown
     port, dash = free_port(), free_port()
-    cmd = [str(BIN / "ray"), "start", "--head", "--num-cpus", "2", "--port", str(port), "--dashboard-port",
-           str(dash), "--dashboard-host", "127.0.0.1", "--include-dashboard", "true", "--disable-usage-stats"]
+    cmd = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--num-cpus",
+        "2",
+        "--port",
+        str(port),
+        "--dashboard-port",
+        str(dash),
+        "--dashboard-host",
+        "127.0.0.1",
+        "--include-dashboard",
+        "true",
+        "--disable-usage-stats",
+    ]
     out = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
     try:
@@ -56,12 +77,31 @@ def ray_head():
 
 
 def test_sweep_submitted_as_a_ray_job_with_token_auth(ray_head, ingested, tmp_path):
-    assert (Path.home() / ".ray" / "auth_token").is_file()       # Ray 2.60's token auth is on
+    assert (Path.home() / ".ray" / "auth_token").is_file()  # Ray 2.60's token auth is on
     storage = tmp_path / "sweeps"
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", ray_head, "--working-dir", str(ROOT), "--",
-           *SWEEP, "--smoke", "--data", str(ingested), "--storage", str(storage), "--name", "job",
-           "--wandb-mode", "offline", "--seed", "1"]
-    for _ in range(20):       # the head's job agent takes a few seconds after `ray start` to accept jobs
+    cmd = [
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        ray_head,
+        "--working-dir",
+        str(ROOT),
+        "--",
+        *SWEEP,
+        "--smoke",
+        "--data",
+        str(ingested),
+        "--storage",
+        str(storage),
+        "--name",
+        "job",
+        "--wandb-mode",
+        "offline",
+        "--seed",
+        "1",
+    ]
+    for _ in range(20):  # the head's job agent takes a few seconds after `ray start` to accept jobs
         out = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
         if "No available agent" not in out.stderr:
             break
@@ -71,7 +111,7 @@ def test_sweep_submitted_as_a_ray_job_with_token_auth(ray_head, ingested, tmp_pa
     exp = storage / "job"
     trials = pq.read_table(exp / "trials.parquet").to_pylist()
     epochs = pq.read_table(exp / "epochs.parquet").to_pylist()
-    assert len(trials) == 4                                        # --smoke: 4 trials x up to 4 epochs
+    assert len(trials) == 4  # --smoke: 4 trials x up to 4 epochs
     for t in trials:
         assert t["outcome"] in ("completed", "stopped by ASHA", "collapsed", "diverged")
         assert t["config/model"] in ("fer_cnn_small", "fer_cnn_tiny") and t["config/l2"] > 0
@@ -96,28 +136,54 @@ def _finished_trials(exp: Path) -> int:
         result = d / "result.json"
         if result.is_file():
             lines = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
-            n += bool(lines) and any(x.get("done") for x in lines) or bool(lines and lines[-1].get("trial_status") == "completed")
+            n += (
+                bool(lines)
+                and any(x.get("done") for x in lines)
+                or bool(lines and lines[-1].get("trial_status") == "completed")
+            )
     return n
 
 
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ingested, tmp_path):
     storage = tmp_path / "sweeps"
     exp = storage / "resumable"
-    args = [*SWEEP, "--data", str(ingested), "--storage", str(storage), "--name", "resumable", "--samples", "4",
-            "--max-epochs", "3", "--grace-period", "3", "--concurrency", "1", "--num-cpus", "2",
-            "--wandb-mode", "disabled", "--set", "model_args.bn_momentum=0.1"]
+    args = [
+        *SWEEP,
+        "--data",
+        str(ingested),
+        "--storage",
+        str(storage),
+        "--name",
+        "resumable",
+        "--samples",
+        "4",
+        "--max-epochs",
+        "3",
+        "--grace-period",
+        "3",
+        "--concurrency",
+        "1",
+        "--num-cpus",
+        "2",
+        "--wandb-mode",
+        "disabled",
+        "--set",
+        "model_args.bn_momentum=0.1",
+    ]
     proc = subprocess.Popen(args, env=env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and _finished_trials(exp) < 2:
         time.sleep(0.5)
     assert proc.poll() is None, "the sweep ended before it could be interrupted:\n" + proc.stdout.read()[-3000:]
-    proc.send_signal(signal.SIGINT)              # what Ctrl+C does: Tune saves its state and stops
+    proc.send_signal(signal.SIGINT)  # what Ctrl+C does: Tune saves its state and stops
     try:
         proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    before = {d.name: (d / "result.json").read_text() for d in exp.glob("fer_trainable_*") if (d / "result.json").is_file()}
+    before = {
+        d.name: (d / "result.json").read_text() for d in exp.glob("fer_trainable_*") if (d / "result.json").is_file()
+    }
     done_before = {k for k, v in before.items() if '"trial_status": "completed"' in v}
     assert 2 <= len(done_before) < 4
 
@@ -125,10 +191,10 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ingested, t
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     trials = pq.read_table(exp / "trials.parquet").to_pylist()
     assert len(trials) == 4 and all(t["outcome"] == "completed" and t["epochs"] == 3 for t in trials)
-    for name in done_before:                      # finished trials were not run again
+    for name in done_before:  # finished trials were not run again
         assert (exp / name / "result.json").read_text() == before[name]
     epochs = pq.read_table(exp / "epochs.parquet").to_pylist()
-    assert len(epochs) == 12                      # 4 trials x 3 epochs, no epoch reported twice
+    assert len(epochs) == 12  # 4 trials x 3 epochs, no epoch reported twice
 
 
 def test_a_node_failure_mid_sweep_is_retried_from_checkpoints(ingested, tmp_path):
@@ -165,9 +231,31 @@ def test_a_node_failure_mid_sweep_is_retried_from_checkpoints(ingested, tmp_path
     try:
         ray.init(address=cluster.address)
         killer.start()
-        run(["--data", str(ingested), "--storage", str(storage), "--name", "failover", "--samples", "2",
-             "--max-epochs", "6", "--grace-period", "6", "--concurrency", "2", "--wandb-mode", "disabled",
-             "--max-failures", "3", "--no-collapse-stop", "--set", "model_args.bn_momentum=0.1"])
+        run(
+            [
+                "--data",
+                str(ingested),
+                "--storage",
+                str(storage),
+                "--name",
+                "failover",
+                "--samples",
+                "2",
+                "--max-epochs",
+                "6",
+                "--grace-period",
+                "6",
+                "--concurrency",
+                "2",
+                "--wandb-mode",
+                "disabled",
+                "--max-failures",
+                "3",
+                "--no-collapse-stop",
+                "--set",
+                "model_args.bn_momentum=0.1",
+            ]
+        )
         killer.join(timeout=5)
         assert removed, "no trial reached epoch 2 while both nodes were up"
         failed = [d for d in exp.glob("fer_trainable_*") if (d / "error.txt").is_file()]
@@ -175,7 +263,7 @@ def test_a_node_failure_mid_sweep_is_retried_from_checkpoints(ingested, tmp_path
         trials = pq.read_table(exp / "trials.parquet").to_pylist()
         assert len(trials) == 2 and all(t["outcome"] == "completed" and t["epochs"] == 6 for t in trials)
         epochs = pq.read_table(exp / "epochs.parquet").to_pylist()
-        for t in trials:      # every epoch reported once, in order, even for the trial that moved node
+        for t in trials:  # every epoch reported once, in order, even for the trial that moved node
             assert sorted(r["epoch"] for r in epochs if r["trial_id"] == t["trial_id"]) == list(range(1, 7))
     finally:
         ray.shutdown()

@@ -21,20 +21,27 @@ import pytest
 from sweeps.wandb_logging import resolve_mode
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = "fakekey0123456789abcdef0123456789abcdef99"     # 40+ characters, like a real W&B key
+KEY = "fakekey0123456789abcdef0123456789abcdef99"  # 40+ characters, like a real W&B key
 
 
 @pytest.fixture
 def ray_tmp():
     """A Ray temp folder of the test's own (short: Ray's socket paths must stay under 108 bytes)."""
     path = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    yield Path(path)          # the sweeps and scripts below start and stop their own local Ray
+    yield Path(path)  # the sweeps and scripts below start and stop their own local Ray
     shutil.rmtree(path, ignore_errors=True)
 
 
 def _env(ray_tmp: Path, **extra) -> dict:
-    env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT),
-               RAY_TMPDIR=str(ray_tmp), WANDB_API_KEY=KEY, **extra)
+    env = dict(
+        os.environ,
+        FER_NO_PROGRESS="1",
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONPATH=str(ROOT),
+        RAY_TMPDIR=str(ray_tmp),
+        WANDB_API_KEY=KEY,
+        **extra,
+    )
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -55,7 +62,7 @@ def test_auto_mode_respects_wandb_mode_when_a_key_is_set():
     assert resolve_mode("auto", {"WANDB_API_KEY": KEY, "WANDB_MODE": "disabled"}) == "disabled"
     assert resolve_mode("auto", {"WANDB_API_KEY": KEY}) == "online"
     assert resolve_mode("auto", {}) == "offline"
-    assert resolve_mode("online", {"WANDB_MODE": "offline"}) == "online"      # an explicit flag wins
+    assert resolve_mode("online", {"WANDB_MODE": "offline"}) == "online"  # an explicit flag wins
 
 
 _TUNE = textwrap.dedent("""
@@ -81,8 +88,14 @@ _TUNE = textwrap.dedent("""
 @pytest.mark.parametrize("which,leaks", [("stock", True), ("ours", False)])
 def test_the_logging_actor_gets_no_key(ray_tmp, tmp_path, which, leaks):
     """The key is in the driver's environment in both cases; only Ray's stock callback passes it on."""
-    out = subprocess.run([sys.executable, "-c", _TUNE, which, str(tmp_path / "exp")], cwd=ROOT,
-                         env=_env(ray_tmp, WANDB_MODE="offline"), capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _TUNE, which, str(tmp_path / "exp")],
+        cwd=ROOT,
+        env=_env(ray_tmp, WANDB_MODE="offline"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     hits = _files_holding(ray_tmp, KEY)
     assert bool(hits) == leaks, hits
@@ -92,10 +105,26 @@ def test_the_logging_actor_gets_no_key(ray_tmp, tmp_path, which, leaks):
 @pytest.mark.e2e
 def test_a_sweep_with_a_key_set_writes_it_nowhere_and_resume_keeps_the_record(ray_tmp, ingested, tmp_path):
     storage = tmp_path / "sweeps"
-    args = [sys.executable, "sweeps/regularization.py", "--smoke", "--samples", "1", "--max-epochs", "2",
-            "--concurrency", "1", "--num-cpus", "1", "--data", str(ingested), "--storage", str(storage),
-            "--name", "secret"]
-    env = _env(ray_tmp, WANDB_MODE="offline")         # auto mode: WANDB_MODE wins over the key
+    args = [
+        sys.executable,
+        "sweeps/regularization.py",
+        "--smoke",
+        "--samples",
+        "1",
+        "--max-epochs",
+        "2",
+        "--concurrency",
+        "1",
+        "--num-cpus",
+        "1",
+        "--data",
+        str(ingested),
+        "--storage",
+        str(storage),
+        "--name",
+        "secret",
+    ]
+    env = _env(ray_tmp, WANDB_MODE="offline")  # auto mode: WANDB_MODE wins over the key
     first = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     exp = storage / "secret"

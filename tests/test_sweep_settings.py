@@ -39,15 +39,16 @@ def test_credentials_are_redacted_in_the_record_and_a_record_reads_back():
 
 
 def test_a_resume_takes_the_launch_settings_and_inherits_runtime_ones_unless_given():
-    launch = _config("--samples", "5", "--max-epochs", "3", "--concurrency", "4", "--wandb-mode", "disabled",
-                     "--set", "lr=0.1").to_dict()
+    launch = _config(
+        "--samples", "5", "--max-epochs", "3", "--concurrency", "4", "--wandb-mode", "disabled", "--set", "lr=0.1"
+    ).to_dict()
     argv = ["--name", "x", "--resume", "--concurrency", "2"]
     cfg = _config(*argv).resumed(launch, argv)
-    assert (cfg.samples, cfg.max_epochs, cfg.overrides) == (5, 3, ("lr=0.1",))       # the launch's
-    assert (cfg.concurrency, cfg.wandb_mode) == (2, "disabled")    # given again; inherited
-    assert (cfg.resume, cfg.name) == (True, "x")                   # runtime: this command's
+    assert (cfg.samples, cfg.max_epochs, cfg.overrides) == (5, 3, ("lr=0.1",))  # the launch's
+    assert (cfg.concurrency, cfg.wandb_mode) == (2, "disabled")  # given again; inherited
+    assert (cfg.resume, cfg.name) == (True, "x")  # runtime: this command's
     again = ["--name", "x", "--resume", "--samples", "5", "--set", "lr=0.1"]
-    assert _config(*again).resumed(launch, again).samples == 5     # given again with the same value: fine
+    assert _config(*again).resumed(launch, again).samples == 5  # given again with the same value: fine
     with pytest.raises(FerError, match=r"--set: \['lr=0.2'\] differs from this experiment's launch \(\['lr=0.1'\]\)"):
         changed = ["--name", "x", "--resume", "--set", "lr=0.2"]
         _config(*changed).resumed(launch, changed)
@@ -69,7 +70,8 @@ def test_flag_checks_and_derived_values():
         _config("--resume").check_flags()
     with pytest.raises(FerError, match="exceeds --max-epochs"):
         _config("--grace-period", "9", "--max-epochs", "4").check_values()
-    cfg = _config("--samples", "40", "--cpus-per-trial", "2.5", "--gpus-per-trial", "0.5", "--name", "x",
-                  "--extend", "3")
+    cfg = _config(
+        "--samples", "40", "--cpus-per-trial", "2.5", "--gpus-per-trial", "0.5", "--name", "x", "--extend", "3"
+    )
     assert (cfg.trials_to_run, cfg.tpe_startup_trials, cfg.threads, cfg.device) == (3, 10, 2, "cuda")
     assert trials_that_fit({"CPU": 8, "GPU": 1}, 2.5, 0.5) == 2 and trials_that_fit({"CPU": 8}, 2.5) == 3

@@ -12,8 +12,10 @@ from fer_core.errors import FerError
 from sweeps.results import classify, epoch_rows, format_summary, trial_rows
 from sweeps.trainable import annotate, ran_to_the_end, score_of
 
-RULES = {"score_window": 3, "collapse": dict(mode="max", grace_period=3, window=2, margin=0.05, patience=0,
-                                              relative=False)}
+RULES = {
+    "score_window": 3,
+    "collapse": dict(mode="max", grace_period=3, window=2, margin=0.05, patience=0, relative=False),
+}
 
 
 def test_score_is_the_mean_of_the_last_epochs():
@@ -24,16 +26,24 @@ def test_score_is_the_mean_of_the_last_epochs():
 
 def test_annotate_records_peak_final_and_the_collapse_reason():
     curve = [0.40, 0.60, 0.58, 0.50, 0.48]
-    rows = [annotate({"epoch": i + 1, "val_acc": v, "val_confusion": [[1, 0], [0, 1]], "status": "running"},
-                     curve[:i + 1], 10, RULES) for i, v in enumerate(curve)]
+    rows = [
+        annotate(
+            {"epoch": i + 1, "val_acc": v, "val_confusion": [[1, 0], [0, 1]], "status": "running"},
+            curve[: i + 1],
+            10,
+            RULES,
+        )
+        for i, v in enumerate(curve)
+    ]
     assert [r["collapsed"] for r in rows] == [False, False, False, True, True]
     last = rows[-1]
     assert (last["peak"], last["peak_epoch"], last["final"]) == (0.60, 2, 0.48)
     assert last["score"] == pytest.approx((0.58 + 0.50 + 0.48) / 3)
     assert last["collapse_epoch"] == 4
-    assert last["collapse_reason"] == ("collapsed at epoch 4: mean of last 2 val_acc 0.540 is 0.060 below the peak "
-                                       "0.600 at epoch 2")
-    assert last["val_confusion"] == "[[1, 0], [0, 1]]"        # JSON text: loggers keep it whole
+    assert last["collapse_reason"] == (
+        "collapsed at epoch 4: mean of last 2 val_acc 0.540 is 0.060 below the peak 0.600 at epoch 2"
+    )
+    assert last["val_confusion"] == "[[1, 0], [0, 1]]"  # JSON text: loggers keep it whole
     assert rows[0]["trial_status"] == "running"
 
 
@@ -44,41 +54,67 @@ def test_trial_status_and_completion():
     assert ran_to_the_end({"trial_status": "early_stopped"})
 
 
-@pytest.mark.parametrize("last, errored, outcome", [
-    ({"trial_status": "completed", "epoch": 10}, False, "completed"),
-    ({"trial_status": "running", "epoch": 3}, False, "stopped by ASHA"),
-    ({"trial_status": "running", "epoch": 6, "collapsed": True, "collapse_reason": "collapsed: x"}, False, "collapsed"),
-    ({"trial_status": "diverged", "epoch": 2, "message": "loss became nan"}, False, "diverged"),
-    ({"trial_status": "running", "epoch": 2}, True, "errored"),
-    ({"trial_status": "early_stopped", "epoch": 7}, False, "early_stopped"),
-    ({"trial_status": "completed", "epoch": 10, "collapsed": True, "collapse_reason": "c"}, False, "completed"),
-])
+@pytest.mark.parametrize(
+    "last, errored, outcome",
+    [
+        ({"trial_status": "completed", "epoch": 10}, False, "completed"),
+        ({"trial_status": "running", "epoch": 3}, False, "stopped by ASHA"),
+        (
+            {"trial_status": "running", "epoch": 6, "collapsed": True, "collapse_reason": "collapsed: x"},
+            False,
+            "collapsed",
+        ),
+        ({"trial_status": "diverged", "epoch": 2, "message": "loss became nan"}, False, "diverged"),
+        ({"trial_status": "running", "epoch": 2}, True, "errored"),
+        ({"trial_status": "early_stopped", "epoch": 7}, False, "early_stopped"),
+        ({"trial_status": "completed", "epoch": 10, "collapsed": True, "collapse_reason": "c"}, False, "completed"),
+    ],
+)
 def test_outcomes(last, errored, outcome):
     assert classify(last, errored=errored, max_epochs=10)[0] == outcome
 
 
 def test_tables_and_summary(tmp_path):
     trials = [
-        {"trial_id": "a", "config": {"l2": 1e-4, "loss": "focal", "focal_gamma": 2.0}, "errored": False, "time_s": 5.0,
-         "last": {"epoch": 3, "score": 0.6, "peak": 0.62, "peak_epoch": 2, "final": 0.6, "trial_status": "completed"},
-         "history": [{"epoch": e, "val_acc": v, "done": False, "hostname": "n1", "timestamp": 1_790_000_000 + e}
-                     for e, v in ((1, 0.5), (2, 0.62), (3, 0.6))]},
-        {"trial_id": "b", "config": {"l2": 1e-2, "loss": "ce"}, "errored": False, "time_s": 1.0,
-         "last": {"epoch": 1, "score": 0.4, "peak": 0.4, "peak_epoch": 1, "final": 0.4, "trial_status": "running"},
-         "history": [{"epoch": 1, "val_acc": 0.4}]},
+        {
+            "trial_id": "a",
+            "config": {"l2": 1e-4, "loss": "focal", "focal_gamma": 2.0},
+            "errored": False,
+            "time_s": 5.0,
+            "last": {
+                "epoch": 3,
+                "score": 0.6,
+                "peak": 0.62,
+                "peak_epoch": 2,
+                "final": 0.6,
+                "trial_status": "completed",
+            },
+            "history": [
+                {"epoch": e, "val_acc": v, "done": False, "hostname": "n1", "timestamp": 1_790_000_000 + e}
+                for e, v in ((1, 0.5), (2, 0.62), (3, 0.6))
+            ],
+        },
+        {
+            "trial_id": "b",
+            "config": {"l2": 1e-2, "loss": "ce"},
+            "errored": False,
+            "time_s": 1.0,
+            "last": {"epoch": 1, "score": 0.4, "peak": 0.4, "peak_epoch": 1, "final": 0.4, "trial_status": "running"},
+            "history": [{"epoch": 1, "val_acc": 0.4}],
+        },
     ]
     trials_t, epochs_t = ExperimentStore(str(tmp_path)).write_tables(trial_rows(trials, 3), epoch_rows(trials))
     rows = pq.read_table(tmp_path / "trials.parquet").to_pylist()
     assert [r["outcome"] for r in rows] == ["completed", "stopped by ASHA"]
     assert rows[0]["drop_from_peak"] == pytest.approx(0.02)
-    assert rows[1]["config/focal_gamma"] is None                   # conditional: absent for ce
+    assert rows[1]["config/focal_gamma"] is None  # conditional: absent for ce
     assert pq.read_table(tmp_path / "epochs.parquet").num_rows == 4
     assert "done" not in epochs_t.column_names and "hostname" not in epochs_t.column_names
     assert epochs_t.column("timestamp").to_pylist()[:3] == [1_790_000_001, 1_790_000_002, 1_790_000_003]
     text = format_summary(trials_t.to_pylist())
     assert text.startswith("2 trials: 1 completed, 1 stopped by ASHA")
     lines = text.splitlines()
-    assert lines[4].startswith("a ") and lines[5].startswith("b ")          # ranked by score
+    assert lines[4].startswith("a ") and lines[5].startswith("b ")  # ranked by score
 
 
 def test_driver_refuses_bad_flags_before_starting_ray(tmp_path, capsys):
@@ -94,17 +130,20 @@ def test_driver_refuses_bad_flags_before_starting_ray(tmp_path, capsys):
     assert "params.lerning_rate: not a trainer config key" in capsys.readouterr().err
     with pytest.raises(FerError):
         from sweeps.driver import run
+
         run(["--name", "x", "--resume", "--storage", str(tmp_path)])
 
 
 def test_a_retried_trial_keeps_only_its_latest_attempt():
     """A node died after epoch 5 was reported but only epoch 3's checkpoint was kept: Tune restored 3 and
     the trial reported 4, 5, 6 again. The superseded 4 and 5 leave the epochs table (seen in CI)."""
-    history = [{"epoch": e, "val_acc": v} for e, v in
-               ((1, .1), (2, .2), (3, .3), (4, .4), (5, .5), (4, .41), (5, .51), (6, .61))]
+    history = [
+        {"epoch": e, "val_acc": v}
+        for e, v in ((1, 0.1), (2, 0.2), (3, 0.3), (4, 0.4), (5, 0.5), (4, 0.41), (5, 0.51), (6, 0.61))
+    ]
     rows = epoch_rows([{"trial_id": "a", "history": history}])
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert [r["val_acc"] for r in rows][3:] == [.41, .51, .61]
+    assert [r["val_acc"] for r in rows][3:] == [0.41, 0.51, 0.61]
     # A restart from scratch (no checkpoint at all) keeps only the new run.
-    again = [{"epoch": 1, "val_acc": .1}, {"epoch": 2, "val_acc": .2}, {"epoch": 1, "val_acc": .15}]
-    assert [r["val_acc"] for r in epoch_rows([{"trial_id": "b", "history": again}])] == [.15]
+    again = [{"epoch": 1, "val_acc": 0.1}, {"epoch": 2, "val_acc": 0.2}, {"epoch": 1, "val_acc": 0.15}]
+    assert [r["val_acc"] for r in epoch_rows([{"trial_id": "b", "history": again}])] == [0.15]

@@ -75,7 +75,7 @@ def test_duplicates_recorded(small):
     copies = np.flatnonzero(small.dup_of >= 0)
     assert len(copies) == round(SMALL.n * SMALL.duplicate_share)
     assert (small.dup_of[small.dup_of >= 0] != copies).all()
-    assert (small.dup_of[small.dup_of[copies]] == -1).all()          # originals are not copies
+    assert (small.dup_of[small.dup_of[copies]] == -1).all()  # originals are not copies
     assert (small.dup_kind[copies] != "").all() and (small.dup_kind[small.dup_of < 0] == "").all()
     assert (small.true_labels[copies] == small.true_labels[small.dup_of[copies]]).all()
     exact = copies[small.dup_kind[copies] == "exact"]
@@ -125,7 +125,7 @@ def test_folders_layout(small, tmp_path):
         assert row["dup_of"] == ("" if d < 0 else f"synth_{d:06d}")
     meta = json.loads((out / "synth.json").read_text())
     assert meta["config"]["n"] == SMALL.n and meta["config"]["seed"] == SMALL.seed
-    assert not list(tmp_path.glob(".*tmp-*"))                          # no temp folder left behind
+    assert not list(tmp_path.glob(".*tmp-*"))  # no temp folder left behind
 
 
 def test_split_folders_layout(small, tmp_path):
@@ -169,7 +169,7 @@ def test_refuses_non_empty_out_dir(tmp_path):
     (target / "keep.txt").write_text("mine")
     with pytest.raises(FerError, match="busy"):
         write_folders(s, target)
-    with pytest.raises(FerError, match="not a synthetic face set"):     # --overwrite replaces only a set of ours
+    with pytest.raises(FerError, match="not a synthetic face set"):  # --overwrite replaces only a set of ours
         write_folders(s, target, overwrite=True)
     assert (target / "keep.txt").read_text() == "mine"
     ours = tmp_path / "ours"
@@ -178,7 +178,7 @@ def test_refuses_non_empty_out_dir(tmp_path):
     assert len(_truth(ours)) == 20
     empty = tmp_path / "empty"
     empty.mkdir()
-    write_folders(s, empty)                                            # an empty folder is fine
+    write_folders(s, empty)  # an empty folder is fine
     with pytest.raises(DataError, match="layout"):
         write_folders(s, tmp_path / "x", layout="nope")
 
@@ -207,6 +207,6 @@ def test_classes_are_distinguishable():
     w = np.linalg.solve(x[train].T @ x[train] + 100.0 * np.eye(x.shape[1]), x[train].T @ np.eye(4)[y[train]])
     pred = (x[test] @ w).argmax(axis=1)
     acc = (pred == y[test]).mean()
-    assert acc > 0.42, acc                              # measured 0.48; chance 0.25, majority 0.36
+    assert acc > 0.42, acc  # measured 0.48; chance 0.25, majority 0.36
     recall = [(pred[y[test] == c] == c).mean() for c in range(4)]
     assert recall[FOUR_CLASS.index("surprise")] > recall[FOUR_CLASS.index("sad")], recall

@@ -31,14 +31,17 @@ def cfg(*overrides):
 
 def strict_json(text: str):
     """``json.loads`` that refuses NaN / Infinity (as JSON.parse, jq and most readers do)."""
+
     def refuse(constant):
         raise ValueError(f"not JSON: {constant}")
+
     return json.loads(text, parse_constant=refuse)
 
 
 # ----------------------------------------------------------------------------------------------
 # 1. A weight file that would run code when unpickled is refused
 # ----------------------------------------------------------------------------------------------
+
 
 class Evil:
     """Unpickling this runs a shell command that creates ``marker``."""
@@ -53,11 +56,18 @@ class Evil:
 def plant(path: Path, marker: Path, how: str = "torch") -> Path:
     """Write a malicious weight file at ``path``: a checkpoint-shaped dict holding an ``Evil``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": 1, "epoch": 1, "model": {}, "config": {}, "classes": ["a"], "data_version": "v",
-               "x": Evil(marker)}
+    payload = {
+        "format": 1,
+        "epoch": 1,
+        "model": {},
+        "config": {},
+        "classes": ["a"],
+        "data_version": "v",
+        "x": Evil(marker),
+    }
     if how == "torch":
         torch.save(payload, path)
-    else:                                                    # a plain pickle, not torch's zip format
+    else:  # a plain pickle, not torch's zip format
         path.write_bytes(pickle.dumps(payload, protocol=4))
     assert path.is_file() and not marker.exists()
     return path
@@ -73,6 +83,7 @@ def run_dir(brightness_data, tmp_path_factory) -> Path:
 
 def copy_run(src: Path, dst: Path) -> Path:
     import shutil
+
     shutil.copytree(src, dst)
     return dst
 
@@ -145,7 +156,7 @@ def test_retrain_refuses_a_best_pt_that_runs_code(ingested, tmp_path):
     config = tmp_path / "best.yaml"
     config.write_text(f"data: {ingested}\nmodel: fer_cnn_tiny\nepochs: 1\nthreads: 1\ndevice: cpu\n")
 
-    def swap_best_pt(metrics, checkpoint_dir):       # replaces the best.pt the trainer just wrote in the run folder
+    def swap_best_pt(metrics, checkpoint_dir):  # replaces the best.pt the trainer just wrote in the run folder
         plant(Path(checkpoint_dir).parent / "best.pt", marker)
 
     with pytest.raises(FerError, match="best.pt: not a fer-sweep weights file.*could run code"):
@@ -165,16 +176,23 @@ def test_real_weight_files_load_with_weights_only(run_dir):
 # 2. A truncated or corrupt weight file is one line, exit 2
 # ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.e2e
 @pytest.mark.parametrize("weights, file", [("best", "best.pt"), ("final", "checkpoint/checkpoint.pt")])
 def test_cli_evaluate_truncated_weights_is_one_line(run_dir, tmp_path, weights, file):
     run = copy_run(run_dir, tmp_path / "run")
     blob = (run / file).read_bytes()
-    (run / file).write_bytes(blob[:len(blob) // 2])
+    (run / file).write_bytes(blob[: len(blob) // 2])
     env = dict(os.environ, FER_NO_PROGRESS="1", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "fer_cli", "evaluate", str(run), "--weights", weights],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fer_cli", "evaluate", str(run), "--weights", weights],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -186,7 +204,7 @@ def test_cli_evaluate_truncated_weights_is_one_line(run_dir, tmp_path, weights, 
 def test_resume_from_a_corrupt_checkpoint_is_a_fer_error(brightness_data, run_dir, tmp_path, content):
     run = copy_run(run_dir, tmp_path / "run")
     ckpt = run / "checkpoint" / "checkpoint.pt"
-    if content is None:                                       # truncated
+    if content is None:  # truncated
         content = ckpt.read_bytes()[:-100]
     ckpt.write_bytes(content)
     with pytest.raises(FerError, match=r"checkpoint.pt: checkpoint is truncated or corrupt"):
@@ -197,8 +215,16 @@ def test_a_weights_file_of_another_shape_is_a_fer_error(run_dir, tmp_path):
     from fer_core.train.evaluate import load_run_model
 
     run = copy_run(run_dir, tmp_path / "run")
-    torch.save({"model": {"w": torch.zeros(2)}, "epoch": 1, "config": {"model": "fer_cnn_tiny"}, "classes": ["a"],
-                "data_version": "v"}, run / "best.pt")
+    torch.save(
+        {
+            "model": {"w": torch.zeros(2)},
+            "epoch": 1,
+            "config": {"model": "fer_cnn_tiny"},
+            "classes": ["a"],
+            "data_version": "v",
+        },
+        run / "best.pt",
+    )
     with pytest.raises(FerError, match="no convolution kernel"):
         load_run_model(run, "best")
     torch.save([1, 2, 3], run / "best.pt")
@@ -210,11 +236,12 @@ def test_a_weights_file_of_another_shape_is_a_fer_error(run_dir, tmp_path):
 # 3. An exploding loss ends the run as diverged
 # ----------------------------------------------------------------------------------------------
 
+
 def test_an_exploding_adam_run_ends_diverged(brightness_data, tmp_path):
     # Adam at lr=1e5 used to "complete" with a training loss around 1e11 and chance accuracy
     result = train(cfg("epochs=6", "lr=1e5"), brightness_data, run_dir=tmp_path / "run")
     assert result.status == "diverged", result.message
-    assert len(result.history) == 1                           # epoch 2 (the second exploding one) ends it
+    assert len(result.history) == 1  # epoch 2 (the second exploding one) ends it
     assert result.message.startswith("training loss ") and " in epoch 2 is above 5 x ln(4) = 6.93 " in result.message
     assert "for 2 epochs in a row" in result.message and "lower lr, add warmup, or check the data" in result.message
     saved = strict_json((tmp_path / "run" / "result.json").read_text())
@@ -233,20 +260,34 @@ def test_a_healthy_run_is_not_stopped(brightness_data):
     assert result.history[0]["train_loss"] > math.log(4)
 
 
-@pytest.mark.parametrize("losses, patience, expect", [
-    ([1.5, 1.2, 0.9, 0.5], 2, None),                        # learning
-    ([1e11], 2, None),                                       # one exploding epoch is not yet enough
-    ([1e11, 0.9], 2, None),                                  # recovered
-    ([1.4, 20.0, 1.0], 2, None),
-    ([1.4, 20.0, 30.0], 2, "training loss 30 in epoch 3 is above 10 x ln(4) = 13.9 (10 times a uniform guess's "
-                           "loss) for 2 epochs in a row"),
-    ([20.0], 1, "training loss 20 in epoch 1 is above 10 x ln(4) = 13.9 (10 times a uniform guess's loss) "
-                "for 1 epoch"),
-    ([0.05, 0.04, 2.0, 1.8], 2, "training loss 1.8 in epoch 4 is above ln(4) = 1.39 (a uniform guess's loss) and "
-                                "10 x its best 0.04 (epoch 2) = 0.4 for 2 epochs in a row"),
-    ([0.05, 0.04, 0.5, 0.9], 2, None),                       # 10x its best, but still better than a uniform guess
-    ([0.05, 0.04, 2.0, 0.3], 2, None),                       # a spike that recovers
-])
+@pytest.mark.parametrize(
+    "losses, patience, expect",
+    [
+        ([1.5, 1.2, 0.9, 0.5], 2, None),  # learning
+        ([1e11], 2, None),  # one exploding epoch is not yet enough
+        ([1e11, 0.9], 2, None),  # recovered
+        ([1.4, 20.0, 1.0], 2, None),
+        (
+            [1.4, 20.0, 30.0],
+            2,
+            "training loss 30 in epoch 3 is above 10 x ln(4) = 13.9 (10 times a uniform guess's "
+            "loss) for 2 epochs in a row",
+        ),
+        (
+            [20.0],
+            1,
+            "training loss 20 in epoch 1 is above 10 x ln(4) = 13.9 (10 times a uniform guess's loss) for 1 epoch",
+        ),
+        (
+            [0.05, 0.04, 2.0, 1.8],
+            2,
+            "training loss 1.8 in epoch 4 is above ln(4) = 1.39 (a uniform guess's loss) and "
+            "10 x its best 0.04 (epoch 2) = 0.4 for 2 epochs in a row",
+        ),
+        ([0.05, 0.04, 0.5, 0.9], 2, None),  # 10x its best, but still better than a uniform guess
+        ([0.05, 0.04, 2.0, 0.3], 2, None),  # a spike that recovers
+    ],
+)
 def test_divergence_rule(losses, patience, expect):
     assert divergence_reason(losses, 4, 10.0, patience) == expect
 
@@ -262,11 +303,15 @@ def test_divergence_rule_off_and_validated():
 def test_default_rule_on_real_face_curves():
     """Per-epoch training losses of fer_cnn_small on 3,890 real FER2013 faces (4 classes): every run that
     learned stays below 1.8 x ln(4); Adam at lr=1 sits at chance accuracy with 5-9 x ln(4) and is caught."""
-    learned = {"adam 1e-3": [2.01, 1.61, 1.43, 1.28], "sgd 1e-3": [2.18, 1.8, 1.62, 1.48],
-               "adam 0.3": [2.41, 1.55, 1.63, 1.58], "sgd 0.5": [1.91, 1.46, 1.43, 1.41]}
+    learned = {
+        "adam 1e-3": [2.01, 1.61, 1.43, 1.28],
+        "sgd 1e-3": [2.18, 1.8, 1.62, 1.48],
+        "adam 0.3": [2.41, 1.55, 1.63, 1.58],
+        "sgd 0.5": [1.91, 1.46, 1.43, 1.41],
+    }
     for name, losses in learned.items():
         assert all(divergence_reason(losses[:i], 4, 5.0, 2) is None for i in range(1, 5)), name
-    stuck = [12.7, 7.27, 7.84, 10.0]                           # Adam lr=1: val acc .25 (chance)
+    stuck = [12.7, 7.27, 7.84, 10.0]  # Adam lr=1: val acc .25 (chance)
     assert divergence_reason(stuck[:1], 4, 5.0, 2) is None
     assert divergence_reason(stuck[:2], 4, 5.0, 2).startswith("training loss 7.27 in epoch 2 is above 5 x ln(4)")
 
@@ -280,11 +325,12 @@ def test_resume_of_a_checkpoint_from_before_the_divergence_keys(brightness_data,
 
     def stop_after_1(metrics, checkpoint_dir):
         raise Interrupt
+
     with pytest.raises(Interrupt):
         train(cfg("epochs=2"), brightness_data, report=stop_after_1, run_dir=tmp_path / "run")
     ckpt = tmp_path / "run" / "checkpoint" / "checkpoint.pt"
     state = torch.load(ckpt, weights_only=True)
-    for key in ("diverge_factor", "diverge_patience"):            # as written before these keys existed
+    for key in ("diverge_factor", "diverge_patience"):  # as written before these keys existed
         del state["config"][key]
     torch.save(state, ckpt)
     # a key the old config lacks counts as its default: the resume works and matches an uninterrupted run
@@ -300,6 +346,7 @@ def test_resume_of_a_checkpoint_from_before_the_divergence_keys(brightness_data,
 # 4. Strict JSON
 # ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("lr", ["1e5", "1e12"])
 def test_a_diverged_runs_json_files_are_strict(brightness_data, tmp_path, lr):
     # sgd lr=1e5: epoch 1 has a finite train loss but a NaN val loss, epoch 2 a NaN train loss;
@@ -307,11 +354,11 @@ def test_a_diverged_runs_json_files_are_strict(brightness_data, tmp_path, lr):
     result = train(cfg("epochs=3", "optimizer=sgd", f"lr={lr}"), brightness_data, run_dir=tmp_path / "run")
     assert result.status == "diverged"
     summary = strict_json((tmp_path / "run" / "result.json").read_text())
-    jsonl = tmp_path / "run" / "metrics.jsonl"            # none when the first epoch diverged
+    jsonl = tmp_path / "run" / "metrics.jsonl"  # none when the first epoch diverged
     lines = [strict_json(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
     assert summary["status"] == "diverged" and len(lines) == len(result.history)
     values = list(summary.values()) + [v for m in lines for v in m.values()]
-    assert None in values                            # a non-finite number was written as null
+    assert None in values  # a non-finite number was written as null
 
 
 def test_evaluate_metrics_json_is_strict(ingested, tmp_path):
@@ -333,8 +380,14 @@ def test_evaluate_metrics_json_is_strict(ingested, tmp_path):
 def test_ladder_json_is_strict(brightness_data, tmp_path):
     from fer_core.train.ladder import run_ladder
 
-    rows = run_ladder("memory", tmp_path / "ladder", models=["a"], epochs=1, data=brightness_data,
-                      overrides=["threads=1", "device=cpu", "optimizer=sgd", "lr=1e12", "batch_size=32"])
+    rows = run_ladder(
+        "memory",
+        tmp_path / "ladder",
+        models=["a"],
+        epochs=1,
+        data=brightness_data,
+        overrides=["threads=1", "device=cpu", "optimizer=sgd", "lr=1e12", "batch_size=32"],
+    )
     assert rows[0]["status"] == "diverged"
     saved = strict_json((tmp_path / "ladder" / "ladder.json").read_text())
     assert saved[0]["status"] == "diverged" and saved[0]["best_val_acc"] is None

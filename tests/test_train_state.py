@@ -15,8 +15,15 @@ def fresh_state() -> TrainState:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
     optimizer = create_optimizer(model, name="adam", lr=1e-2)
-    schedule = LRSchedule(optimizer, name="plateau", epochs=5, steps_per_epoch=2, warmup_epochs=1,
-                          plateau_patience=0, plateau_monitor="val_loss")
+    schedule = LRSchedule(
+        optimizer,
+        name="plateau",
+        epochs=5,
+        steps_per_epoch=2,
+        warmup_epochs=1,
+        plateau_patience=0,
+        plateau_monitor="val_loss",
+    )
     return TrainState(model, optimizer, schedule)
 
 
@@ -28,7 +35,7 @@ def test_a_new_state_starts_at_epoch_zero_with_nothing_kept():
 
 def test_state_round_trips_through_the_checkpoint(tmp_path):
     state = fresh_state()
-    for _ in range(3):                                     # optimizer moments, schedule counters, BN stats
+    for _ in range(3):  # optimizer moments, schedule counters, BN stats
         loss = state.model(torch.randn(8, 3)).pow(2).mean()
         state.optimizer.zero_grad()
         loss.backward()
@@ -40,7 +47,7 @@ def test_state_round_trips_through_the_checkpoint(tmp_path):
     state.es_best, state.es_wait = -0.7, 1
     state.es_state = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
 
-    assert set(state.state_dict()) <= set(CHECKPOINT_KEYS)     # checkpoint.py owns the payload's keys
+    assert set(state.state_dict()) <= set(CHECKPOINT_KEYS)  # checkpoint.py owns the payload's keys
     save_checkpoint(tmp_path, config={}, data_version="v1", classes=["a", "b"], **state.state_dict())
     back = fresh_state()
     back.load_state_dict(load_checkpoint(tmp_path))

@@ -30,8 +30,12 @@ def state_equal(a: dict, b: dict) -> bool:
 
 def test_reports_every_epoch_with_all_metrics_and_writes_the_run(data, tmp_path):
     seen = []
-    result = train(cfg("epochs=3", "augment=soft", "l2=1e-4"), data,
-                   report=lambda m, ckpt: seen.append((m, ckpt)), run_dir=tmp_path / "run")
+    result = train(
+        cfg("epochs=3", "augment=soft", "l2=1e-4"),
+        data,
+        report=lambda m, ckpt: seen.append((m, ckpt)),
+        run_dir=tmp_path / "run",
+    )
     assert result.status == "completed" and len(seen) == 3
     for epoch, (m, ckpt) in enumerate(seen, 1):
         assert m["epoch"] == epoch
@@ -42,7 +46,7 @@ def test_reports_every_epoch_with_all_metrics_and_writes_the_run(data, tmp_path)
         assert m["train_val_gap"] == pytest.approx(m["train_acc"] - m["val_acc"])
         assert m["l2_penalty"] > 0 and m["images_per_s"] > 0
         assert ckpt is not None and (tmp_path / "run" / "checkpoint" / "checkpoint.pt").is_file()
-        json.dumps(m)      # plain Python numbers only (what Tune and W&B log)
+        json.dumps(m)  # plain Python numbers only (what Tune and W&B log)
     assert seen[-1][0]["best_val_acc"] == max(m["val_acc"] for m, _ in seen)
     run = tmp_path / "run"
     assert {"config.yaml", "metrics.jsonl", "best.pt", "result.json", "checkpoint"} <= {p.name for p in run.iterdir()}
@@ -53,7 +57,7 @@ def test_reports_every_epoch_with_all_metrics_and_writes_the_run(data, tmp_path)
 
 def test_learns_the_learnable_signal(data):
     result = train(cfg("epochs=8", "lr=3e-3", "model_args.bn_momentum=0.3"), data)
-    assert result.best_val_acc >= 0.6        # chance is 0.25
+    assert result.best_val_acc >= 0.6  # chance is 0.25
 
 
 def test_seeded_runs_are_identical_on_cpu(data):
@@ -72,17 +76,24 @@ class Interrupt(Exception):
 
 @pytest.mark.parametrize("schedule", ["cosine", "plateau"])
 def test_resume_continues_exactly(data, tmp_path, schedule):
-    settings = ("epochs=4", "augment=soft", f"lr_schedule={schedule}", "warmup_epochs=1", "l2=1e-4",
-                "loss=focal", "label_smoothing=0.1")
+    settings = (
+        "epochs=4",
+        "augment=soft",
+        f"lr_schedule={schedule}",
+        "warmup_epochs=1",
+        "l2=1e-4",
+        "loss=focal",
+        "label_smoothing=0.1",
+    )
     full = train(cfg(*settings), data)
 
     def stop_after_2(m, ckpt):
         if m["epoch"] == 2:
             raise Interrupt
+
     with pytest.raises(Interrupt):
         train(cfg(*settings), data, report=stop_after_2, run_dir=tmp_path / "run")
-    resumed = train(cfg(*settings), data, run_dir=tmp_path / "run",
-                    resume=tmp_path / "run" / "checkpoint")
+    resumed = train(cfg(*settings), data, run_dir=tmp_path / "run", resume=tmp_path / "run" / "checkpoint")
     strip = lambda h: [{k: v for k, v in m.items() if k not in ("images_per_s", "epoch_time_s")} for m in h]
     assert strip(resumed.history) == strip(full.history)
     assert state_equal(resumed.model.state_dict(), full.model.state_dict())
@@ -101,8 +112,9 @@ def test_resume_refuses_another_config_or_data(data, tmp_path):
 
 
 def test_nan_loss_ends_the_run_as_diverged(data, tmp_path):
-    result = train(cfg("epochs=3", "optimizer=sgd", "lr=1e12", "momentum=0.9", "augment=none"), data,
-                   run_dir=tmp_path / "run")
+    result = train(
+        cfg("epochs=3", "optimizer=sgd", "lr=1e12", "momentum=0.9", "augment=none"), data, run_dir=tmp_path / "run"
+    )
     assert result.status == "diverged"
     assert "training loss became" in result.message and "lower lr" in result.message
     assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
@@ -121,6 +133,7 @@ def test_early_stopping_restores_the_best_weights(data):
 def test_report_exceptions_propagate(data):
     def prune(m, ckpt):
         raise KeyError("pruned")
+
     with pytest.raises(KeyError, match="pruned"):
         train(cfg("epochs=3"), data, report=prune)
 
@@ -140,7 +153,7 @@ def test_l2_gradient_equals_the_keras_penalty_in_the_loss():
     lin(x).sum().backward()
     add_l2_grad_([lin.weight], 0.01)
     assert torch.allclose(lin.weight.grad, ref.weight.grad)
-    assert torch.equal(lin.bias.grad, ref.bias.grad)              # biases are not kernels
+    assert torch.equal(lin.bias.grad, ref.bias.grad)  # biases are not kernels
     assert l2_penalty([lin.weight], 0.01) == pytest.approx(0.01 * float(lin.weight.detach().pow(2).sum()))
 
 
@@ -177,7 +190,7 @@ def test_cli_train_evaluate_and_errors(ingested, tmp_path, capsys):
     assert main(["train", "--config", str(cfg_file), "--set", "epochs=1", "--out", str(out), "--quiet"]) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(["train", "--config", str(cfg_file), "--out", str(out), "--resume", "--quiet"]) == 2
-    assert "epochs: 1 -> 2" in capsys.readouterr().err      # epochs is part of the schedule: not resumable
+    assert "epochs: 1 -> 2" in capsys.readouterr().err  # epochs is part of the schedule: not resumable
     assert main(["evaluate", str(out)]) == 0
     text = capsys.readouterr().out
     assert "macro avg" in text and "confusion.png" in text
@@ -190,8 +203,9 @@ def test_cli_train_evaluate_and_errors(ingested, tmp_path, capsys):
 def test_ladder_trains_rungs_with_their_recipes_and_prints_the_table(ingested, tmp_path):
     from fer_core.train.ladder import format_ladder, run_ladder
 
-    rows = run_ladder(str(ingested), tmp_path / "ladder", models=["0", "b++"], epochs=1,
-                      overrides=["threads=1", "batch_size=128"])
+    rows = run_ladder(
+        str(ingested), tmp_path / "ladder", models=["0", "b++"], epochs=1, overrides=["threads=1", "batch_size=128"]
+    )
     assert [r["preset"] for r in rows] == ["fer_cnn_0", "fer_cnn_bplusplus"]
     saved = load_config(tmp_path / "ladder" / "fer_cnn_bplusplus" / "config.yaml")
     assert (saved.loss, saved.l2, saved.label_smoothing, saved.augment, saved.epochs) == ("focal", 1e-4, 0.1, "soft", 1)

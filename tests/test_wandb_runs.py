@@ -31,6 +31,7 @@ KEY = "fakekey0123456789abcdef0123456789abcdef77"
 # Reading W&B's offline runs
 # ----------------------------------------------------------------------------------------------
 
+
 def _records(path: Path):
     """The protobuf records of a ``.wandb`` transaction log (7-byte header, 32 KiB blocks of chunks)."""
     from wandb.proto import wandb_internal_pb2 as pb
@@ -39,14 +40,14 @@ def _records(path: Path):
     assert data[:4] == b":W&B", path
     pos, block, buf = 7, 32768, b""
     while pos + 7 <= len(data):
-        if block - pos % block < 7:                    # a block's tail too short for a chunk header
+        if block - pos % block < 7:  # a block's tail too short for a chunk header
             pos += block - pos % block
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind == 0:
             continue
-        buf = chunk if kind in (1, 2) else buf + chunk          # FULL/FIRST start a record, MIDDLE/LAST extend it
+        buf = chunk if kind in (1, 2) else buf + chunk  # FULL/FIRST start a record, MIDDLE/LAST extend it
         if kind in (1, 4):
             record = pb.Record()
             record.ParseFromString(buf)
@@ -64,19 +65,31 @@ def read_runs(wandb_dir: Path) -> list[dict]:
         for r in _records(log):
             kind = r.WhichOneof("record_type")
             if kind == "run":
-                run.update(id=r.run.run_id, job_type=r.run.job_type, group=r.run.run_group, name=r.run.display_name,
-                           project=r.run.project, resume=r.run.resume,
-                           config={u.key: json.loads(u.value_json) for u in r.run.config.update})
+                run.update(
+                    id=r.run.run_id,
+                    job_type=r.run.job_type,
+                    group=r.run.run_group,
+                    name=r.run.display_name,
+                    project=r.run.project,
+                    resume=r.run.resume,
+                    config={u.key: json.loads(u.value_json) for u in r.run.config.update},
+                )
             elif kind == "history":
                 row = {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item}
                 run["history"].append(row)
                 run["steps"].append(r.history.step.num)
             elif kind == "summary":
-                run["summary"].update({"/".join(u.nested_key) or u.key: json.loads(u.value_json)
-                                       for u in r.summary.update})
+                run["summary"].update(
+                    {"/".join(u.nested_key) or u.key: json.loads(u.value_json) for u in r.summary.update}
+                )
             elif kind == "artifact":
-                run["artifacts"].append({"type": r.artifact.type, "name": r.artifact.name,
-                                         "files": {c.path: c.local_path for c in r.artifact.manifest.contents}})
+                run["artifacts"].append(
+                    {
+                        "type": r.artifact.type,
+                        "name": r.artifact.name,
+                        "files": {c.path: c.local_path for c in r.artifact.manifest.contents},
+                    }
+                )
             elif kind == "exit":
                 run["exit"] = r.exit.exit_code
         runs.append(run)
@@ -84,31 +97,39 @@ def read_runs(wandb_dir: Path) -> list[dict]:
 
 
 def _env(ray_tmp: Path, **extra) -> dict:
-    env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT),
-               RAY_TMPDIR=str(ray_tmp), WANDB_MODE="offline", **extra)
+    env = dict(
+        os.environ,
+        FER_NO_PROGRESS="1",
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONPATH=str(ROOT),
+        RAY_TMPDIR=str(ray_tmp),
+        WANDB_MODE="offline",
+        **extra,
+    )
     env.pop("RAY_ADDRESS", None)
     env.pop("WANDB_API_KEY", None)
     return env
 
 
 def _files_holding(root: Path, secret: str) -> list[str]:
-    return [str(p) for p in root.rglob("*")
-            if p.is_file() and not p.is_symlink() and secret.encode() in p.read_bytes()]
+    return [str(p) for p in root.rglob("*") if p.is_file() and not p.is_symlink() and secret.encode() in p.read_bytes()]
 
 
 # ----------------------------------------------------------------------------------------------
 # Units: what each command asks W&B for
 # ----------------------------------------------------------------------------------------------
 
+
 def test_sweep_trials_get_job_type_group_and_a_resumable_run_id(tmp_path, monkeypatch):
     """Ray's callback would call wandb.init(id=trial_id, resume=False); ours asks to continue the run."""
     from ray.air.integrations.wandb import WandbLoggerCallback
 
     seen = {}
-    monkeypatch.setattr(WandbLoggerCallback, "_start_logging_actor",
-                        lambda self, trial, exclude, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(
+        WandbLoggerCallback, "_start_logging_actor", lambda self, trial, exclude, **kwargs: seen.update(kwargs)
+    )
 
-    class Trial:                      # what log_trial_start reads of a Tune trial
+    class Trial:  # what log_trial_start reads of a Tune trial
         trial_id, config, experiment_dir_name = "abc12345", {"lr": 0.1}, "exp"
 
         def __str__(self):
@@ -168,11 +189,15 @@ def test_runs_of_an_object_store_experiment_are_uploaded_into_it(s3_server, s3_b
     where = tracker.close()
     assert where.startswith(f"s3://{s3_bucket}/sweeps/reg1/wandb") and not node.exists()
     fs = s3_server.filesystem()
-    names = [i.path for i in fs.get_file_info(pafs.FileSelector(f"{s3_bucket}/sweeps/reg1/wandb", recursive=True))
-             if i.type == pafs.FileType.File]
+    names = [
+        i.path
+        for i in fs.get_file_info(pafs.FileSelector(f"{s3_bucket}/sweeps/reg1/wandb", recursive=True))
+        if i.type == pafs.FileType.File
+    ]
     assert any(n.endswith(f"run-{run.id}.wandb") for n in names), names
     local = tmp_path / "down"
     from fer_core.storage import locate
+
     locate(exp).child("wandb").download_dir(local)
     (r,) = read_runs(local)
     assert (r["id"], r["job_type"], r["summary"]["score"]) == (run.id, JOB_CONFIRM, 0.5)
@@ -198,17 +223,38 @@ def resumed(ingested, tmp_path_factory):
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     storage = tmp_path_factory.mktemp("sweeps")
     exp = storage / "wbresume"
-    args = [sys.executable, "sweeps/regularization.py", "--smoke", "--samples", "1", "--max-epochs", str(MAX_EPOCHS),
-            "--no-asha", "--no-collapse-stop", "--concurrency", "1", "--num-cpus", "1", "--data", str(ingested),
-            "--storage", str(storage), "--name", "wbresume", "--wandb-mode", "offline"]
+    args = [
+        sys.executable,
+        "sweeps/regularization.py",
+        "--smoke",
+        "--samples",
+        "1",
+        "--max-epochs",
+        str(MAX_EPOCHS),
+        "--no-asha",
+        "--no-collapse-stop",
+        "--concurrency",
+        "1",
+        "--num-cpus",
+        "1",
+        "--data",
+        str(ingested),
+        "--storage",
+        str(storage),
+        "--name",
+        "wbresume",
+        "--wandb-mode",
+        "offline",
+    ]
     try:
-        proc = subprocess.Popen(args, cwd=ROOT, env=_env(ray_tmp), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=_env(ray_tmp), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         deadline = time.time() + 180
         while time.time() < deadline and proc.poll() is None and _reported_epochs(exp) < 2:
             time.sleep(0.2)
         assert proc.poll() is None, "the sweep ended before it could be interrupted:\n" + proc.stdout.read()[-3000:]
-        proc.send_signal(signal.SIGINT)              # Ctrl+C: Tune saves its state and stops
+        proc.send_signal(signal.SIGINT)  # Ctrl+C: Tune saves its state and stops
         try:
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
@@ -216,8 +262,9 @@ def resumed(ingested, tmp_path_factory):
             proc.wait()
         first_epochs = _reported_epochs(exp)
         assert 2 <= first_epochs < MAX_EPOCHS
-        out = subprocess.run([*args, "--resume"], cwd=ROOT, env=_env(ray_tmp), capture_output=True, text=True,
-                             timeout=300)
+        out = subprocess.run(
+            [*args, "--resume"], cwd=ROOT, env=_env(ray_tmp), capture_output=True, text=True, timeout=300
+        )
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         yield exp
     finally:
@@ -258,11 +305,11 @@ def test_confirm_and_retrain_log_their_runs_and_the_model(resumed, tmp_path, mon
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_API_KEY", KEY)
-    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))        # where offline artifacts are staged
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # where offline artifacts are staged
     try:
         sweep_runs = {r["folder"] for r in read_runs(resumed / "wandb")}
         assert main(["confirm", str(resumed), "--top", "1", "--seeds", "2", "--num-cpus", "2"]) == 0
-        assert "WANDB_API_KEY" not in os.environ                  # offline: dropped before Ray started
+        assert "WANDB_API_KEY" not in os.environ  # offline: dropped before Ray started
         monkeypatch.setenv("WANDB_API_KEY", KEY)
         best, model = tmp_path / "best.yaml", tmp_path / "model"
         assert main(["export-best", str(resumed), "--out", str(best)]) == 0
@@ -280,7 +327,7 @@ def test_confirm_and_retrain_log_their_runs_and_the_model(resumed, tmp_path, mon
         assert (r["job_type"], r["group"], r["project"]) == (JOB_CONFIRM, "wbresume", "fer-sweep")
         assert r["config"]["trial_id"] == trial_id and r["config"]["seed"] in (1000, 1001)
         assert r["name"] == f"{trial_id}-seed{r['config']['seed']}"
-        assert r["steps"] == list(range(1, MAX_EPOCHS + 1))            # per-epoch metrics, live from the Ray tasks
+        assert r["steps"] == list(range(1, MAX_EPOCHS + 1))  # per-epoch metrics, live from the Ray tasks
         assert r["summary"]["score"] == pytest.approx(sum(h["val_acc"] for h in r["history"][-3:]) / 3)
         assert r["exit"] == 0
     assert len({r["id"] for r in confirm}) == 2
@@ -294,9 +341,16 @@ def test_confirm_and_retrain_log_their_runs_and_the_model(resumed, tmp_path, mon
     assert r["summary"]["test/accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     (art,) = r["artifacts"]
     assert art["type"] == "model" and art["name"] == f"model-wbresume-{trial_id}"
-    assert set(art["files"]) == {"final.pt", "model.pt2", "model.onnx", "config.yaml", "MODEL_CARD.md", "metrics.json",
-                                 "confusion.json"}
-    for name, staged in art["files"].items():      # staged copies, what `wandb sync` uploads
+    assert set(art["files"]) == {
+        "final.pt",
+        "model.pt2",
+        "model.onnx",
+        "config.yaml",
+        "MODEL_CARD.md",
+        "metrics.json",
+        "confusion.json",
+    }
+    for name, staged in art["files"].items():  # staged copies, what `wandb sync` uploads
         assert Path(staged).read_bytes() == (model / name).read_bytes()
 
     # the key: in no file of the experiment, the model or the staged artifacts
@@ -314,9 +368,9 @@ def test_sweep_results_reach_the_logging_actor_without_waiting():
     class Remote:
         def remote(self, item):
             sent.append(item)
-            return object()              # an ObjectRef nobody waits for
+            return object()  # an ObjectRef nobody waits for
 
-    class Queue:                         # the parts of ray.util.queue.Queue the callback uses
+    class Queue:  # the parts of ray.util.queue.Queue the callback uses
         actor = type("Actor", (), {"put_nowait": Remote()})()
         size = 7
 

@@ -11,13 +11,26 @@ CANONICAL = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral", 
 FOUR_CLASS = ("happy", "neutral", "sad", "surprise")
 
 _ALIASES = {
-    "anger": "angry", "angry": "angry", "mad": "angry",
-    "disgust": "disgust", "disgusted": "disgust",
-    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
-    "happy": "happy", "happiness": "happy", "joy": "happy", "happy_face": "happy",
-    "sad": "sad", "sadness": "sad",
-    "surprise": "surprise", "surprised": "surprise", "suprise": "surprise",
-    "neutral": "neutral", "calm": "neutral",
+    "anger": "angry",
+    "angry": "angry",
+    "mad": "angry",
+    "disgust": "disgust",
+    "disgusted": "disgust",
+    "fear": "fear",
+    "fearful": "fear",
+    "afraid": "fear",
+    "scared": "fear",
+    "happy": "happy",
+    "happiness": "happy",
+    "joy": "happy",
+    "happy_face": "happy",
+    "sad": "sad",
+    "sadness": "sad",
+    "surprise": "surprise",
+    "surprised": "surprise",
+    "suprise": "surprise",
+    "neutral": "neutral",
+    "calm": "neutral",
     "contempt": "contempt",
 }
 
@@ -41,9 +54,7 @@ def parse_selection(spec: str | None) -> tuple[str, ...] | None:
             continue
         canon = normalize(raw)
         if canon is None:
-            raise DataError(
-                f"--classes: unknown class {raw.strip()!r}; known classes are {', '.join(CANONICAL)}"
-            )
+            raise DataError(f"--classes: unknown class {raw.strip()!r}; known classes are {', '.join(CANONICAL)}")
         if canon in out:
             raise DataError(f"--classes: class {canon!r} is listed twice")
         out.append(canon)

@@ -12,8 +12,11 @@ from .readers import FORMATS
 
 
 def add_parser(sub) -> None:
-    data = sub.add_parser("data", help="synthesize, ingest and report on FER data sets",
-                          description="Build versioned, deduplicated, stratified Arrow/Parquet data sets.")
+    data = sub.add_parser(
+        "data",
+        help="synthesize, ingest and report on FER data sets",
+        description="Build versioned, deduplicated, stratified Arrow/Parquet data sets.",
+    )
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     _synth_parser(dsub)
     _ingest_parser(dsub)
@@ -25,18 +28,24 @@ def _synth_parser(dsub) -> None:
 
     d = SynthConfig()
     p = dsub.add_parser(
-        "synth", help="draw the embedded default data set (procedural 48x48 faces)",
+        "synth",
+        help="draw the embedded default data set (procedural 48x48 faces)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Procedurally draw grayscale faces for happy, neutral, sad and surprise, with injected "
-                    "duplicates and label noise whose ground truth goes to truth.csv.")
+        "duplicates and label noise whose ground truth goes to truth.csv.",
+    )
     p.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
     p.add_argument("--n", type=int, default=d.n, help="number of faces")
     p.add_argument("--noise", type=float, default=d.label_noise, help="share of images given a wrong label")
     p.add_argument("--duplicates", type=float, default=d.duplicate_share, help="share of injected duplicate copies")
     p.add_argument("--size", type=int, default=d.size, help="image side in pixels")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed, same images)")
-    p.add_argument("--layout", choices=("folders", "split-folders", "fer2013-csv"), default="folders",
-                   help="on-disk layout: ROOT/<class>/*.png, ROOT/<split>/<class>/*.png or a FER2013 CSV")
+    p.add_argument(
+        "--layout",
+        choices=("folders", "split-folders", "fer2013-csv"),
+        default="folders",
+        help="on-disk layout: ROOT/<class>/*.png, ROOT/<split>/<class>/*.png or a FER2013 CSV",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_run_synth)
 
@@ -54,13 +63,16 @@ def _run_synth(args) -> int:
     if not 0 <= args.noise < 1 or not 0 <= args.duplicates < 1:
         raise DataError("--noise and --duplicates are shares in [0, 1)")
     t0 = time.perf_counter()
-    cfg = replace(SynthConfig(), n=args.n, label_noise=args.noise, duplicate_share=args.duplicates,
-                  size=args.size, seed=args.seed)
+    cfg = replace(
+        SynthConfig(), n=args.n, label_noise=args.noise, duplicate_share=args.duplicates, size=args.size, seed=args.seed
+    )
     synth = generate(cfg, progress=None)
     out = write_folders(synth, args.out, layout=args.layout, overwrite=args.overwrite)
-    print(f"wrote {len(synth.labels)} synthetic faces ({int(synth.noisy.sum())} with noisy labels, "
-          f"{int((synth.dup_of >= 0).sum())} duplicate copies) to {out} in {time.perf_counter() - t0:.1f}s; "
-          f"ground truth in {str(out).rstrip('/')}/truth.csv")
+    print(
+        f"wrote {len(synth.labels)} synthetic faces ({int(synth.noisy.sum())} with noisy labels, "
+        f"{int((synth.dup_of >= 0).sum())} duplicate copies) to {out} in {time.perf_counter() - t0:.1f}s; "
+        f"ground truth in {str(out).rstrip('/')}/truth.csv"
+    )
     return 0
 
 
@@ -69,49 +81,77 @@ def _ingest_parser(dsub) -> None:
 
     d = IngestOptions(src="", out="")
     p = dsub.add_parser(
-        "ingest", help="read a real FER layout into deduplicated, stratified shards",
+        "ingest",
+        help="read a real FER layout into deduplicated, stratified shards",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Read SRC, drop unreadable items (with reasons), remove exact and near duplicates and "
-                    "cross-split leakage, split stratified, flag likely mislabels, and write Parquet/Arrow "
-                    "shards with a manifest and a report to --out (atomically).",
+        "cross-split leakage, split stratified, flag likely mislabels, and write Parquet/Arrow "
+        "shards with a manifest and a report to --out (atomically).",
         epilog="layouts:\n"
-               "  folders      SRC/<class>/*  or  SRC/<split>/<class>/*  (split: train, val|validation, test)\n"
-               "  fer2013-csv  SRC.csv with emotion,pixels[,Usage]  (Usage: Training, PublicTest, PrivateTest)\n"
-               "  rafdb        SRC/EmoLabel/list_patition_label.txt + SRC/Image/aligned/*  (labels 1-7)\n"
-               "class names are normalized (sadness->sad, happiness->happy, surprised->surprise, anger->angry).")
+        "  folders      SRC/<class>/*  or  SRC/<split>/<class>/*  (split: train, val|validation, test)\n"
+        "  fer2013-csv  SRC.csv with emotion,pixels[,Usage]  (Usage: Training, PublicTest, PrivateTest)\n"
+        "  rafdb        SRC/EmoLabel/list_patition_label.txt + SRC/Image/aligned/*  (labels 1-7)\n"
+        "class names are normalized (sadness->sad, happiness->happy, surprised->surprise, anger->angry).",
+    )
     p.add_argument("src", help="source folder or CSV file")
     p.add_argument("--out", required=True, help="data set folder to write (replaced atomically with --overwrite)")
     p.add_argument("--format", choices=FORMATS, default=d.format, help="source layout (default: auto-detect)")
     p.add_argument("--name", default=None, help="data set name (default: the source's folder or file name)")
-    p.add_argument("--classes", default=None,
-                   help="comma-separated classes to keep, e.g. happy,neutral,sad,surprise (default: all present)")
+    p.add_argument(
+        "--classes",
+        default=None,
+        help="comma-separated classes to keep, e.g. happy,neutral,sad,surprise (default: all present)",
+    )
     p.add_argument("--size", type=int, default=d.size, help="resize images to SIZE x SIZE, 8..512 (default: 48)")
-    p.add_argument("--color", choices=("grayscale", "rgb"), default=d.color,
-                   help="stored color mode (default: grayscale)")
-    p.add_argument("--split", default=d.split,
-                   help="'keep' the source's own splits, or train/val/test ratios (default: 80/10/10)")
-    p.add_argument("--seed", type=int, default=d.seed,
-                   help="seed for the split, merge sampling and mislabel folds (default: 0)")
-    p.add_argument("--near-distance", type=int, default=d.near_distance,
-                   help=f"max pHash Hamming distance (bits of 64) for near duplicates (default: {d.near_distance}, "
-                        "chosen on the synthetic set; check it on your data with "
-                        "benchmarks/dedup_threshold.py --images SRC)")
-    p.add_argument("--conflicts", choices=("majority", "drop"), default=d.conflicts,
-                   help="duplicate groups with different labels: keep one copy with the majority label "
-                        "(a tie drops them) or drop them all (default: majority)")
+    p.add_argument(
+        "--color", choices=("grayscale", "rgb"), default=d.color, help="stored color mode (default: grayscale)"
+    )
+    p.add_argument(
+        "--split", default=d.split, help="'keep' the source's own splits, or train/val/test ratios (default: 80/10/10)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=d.seed, help="seed for the split, merge sampling and mislabel folds (default: 0)"
+    )
+    p.add_argument(
+        "--near-distance",
+        type=int,
+        default=d.near_distance,
+        help=f"max pHash Hamming distance (bits of 64) for near duplicates (default: {d.near_distance}, "
+        "chosen on the synthetic set; check it on your data with "
+        "benchmarks/dedup_threshold.py --images SRC)",
+    )
+    p.add_argument(
+        "--conflicts",
+        choices=("majority", "drop"),
+        default=d.conflicts,
+        help="duplicate groups with different labels: keep one copy with the majority label "
+        "(a tie drops them) or drop them all (default: majority)",
+    )
     p.add_argument("--merge", default=None, help="second source whose images top up under-represented classes")
     p.add_argument("--merge-format", choices=FORMATS, default=d.merge_format, help="layout of --merge (default: auto)")
-    p.add_argument("--merge-cap", default=d.merge_cap,
-                   help="add merged images to a class until it holds this many: a count, 'median' or 'max' "
-                        "of the primary source's class counts (default: median)")
-    p.add_argument("--relabels", default=None,
-                   help="CSV with id,new_label (a class name or 'drop'), e.g. a reviewed report/mislabels.csv")
-    p.add_argument("--no-mislabels", dest="mislabels", action="store_false",
-                   help="skip the out-of-fold mislabel search")
-    p.add_argument("--mislabel-folds", type=int, default=d.mislabel_folds,
-                   help="folds for out-of-fold predictions (default: 5)")
-    p.add_argument("--shard-format", choices=("parquet", "arrow"), default=d.shard_format,
-                   help="Parquet or Arrow IPC (Feather v2) shards; pixels are stored uncompressed (default: parquet)")
+    p.add_argument(
+        "--merge-cap",
+        default=d.merge_cap,
+        help="add merged images to a class until it holds this many: a count, 'median' or 'max' "
+        "of the primary source's class counts (default: median)",
+    )
+    p.add_argument(
+        "--relabels",
+        default=None,
+        help="CSV with id,new_label (a class name or 'drop'), e.g. a reviewed report/mislabels.csv",
+    )
+    p.add_argument(
+        "--no-mislabels", dest="mislabels", action="store_false", help="skip the out-of-fold mislabel search"
+    )
+    p.add_argument(
+        "--mislabel-folds", type=int, default=d.mislabel_folds, help="folds for out-of-fold predictions (default: 5)"
+    )
+    p.add_argument(
+        "--shard-format",
+        choices=("parquet", "arrow"),
+        default=d.shard_format,
+        help="Parquet or Arrow IPC (Feather v2) shards; pixels are stored uncompressed (default: parquet)",
+    )
     p.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it already exists")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -123,30 +163,56 @@ def _run_ingest(args) -> int:
     from .report import build_report, render_text
 
     opts = IngestOptions(
-        src=args.src, out=args.out, format=args.format, name=args.name, classes=args.classes, size=args.size,
-        color=args.color, split=args.split, seed=args.seed, near_distance=args.near_distance,
-        conflicts=args.conflicts, merge=args.merge, merge_format=args.merge_format, merge_cap=args.merge_cap,
-        relabels=args.relabels, mislabels=args.mislabels, mislabel_folds=args.mislabel_folds,
-        shard_format=args.shard_format, workers=args.workers, overwrite=args.overwrite,
-        progress=False if args.quiet else None, quiet=args.quiet)
+        src=args.src,
+        out=args.out,
+        format=args.format,
+        name=args.name,
+        classes=args.classes,
+        size=args.size,
+        color=args.color,
+        split=args.split,
+        seed=args.seed,
+        near_distance=args.near_distance,
+        conflicts=args.conflicts,
+        merge=args.merge,
+        merge_format=args.merge_format,
+        merge_cap=args.merge_cap,
+        relabels=args.relabels,
+        mislabels=args.mislabels,
+        mislabel_folds=args.mislabel_folds,
+        shard_format=args.shard_format,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=False if args.quiet else None,
+        quiet=args.quiet,
+    )
     t0 = time.perf_counter()
     manifest = ingest(opts)
     print(render_text(build_report(manifest)), end="")
-    print(f"wrote {args.out} (version {manifest['version']}, {manifest['total']} images) "
-          f"in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"wrote {args.out} (version {manifest['version']}, {manifest['total']} images) "
+        f"in {time.perf_counter() - t0:.1f}s"
+    )
     return 0
 
 
 def _report_parser(dsub) -> None:
-    p = dsub.add_parser("report", help="print a data set's report (text or JSON)",
-                        description="Counts per split and class, duplicates, leakage, conflicts and mislabel "
-                                    "candidates of a data set written by 'fer data ingest'. Every shard is "
-                                    "read first and checked against the manifest (checksum, rows, counts).")
+    p = dsub.add_parser(
+        "report",
+        help="print a data set's report (text or JSON)",
+        description="Counts per split and class, duplicates, leakage, conflicts and mislabel "
+        "candidates of a data set written by 'fer data ingest'. Every shard is "
+        "read first and checked against the manifest (checksum, rows, counts).",
+    )
     p.add_argument("dir", help="data set folder or URI (file://, s3://, gs://)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--no-verify", dest="verify", action="store_false",
-                   help="do not read the shards to check their checksums, rows and counts against the "
-                        "manifest (quicker for a large remote data set)")
+    p.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="do not read the shards to check their checksums, rows and counts against the "
+        "manifest (quicker for a large remote data set)",
+    )
     p.set_defaults(func=_run_report)
 
 
@@ -170,6 +236,8 @@ def _run_report(args) -> int:
     report_dir = Path(args.dir) / "report"
     if "://" not in args.dir and report_dir.is_dir():
         pngs = sorted(p.name for p in report_dir.glob("*.png"))
-        print(f"figures and review files in {report_dir}: {', '.join(pngs)}; "
-              f"{', '.join(sorted(p.name for p in report_dir.glob('*.csv')))}")
+        print(
+            f"figures and review files in {report_dir}: {', '.join(pngs)}; "
+            f"{', '.join(sorted(p.name for p in report_dir.glob('*.csv')))}"
+        )
     return 0

@@ -19,8 +19,11 @@ from ..errors import DataError
 # they fail somewhere in the middle with a decoding error that does not say what the file is.
 _MAGIC = (
     (b"\x1f\x8b", "gzip-compressed", "decompress it first (gunzip -k FILE)"),
-    (b"PK\x03\x04", "a zip archive", "extract the CSV from it first (unzip FILE); an Excel .xlsx is a zip "
-                                     "too: save it as CSV UTF-8"),
+    (
+        b"PK\x03\x04",
+        "a zip archive",
+        "extract the CSV from it first (unzip FILE); an Excel .xlsx is a zip too: save it as CSV UTF-8",
+    ),
     (b"PK\x05\x06", "an empty zip archive", "extract the CSV from the archive you meant"),
     (b"BZh", "bzip2-compressed", "decompress it first (bunzip2 -k FILE)"),
     (b"\xfd7zXZ\x00", "xz-compressed", "decompress it first (unxz -k FILE)"),
@@ -76,13 +79,19 @@ def csv_rows(path: str | Path, what: str) -> Iterator[tuple[int, list[str]]]:
                 return
             except UnicodeDecodeError:
                 line, offset = _first_bad_utf8(path)
-                raise DataError(f"{path} line {line}: {what} is not UTF-8 text (byte {offset} cannot be "
-                                "decoded); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)") from None
+                raise DataError(
+                    f"{path} line {line}: {what} is not UTF-8 text (byte {offset} cannot be "
+                    "decoded); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)"
+                ) from None
             except csv.Error as exc:
-                raise DataError(f"{path} line {start}: malformed CSV ({exc}); check the quoting near this line "
-                                "(an unterminated quote runs on into later rows)") from None
+                raise DataError(
+                    f"{path} line {start}: malformed CSV ({exc}); check the quoting near this line "
+                    "(an unterminated quote runs on into later rows)"
+                ) from None
             if reader.line_num > start:
-                raise DataError(f"{path} line {start}: a quoted field runs over {reader.line_num - start + 1} "
-                                "lines (an unterminated quote?); fix the quoting on this line")
+                raise DataError(
+                    f"{path} line {start}: a quoted field runs over {reader.line_num - start + 1} "
+                    "lines (an unterminated quote?); fix the quoting on this line"
+                )
             yield start, row
             start = reader.line_num + 1

@@ -26,8 +26,9 @@ SPLIT_PRIORITY = {"train": 0, "val": 1, "test": 2, None: 3}
 CONFLICT_POLICIES = ("majority", "drop")
 
 
-def duplicate_groups(digests: np.ndarray, phashes: np.ndarray, max_distance: int, *,
-                     progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def duplicate_groups(
+    digests: np.ndarray, phashes: np.ndarray, max_distance: int, *, progress: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Connected components of the duplicate relation.
 
     Returns ``(group, exact)``: a group id per image (singletons get their own id) and, per image,
@@ -38,8 +39,11 @@ def duplicate_groups(digests: np.ndarray, phashes: np.ndarray, max_distance: int
     exact_i = np.arange(n)
     exact_j = first[inverse]
     keep = exact_i != exact_j
-    near_i, near_j, _ = near_duplicate_pairs(phashes, max_distance, progress=progress) if max_distance >= 0 \
+    near_i, near_j, _ = (
+        near_duplicate_pairs(phashes, max_distance, progress=progress)
+        if max_distance >= 0
         else (np.empty(0, np.int64),) * 3
+    )
     rows = np.concatenate([exact_i[keep], near_i])
     cols = np.concatenate([exact_j[keep], near_j])
     from scipy.sparse import coo_matrix  # here, not at import: 'fer data --help' stays quick
@@ -53,14 +57,22 @@ def duplicate_groups(digests: np.ndarray, phashes: np.ndarray, max_distance: int
 
 @dataclass
 class Resolution:
-    keep: np.ndarray             # (N,) bool
-    labels: np.ndarray           # (N,) int64 final label (majority label for resolved conflicts)
-    members: list[dict]          # one row per member of every multi-image group (for duplicates.csv)
-    summary: dict                # counts for the manifest and report
+    keep: np.ndarray  # (N,) bool
+    labels: np.ndarray  # (N,) int64 final label (majority label for resolved conflicts)
+    members: list[dict]  # one row per member of every multi-image group (for duplicates.csv)
+    summary: dict  # counts for the manifest and report
 
 
-def resolve(group: np.ndarray, exact: np.ndarray, labels: np.ndarray, splits: list[str | None],
-            source_rank: np.ndarray, *, keep_splits: bool, conflicts: str = "majority") -> Resolution:
+def resolve(
+    group: np.ndarray,
+    exact: np.ndarray,
+    labels: np.ndarray,
+    splits: list[str | None],
+    source_rank: np.ndarray,
+    *,
+    keep_splits: bool,
+    conflicts: str = "majority",
+) -> Resolution:
     """Apply the policy in the module docstring to every group with more than one member."""
     if conflicts not in CONFLICT_POLICIES:
         raise ValueError(f"conflicts must be one of {CONFLICT_POLICIES}, got {conflicts!r}")
@@ -75,7 +87,7 @@ def resolve(group: np.ndarray, exact: np.ndarray, labels: np.ndarray, splits: li
     members: list[dict] = []
     stats: Counter[str] = Counter()
     for g in multi:
-        idx = order[starts[g]:starts[g + 1]]
+        idx = order[starts[g] : starts[g + 1]]
         votes = Counter(labels[idx].tolist()).most_common()
         conflict = len(votes) > 1
         tie = conflict and votes[0][1] == votes[1][1]
@@ -104,13 +116,23 @@ def resolve(group: np.ndarray, exact: np.ndarray, labels: np.ndarray, splits: li
                 action = "removed-duplicate"
             keep[i] = i == chosen
             stats[action] += 1
-            members.append({"group": int(g), "index": int(i), "label": int(labels[i]),
-                            "split": splits[i], "exact": bool(exact[i]), "conflict": conflict,
-                            "action": action})
+            members.append(
+                {
+                    "group": int(g),
+                    "index": int(i),
+                    "label": int(labels[i]),
+                    "split": splits[i],
+                    "exact": bool(exact[i]),
+                    "conflict": conflict,
+                    "action": action,
+                }
+            )
     leak_by_split = Counter(splits[m["index"]] for m in members if m["action"] == "removed-leakage")
     summary = {
-        "groups": stats["groups"], "exact_groups": stats["exact_groups"],
-        "near_groups": stats["near_groups"], "conflict_groups": stats["conflict_groups"],
+        "groups": stats["groups"],
+        "exact_groups": stats["exact_groups"],
+        "near_groups": stats["near_groups"],
+        "conflict_groups": stats["conflict_groups"],
         "groups_straddling_source_splits": stats["straddling_groups"],
         "images_in_groups": len(members),
         "removed_duplicates": stats["removed-duplicate"],

@@ -55,8 +55,9 @@ def to_8bit(img: Image.Image) -> np.ndarray:
     arr = arr.astype(np.float64)
     lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0 or hi > 65535:
-        raise ValueError(f"pixel values {lo:g}..{hi:g} of a mode {img.mode} image are outside 0..65535; "
-                         "convert it to 8 or 16 bits")
+        raise ValueError(
+            f"pixel values {lo:g}..{hi:g} of a mode {img.mode} image are outside 0..65535; convert it to 8 or 16 bits"
+        )
     if img.mode == "F" and hi <= 1:
         arr = arr * 255
     elif hi > 255:
@@ -81,8 +82,8 @@ def decode_file(path: str | os.PathLike, size: int, color: str) -> np.ndarray:
 
 @dataclass
 class Decoded:
-    images: np.ndarray          # (n_ok, size, size, C) uint8
-    ok: np.ndarray              # (n_ok,) indices into the input list
+    images: np.ndarray  # (n_ok, size, size, C) uint8
+    ok: np.ndarray  # (n_ok,) indices into the input list
     failures: list[tuple[int, str]]  # (index, reason)
 
 
@@ -100,8 +101,15 @@ def _decode_chunk(args: tuple[Sequence[str], int, str, int]) -> tuple[np.ndarray
     return out[: len(ok)], ok, failures
 
 
-def decode_files(paths: Sequence[str | os.PathLike], size: int, color: str, *, workers: int | None = None,
-                 progress: bool | None = None, chunk: int = 512) -> Decoded:
+def decode_files(
+    paths: Sequence[str | os.PathLike],
+    size: int,
+    color: str,
+    *,
+    workers: int | None = None,
+    progress: bool | None = None,
+    chunk: int = 512,
+) -> Decoded:
     """Decode many files into one array; failures are returned with reasons, not raised.
 
     Uses ``workers`` processes (default: all cores) when there is enough work to pay for them.
@@ -110,7 +118,7 @@ def decode_files(paths: Sequence[str | os.PathLike], size: int, color: str, *, w
     n = len(files)
     c = channels(color)
     workers = workers or os.cpu_count() or 1
-    jobs = [(files[i:i + chunk], size, color, i) for i in range(0, n, chunk)]
+    jobs = [(files[i : i + chunk], size, color, i) for i in range(0, n, chunk)]
     images = np.empty((n, size, size, c), dtype=np.uint8)
     ok: list[int] = []
     failures: list[tuple[int, str]] = []
@@ -119,14 +127,14 @@ def decode_files(paths: Sequence[str | os.PathLike], size: int, color: str, *, w
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 results = pool.map(_decode_chunk, jobs)
                 for arr, ok_i, fail_i in results:
-                    images[len(ok):len(ok) + len(ok_i)] = arr
+                    images[len(ok) : len(ok) + len(ok_i)] = arr
                     ok += ok_i
                     failures += fail_i
                     pbar.update(len(ok_i) + len(fail_i))
         else:
             for job in jobs:
                 arr, ok_i, fail_i = _decode_chunk(job)
-                images[len(ok):len(ok) + len(ok_i)] = arr
+                images[len(ok) : len(ok) + len(ok_i)] = arr
                 ok += ok_i
                 failures += fail_i
                 pbar.update(len(ok_i) + len(fail_i))

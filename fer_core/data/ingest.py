@@ -62,10 +62,10 @@ class IngestOptions:
     out: str
     format: str = "auto"
     name: str | None = None
-    classes: str | None = None          # "happy,neutral,sad,surprise"; None: every class present
+    classes: str | None = None  # "happy,neutral,sad,surprise"; None: every class present
     size: int = 48
     color: str = "grayscale"
-    split: str = "80/10/10"             # or "keep"
+    split: str = "80/10/10"  # or "keep"
     seed: int = 0
     near_distance: int = DEFAULT_NEAR_DISTANCE
     conflicts: str = "majority"
@@ -92,10 +92,15 @@ def ingest(opts: IngestOptions) -> dict:
     with contextlib.ExitStack() as stack:
         src = _local(opts.src, stack)
         assert src is not None  # _local gives None only for None
-        local = replace(opts, src=src, merge=_local(opts.merge, stack),
-                        name=opts.name or (storage.locate(opts.src).name if is_uri(opts.src) else None))
-        return _ingest(local, recorded_as={local.src: storage.redact(opts.src),
-                                           local.merge: storage.redact(opts.merge or "")})
+        local = replace(
+            opts,
+            src=src,
+            merge=_local(opts.merge, stack),
+            name=opts.name or (storage.locate(opts.src).name if is_uri(opts.src) else None),
+        )
+        return _ingest(
+            local, recorded_as={local.src: storage.redact(opts.src), local.merge: storage.redact(opts.merge or "")}
+        )
 
 
 def _local(uri: str | None, stack: contextlib.ExitStack) -> str | None:
@@ -128,12 +133,12 @@ class ImagePool:
     """
 
     sources: list[SourceData]
-    images: np.ndarray                  # (N, size, size, channels) uint8
+    images: np.ndarray  # (N, size, size, channels) uint8
     ids: list[str]
-    names: list[str]                    # class name of each image, --relabels applied
-    splits: list[str | None]            # the source's own split of each image (None: it has none)
-    rank: np.ndarray                    # source of each image: 0 primary, 1 merge
-    keep: np.ndarray                    # (N,) bool: still in the data set
+    names: list[str]  # class name of each image, --relabels applied
+    splits: list[str | None]  # the source's own split of each image (None: it has none)
+    rank: np.ndarray  # source of each image: 0 primary, 1 merge
+    keep: np.ndarray  # (N,) bool: still in the data set
     skipped: list[tuple[str, Skipped]]  # (source name, item the reader could not use)
     class_names: list[str] = field(default_factory=list)
     y: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
@@ -152,11 +157,16 @@ class ImagePool:
     def of(sources: list[SourceData]) -> ImagePool:
         """Every image of ``sources`` (at least one), in order, all kept."""
         rank = np.concatenate([np.full(len(s), k, dtype=np.int64) for k, s in enumerate(sources)])
-        return ImagePool(sources=sources, images=np.concatenate([s.images for s in sources]),
-                         ids=[i for s in sources for i in s.ids], names=[lab for s in sources for lab in s.labels],
-                         splits=[sp for s in sources for sp in s.splits], rank=rank,
-                         keep=np.ones(len(rank), dtype=bool),
-                         skipped=[(s.name, k) for s in sources for k in s.skipped])
+        return ImagePool(
+            sources=sources,
+            images=np.concatenate([s.images for s in sources]),
+            ids=[i for s in sources for i in s.ids],
+            names=[lab for s in sources for lab in s.labels],
+            splits=[sp for s in sources for sp in s.splits],
+            rank=rank,
+            keep=np.ones(len(rank), dtype=bool),
+            skipped=[(s.name, k) for s in sources for k in s.skipped],
+        )
 
     @property
     def kept(self) -> np.ndarray:
@@ -169,8 +179,8 @@ class _Plan:
     """The options, checked and parsed before any image is read."""
 
     ratios: tuple[float, float, float] | None  # None: --split keep
-    selection: tuple[str, ...] | None          # --classes (None: every class present)
-    relabels: dict[str, str | None]            # --relabels: id -> new class, None to drop
+    selection: tuple[str, ...] | None  # --classes (None: every class present)
+    relabels: dict[str, str | None]  # --relabels: id -> new class, None to drop
     merge_cap: int | str
 
 
@@ -214,8 +224,15 @@ def _plan(opts: IngestOptions) -> _Plan:
 def _read_sources(opts: IngestOptions) -> ImagePool:
     """Read the source (and the merge source) into one pool; fail when nothing usable was found."""
     _say(opts, f"reading {opts.src}")
-    primary = read_source(opts.src, opts.format, size=opts.size, color=opts.color, name=opts.name,
-                          workers=opts.workers, progress=opts.progress)
+    primary = read_source(
+        opts.src,
+        opts.format,
+        size=opts.size,
+        color=opts.color,
+        name=opts.name,
+        workers=opts.workers,
+        progress=opts.progress,
+    )
     sources = [primary]
     if opts.merge:
         sources.append(_read_merge(opts, primary.name))
@@ -225,8 +242,7 @@ def _read_sources(opts: IngestOptions) -> ImagePool:
         detail = "; ".join(f"{n} x {r}" for r, n in reasons) or "no files found"
         raise DataError(f"{opts.src}: no usable images ({detail}); see the layouts in 'fer data ingest --help'")
     if opts.split == "keep" and all(s is None for s in pool.splits[: len(primary)]):
-        raise DataError(f"{opts.src}: has no splits of its own, so --split keep cannot work; "
-                        "use --split 80/10/10")
+        raise DataError(f"{opts.src}: has no splits of its own, so --split keep cannot work; use --split 80/10/10")
     return pool
 
 
@@ -234,8 +250,9 @@ def _read_merge(opts: IngestOptions, primary_name: str) -> SourceData:
     """The --merge source, renamed when it has the primary's name; its images get no split of their own."""
     assert opts.merge is not None  # called only with --merge
     _say(opts, f"reading merge source {opts.merge}")
-    merged = read_source(opts.merge, opts.merge_format, size=opts.size, color=opts.color,
-                         workers=opts.workers, progress=opts.progress)
+    merged = read_source(
+        opts.merge, opts.merge_format, size=opts.size, color=opts.color, workers=opts.workers, progress=opts.progress
+    )
     if merged.name == primary_name:
         merged.name = f"{merged.name}-merge"
         merged.ids = [f"{merged.name}:{i.split(':', 1)[1]}" for i in merged.ids]
@@ -262,8 +279,11 @@ def _apply_relabels(pool: ImagePool, relabels: dict[str, str | None], opts: Inge
         unmatched = pool.unmatched
         shown = ", ".join(i for i, _ in unmatched[:SHOW_UNMATCHED])
         more = f" and {len(unmatched) - SHOW_UNMATCHED} more" if len(unmatched) > SHOW_UNMATCHED else ""
-        _say(opts, f"--relabels: {len(unmatched)} id(s) match no image: {shown}{more} "
-             f"(ids here look like {pool.ids[0]!r}; all unmatched ids go to report/relabels_unmatched.csv)")
+        _say(
+            opts,
+            f"--relabels: {len(unmatched)} id(s) match no image: {shown}{more} "
+            f"(ids here look like {pool.ids[0]!r}; all unmatched ids go to report/relabels_unmatched.csv)",
+        )
 
 
 def _select_classes(pool: ImagePool, selection: tuple[str, ...] | None, opts: IngestOptions) -> None:
@@ -273,8 +293,10 @@ def _select_classes(pool: ImagePool, selection: tuple[str, ...] | None, opts: In
     if selection:
         empty = [c_ for c_ in selection if c_ not in present]
         if empty:
-            raise DataError(f"{opts.src}: selected class(es) {', '.join(empty)} have no images; "
-                            f"classes present: {', '.join(present)}")
+            raise DataError(
+                f"{opts.src}: selected class(es) {', '.join(empty)} have no images; "
+                f"classes present: {', '.join(present)}"
+            )
     pool.excluded = Counter(lab for lab, k in zip(pool.names, pool.keep, strict=True) if k and lab not in class_names)
     sel = np.flatnonzero(pool.keep & np.array([lab in class_names for lab in pool.names]))
     pool.images, pool.rank = pool.images[sel], pool.rank[sel]
@@ -294,8 +316,9 @@ def _remove_duplicates(pool: ImagePool, opts: IngestOptions) -> None:
     digests = phash.exact_digests(pool.images)
     pool.phashes = phash.phash_batch(pool.images, progress=opts.progress)
     group, exact = dedup.duplicate_groups(digests, pool.phashes, opts.near_distance, progress=opts.progress)
-    res = dedup.resolve(group, exact, pool.y, pool.splits, pool.rank, keep_splits=opts.split == "keep",
-                        conflicts=opts.conflicts)
+    res = dedup.resolve(
+        group, exact, pool.y, pool.splits, pool.rank, keep_splits=opts.split == "keep", conflicts=opts.conflicts
+    )
     pool.duplicates = res
     pool.keep = res.keep.copy()
     pool.y = res.labels
@@ -315,8 +338,12 @@ def _cap_merge(pool: ImagePool, merge_cap: int | str, opts: IngestOptions) -> No
         keep[cand[free:]] = False
         added[pool.class_names[k]] = int(min(free, len(cand)))
     assert pool.duplicates is not None  # set by _remove_duplicates, which runs first
-    pool.merge_stats = {"source": pool.sources[1].name, "cap": merge_cap, "added": added,
-                        "available": int(np.sum(pool.duplicates.keep & (rank == 1)))}
+    pool.merge_stats = {
+        "source": pool.sources[1].name,
+        "cap": merge_cap,
+        "added": added,
+        "available": int(np.sum(pool.duplicates.keep & (rank == 1))),
+    }
 
 
 def _drop_emptied_classes(pool: ImagePool, opts: IngestOptions) -> None:
@@ -335,12 +362,17 @@ def _drop_emptied_classes(pool: ImagePool, opts: IngestOptions) -> None:
     pool.class_names = [c_ for k, c_ in enumerate(class_names) if left[k] > 0]
     if len(pool.class_names) < 2:
         left_names = ", ".join(pool.class_names) or "none"
-        raise DataError(f"{opts.src}: after removing duplicates only class(es) {left_names} keep images "
-                        f"({', '.join(emptied)} lost all of theirs); need at least two classes; check for "
-                        "copies across class folders, or lower --near-distance if distinct faces were grouped")
-    _say(opts, f"class(es) {', '.join(emptied)}: no images left after removing duplicates"
-         f"{' and merging' if opts.merge else ''}; dropped from the class list")
-    new_index = np.cumsum(left > 0) - 1      # old label -> new label (emptied ones are not kept)
+        raise DataError(
+            f"{opts.src}: after removing duplicates only class(es) {left_names} keep images "
+            f"({', '.join(emptied)} lost all of theirs); need at least two classes; check for "
+            "copies across class folders, or lower --near-distance if distinct faces were grouped"
+        )
+    _say(
+        opts,
+        f"class(es) {', '.join(emptied)}: no images left after removing duplicates"
+        f"{' and merging' if opts.merge else ''}; dropped from the class list",
+    )
+    new_index = np.cumsum(left > 0) - 1  # old label -> new label (emptied ones are not kept)
     pool.y = np.where(pool.keep, new_index[pool.y], -1)
 
 
@@ -361,42 +393,58 @@ def _split(pool: ImagePool, ratios: tuple[float, float, float] | None, opts: Ing
     no_train = [c_ for k, c_ in enumerate(pool.class_names) if in_train[k] == 0]
     if no_train:
         fix = "re-split with --split 80/10/10" if ratios is None else "give train a larger share in --split"
-        raise DataError(f"{opts.src}: class(es) {', '.join(no_train)} have images only in val/test, none in "
-                        f"train, so no model can learn them; add train images, {fix}, or leave them out "
-                        "with --classes")
+        raise DataError(
+            f"{opts.src}: class(es) {', '.join(no_train)} have images only in val/test, none in "
+            f"train, so no model can learn them; add train images, {fix}, or leave them out "
+            "with --classes"
+        )
 
 
 def _find_mislabels(pool: ImagePool, opts: IngestOptions) -> None:
     """Search the kept images for likely mislabels with an out-of-fold model."""
     from . import mislabels
+
     _say(opts, f"looking for likely mislabels ({opts.mislabel_folds}-fold out-of-fold model)")
     idx = pool.kept
-    pool.mislabel_report = mislabels.find_mislabels(pool.images[idx], pool.y[idx], len(pool.class_names),
-                                                    folds=opts.mislabel_folds, seed=opts.seed,
-                                                    progress=opts.progress)
+    pool.mislabel_report = mislabels.find_mislabels(
+        pool.images[idx],
+        pool.y[idx],
+        len(pool.class_names),
+        folds=opts.mislabel_folds,
+        seed=opts.seed,
+        progress=opts.progress,
+    )
 
 
 def _split_counts(pool: ImagePool, opts: IngestOptions) -> dict:
     """Images per split and class; fail when train or val would be empty."""
     idx = pool.kept
     y_kept = pool.y[idx]
-    counts = {s: {c_: int(np.sum((pool.assigned == s) & (y_kept == k))) for k, c_ in enumerate(pool.class_names)}
-              for s in ("train", "val", "test")}
+    counts = {
+        s: {c_: int(np.sum((pool.assigned == s) & (y_kept == k))) for k, c_ in enumerate(pool.class_names)}
+        for s in ("train", "val", "test")
+    }
     empty_splits = [s for s in ("train", "val") if sum(counts[s].values()) == 0]
     if empty_splits:
-        raise DataError(f"{opts.src}: split(s) {', '.join(empty_splits)} would be empty with "
-                        f"{len(idx)} images; add data or change --split")
+        raise DataError(
+            f"{opts.src}: split(s) {', '.join(empty_splits)} would be empty with "
+            f"{len(idx)} images; add data or change --split"
+        )
     return counts
 
 
 def _quality(pool: ImagePool, opts: IngestOptions) -> dict:
     """The manifest's quality section: what every stage removed or changed."""
-    relabels = {**pool.relabel_stats,
-                **({"unmatched_ids": [i for i, _ in pool.unmatched[:KEEP_UNMATCHED]]} if pool.unmatched else {})}
+    relabels = {
+        **pool.relabel_stats,
+        **({"unmatched_ids": [i for i, _ in pool.unmatched[:KEEP_UNMATCHED]]} if pool.unmatched else {}),
+    }
     assert pool.duplicates is not None  # set by _remove_duplicates, which every ingest runs
     return {
-        "skipped": {"count": len(pool.skipped),
-                    "by_reason": dict(Counter(_reason_kind(k.reason) for _, k in pool.skipped))},
+        "skipped": {
+            "count": len(pool.skipped),
+            "by_reason": dict(Counter(_reason_kind(k.reason) for _, k in pool.skipped)),
+        },
         "excluded_by_class_selection": dict(pool.excluded),
         "classes_emptied_by_dedup": pool.emptied,
         "relabels": relabels,
@@ -415,26 +463,54 @@ def _write_dataset(pool: ImagePool, counts: dict, opts: IngestOptions, recorded_
     channels = 1 if opts.color == "grayscale" else 3
     weights = splitting.class_weights(y_kept[pool.assigned == "train"], len(pool.class_names))
     quality = _quality(pool, opts)
-    ingest_params = {k: recorded_as.get(v, v) if k in ("src", "merge") else v for k, v in asdict(opts).items()
-                     if k not in ("progress", "quiet", "overwrite", "out")}
+    ingest_params = {
+        k: recorded_as.get(v, v) if k in ("src", "merge") else v
+        for k, v in asdict(opts).items()
+        if k not in ("progress", "quiet", "overwrite", "out")
+    }
     with storage.folder_writer(opts.out, **_out_rule(opts), last=("manifest.json",)) as tmp:
         _say(opts, f"writing shards to {opts.out}")
-        shard_entries = write_shards(tmp, images=pool.images[idx], labels=y_kept, ids=[pool.ids[i] for i in idx],
-                                     splits=pool.assigned, sources=[pool.sources[r].name for r in pool.rank[idx]],
-                                     phashes=pool.phashes[idx], shard_format=opts.shard_format)
+        shard_entries = write_shards(
+            tmp,
+            images=pool.images[idx],
+            labels=y_kept,
+            ids=[pool.ids[i] for i in idx],
+            splits=pool.assigned,
+            sources=[pool.sources[r].name for r in pool.rank[idx]],
+            phashes=pool.phashes[idx],
+            shard_format=opts.shard_format,
+        )
         manifest = write_manifest(
-            tmp, name=opts.name or pool.sources[0].name, classes=pool.class_names,
-            image_shape=[opts.size, opts.size, channels], color=opts.color, shards=shard_entries,
-            counts=counts, class_weights=weights, ingest=ingest_params,
-            sources=[{"name": s.name, "path": recorded_as.get(s.path, s.path), "format": s.format, "images": len(s)}
-                     for s in pool.sources],
-            quality=quality, created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
-        report.write_artifacts(tmp / "report", manifest=manifest, skipped=pool.skipped,
-                               members=pool.duplicates.members, ids=pool.ids, images=pool.images,
-                               class_names=pool.class_names, group_class_names=pool.group_class_names,
-                               mislabel_report=pool.mislabel_report, kept_ids=[pool.ids[i] for i in idx],
-                               kept_images=pool.images[idx],
-                               unmatched_relabels=pool.unmatched if opts.relabels else None)
+            tmp,
+            name=opts.name or pool.sources[0].name,
+            classes=pool.class_names,
+            image_shape=[opts.size, opts.size, channels],
+            color=opts.color,
+            shards=shard_entries,
+            counts=counts,
+            class_weights=weights,
+            ingest=ingest_params,
+            sources=[
+                {"name": s.name, "path": recorded_as.get(s.path, s.path), "format": s.format, "images": len(s)}
+                for s in pool.sources
+            ],
+            quality=quality,
+            created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        )
+        report.write_artifacts(
+            tmp / "report",
+            manifest=manifest,
+            skipped=pool.skipped,
+            members=pool.duplicates.members,
+            ids=pool.ids,
+            images=pool.images,
+            class_names=pool.class_names,
+            group_class_names=pool.group_class_names,
+            mislabel_report=pool.mislabel_report,
+            kept_ids=[pool.ids[i] for i in idx],
+            kept_images=pool.images[idx],
+            unmatched_relabels=pool.unmatched if opts.relabels else None,
+        )
     return manifest
 
 

@@ -25,8 +25,8 @@ from .readers.base import SPLITS
 @dataclass
 class Split:
     name: str
-    images: np.ndarray     # (N, H, W, C) uint8, C-contiguous
-    labels: np.ndarray     # (N,) int64
+    images: np.ndarray  # (N, H, W, C) uint8, C-contiguous
+    labels: np.ndarray  # (N,) int64
     ids: list[str]
     manifest: Manifest
 
@@ -45,8 +45,9 @@ class Split:
         return x, torch.from_numpy(self.labels)
 
 
-def _read_shard(manifest: Manifest, entry: dict, verify: bool,
-                columns: tuple[str, ...] = ("id", "label", "pixels")) -> pa.Table:
+def _read_shard(
+    manifest: Manifest, entry: dict, verify: bool, columns: tuple[str, ...] = ("id", "label", "pixels")
+) -> pa.Table:
     path = manifest.path(entry["path"])
     try:
         with manifest.fs.open_input_file(path) as fh:
@@ -56,8 +57,10 @@ def _read_shard(manifest: Manifest, entry: dict, verify: bool,
     if verify:
         digest = hashlib.sha256(memoryview(buf)).hexdigest()
         if digest != entry["sha256"]:
-            raise ManifestError(f"{path}: checksum mismatch (file changed or corrupt since ingest); "
-                                "re-run 'fer data ingest' or restore the file")
+            raise ManifestError(
+                f"{path}: checksum mismatch (file changed or corrupt since ingest); "
+                "re-run 'fer data ingest' or restore the file"
+            )
     reader = pa.BufferReader(buf)
     try:
         if entry.get("format", "parquet") == "arrow":
@@ -65,17 +68,22 @@ def _read_shard(manifest: Manifest, entry: dict, verify: bool,
         else:
             table = pq.read_table(reader, columns=list(columns))
     except (pa.ArrowException, OSError) as exc:  # reachable with verify=False or a forged checksum
-        raise ManifestError(f"{path}: not a readable {entry.get('format', 'parquet')} shard "
-                            f"({' '.join(str(exc).split())}); "
-                            "re-run 'fer data ingest' or restore the file") from None
+        raise ManifestError(
+            f"{path}: not a readable {entry.get('format', 'parquet')} shard "
+            f"({' '.join(str(exc).split())}); "
+            "re-run 'fer data ingest' or restore the file"
+        ) from None
     if table.num_rows != entry["rows"]:
-        raise ManifestError(f"{path}: {table.num_rows} rows, manifest says {entry['rows']}; "
-                            "re-run 'fer data ingest' or restore the file")
+        raise ManifestError(
+            f"{path}: {table.num_rows} rows, manifest says {entry['rows']}; "
+            "re-run 'fer data ingest' or restore the file"
+        )
     return table
 
 
-def load_split(uri: str, split: str, *, expected_version: str | None = None, verify: bool = True,
-               with_ids: bool = True) -> Split:
+def load_split(
+    uri: str, split: str, *, expected_version: str | None = None, verify: bool = True, with_ids: bool = True
+) -> Split:
     """Load ``split`` ('train', 'val' or 'test') of the data set at ``uri``."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -93,9 +101,9 @@ def load_split(uri: str, split: str, *, expected_version: str | None = None, ver
         for chunk in table.column("pixels").chunks:
             n = len(chunk)
             data = np.frombuffer(chunk.buffers()[1], dtype=np.uint8, count=(chunk.offset + n) * h * w * c)
-            flat[pos:pos + n] = data[chunk.offset * h * w * c:].reshape(n, h * w * c)
+            flat[pos : pos + n] = data[chunk.offset * h * w * c :].reshape(n, h * w * c)
             pos += n
-        labels[pos - table.num_rows:pos] = table.column("label").to_numpy()
+        labels[pos - table.num_rows : pos] = table.column("label").to_numpy()
         if with_ids:
             ids += table.column("id").to_pylist()
     return Split(name=split, images=images, labels=labels, ids=ids, manifest=manifest)
@@ -114,12 +122,15 @@ def verify_dataset(manifest: Manifest) -> dict:
         path = manifest.path(entry["path"])
         table = _read_shard(manifest, entry, True, columns=("split", "label"))
         if entry["split"] not in found or set(table.column("split").to_pylist()) - {entry["split"]}:
-            raise ManifestError(f"{path}: holds rows of another split than its manifest entry "
-                                f"({entry['split']!r}); re-run 'fer data ingest'")
+            raise ManifestError(
+                f"{path}: holds rows of another split than its manifest entry "
+                f"({entry['split']!r}); re-run 'fer data ingest'"
+            )
         labels = table.column("label").to_numpy()
         if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
-            raise ManifestError(f"{path}: label {int(labels.max())} is not one of the {len(classes)} classes; "
-                                "re-run 'fer data ingest'")
+            raise ManifestError(
+                f"{path}: label {int(labels.max())} is not one of the {len(classes)} classes; re-run 'fer data ingest'"
+            )
         for k, n in enumerate(np.bincount(labels, minlength=len(classes)).tolist()):
             found[entry["split"]][k] += n
     where = manifest.path(MANIFEST)
@@ -128,15 +139,20 @@ def verify_dataset(manifest: Manifest) -> dict:
         listed = counts.get(split, {}) if isinstance(counts, dict) else {}
         extra = sorted(set(listed) - set(classes))
         if extra:
-            raise ManifestError(f"{where}: counts name class(es) {', '.join(map(str, extra))} that are not in "
-                                "'classes'; the manifest was edited or is corrupt: re-run 'fer data ingest'")
+            raise ManifestError(
+                f"{where}: counts name class(es) {', '.join(map(str, extra))} that are not in "
+                "'classes'; the manifest was edited or is corrupt: re-run 'fer data ingest'"
+            )
         for k, name in enumerate(classes):
             if listed.get(name, 0) != found[split][k]:
-                raise ManifestError(f"{where}: counts say {listed.get(name, 0)} {split} images of {name!r}, "
-                                    f"the shards hold {found[split][k]}; the manifest was edited or is "
-                                    "corrupt: re-run 'fer data ingest'")
+                raise ManifestError(
+                    f"{where}: counts say {listed.get(name, 0)} {split} images of {name!r}, "
+                    f"the shards hold {found[split][k]}; the manifest was edited or is "
+                    "corrupt: re-run 'fer data ingest'"
+                )
     total = sum(map(sum, found.values()))
     if manifest.data.get("total", total) != total:
-        raise ManifestError(f"{where}: total says {manifest.data['total']}, the shards hold {total} images; "
-                            "re-run 'fer data ingest'")
+        raise ManifestError(
+            f"{where}: total says {manifest.data['total']}, the shards hold {total} images; re-run 'fer data ingest'"
+        )
     return {"shards": len(manifest.data["shards"]), "images": total}

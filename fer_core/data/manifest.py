@@ -23,8 +23,14 @@ REQUIRED = ("format", "format_version", "name", "version", "classes", "image_sha
 
 def content_version(classes: list[str], image_shape: list[int], shards: list[dict]) -> str:
     """A version that changes whenever the content does: a hash of classes, shape and shard checksums."""
-    key = json.dumps({"classes": classes, "image_shape": image_shape,
-                      "shards": [(s["split"], s["rows"], s["sha256"]) for s in shards]}, sort_keys=True)
+    key = json.dumps(
+        {
+            "classes": classes,
+            "image_shape": image_shape,
+            "shards": [(s["split"], s["rows"], s["sha256"]) for s in shards],
+        },
+        sort_keys=True,
+    )
     return "v" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -72,8 +78,9 @@ def read_manifest(uri: str, expected_version: str | None = None) -> Manifest:
         with fs.open_input_stream(path) as fh:
             raw = fh.read()
     except (FileNotFoundError, OSError) as exc:
-        raise ManifestError(f"{uri}: no readable {MANIFEST} ({exc}); is this a folder written by "
-                            "'fer data ingest'?") from None
+        raise ManifestError(
+            f"{uri}: no readable {MANIFEST} ({exc}); is this a folder written by 'fer data ingest'?"
+        ) from None
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -84,20 +91,26 @@ def read_manifest(uri: str, expected_version: str | None = None) -> Manifest:
     if missing:
         raise ManifestError(f"{path}: missing key(s) {', '.join(missing)}")
     if data["format"] != FORMAT or data["format_version"] > FORMAT_VERSION:
-        raise ManifestError(f"{path}: format {data['format']!r} v{data['format_version']} is not "
-                            f"{FORMAT} v{FORMAT_VERSION} or older; upgrade fer-sweep")
+        raise ManifestError(
+            f"{path}: format {data['format']!r} v{data['format_version']} is not "
+            f"{FORMAT} v{FORMAT_VERSION} or older; upgrade fer-sweep"
+        )
     _check_shard_entries(path, data["shards"])
     # The version is a hash of the content, so recompute it: an edited manifest (two class names
     # swapped, a shard listed twice) would otherwise keep its old version, pass a version pin and
     # silently change what the labels mean.
     actual = content_version(data["classes"], data["image_shape"], data["shards"])
     if actual != data["version"]:
-        raise ManifestError(f"{path}: classes, image shape or shard list do not match the data version "
-                            f"{data['version']} (they hash to {actual}); the manifest was edited or is "
-                            "corrupt: re-run 'fer data ingest' to rebuild the data set")
+        raise ManifestError(
+            f"{path}: classes, image shape or shard list do not match the data version "
+            f"{data['version']} (they hash to {actual}); the manifest was edited or is "
+            "corrupt: re-run 'fer data ingest' to rebuild the data set"
+        )
     if expected_version is not None and data["version"] != expected_version:
-        raise ManifestError(f"{path}: data version is {data['version']}, expected {expected_version}; "
-                            "re-run with the matching data set or update the expected version")
+        raise ManifestError(
+            f"{path}: data version is {data['version']}, expected {expected_version}; "
+            "re-run with the matching data set or update the expected version"
+        )
     return Manifest(fs=fs, root=root, data=data)
 
 
@@ -106,13 +119,15 @@ def _check_shard_entries(path: str, shards: object) -> None:
     if not isinstance(shards, list):
         raise ManifestError(f"{path}: 'shards' is not a list; re-run 'fer data ingest'")
     for k, entry in enumerate(shards):
-        missing = [key for key in ("path", "split", "rows", "sha256")
-                   if not isinstance(entry, dict) or key not in entry]
+        missing = [
+            key for key in ("path", "split", "rows", "sha256") if not isinstance(entry, dict) or key not in entry
+        ]
         if missing:
             raise ManifestError(f"{path}: shard entry {k} lacks {', '.join(missing)}; re-run 'fer data ingest'")
         rel = str(entry["path"])
         # Shards are written as plain names beside the manifest; a path that leaves the folder
         # (absolute, '..', another URI) is not one of ours and is not read.
         if "://" in rel or "\\" in rel or PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
-            raise ManifestError(f"{path}: shard entry {k} path {rel!r} leaves the data set folder; "
-                                "re-run 'fer data ingest'")
+            raise ManifestError(
+                f"{path}: shard entry {k} path {rel!r} leaves the data set folder; re-run 'fer data ingest'"
+            )

@@ -69,17 +69,17 @@ CSV_COLUMNS = ("rank", "id", "label", "suggested", "self_confidence", "suggested
 # Feature extractor and classifier settings, chosen by measurement on the synthetic faces (see the
 # module docstring). Larger dictionaries, finer grids, more PCA components at small N, other C,
 # or an MLP instead of the logistic regression did not help.
-SIDE = 48            # images are resized to SIDE x SIDE (grayscale) before feature extraction
-PATCH = 5            # dictionary filter size in pixels
-FILTERS = 64         # dictionary size (k-means centroids); features = 2 * FILTERS * GRID**2
-GRID = 6             # responses are average-pooled over a GRID x GRID grid of image regions
-ALPHA = 0.25         # soft threshold of the two-sided encoding max(0, z - a), max(0, -z - a)
-PATCHES = 20_000     # random patches used to learn the dictionary
-KM_INIT = 1          # k-means restarts (more did not help)
-PCA_FIT = 8192       # at most this many images (a seeded random subset) fit the dictionary and PCA
-C_REG = 0.01         # inverse L2 strength of the logistic regression
-CHUNK = 16           # images encoded per torch call (small: the responses stay in cache)
-BLOCK = 2048         # images encoded, then projected, per step after the PCA fit
+SIDE = 48  # images are resized to SIDE x SIDE (grayscale) before feature extraction
+PATCH = 5  # dictionary filter size in pixels
+FILTERS = 64  # dictionary size (k-means centroids); features = 2 * FILTERS * GRID**2
+GRID = 6  # responses are average-pooled over a GRID x GRID grid of image regions
+ALPHA = 0.25  # soft threshold of the two-sided encoding max(0, z - a), max(0, -z - a)
+PATCHES = 20_000  # random patches used to learn the dictionary
+KM_INIT = 1  # k-means restarts (more did not help)
+PCA_FIT = 8192  # at most this many images (a seeded random subset) fit the dictionary and PCA
+C_REG = 0.01  # inverse L2 strength of the logistic regression
+CHUNK = 16  # images encoded per torch call (small: the responses stay in cache)
+BLOCK = 2048  # images encoded, then projected, per step after the PCA fit
 
 
 @dataclass
@@ -134,8 +134,9 @@ def confident_labels(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return np.where(passing.any(axis=1), best, -1)
 
 
-def rank_candidates(probs: np.ndarray, labels: np.ndarray, *, max_fraction: float | None = None,
-                    rank_by: str = "self_confidence") -> tuple[np.ndarray, np.ndarray]:
+def rank_candidates(
+    probs: np.ndarray, labels: np.ndarray, *, max_fraction: float | None = None, rank_by: str = "self_confidence"
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices of likely mislabels, most likely first, and the per-class thresholds.
 
     The rule (off-diagonal of the confident joint): an image labeled y is flagged when, among the
@@ -188,20 +189,19 @@ def _grayscale(images: np.ndarray) -> np.ndarray:
     out = np.empty((len(images), SIDE, SIDE), dtype=np.float32)
     luma = torch.tensor([0.299, 0.587, 0.114])
     for s in range(0, len(images), BLOCK):
-        x = torch.from_numpy(np.ascontiguousarray(images[s:s + BLOCK])).float()
+        x = torch.from_numpy(np.ascontiguousarray(images[s : s + BLOCK])).float()
         x = x[..., 0] if x.shape[-1] == 1 else x @ luma
         if x.shape[1:] != (SIDE, SIDE):
-            x = F.interpolate(x[:, None], size=(SIDE, SIDE), mode="bilinear", antialias=True,
-                              align_corners=False)[:, 0]
+            x = F.interpolate(x[:, None], size=(SIDE, SIDE), mode="bilinear", antialias=True, align_corners=False)[:, 0]
         x = x - x.mean(dim=(1, 2), keepdim=True)
-        out[s:s + len(x)] = (x / (x.std(dim=(1, 2), keepdim=True) + 8.0)).numpy()
+        out[s : s + len(x)] = (x / (x.std(dim=(1, 2), keepdim=True) + 8.0)).numpy()
     return out
 
 
 @dataclass
 class _Dictionary:
-    weight: np.ndarray   # (FILTERS, PATCH*PATCH) filters acting on raw (mean-removed) patches
-    bias: np.ndarray     # (FILTERS,)
+    weight: np.ndarray  # (FILTERS, PATCH*PATCH) filters acting on raw (mean-removed) patches
+    bias: np.ndarray  # (FILTERS,)
 
 
 def _learn_dictionary(x: np.ndarray, seed: int) -> _Dictionary:
@@ -237,9 +237,9 @@ def _encode(x: np.ndarray, d: _Dictionary) -> np.ndarray:
         resp = F.conv2d(img, weight)
         mean = F.avg_pool2d(img, PATCH, 1)
         inv_sd = torch.rsqrt((F.avg_pool2d(img * img, PATCH, 1) - mean * mean).clamp_min(0) + 0.1)
-        z = resp.sub_(wsum * mean).mul_(inv_sd).add_(bias - ALPHA)                 # z - a
+        z = resp.sub_(wsum * mean).mul_(inv_sd).add_(bias - ALPHA)  # z - a
         pos = F.adaptive_avg_pool2d(F.relu(z), GRID)
-        neg = F.adaptive_avg_pool2d(F.relu_(z.add_(2 * ALPHA).neg_()), GRID)       # -z - a
+        neg = F.adaptive_avg_pool2d(F.relu_(z.add_(2 * ALPHA).neg_()), GRID)  # -z - a
         feats = feats + torch.cat([pos, neg], dim=1).flatten(1)
     return (feats / 2).numpy()
 
@@ -247,7 +247,7 @@ def _encode(x: np.ndarray, d: _Dictionary) -> np.ndarray:
 def _encode_all(x: np.ndarray, d: _Dictionary, pool: ThreadPoolExecutor) -> np.ndarray:
     """Encode ``x`` in small chunks (they stay in cache) spread over the pool's threads."""
     starts = range(0, len(x), CHUNK)
-    return np.concatenate(list(pool.map(lambda s: _encode(x[s:s + CHUNK], d), starts)))
+    return np.concatenate(list(pool.map(lambda s: _encode(x[s : s + CHUNK], d), starts)))
 
 
 def _cpus() -> int:
@@ -263,8 +263,9 @@ def components(n: int) -> int:
     return int(min(256, max(64, n // 32)))
 
 
-def features(images: np.ndarray, *, seed: int = 0, progress: bool | None = False,
-             workers: int | None = None) -> np.ndarray:
+def features(
+    images: np.ndarray, *, seed: int = 0, progress: bool | None = False, workers: int | None = None
+) -> np.ndarray:
     """Label-free (N, components(N)) features: dictionary encoding, standardized, PCA, whitened.
 
     A seeded random subset of at most PCA_FIT images provides the dictionary's patches and fits
@@ -277,8 +278,11 @@ def features(images: np.ndarray, *, seed: int = 0, progress: bool | None = False
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with torch.no_grad(), ThreadPoolExecutor(workers or _cpus()) as pool, \
-                prog.bar(total=n, desc="mislabels: features", unit="img", progress=progress) as bar:
+        with (
+            torch.no_grad(),
+            ThreadPoolExecutor(workers or _cpus()) as pool,
+            prog.bar(total=n, desc="mislabels: features", unit="img", progress=progress) as bar,
+        ):
             order = np.random.default_rng([seed, 2]).permutation(n)
             first = order[:PCA_FIT]
             x = _grayscale(images[first])
@@ -292,7 +296,7 @@ def features(images: np.ndarray, *, seed: int = 0, progress: bool | None = False
             out[first] = pca.transform((fit - mean) / std)
             del fit, x
             for s in range(PCA_FIT, n, BLOCK):
-                idx = order[s:s + BLOCK]
+                idx = order[s : s + BLOCK]
                 out[idx] = pca.transform((_encode_all(_grayscale(images[idx]), d, pool) - mean) / std)
                 bar.update(len(idx))
     finally:
@@ -304,8 +308,15 @@ def features(images: np.ndarray, *, seed: int = 0, progress: bool | None = False
 # Out-of-fold probabilities and the report
 
 
-def out_of_fold_probs(feats: np.ndarray, labels: np.ndarray, num_classes: int, *, folds: int = 5,
-                      seed: int = 0, progress: bool | None = False) -> np.ndarray:
+def out_of_fold_probs(
+    feats: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    progress: bool | None = False,
+) -> np.ndarray:
     """(N, K) probabilities; each row from a logistic regression trained on the other folds only.
 
     Folds are stratified by the given label and shuffled with ``seed``. A class missing from a
@@ -325,9 +336,16 @@ def out_of_fold_probs(feats: np.ndarray, labels: np.ndarray, num_classes: int, *
     return probs / probs.sum(axis=1, keepdims=True)  # exact row sums (the model computes in float32)
 
 
-def find_mislabels(images: np.ndarray, labels: np.ndarray, num_classes: int, *, folds: int = 5,
-                   seed: int = 0, max_fraction: float | None = None,
-                   progress: bool | None = False) -> MislabelReport:
+def find_mislabels(
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    max_fraction: float | None = None,
+    progress: bool | None = False,
+) -> MislabelReport:
     """Out-of-fold probabilities for every image, then the confident-joint candidates, ranked.
 
     ``images`` is (N, H, W, C) uint8 (C = 1 or 3; color is reduced to luma), ``labels`` (N,) ints in
@@ -350,10 +368,15 @@ def find_mislabels(images: np.ndarray, labels: np.ndarray, num_classes: int, *, 
     candidates, thresholds = rank_candidates(probs, labels, max_fraction=max_fraction)
     suggested = probs.argmax(axis=1)
     return MislabelReport(
-        probs=probs, given=labels, suggested=suggested,
-        self_confidence=probs[np.arange(len(labels)), labels], thresholds=thresholds,
-        candidates=candidates, oof_accuracy=float(np.mean(suggested == labels)) if len(labels) else 0.0,
-        confident=confident_labels(probs, thresholds))
+        probs=probs,
+        given=labels,
+        suggested=suggested,
+        self_confidence=probs[np.arange(len(labels)), labels],
+        thresholds=thresholds,
+        candidates=candidates,
+        oof_accuracy=float(np.mean(suggested == labels)) if len(labels) else 0.0,
+        confident=confident_labels(probs, thresholds),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,13 +387,23 @@ def _review_rows(report: MislabelReport, ids: Sequence[str], classes: Sequence[s
     rows = []
     for rank, i in enumerate(report.candidates, start=1):
         j = int(report.confident[i]) if report.confident[i] >= 0 else int(report.suggested[i])
-        rows.append([rank, ids[i], classes[report.given[i]], classes[j],
-                     f"{report.self_confidence[i]:.4f}", f"{report.probs[i, j]:.4f}", ""])
+        rows.append(
+            [
+                rank,
+                ids[i],
+                classes[report.given[i]],
+                classes[j],
+                f"{report.self_confidence[i]:.4f}",
+                f"{report.probs[i, j]:.4f}",
+                "",
+            ]
+        )
     return rows
 
 
-def _contact_sheet(report: MislabelReport, images: np.ndarray, classes: Sequence[str], top: int,
-                   cols: int = 8, cell: int = 112) -> Image.Image:
+def _contact_sheet(
+    report: MislabelReport, images: np.ndarray, classes: Sequence[str], top: int, cols: int = 8, cell: int = 112
+) -> Image.Image:
     """Thumbnails of the top candidates; under each: rank, given -> suggested, both probabilities."""
     shown = report.candidates[:top]
     pad, text_h = 4, 26
@@ -388,13 +421,21 @@ def _contact_sheet(report: MislabelReport, images: np.ndarray, classes: Sequence
         sheet.paste(thumb, (x0, y0))
         j = int(report.confident[i]) if report.confident[i] >= 0 else int(report.suggested[i])
         draw.text((x0, y0 + cell + 1), f"{k + 1}. {classes[report.given[i]][:8]}>{classes[j][:8]}", fill="black")
-        draw.text((x0, y0 + cell + 13), f"{report.self_confidence[i]:.2f} -> {report.probs[i, j]:.2f}",
-                  fill="firebrick")
+        draw.text(
+            (x0, y0 + cell + 13), f"{report.self_confidence[i]:.2f} -> {report.probs[i, j]:.2f}", fill="firebrick"
+        )
     return sheet
 
 
-def write_review(report: MislabelReport, ids: Sequence[str], classes: Sequence[str],
-                 out_dir: str | os.PathLike, *, images: np.ndarray, top: int = 64) -> dict[str, Path]:
+def write_review(
+    report: MislabelReport,
+    ids: Sequence[str],
+    classes: Sequence[str],
+    out_dir: str | os.PathLike,
+    *,
+    images: np.ndarray,
+    top: int = 64,
+) -> dict[str, Path]:
     """Write ``mislabels.csv`` (every candidate, ranked) and ``mislabels.png`` (the ``top`` first).
 
     CSV columns: rank, id, label (given class name), suggested (class name the confident-joint rule

@@ -183,9 +183,7 @@ def _brute_pairs(codes: np.ndarray, max_distance: int, progress: bool | None):
     for start, stop in bar(blocks, desc="near dups", unit="block", progress=progress):
         shape = (stop - start, k - start)
         size = shape[0] * shape[1]
-        xor = np.bitwise_xor(
-            codes[start:stop, None], codes[None, start:], out=xor_buf[:size].reshape(shape)
-        )
+        xor = np.bitwise_xor(codes[start:stop, None], codes[None, start:], out=xor_buf[:size].reshape(shape))
         dist = np.bitwise_count(xor, out=count_buf[:size].reshape(shape))
         hits = np.less_equal(dist, max_distance, out=hit_buf[:size].reshape(shape))
         flat = np.flatnonzero(hits)
@@ -218,7 +216,11 @@ def _choose_method(codes: np.ndarray, max_distance: int) -> str:
 
 
 def _expand_groups(
-    a: np.ndarray, b: np.ndarray, dist: np.ndarray, members: np.ndarray, start: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    dist: np.ndarray,
+    members: np.ndarray,
+    start: np.ndarray,
     count: np.ndarray,
 ):
     """Turn pairs of distinct codes into pairs of images holding them.

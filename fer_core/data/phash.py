@@ -47,9 +47,7 @@ def _check_images(images) -> np.ndarray:
     if images.dtype != np.uint8:
         raise ValueError(f"images must have dtype uint8, got {images.dtype}")
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
-        raise ValueError(
-            f"images must have shape (N, H, W) or (N, H, W, C) with C = 1 or 3, got {images.shape}"
-        )
+        raise ValueError(f"images must have shape (N, H, W) or (N, H, W, C) with C = 1 or 3, got {images.shape}")
     if images.shape[1] == 0 or images.shape[2] == 0:
         raise ValueError(f"images must have non-empty height and width, got {images.shape}")
     return np.ascontiguousarray(images)
@@ -116,9 +114,7 @@ def _pass_order(h: int, w: int, size: int) -> str | None:
     None when neither reproduces PIL (the caller then resizes image by image).
     """
     probe = np.random.default_rng(0).integers(0, 256, (2, h, w), dtype=np.uint8)
-    direct = np.stack(
-        [np.asarray(Image.fromarray(img).resize((size, size), _LANCZOS)) for img in probe]
-    )
+    direct = np.stack([np.asarray(Image.fromarray(img).resize((size, size), _LANCZOS)) for img in probe])
     for order in ("hv", "vh"):
         if np.array_equal(_resize_in_order(probe, size, order), direct):
             return order
@@ -134,9 +130,7 @@ def _resize_stack(gray: np.ndarray, size: int) -> np.ndarray:
     _, h, w = gray.shape
     order = _pass_order(h, w, size)
     if order is None:
-        return np.stack(
-            [np.asarray(Image.fromarray(img).resize((size, size), _LANCZOS)) for img in gray]
-        )
+        return np.stack([np.asarray(Image.fromarray(img).resize((size, size), _LANCZOS)) for img in gray])
     return _resize_in_order(gray, size, order)
 
 

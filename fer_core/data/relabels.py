@@ -37,7 +37,9 @@ def read_relabels(path: str | Path) -> dict[str, str | None]:
             continue
         canon = classes.normalize(new)
         if canon is None:
-            raise DataError(f"{path} row {row_no}: unknown new_label {new!r}; use a class name "
-                            f"({', '.join(classes.CANONICAL)}) or 'drop'")
+            raise DataError(
+                f"{path} row {row_no}: unknown new_label {new!r}; use a class name "
+                f"({', '.join(classes.CANONICAL)}) or 'drop'"
+            )
         out[row["id"]] = canon
     return out

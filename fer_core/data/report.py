@@ -29,16 +29,23 @@ def build_report(manifest: dict) -> dict:
     counts = manifest["counts"]
     q = manifest.get("quality", {})
     return {
-        "dataset": manifest["name"], "version": manifest["version"], "created": manifest.get("created"),
-        "classes": manifest["classes"], "image_shape": manifest["image_shape"],
+        "dataset": manifest["name"],
+        "version": manifest["version"],
+        "created": manifest.get("created"),
+        "classes": manifest["classes"],
+        "image_shape": manifest["image_shape"],
         "counts": counts,
         "totals": {s: sum(counts.get(s, {}).values()) for s in SPLITS},
         "class_weights": manifest.get("class_weights", {}),
         "sources": manifest.get("sources", []),
-        "skipped": q.get("skipped", {}), "excluded_by_class_selection": q.get("excluded_by_class_selection", {}),
+        "skipped": q.get("skipped", {}),
+        "excluded_by_class_selection": q.get("excluded_by_class_selection", {}),
         "classes_emptied_by_dedup": q.get("classes_emptied_by_dedup", []),
-        "relabels": q.get("relabels", {}), "duplicates": q.get("duplicates", {}), "merge": q.get("merge", {}),
-        "mislabels": q.get("mislabels", {}), "near_distance": q.get("near_distance"),
+        "relabels": q.get("relabels", {}),
+        "duplicates": q.get("duplicates", {}),
+        "merge": q.get("merge", {}),
+        "mislabels": q.get("mislabels", {}),
+        "near_distance": q.get("near_distance"),
     }
 
 
@@ -58,38 +65,57 @@ def render_text(rep: dict) -> str:
     w("class weights (balanced, from train): " + ", ".join(f"{k} {v:.3f}" for k, v in rep["class_weights"].items()))
     w()
     d = rep["duplicates"]
-    w(f"duplicates (pHash distance <= {rep['near_distance']}): {d.get('groups', 0)} groups "
-      f"({d.get('exact_groups', 0)} exact, {d.get('near_groups', 0)} near) "
-      f"holding {d.get('images_in_groups', 0)} images; "
-      f"{d.get('removed_duplicates', 0)} copies removed")
-    w(f"leakage: {d.get('groups_straddling_source_splits', 0)} groups straddled the source's splits; "
-      f"{d.get('removed_leakage', 0)} copies removed from val/test {d.get('removed_leakage_by_split', {})}")
-    w(f"label conflicts: {d.get('conflict_groups', 0)} groups; {d.get('relabelled_to_majority', 0)} kept with the "
-      f"majority label, {d.get('dropped_conflicts', 0)} images dropped (ties or --conflicts drop)")
+    w(
+        f"duplicates (pHash distance <= {rep['near_distance']}): {d.get('groups', 0)} groups "
+        f"({d.get('exact_groups', 0)} exact, {d.get('near_groups', 0)} near) "
+        f"holding {d.get('images_in_groups', 0)} images; "
+        f"{d.get('removed_duplicates', 0)} copies removed"
+    )
+    w(
+        f"leakage: {d.get('groups_straddling_source_splits', 0)} groups straddled the source's splits; "
+        f"{d.get('removed_leakage', 0)} copies removed from val/test {d.get('removed_leakage_by_split', {})}"
+    )
+    w(
+        f"label conflicts: {d.get('conflict_groups', 0)} groups; {d.get('relabelled_to_majority', 0)} kept with the "
+        f"majority label, {d.get('dropped_conflicts', 0)} images dropped (ties or --conflicts drop)"
+    )
     sk = rep["skipped"]
-    w(f"skipped: {sk.get('count', 0)} items" + (f" {sk.get('by_reason')}" if sk.get("count") else "")
-      + "  (details: report/skipped.csv)")
+    w(
+        f"skipped: {sk.get('count', 0)} items"
+        + (f" {sk.get('by_reason')}" if sk.get("count") else "")
+        + "  (details: report/skipped.csv)"
+    )
     if rep["excluded_by_class_selection"]:
         w(f"excluded by --classes: {rep['excluded_by_class_selection']}")
     if rep["classes_emptied_by_dedup"]:
-        w(f"dropped class(es) with no images left after removing duplicates: "
-          f"{', '.join(rep['classes_emptied_by_dedup'])}")
+        w(
+            f"dropped class(es) with no images left after removing duplicates: "
+            f"{', '.join(rep['classes_emptied_by_dedup'])}"
+        )
     if rep["relabels"]:
         r = rep["relabels"]
-        w(f"relabels applied: {r.get('relabelled', 0)} relabelled, {r.get('dropped', 0)} dropped, "
-          f"{r.get('unmatched', 0)} ids matched no image")
+        w(
+            f"relabels applied: {r.get('relabelled', 0)} relabelled, {r.get('dropped', 0)} dropped, "
+            f"{r.get('unmatched', 0)} ids matched no image"
+        )
         if r.get("unmatched"):
             listed = r.get("unmatched_ids", [])[:10]
             more = r["unmatched"] - len(listed)
-            w("  unmatched: " + ", ".join(listed) + (f" and {more} more" if more > 0 else "")
-              + "  (all: report/relabels_unmatched.csv)")
+            w(
+                "  unmatched: "
+                + ", ".join(listed)
+                + (f" and {more} more" if more > 0 else "")
+                + "  (all: report/relabels_unmatched.csv)"
+            )
     if rep["merge"]:
         m = rep["merge"]
         w(f"merged from {m['source']} (cap {m['cap']}): added {m['added']} of {m['available']} unique images")
     ml = rep["mislabels"]
     if ml.get("ran"):
-        w(f"likely mislabels: {ml['candidates']} candidates (out-of-fold accuracy {ml['oof_accuracy']:.3f}); "
-          "review report/mislabels.csv and pass it back with --relabels")
+        w(
+            f"likely mislabels: {ml['candidates']} candidates (out-of-fold accuracy {ml['oof_accuracy']:.3f}); "
+            "review report/mislabels.csv and pass it back with --relabels"
+        )
     else:
         w("likely mislabels: not searched (--no-mislabels or too few images)")
     return out.getvalue()
@@ -111,6 +137,7 @@ def _png_bytes(img: Image.Image) -> bytes:
 
 def class_counts_png(rep: dict, path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -131,8 +158,15 @@ def class_counts_png(rep: dict, path: Path) -> None:
     atomic.write_bytes(path, buf.getvalue())
 
 
-def duplicates_png(members: list[dict], images: np.ndarray, ids: list[str], class_names: list[str],
-                   path: Path, max_groups: int = 12, max_members: int = 6) -> None:
+def duplicates_png(
+    members: list[dict],
+    images: np.ndarray,
+    ids: list[str],
+    class_names: list[str],
+    path: Path,
+    max_groups: int = 12,
+    max_members: int = 6,
+) -> None:
     """One row per duplicate group (conflicts first): thumbnails labelled label/split/action."""
     by_group: dict[int, list[dict]] = {}
     for m in members:
@@ -157,10 +191,21 @@ def duplicates_png(members: list[dict], images: np.ndarray, ids: list[str], clas
     atomic.write_bytes(path, _png_bytes(sheet))
 
 
-def write_artifacts(folder: Path, *, manifest: dict, skipped, members: list[dict], ids: list[str],
-                    images: np.ndarray, class_names: list[str], mislabel_report, kept_ids: list[str],
-                    kept_images: np.ndarray, group_class_names: list[str] | None = None,
-                    unmatched_relabels: list[tuple[str, str]] | None = None) -> dict:
+def write_artifacts(
+    folder: Path,
+    *,
+    manifest: dict,
+    skipped,
+    members: list[dict],
+    ids: list[str],
+    images: np.ndarray,
+    class_names: list[str],
+    mislabel_report,
+    kept_ids: list[str],
+    kept_images: np.ndarray,
+    group_class_names: list[str] | None = None,
+    unmatched_relabels: list[tuple[str, str]] | None = None,
+) -> dict:
     """Write the report files. ``members`` carry labels into ``group_class_names`` (the class list
     before emptied classes were dropped; default ``class_names``); ``unmatched_relabels`` are the
     (id, new_label) rows of --relabels that matched no image (None: no --relabels given)."""
@@ -170,14 +215,28 @@ def write_artifacts(folder: Path, *, manifest: dict, skipped, members: list[dict
     atomic.write_text(folder / "report.json", jsonio.dumps(rep, indent=2) + "\n")
     atomic.write_text(folder / "report.txt", render_text(rep))
     _write_csv(folder / "skipped.csv", ["source", "item", "reason"], [[s, k.item, k.reason] for s, k in skipped])
-    _write_csv(folder / "duplicates.csv", ["group", "id", "label", "split", "exact", "conflict", "action"],
-               [[m["group"], ids[m["index"]], group_class_names[m["label"]], m["split"] or "", int(m["exact"]),
-                 int(m["conflict"]), m["action"]] for m in members])
+    _write_csv(
+        folder / "duplicates.csv",
+        ["group", "id", "label", "split", "exact", "conflict", "action"],
+        [
+            [
+                m["group"],
+                ids[m["index"]],
+                group_class_names[m["label"]],
+                m["split"] or "",
+                int(m["exact"]),
+                int(m["conflict"]),
+                m["action"],
+            ]
+            for m in members
+        ],
+    )
     if unmatched_relabels is not None:
         _write_csv(folder / "relabels_unmatched.csv", ["id", "new_label"], [list(r) for r in unmatched_relabels])
     class_counts_png(rep, folder / "class_counts.png")
     duplicates_png(members, images, ids, group_class_names, folder / "duplicates.png")
     if mislabel_report is not None:
         from .mislabels import write_review
+
         write_review(mislabel_report, kept_ids, class_names, folder, images=kept_images)
     return rep

@@ -23,8 +23,10 @@ def parse_ratios(spec: str) -> tuple[float, float, float]:
     # Percentages or fractions only: scaling something like 50/50/50 to thirds would silently
     # give a split nobody asked for (a typo for 50/25/25 or 80/10/10).
     if not (math.isclose(total, 100, abs_tol=1e-6) or math.isclose(total, 1, abs_tol=1e-9)):
-        raise DataError(f"--split: ratios {spec!r} sum to {total:g}; they must sum to 100 (like 80/10/10) "
-                        "or to 1 (like 0.8/0.1/0.1)")
+        raise DataError(
+            f"--split: ratios {spec!r} sum to {total:g}; they must sum to 100 (like 80/10/10) "
+            "or to 1 (like 0.8/0.1/0.1)"
+        )
     return tuple(v / total for v in vals)  # type: ignore[return-value]
 
 

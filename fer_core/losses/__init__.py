@@ -23,5 +23,13 @@ from ._registry import create_loss, is_loss, list_losses, register_loss
 from .cross_entropy import CrossEntropy, class_weights_from_counts, weighted_sampler_weights
 from .focal import FocalLoss
 
-__all__ = ["register_loss", "create_loss", "list_losses", "is_loss", "class_weights_from_counts",
-           "weighted_sampler_weights", "CrossEntropy", "FocalLoss"]
+__all__ = [
+    "register_loss",
+    "create_loss",
+    "list_losses",
+    "is_loss",
+    "class_weights_from_counts",
+    "weighted_sampler_weights",
+    "CrossEntropy",
+    "FocalLoss",
+]

@@ -20,11 +20,13 @@ def register_loss(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
 
     A name can be registered once; registering it again raises ``ValueError``.
     """
+
     def decorate(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _LOSSES:
             raise ValueError(f"loss {name!r} is already registered (by {_LOSSES[name].__qualname__})")
         _LOSSES[name] = cls
         return cls
+
     return decorate
 
 
@@ -58,6 +60,7 @@ def create_loss(name: str, **kwargs) -> nn.Module:
     accepted = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ValueError(f"loss {name!r} got unknown argument(s) {', '.join(map(repr, unknown))}; "
-                         f"it takes: {', '.join(accepted)}")
+        raise ValueError(
+            f"loss {name!r} got unknown argument(s) {', '.join(map(repr, unknown))}; it takes: {', '.join(accepted)}"
+        )
     return cls(**kwargs)

@@ -52,8 +52,9 @@ def check_num_classes(value: int | None) -> int | None:
     return check_int(value, "num_classes", low=2, one_rule=True)
 
 
-def per_class_tensor(values: Sequence[float] | torch.Tensor, what: str, num_classes: int | None,
-                     *, allow_zero: bool) -> torch.Tensor:
+def per_class_tensor(
+    values: Sequence[float] | torch.Tensor, what: str, num_classes: int | None, *, allow_zero: bool
+) -> torch.Tensor:
     """One finite float per class as a 1-D float32 tensor, or ``ValueError`` naming ``what``.
 
     Entries must be > 0 (``allow_zero=False``) or >= 0; the length must equal ``num_classes`` when
@@ -79,19 +80,21 @@ def per_class_tensor(values: Sequence[float] | torch.Tensor, what: str, num_clas
 def check_inputs(logits: torch.Tensor, target: torch.Tensor, num_classes: int | None, loss: str) -> int:
     """Check shapes and dtypes of a loss call; return K (the number of classes in ``logits``)."""
     if logits.ndim != 2 or not logits.is_floating_point():
-        raise ValueError(f"{loss}: logits must be a float tensor of shape (N, K), "
-                         f"got {logits.dtype} {tuple(logits.shape)}")
+        raise ValueError(
+            f"{loss}: logits must be a float tensor of shape (N, K), got {logits.dtype} {tuple(logits.shape)}"
+        )
     if target.dtype != torch.int64 or target.shape != logits.shape[:1]:
-        raise ValueError(f"{loss}: target must be an int64 tensor of shape ({logits.shape[0]},), "
-                         f"got {target.dtype} {tuple(target.shape)}")
+        raise ValueError(
+            f"{loss}: target must be an int64 tensor of shape ({logits.shape[0]},), "
+            f"got {target.dtype} {tuple(target.shape)}"
+        )
     k = logits.shape[1]
     if num_classes is not None and k != num_classes:
         raise ValueError(f"{loss}: logits have {k} classes, but the loss was built for {num_classes}")
     return k
 
 
-def smooth_targets(target: torch.Tensor, num_classes: int, label_smoothing: float,
-                   dtype: torch.dtype) -> torch.Tensor:
+def smooth_targets(target: torch.Tensor, num_classes: int, label_smoothing: float, dtype: torch.dtype) -> torch.Tensor:
     """Soft targets (N, K): ``(1 - eps) * onehot(target) + eps / K``."""
     onehot = F.one_hot(target, num_classes).to(dtype)
     return onehot * (1.0 - label_smoothing) + label_smoothing / num_classes
@@ -101,8 +104,9 @@ def smooth_targets(target: torch.Tensor, num_classes: int, label_smoothing: floa
 # Class weights for imbalanced data: either weight the loss, or rebalance the sampler
 
 
-def class_weights_from_counts(counts: Sequence[int] | torch.Tensor, mode: str | None = "balanced"
-                              ) -> torch.Tensor | None:
+def class_weights_from_counts(
+    counts: Sequence[int] | torch.Tensor, mode: str | None = "balanced"
+) -> torch.Tensor | None:
     """Per-class loss weights from the training set's class counts.
 
     ``mode="balanced"``: ``w_c = n / (K * n_c)`` (n samples, K classes, n_c samples of class c), as
@@ -126,8 +130,10 @@ def class_weights_from_counts(counts: Sequence[int] | torch.Tensor, mode: str | 
         raise ValueError(f"counts must be a sequence of >= 2 per-class counts >= 0 in class order, got {counts!r}")
     absent = (c == 0).nonzero().flatten().tolist()
     if absent:
-        raise ValueError(f"class index(es) {absent} have no samples: 'balanced' weights need every "
-                         f"class present (counts {c.long().tolist()})")
+        raise ValueError(
+            f"class index(es) {absent} have no samples: 'balanced' weights need every "
+            f"class present (counts {c.long().tolist()})"
+        )
     return (c.sum() / (c.numel() * c)).float()
 
 
@@ -142,8 +148,7 @@ def weighted_sampler_weights(labels: Sequence[int] | torch.Tensor, num_classes: 
     """
     y = torch.as_tensor(labels).flatten()
     if y.is_floating_point() or (y.numel() and (y.min() < 0 or y.max() >= num_classes)):
-        raise ValueError(f"labels must be integers in [0, {num_classes}), got values "
-                         f"{sorted(set(y.tolist()))[:10]}")
+        raise ValueError(f"labels must be integers in [0, {num_classes}), got values {sorted(set(y.tolist()))[:10]}")
     counts = torch.bincount(y.long(), minlength=num_classes).double()
     return 1.0 / counts[y.long()]
 
@@ -167,15 +172,23 @@ class CrossEntropy(nn.Module):
         class_weight: one positive float per class (e.g. ``class_weights_from_counts(counts)``).
     """
 
-    class_weight: torch.Tensor | None     # buffers (register_buffer), typed for the checker
+    class_weight: torch.Tensor | None  # buffers (register_buffer), typed for the checker
 
-    def __init__(self, *, num_classes: int | None = None, label_smoothing: float = 0.0,
-                 class_weight: Sequence[float] | torch.Tensor | None = None):
+    def __init__(
+        self,
+        *,
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        class_weight: Sequence[float] | torch.Tensor | None = None,
+    ):
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
         self.label_smoothing = check_label_smoothing(label_smoothing)
-        cw = None if class_weight is None else per_class_tensor(
-            class_weight, "class_weight", self.num_classes, allow_zero=False)
+        cw = (
+            None
+            if class_weight is None
+            else per_class_tensor(class_weight, "class_weight", self.num_classes, allow_zero=False)
+        )
         self.register_buffer("class_weight", cw, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -58,12 +58,18 @@ class FocalLoss(nn.Module):
             is normalized by the target classes' weights (see above).
     """
 
-    alpha: torch.Tensor                   # buffers (register_buffer), typed for the checker
+    alpha: torch.Tensor  # buffers (register_buffer), typed for the checker
     class_weight: torch.Tensor | None
 
-    def __init__(self, *, num_classes: int | None = None, gamma: float = 2.0,
-                 alpha: float | Sequence[float] | torch.Tensor = 0.25, label_smoothing: float = 0.0,
-                 class_weight: Sequence[float] | torch.Tensor | None = None):
+    def __init__(
+        self,
+        *,
+        num_classes: int | None = None,
+        gamma: float = 2.0,
+        alpha: float | Sequence[float] | torch.Tensor = 0.25,
+        label_smoothing: float = 0.0,
+        class_weight: Sequence[float] | torch.Tensor | None = None,
+    ):
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
         if not is_real(gamma) or not 0.0 <= float(gamma) < float("inf"):
@@ -75,11 +81,15 @@ class FocalLoss(nn.Module):
                 raise ValueError(f"alpha must be a finite float >= 0 (or one per class), got {alpha!r}")
             alpha_t = torch.tensor(alpha_f)
         else:
-            alpha_t = per_class_tensor(cast("Sequence[float] | torch.Tensor", alpha), "alpha", self.num_classes,
-                                       allow_zero=True)
+            alpha_t = per_class_tensor(
+                cast("Sequence[float] | torch.Tensor", alpha), "alpha", self.num_classes, allow_zero=True
+            )
         self.label_smoothing = check_label_smoothing(label_smoothing)
-        cw = None if class_weight is None else per_class_tensor(
-            class_weight, "class_weight", self.num_classes, allow_zero=False)
+        cw = (
+            None
+            if class_weight is None
+            else per_class_tensor(class_weight, "class_weight", self.num_classes, allow_zero=False)
+        )
         self.register_buffer("alpha", alpha_t, persistent=False)
         self.register_buffer("class_weight", cw, persistent=False)
 
@@ -92,10 +102,10 @@ class FocalLoss(nn.Module):
         log_p = F.log_softmax(logits, dim=1, dtype=torch.promote_types(logits.dtype, torch.float32))
         one_minus_p = (-torch.expm1(log_p)).clamp_min(torch.finfo(log_p.dtype).tiny)
         y = smooth_targets(target, k, self.label_smoothing, log_p.dtype)
-        scale = self.alpha.to(log_p.dtype)               # scalar or (K,)
+        scale = self.alpha.to(log_p.dtype)  # scalar or (K,)
         if self.class_weight is not None:
             scale = scale * self.class_weight.to(log_p.dtype)
-        terms = scale * y * one_minus_p.pow(self.gamma) * -log_p   # (N, K)
+        terms = scale * y * one_minus_p.pow(self.gamma) * -log_p  # (N, K)
         if self.class_weight is None:
             return terms.sum() / logits.shape[0]
         return terms.sum() / self.class_weight.to(log_p.dtype)[target].sum()
@@ -103,5 +113,7 @@ class FocalLoss(nn.Module):
     def extra_repr(self) -> str:
         alpha = self.alpha.item() if self.alpha.ndim == 0 else [round(v, 4) for v in self.alpha.tolist()]
         cw = None if self.class_weight is None else [round(v, 4) for v in self.class_weight.tolist()]
-        return (f"num_classes={self.num_classes}, gamma={self.gamma}, alpha={alpha}, "
-                f"label_smoothing={self.label_smoothing}, class_weight={cw}")
+        return (
+            f"num_classes={self.num_classes}, gamma={self.gamma}, alpha={alpha}, "
+            f"label_smoothing={self.label_smoothing}, class_weight={cw}"
+        )

@@ -35,6 +35,16 @@ from .fer_cnn import PRESET_DEFAULTS, FerCNN
 from .resnet import ResNet
 
 __all__ = [
-    "register_model", "create_model", "list_models", "is_model", "model_entrypoint", "ModelError",
-    "FerModelMixin", "L2_SCOPES", "PRESET_DEFAULTS", "FerCNN", "ResNet", "TorchvisionBackbone",
+    "register_model",
+    "create_model",
+    "list_models",
+    "is_model",
+    "model_entrypoint",
+    "ModelError",
+    "FerModelMixin",
+    "L2_SCOPES",
+    "PRESET_DEFAULTS",
+    "FerCNN",
+    "ResNet",
+    "TorchvisionBackbone",
 ]

@@ -32,8 +32,17 @@ from ..errors import FerError
 from ..validate import ARG_SEMI, check_number
 
 __all__ = [
-    "ModelError", "register_model", "create_model", "list_models", "is_model", "model_entrypoint",
-    "build_model_with_cfg", "FerModelMixin", "get_act_layer", "scaled_rate", "L2_SCOPES",
+    "ModelError",
+    "register_model",
+    "create_model",
+    "list_models",
+    "is_model",
+    "model_entrypoint",
+    "build_model_with_cfg",
+    "FerModelMixin",
+    "get_act_layer",
+    "scaled_rate",
+    "L2_SCOPES",
 ]
 
 _model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
@@ -48,6 +57,7 @@ class ModelError(FerError, ValueError):
 # Registry
 # --------------------------------------------------------------------------------------------
 
+
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Register a builder function under its own name and return it unchanged.
 
@@ -57,8 +67,10 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     name = fn.__name__
     old = _model_entrypoints.get(name)
     if old is not None and (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
-        raise ModelError(f"model name {name!r} is already registered by {old.__module__}.{old.__qualname__}; "
-                         f"rename {fn.__module__}.{fn.__qualname__}")
+        raise ModelError(
+            f"model name {name!r} is already registered by {old.__module__}.{old.__qualname__}; "
+            f"rename {fn.__module__}.{fn.__qualname__}"
+        )
     _model_entrypoints[name] = fn
     module = sys.modules.get(fn.__module__)
     if module is not None and hasattr(module, "__all__") and name not in module.__all__:
@@ -83,8 +95,7 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     except KeyError:
         close = difflib.get_close_matches(name, _model_entrypoints, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ModelError(f"unknown model {name!r}{hint}; registered models: "
-                         f"{', '.join(list_models())}") from None
+        raise ModelError(f"unknown model {name!r}{hint}; registered models: {', '.join(list_models())}") from None
 
 
 def create_model(model_name: str, pretrained: bool | None = False, **kwargs) -> nn.Module:
@@ -111,8 +122,15 @@ def _init_arg_names(model_cls: type) -> set[str]:
     return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def build_model_with_cfg(model_cls: type[_M], model_name: str, kwargs: dict, *, pretrained: bool = False,
-                         fixed: dict | None = None, defaults: dict | None = None) -> _M:
+def build_model_with_cfg(
+    model_cls: type[_M],
+    model_name: str,
+    kwargs: dict,
+    *,
+    pretrained: bool = False,
+    fixed: dict | None = None,
+    defaults: dict | None = None,
+) -> _M:
     """Instantiate ``model_cls`` for the builder ``model_name``, checking every argument first.
 
     ``fixed`` are the arguments that define the named model (a ResNet-34's block and layer counts)
@@ -124,18 +142,24 @@ def build_model_with_cfg(model_cls: type[_M], model_name: str, kwargs: dict, *, 
     accepted = _init_arg_names(model_cls)
     clash = sorted(set(kwargs) & set(fixed))
     if clash:
-        raise ModelError(f"{model_name}: argument(s) {', '.join(clash)} are fixed by this model "
-                         f"({', '.join(f'{k}={fixed[k]!r}' for k in clash)}); pick another model name")
+        raise ModelError(
+            f"{model_name}: argument(s) {', '.join(clash)} are fixed by this model "
+            f"({', '.join(f'{k}={fixed[k]!r}' for k in clash)}); pick another model name"
+        )
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
-        raise ModelError(f"{model_name}: unknown argument(s) {', '.join(unknown)}; it accepts: "
-                         f"{', '.join(sorted(accepted - set(fixed) - {'pretrained'}))}")
+        raise ModelError(
+            f"{model_name}: unknown argument(s) {', '.join(unknown)}; it accepts: "
+            f"{', '.join(sorted(accepted - set(fixed) - {'pretrained'}))}"
+        )
     args = {**defaults, **kwargs, **fixed}
     if "pretrained" in accepted:
         args["pretrained"] = pretrained
     elif pretrained:
-        raise ModelError(f"{model_name} has no pretrained weights; train it from scratch "
-                         "(pretrained=False) or use a tv_* backbone with weights_path")
+        raise ModelError(
+            f"{model_name} has no pretrained weights; train it from scratch "
+            "(pretrained=False) or use a tv_* backbone with weights_path"
+        )
     return model_cls(**args)
 
 
@@ -160,8 +184,9 @@ def scaled_rate(rate: float, dropout_scale: float) -> float:
     ``dropout_scale`` is the sweep knob over a model's dropout rates: 0 turns dropout off, 1 keeps
     the model's rates; it must be a finite number >= 0.
     """
-    check_number(dropout_scale, "dropout_scale", low=0, error=ModelError, template=ARG_SEMI,
-                 rule="a finite number >= 0")
+    check_number(
+        dropout_scale, "dropout_scale", low=0, error=ModelError, template=ARG_SEMI, rule="a finite number >= 0"
+    )
     if not 0.0 <= rate < 1.0:
         raise ModelError(f"dropout rates must be in [0, 1); got {rate!r}")
     return min(max(rate * dropout_scale, 0.0), 0.95)
@@ -174,6 +199,7 @@ class FerModelMixin:
     """What every registered model adds to ``nn.Module``: the Keras-style L2 parameter list."""
 
     if TYPE_CHECKING:  # the head API, which the model defines
+
         def get_classifier(self) -> nn.Module: ...
 
     def l2_parameters(self, scope: str = "all") -> list:
@@ -193,5 +219,8 @@ class FerModelMixin:
             raise ModelError(f"l2 scope must be one of {', '.join(L2_SCOPES)}; got {scope!r}")
         skip = {id(p) for p in self.get_classifier().parameters()} if scope == "all_but_classifier" else set()
         kinds = (nn.Linear,) if scope == "dense" else (nn.Conv2d, nn.Linear)
-        return [m.weight for m in cast(nn.Module, self).modules()
-                if isinstance(m, kinds) and m.weight.requires_grad and id(m.weight) not in skip]
+        return [
+            m.weight
+            for m in cast(nn.Module, self).modules()
+            if isinstance(m, kinds) and m.weight.requires_grad and id(m.weight) not in skip
+        ]

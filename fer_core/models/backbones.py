@@ -88,10 +88,10 @@ def _resnet_trunk(model: nn.Module) -> nn.Module:
 
 @dataclass(frozen=True)
 class _Arch:
-    build: Callable[[], nn.Module]         # the torchvision network, random init, classifier removed
+    build: Callable[[], nn.Module]  # the torchvision network, random init, classifier removed
     trunk: Callable[[nn.Module], nn.Module]  # its convolutional part, (N, C, H, W) -> feature map
-    first_conv: str                        # the first convolution's path inside the trunk
-    classifier_keys: tuple[str, ...]       # state_dict prefixes of the (ignored) ImageNet classifier
+    first_conv: str  # the first convolution's path inside the trunk
+    classifier_keys: tuple[str, ...]  # state_dict prefixes of the (ignored) ImageNet classifier
     num_features: int
 
 
@@ -117,11 +117,12 @@ def _load_weights(model: nn.Module, weights_path: str | Path, arch: str, classif
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
-        raise ModelError(f"{path}: not a torchvision {arch} state_dict ({str(exc).splitlines()[-1].strip()})") \
-            from None
+        raise ModelError(f"{path}: not a torchvision {arch} state_dict ({str(exc).splitlines()[-1].strip()})") from None
     if missing or unexpected:
-        raise ModelError(f"{path}: not a torchvision {arch} state_dict (missing keys: {missing[:4]}, "
-                         f"unexpected keys: {unexpected[:4]})")
+        raise ModelError(
+            f"{path}: not a torchvision {arch} state_dict (missing keys: {missing[:4]}, "
+            f"unexpected keys: {unexpected[:4]})"
+        )
 
 
 def adapt_input_conv(conv: nn.Conv2d, in_chans: int, pretrained: bool) -> nn.Conv2d:
@@ -134,8 +135,14 @@ def adapt_input_conv(conv: nn.Conv2d, in_chans: int, pretrained: bool) -> nn.Con
     if conv.in_channels == in_chans:
         return conv
     # (a built Conv2d's kernel_size, stride, ... are typed tuple[int, ...], its arguments tuple[int, int])
-    same: dict[str, Any] = dict(kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding,
-                                dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None)
+    same: dict[str, Any] = dict(
+        kernel_size=conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+    )
     new = nn.Conv2d(in_chans, conv.out_channels, **same)
     if not pretrained:
         _kaiming_(new)
@@ -170,23 +177,43 @@ class TorchvisionBackbone(FerModelMixin, nn.Module):
 
     min_input_size = 32
 
-    def __init__(self, *, arch: str, num_classes: int = 4, in_chans: int = 1, dropout_scale: float = 1.0,
-                 pretrained: bool = False, weights_path: str | Path | None = None, freeze_base: bool = False,
-                 upscale_to: int | None = None, head_hidden: Sequence[int] = (256,),
-                 head_bn: bool | Sequence[bool] = True, head_dropout: float | Sequence[float] = 0.5):
+    def __init__(
+        self,
+        *,
+        arch: str,
+        num_classes: int = 4,
+        in_chans: int = 1,
+        dropout_scale: float = 1.0,
+        pretrained: bool = False,
+        weights_path: str | Path | None = None,
+        freeze_base: bool = False,
+        upscale_to: int | None = None,
+        head_hidden: Sequence[int] = (256,),
+        head_bn: bool | Sequence[bool] = True,
+        head_dropout: float | Sequence[float] = 0.5,
+    ):
         super().__init__()
         if arch not in _ARCHS:
             raise ModelError(f"arch must be one of {', '.join(_ARCHS)}; got {arch!r}")
         if pretrained and weights_path is None:
-            raise ModelError(f"tv_{arch}: pretrained weights cannot be downloaded here; pass "
-                             f"weights_path=<a local state_dict file of torchvision's {arch}>")
+            raise ModelError(
+                f"tv_{arch}: pretrained weights cannot be downloaded here; pass "
+                f"weights_path=<a local state_dict file of torchvision's {arch}>"
+            )
         if weights_path is not None and not Path(weights_path).is_file():
             raise ModelError(f"tv_{arch}: weights_path {str(weights_path)!r} is not a file")
         if in_chans < 1:
             raise ModelError(f"in_chans must be >= 1; got {in_chans!r}")
         if upscale_to is not None:
-            check_int(upscale_to, "upscale_to", low=self.min_input_size, kind=int, one_rule=True, error=ModelError,
-                      template=ARG_SEMI)
+            check_int(
+                upscale_to,
+                "upscale_to",
+                low=self.min_input_size,
+                kind=int,
+                one_rule=True,
+                error=ModelError,
+                template=ARG_SEMI,
+            )
         spec = _ARCHS[arch]
         self.arch, self.num_classes, self.in_chans = arch, num_classes, in_chans
         self.freeze_base, self.upscale_to = freeze_base, upscale_to
@@ -199,8 +226,14 @@ class TorchvisionBackbone(FerModelMixin, nn.Module):
         self.trunk = spec.trunk(base)
         self._set_first_conv(adapt_input_conv(self.first_conv, in_chans, self.pretrained))
         self.num_features_base = spec.num_features
-        self.head = DenseHead(spec.num_features, num_classes=num_classes, hidden=head_hidden, bn=head_bn,
-                              dropout=head_dropout, dropout_scale=dropout_scale)
+        self.head = DenseHead(
+            spec.num_features,
+            num_classes=num_classes,
+            hidden=head_hidden,
+            bn=head_bn,
+            dropout=head_dropout,
+            dropout_scale=dropout_scale,
+        )
         self.num_features = self.head.num_features
         if freeze_base:
             self.trunk.requires_grad_(False)
@@ -227,8 +260,10 @@ class TorchvisionBackbone(FerModelMixin, nn.Module):
         if self.upscale_to is not None:
             x = F.interpolate(x, size=(self.upscale_to, self.upscale_to), mode="bilinear", align_corners=False)
         if min(x.shape[-2:]) < self.min_input_size:
-            raise ModelError(f"tv_{self.arch} needs inputs of at least {self.min_input_size}x"
-                             f"{self.min_input_size}; got {tuple(x.shape[-2:])} (set upscale_to)")
+            raise ModelError(
+                f"tv_{self.arch} needs inputs of at least {self.min_input_size}x"
+                f"{self.min_input_size}; got {tuple(x.shape[-2:])} (set upscale_to)"
+            )
         return self.trunk(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -248,8 +283,9 @@ class TorchvisionBackbone(FerModelMixin, nn.Module):
 
 
 def _create_tv(arch: str, pretrained: bool, kwargs: dict, defaults: dict) -> TorchvisionBackbone:
-    return build_model_with_cfg(TorchvisionBackbone, f"tv_{arch}", kwargs, pretrained=pretrained,
-                                fixed=dict(arch=arch), defaults=defaults)
+    return build_model_with_cfg(
+        TorchvisionBackbone, f"tv_{arch}", kwargs, pretrained=pretrained, fixed=dict(arch=arch), defaults=defaults
+    )
 
 
 _HEAD_256 = dict(head_hidden=(256,), head_bn=True, head_dropout=0.5)
@@ -262,8 +298,9 @@ def tv_vgg16(pretrained: bool = False, **kwargs) -> TorchvisionBackbone:
     Needs inputs >= 32x32. With ``in_chans=3, num_classes=4, freeze_base=True`` its parameter
     counts equal the notebook's VGG16_FER (15,111,748 total, 396,036 trainable).
     """
-    return _create_tv("vgg16", pretrained, kwargs,
-                      dict(head_hidden=(512, 256), head_bn=(True, False), head_dropout=(0.5, 0.3)))
+    return _create_tv(
+        "vgg16", pretrained, kwargs, dict(head_hidden=(512, 256), head_bn=(True, False), head_dropout=(0.5, 0.3))
+    )
 
 
 @register_model

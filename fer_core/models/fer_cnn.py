@@ -75,17 +75,33 @@ class ConvBlock(nn.Sequential):
     the model's head does global average pooling and then the block's dropout, as Keras does.
     """
 
-    def __init__(self, in_chs: int, out_chs: int, *, n_convs: int = 2, kernel_size: int = 3,
-                 bn: str = "conv", bn_after_act: bool = True, pool: str = "max", drop_rate: float = 0.0,
-                 act_layer: type[nn.Module] = nn.ReLU, dropout_scale: float = 1.0,
-                 bn_eps: float = 1e-3, bn_momentum: float = 0.01):
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        *,
+        n_convs: int = 2,
+        kernel_size: int = 3,
+        bn: str = "conv",
+        bn_after_act: bool = True,
+        pool: str = "max",
+        drop_rate: float = 0.0,
+        act_layer: type[nn.Module] = nn.ReLU,
+        dropout_scale: float = 1.0,
+        bn_eps: float = 1e-3,
+        bn_momentum: float = 0.01,
+    ):
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         for i in range(1, n_convs + 1):
-            layers[f"conv{i}"] = nn.Conv2d(in_chs if i == 1 else out_chs, out_chs, kernel_size,
-                                           padding=kernel_size // 2)
+            layers[f"conv{i}"] = nn.Conv2d(
+                in_chs if i == 1 else out_chs, out_chs, kernel_size, padding=kernel_size // 2
+            )
             act = (f"act{i}", act_layer())
-            norm = [(f"bn{i}", nn.BatchNorm2d(out_chs, eps=bn_eps, momentum=bn_momentum))] \
-                if bn == "conv" or (bn == "block" and i == n_convs) else []
+            norm = (
+                [(f"bn{i}", nn.BatchNorm2d(out_chs, eps=bn_eps, momentum=bn_momentum))]
+                if bn == "conv" or (bn == "block" and i == n_convs)
+                else []
+            )
             layers.update([act, *norm] if bn_after_act else [*norm, act])
         if pool == "max":
             layers["pool"] = nn.MaxPool2d(2)
@@ -101,13 +117,22 @@ class DenseHead(nn.Module):
     Shared by ``FerCNN`` and the notebook's transfer-learning heads (``backbones``).
     """
 
-    def __init__(self, in_features: int, *, num_classes: int, hidden: Sequence[int] = (),
-                 bn: bool | Sequence[bool] = False, dropout: float | Sequence[float] = 0.0,
-                 act_layer: type[nn.Module] = nn.ReLU, dropout_scale: float = 1.0,
-                 bn_eps: float = 1e-3, bn_momentum: float = 0.01, init: str = "keras"):
+    def __init__(
+        self,
+        in_features: int,
+        *,
+        num_classes: int,
+        hidden: Sequence[int] = (),
+        bn: bool | Sequence[bool] = False,
+        dropout: float | Sequence[float] = 0.0,
+        act_layer: type[nn.Module] = nn.ReLU,
+        dropout_scale: float = 1.0,
+        bn_eps: float = 1e-3,
+        bn_momentum: float = 0.01,
+        init: str = "keras",
+    ):
         super().__init__()
-        hidden = _per_item(hidden, len(hidden), "dense widths", (int,)) if not isinstance(hidden, int) \
-            else [hidden]
+        hidden = _per_item(hidden, len(hidden), "dense widths", (int,)) if not isinstance(hidden, int) else [hidden]
         if any(w < 1 for w in hidden):
             raise ModelError(f"dense widths must be >= 1; got {hidden!r}")
         bns = _per_item(bn, len(hidden), "dense_bn", (bool,))
@@ -173,16 +198,35 @@ class FerCNN(FerModelMixin, nn.Module):
         init: "keras" (Glorot-uniform kernels, zero biases) or "torch" (PyTorch's defaults).
     """
 
-    def __init__(self, *, num_classes: int = 4, in_chans: int = 1, filters: Sequence[int] = (64, 128, 256),
-                 convs_per_block: int | Sequence[int] = 2, kernel_size: int = 3, bn: str = "conv",
-                 bn_after_act: bool = True, pool: str | Sequence[str] = "max",
-                 block_dropout: float | Sequence[float] = 0.25, dense: Sequence[int] = (256,),
-                 dense_bn: bool | Sequence[bool] = True, dense_dropout: float | Sequence[float] = 0.5,
-                 act: str = "relu", dropout_scale: float = 1.0, input_size: int | Sequence[int] = 48,
-                 bn_eps: float = 1e-3, bn_momentum: float = 0.01, init: str = "keras"):
+    def __init__(
+        self,
+        *,
+        num_classes: int = 4,
+        in_chans: int = 1,
+        filters: Sequence[int] = (64, 128, 256),
+        convs_per_block: int | Sequence[int] = 2,
+        kernel_size: int = 3,
+        bn: str = "conv",
+        bn_after_act: bool = True,
+        pool: str | Sequence[str] = "max",
+        block_dropout: float | Sequence[float] = 0.25,
+        dense: Sequence[int] = (256,),
+        dense_bn: bool | Sequence[bool] = True,
+        dense_dropout: float | Sequence[float] = 0.5,
+        act: str = "relu",
+        dropout_scale: float = 1.0,
+        input_size: int | Sequence[int] = 48,
+        bn_eps: float = 1e-3,
+        bn_momentum: float = 0.01,
+        init: str = "keras",
+    ):
         super().__init__()
-        if isinstance(filters, (str, bytes)) or not isinstance(filters, Sequence) \
-                or not all(isinstance(f, int) and f >= 1 for f in filters) or not 2 <= len(filters) <= 5:
+        if (
+            isinstance(filters, (str, bytes))
+            or not isinstance(filters, Sequence)
+            or not all(isinstance(f, int) and f >= 1 for f in filters)
+            or not 2 <= len(filters) <= 5
+        ):
             raise ModelError(f"filters must list 2 to 5 positive block widths; got {filters!r}")
         filters, n = list(filters), len(filters)
         convs = _per_item(convs_per_block, n, "convs_per_block", (int,))
@@ -195,8 +239,9 @@ class FerCNN(FerModelMixin, nn.Module):
         if bn not in BN_PLACEMENTS:
             raise ModelError(f"bn must be one of {', '.join(BN_PLACEMENTS)}; got {bn!r}")
         if any(p not in POOL_KINDS for p in pools) or "gap" in pools[:-1]:
-            raise ModelError(f"pool entries must be 'max' or 'none' ('gap' allowed for the last block "
-                             f"only); got {pools!r}")
+            raise ModelError(
+                f"pool entries must be 'max' or 'none' ('gap' allowed for the last block only); got {pools!r}"
+            )
         if init not in INITS:
             raise ModelError(f"init must be one of {', '.join(INITS)}; got {init!r}")
         if in_chans < 1:
@@ -208,10 +253,22 @@ class FerCNN(FerModelMixin, nn.Module):
 
         blocks, width = [], in_chans
         for out, n_convs, p, rate in zip(filters, convs, pools, rates, strict=True):
-            blocks.append(ConvBlock(width, out, n_convs=n_convs, kernel_size=kernel_size, bn=bn,
-                                    bn_after_act=bn_after_act, pool=p, drop_rate=float(rate),
-                                    act_layer=act_layer, dropout_scale=dropout_scale,
-                                    bn_eps=bn_eps, bn_momentum=bn_momentum))
+            blocks.append(
+                ConvBlock(
+                    width,
+                    out,
+                    n_convs=n_convs,
+                    kernel_size=kernel_size,
+                    bn=bn,
+                    bn_after_act=bn_after_act,
+                    pool=p,
+                    drop_rate=float(rate),
+                    act_layer=act_layer,
+                    dropout_scale=dropout_scale,
+                    bn_eps=bn_eps,
+                    bn_momentum=bn_momentum,
+                )
+            )
             width = out
         self.blocks = nn.Sequential(*blocks)
 
@@ -224,14 +281,22 @@ class FerCNN(FerModelMixin, nn.Module):
             for p in pools:
                 h, w = (h // 2, w // 2) if p == "max" else (h, w)
             if h < 1 or w < 1:
-                raise ModelError(f"input_size {self.input_size} is too small for "
-                                 f"{pools.count('max')} 2x2 max-pools")
+                raise ModelError(f"input_size {self.input_size} is too small for {pools.count('max')} 2x2 max-pools")
             self.feature_shape = (width, h, w)
             self.head_drop = nn.Identity()
             flat = width * h * w
-        self.head = DenseHead(flat, num_classes=num_classes, hidden=dense, bn=dense_bn, dropout=dense_dropout,
-                              act_layer=act_layer, dropout_scale=dropout_scale, bn_eps=bn_eps,
-                              bn_momentum=bn_momentum, init=init)
+        self.head = DenseHead(
+            flat,
+            num_classes=num_classes,
+            hidden=dense,
+            bn=dense_bn,
+            dropout=dense_dropout,
+            act_layer=act_layer,
+            dropout_scale=dropout_scale,
+            bn_eps=bn_eps,
+            bn_momentum=bn_momentum,
+            init=init,
+        )
         self.num_features = self.head.num_features
         if init == "keras":
             keras_init_(self.blocks)
@@ -246,9 +311,11 @@ class FerCNN(FerModelMixin, nn.Module):
             x = self.head_drop(x.mean(dim=(2, 3)))
         else:
             if tuple(x.shape[1:]) != self.feature_shape:
-                raise ModelError(f"FerCNN was built for input_size={tuple(self.input_size)} (features "
-                                 f"{self.feature_shape}); got features {tuple(x.shape[1:])}: "
-                                 "pass input_size matching the images")
+                raise ModelError(
+                    f"FerCNN was built for input_size={tuple(self.input_size)} (features "
+                    f"{self.feature_shape}); got features {tuple(x.shape[1:])}: "
+                    "pass input_size matching the images"
+                )
             x = torch.flatten(x, 1)
         return self.head(x, pre_logits=pre_logits)
 
@@ -270,14 +337,24 @@ class FerCNN(FerModelMixin, nn.Module):
 
 # Model A/B/C/B+/B++: three double-conv blocks 64-128-256, Conv(relu) -> BN after each conv,
 # max-pool, dropout; Flatten; Dense 256 (relu) -> BN -> dropout; the only change is dropout.
-_ABC = dict(filters=(64, 128, 256), convs_per_block=2, bn="conv", bn_after_act=True, pool="max",
-            dense=(256,), dense_bn=True)
+_ABC = dict(
+    filters=(64, 128, 256), convs_per_block=2, bn="conv", bn_after_act=True, pool="max", dense=(256,), dense_bn=True
+)
 _B_DROPOUT = dict(block_dropout=(0.25, 0.30, 0.40), dense_dropout=0.50)
 
 _PRESETS: dict[str, dict] = {
     # build_model_0: single convs 32-64-128, Conv -> BN -> relu, pool, dropout .25; Dense 256, dropout .5
-    "fer_cnn_0": dict(filters=(32, 64, 128), convs_per_block=1, bn="conv", bn_after_act=False, pool="max",
-                      block_dropout=0.25, dense=(256,), dense_bn=False, dense_dropout=0.5),
+    "fer_cnn_0": dict(
+        filters=(32, 64, 128),
+        convs_per_block=1,
+        bn="conv",
+        bn_after_act=False,
+        pool="max",
+        block_dropout=0.25,
+        dense=(256,),
+        dense_bn=False,
+        dense_dropout=0.5,
+    ),
     # build_model_a: dropout .20/.25/.30, dense .40
     "fer_cnn_a": dict(_ABC, block_dropout=(0.20, 0.25, 0.30), dense_dropout=0.40),
     # build_model_b: dropout .25/.30/.40, dense .50
@@ -291,18 +368,44 @@ _PRESETS: dict[str, dict] = {
     # build_model_d: double convs 32-64-128-256-512, Conv(relu) x2 -> BN per block,
     # pool / none / pool / none / GAP, dropout .25/.30/.35/.40/.50 (the last after the GAP);
     # Dense 512 (relu), dropout .5
-    "fer_cnn_d": dict(filters=(32, 64, 128, 256, 512), convs_per_block=2, bn="block", bn_after_act=True,
-                      pool=("max", "none", "max", "none", "gap"), block_dropout=(0.25, 0.30, 0.35, 0.40, 0.50),
-                      dense=(512,), dense_bn=False, dense_dropout=0.5),
+    "fer_cnn_d": dict(
+        filters=(32, 64, 128, 256, 512),
+        convs_per_block=2,
+        bn="block",
+        bn_after_act=True,
+        pool=("max", "none", "max", "none", "gap"),
+        block_dropout=(0.25, 0.30, 0.35, 0.40, 0.50),
+        dense=(512,),
+        dense_bn=False,
+        dense_dropout=0.5,
+    ),
     # Not in the notebook: B-style blocks scaled down so that CPU sweeps and CI finish in minutes.
     # small: double convs 16-32-64 with BN, Dense 64 (~220k params, ~10x Model B's CPU speed);
     # tiny: single convs 8-16-32, Dense 32 (~43k params, ~40x).
     # Their BatchNorm uses PyTorch's momentum (0.1), not Keras' 0.01: short CPU runs (a few hundred
     # steps) would otherwise evaluate with running statistics that have not caught up yet.
-    "fer_cnn_small": dict(filters=(16, 32, 64), convs_per_block=2, bn="conv", bn_after_act=True, pool="max",
-                          dense=(64,), dense_bn=True, bn_momentum=0.1, **_B_DROPOUT),
-    "fer_cnn_tiny": dict(filters=(8, 16, 32), convs_per_block=1, bn="conv", bn_after_act=True, pool="max",
-                         dense=(32,), dense_bn=True, bn_momentum=0.1, **_B_DROPOUT),
+    "fer_cnn_small": dict(
+        filters=(16, 32, 64),
+        convs_per_block=2,
+        bn="conv",
+        bn_after_act=True,
+        pool="max",
+        dense=(64,),
+        dense_bn=True,
+        bn_momentum=0.1,
+        **_B_DROPOUT,
+    ),
+    "fer_cnn_tiny": dict(
+        filters=(8, 16, 32),
+        convs_per_block=1,
+        bn="conv",
+        bn_after_act=True,
+        pool="max",
+        dense=(32,),
+        dense_bn=True,
+        bn_momentum=0.1,
+        **_B_DROPOUT,
+    ),
 }
 
 
@@ -320,11 +423,29 @@ def _training(**overrides) -> dict:
     early_stopping_monitor/patience (with best weights restored); checkpoint_monitor (the saved
     "best" model). Keras's Adam has eps 1e-7.
     """
-    base = dict(optimizer="adam", lr=None, l2=0.0, l2_scope=None, loss="ce", label_smoothing=0.0,
-                focal_gamma=None, focal_alpha=None, augment="none", class_weight="balanced", batch_size=64,
-                epochs=75, lr_schedule="constant", plateau_monitor=None, plateau_factor=None,
-                plateau_patience=None, plateau_min_lr=None, cosine_alpha=None, early_stopping_monitor=None,
-                early_stopping_patience=None, checkpoint_monitor="val_accuracy")
+    base = dict(
+        optimizer="adam",
+        lr=None,
+        l2=0.0,
+        l2_scope=None,
+        loss="ce",
+        label_smoothing=0.0,
+        focal_gamma=None,
+        focal_alpha=None,
+        augment="none",
+        class_weight="balanced",
+        batch_size=64,
+        epochs=75,
+        lr_schedule="constant",
+        plateau_monitor=None,
+        plateau_factor=None,
+        plateau_patience=None,
+        plateau_min_lr=None,
+        cosine_alpha=None,
+        early_stopping_monitor=None,
+        early_stopping_patience=None,
+        checkpoint_monitor="val_accuracy",
+    )
     unknown = set(overrides) - set(base)
     if unknown:
         raise KeyError(f"unknown training keys {sorted(unknown)}")
@@ -332,13 +453,26 @@ def _training(**overrides) -> dict:
 
 
 def _plateau(patience: int, min_lr: float) -> dict:
-    return dict(lr_schedule="plateau", plateau_monitor="val_loss", plateau_factor=0.5,
-                plateau_patience=patience, plateau_min_lr=min_lr)
+    return dict(
+        lr_schedule="plateau",
+        plateau_monitor="val_loss",
+        plateau_factor=0.5,
+        plateau_patience=patience,
+        plateau_min_lr=min_lr,
+    )
 
 
-_B_PLUS = dict(lr=5e-4, l2=1e-4, l2_scope="all_but_classifier", label_smoothing=0.1, augment="soft",
-               lr_schedule="cosine", cosine_alpha=0.02, early_stopping_monitor="val_accuracy",
-               early_stopping_patience=20)
+_B_PLUS = dict(
+    lr=5e-4,
+    l2=1e-4,
+    l2_scope="all_but_classifier",
+    label_smoothing=0.1,
+    augment="soft",
+    lr_schedule="cosine",
+    cosine_alpha=0.02,
+    early_stopping_monitor="val_accuracy",
+    early_stopping_patience=20,
+)
 
 #: Each preset's training settings in the notebook (not architecture), read off its training cells.
 PRESET_DEFAULTS: dict[str, dict] = {
@@ -349,17 +483,23 @@ PRESET_DEFAULTS: dict[str, dict] = {
     # Adam(5e-4), soft augmentation, plateau patience 7
     "fer_cnn_b": _training(lr=5e-4, augment="soft", **_plateau(7, 1e-6)),
     # Adam(CosineDecay(1e-3, alpha 0.01)), L2 1e-3 on both Dense kernels, soft augmentation
-    "fer_cnn_c": _training(lr=1e-3, l2=1e-3, l2_scope="dense", augment="soft", lr_schedule="cosine",
-                           cosine_alpha=0.01),
+    "fer_cnn_c": _training(lr=1e-3, l2=1e-3, l2_scope="dense", augment="soft", lr_schedule="cosine", cosine_alpha=0.01),
     # Adam(CosineDecay(5e-4, alpha 0.02)), L2 1e-4, label smoothing 0.1, EarlyStopping(val_acc, 20)
     "fer_cnn_bplus": _training(**_B_PLUS),
     # as B+, with FocalLoss(gamma 2, alpha 0.25, label_smoothing 0.1)
     "fer_cnn_bplusplus": _training(**_B_PLUS, loss="focal", focal_gamma=2.0, focal_alpha=0.25),
     # Adam(5e-4) constant, L2 1e-4, label smoothing 0.1, soft augmentation,
     # EarlyStopping(val_acc, 10), ReduceLROnPlateau(val_loss, 0.5, patience 5, min 1e-7)
-    "fer_cnn_d": _training(lr=5e-4, l2=1e-4, l2_scope="all_but_classifier", label_smoothing=0.1,
-                           augment="soft", early_stopping_monitor="val_accuracy", early_stopping_patience=10,
-                           **_plateau(5, 1e-7)),
+    "fer_cnn_d": _training(
+        lr=5e-4,
+        l2=1e-4,
+        l2_scope="all_but_classifier",
+        label_smoothing=0.1,
+        augment="soft",
+        early_stopping_monitor="val_accuracy",
+        early_stopping_patience=10,
+        **_plateau(5, 1e-7),
+    ),
 }
 
 

@@ -56,8 +56,16 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_chs: int, planes: int, stride: int = 1, *, act_layer: type[nn.Module] = nn.ReLU,
-                 residual: bool = True, se_reduction: int = 0):
+    def __init__(
+        self,
+        in_chs: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        act_layer: type[nn.Module] = nn.ReLU,
+        residual: bool = True,
+        se_reduction: int = 0,
+    ):
         super().__init__()
         out_chs = planes * self.expansion
         self.residual = residual
@@ -87,8 +95,16 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_chs: int, planes: int, stride: int = 1, *, act_layer: type[nn.Module] = nn.ReLU,
-                 residual: bool = True, se_reduction: int = 0):
+    def __init__(
+        self,
+        in_chs: int,
+        planes: int,
+        stride: int = 1,
+        *,
+        act_layer: type[nn.Module] = nn.ReLU,
+        residual: bool = True,
+        se_reduction: int = 0,
+    ):
         super().__init__()
         out_chs = planes * self.expansion
         self.residual = residual
@@ -140,9 +156,21 @@ class ResNet(FerModelMixin, nn.Module):
             (residual networks only).
     """
 
-    def __init__(self, *, block: str, layers: Sequence[int], num_classes: int = 4, in_chans: int = 1,
-                 dropout: float = 0.0, dropout_scale: float = 1.0, act: str = "relu", residual: bool = True,
-                 se_reduction: int = 0, stem: str = "small", zero_init_last: bool = False):
+    def __init__(
+        self,
+        *,
+        block: str,
+        layers: Sequence[int],
+        num_classes: int = 4,
+        in_chans: int = 1,
+        dropout: float = 0.0,
+        dropout_scale: float = 1.0,
+        act: str = "relu",
+        residual: bool = True,
+        se_reduction: int = 0,
+        stem: str = "small",
+        zero_init_last: bool = False,
+    ):
         super().__init__()
         if block not in _BLOCKS:
             raise ModelError(f"block must be one of {', '.join(_BLOCKS)}; got {block!r}")
@@ -159,18 +187,24 @@ class ResNet(FerModelMixin, nn.Module):
         self.drop_rate = scaled_rate(dropout, dropout_scale)
 
         if stem == "small":
-            self.stem = nn.Sequential(nn.Conv2d(in_chans, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64),
-                                      act_layer())
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_chans, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), act_layer()
+            )
         else:
-            self.stem = nn.Sequential(nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False),
-                                      nn.BatchNorm2d(64), act_layer(), nn.MaxPool2d(3, stride=2, padding=1))
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False),
+                nn.BatchNorm2d(64),
+                act_layer(),
+                nn.MaxPool2d(3, stride=2, padding=1),
+            )
         stages, width = [], 64
         for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
             blocks = []
             for j in range(n):
                 stride = 2 if i > 0 and j == 0 else 1
-                blocks.append(block_cls(width, planes, stride, act_layer=act_layer, residual=residual,
-                                        se_reduction=se_reduction))
+                blocks.append(
+                    block_cls(width, planes, stride, act_layer=act_layer, residual=residual, se_reduction=se_reduction)
+                )
                 width = planes * block_cls.expansion
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
@@ -245,22 +279,28 @@ def resnet50(pretrained: bool = False, **kwargs) -> ResNet:
 @register_model
 def plain34(pretrained: bool = False, **kwargs) -> ResNet:
     """Plain-34: ResNet-34 without any skip connection (seeds/002: 58.1% vs ResNet-34's 78.8%)."""
-    return _create_resnet("plain34", pretrained, kwargs,
-                          fixed=dict(block="basic", layers=(3, 4, 6, 3), residual=False))
+    return _create_resnet("plain34", pretrained, kwargs, fixed=dict(block="basic", layers=(3, 4, 6, 3), residual=False))
 
 
 @register_model
 def se_resnet34(pretrained: bool = False, **kwargs) -> ResNet:
     """SE-ResNet-34: squeeze-and-excitation (reduction 16 by default) in every block."""
     if kwargs.get("se_reduction", 16) < 1:
-        raise ModelError(f"se_resnet34: se_reduction must be >= 1; got {kwargs['se_reduction']!r} "
-                         "(use resnet34 for no SE)")
-    return _create_resnet("se_resnet34", pretrained, kwargs, fixed=dict(block="basic", layers=(3, 4, 6, 3)),
-                          defaults=dict(se_reduction=16))
+        raise ModelError(
+            f"se_resnet34: se_reduction must be >= 1; got {kwargs['se_reduction']!r} (use resnet34 for no SE)"
+        )
+    return _create_resnet(
+        "se_resnet34",
+        pretrained,
+        kwargs,
+        fixed=dict(block="basic", layers=(3, 4, 6, 3)),
+        defaults=dict(se_reduction=16),
+    )
 
 
 @register_model
 def mish_resnet34(pretrained: bool = False, **kwargs) -> ResNet:
     """Mish-ResNet-34: ResNet-34 with every ReLU replaced by Mish."""
-    return _create_resnet("mish_resnet34", pretrained, kwargs,
-                          fixed=dict(block="basic", layers=(3, 4, 6, 3), act="mish"))
+    return _create_resnet(
+        "mish_resnet34", pretrained, kwargs, fixed=dict(block="basic", layers=(3, 4, 6, 3), act="mish")
+    )

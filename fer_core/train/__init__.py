@@ -21,8 +21,20 @@ _EXPORTS = {
 }
 _OWNER = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = ["TrainConfig", "ConfigError", "load_config", "resolve_config", "config_from_preset", "dump_config",
-           "TrainData", "load_train_data", "train", "TrainResult", "load_checkpoint", "EPOCH_METRICS"]
+__all__ = [
+    "TrainConfig",
+    "ConfigError",
+    "load_config",
+    "resolve_config",
+    "config_from_preset",
+    "dump_config",
+    "TrainData",
+    "load_train_data",
+    "train",
+    "TrainResult",
+    "load_checkpoint",
+    "EPOCH_METRICS",
+]
 
 
 def __getattr__(name: str):

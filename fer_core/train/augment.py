@@ -43,8 +43,7 @@ from ..validate import check_number, is_real
 _PRESETS: dict[str, dict] = {
     "none": {},
     "soft": dict(flip=True, rotation=0.05, zoom=0.05, contrast=0.05),
-    "strong": dict(flip=True, rotation=15 / 360, zoom=0.1, translate=0.1, brightness=0.2, contrast=0.3,
-                   erase_p=0.5),
+    "strong": dict(flip=True, rotation=15 / 360, zoom=0.1, translate=0.1, brightness=0.2, contrast=0.3, erase_p=0.5),
 }
 AUGMENT_PRESETS: tuple[str, ...] = tuple(_PRESETS)
 
@@ -129,26 +128,39 @@ class Augment(nn.Module):
     [0, 1] and the erasing fill 0 is black only before normalization.
     """
 
-    def __init__(self, *, flip: bool = False, rotation: float = 0.0, zoom: float = 0.0,
-                 translate: float = 0.0, brightness: float = 0.0, contrast: float = 0.0,
-                 erase_p: float = 0.0, erase_scale: tuple[float, float] = (0.02, 0.15),
-                 erase_ratio: tuple[float, float] = (0.3, 3.3)):
+    def __init__(
+        self,
+        *,
+        flip: bool = False,
+        rotation: float = 0.0,
+        zoom: float = 0.0,
+        translate: float = 0.0,
+        brightness: float = 0.0,
+        contrast: float = 0.0,
+        erase_p: float = 0.0,
+        erase_scale: tuple[float, float] = (0.02, 0.15),
+        erase_ratio: tuple[float, float] = (0.3, 3.3),
+    ):
         super().__init__()
         if not isinstance(flip, bool):
             raise ValueError(f"flip must be True or False, got {flip!r}")
         self.flip = flip
-        self.rotation = check_number(rotation, "rotation", low=0.0, high=0.5,
-                                     rule="a fraction of a full turn in [0, 0.5] (0.05 is +-18 degrees)")
+        self.rotation = check_number(
+            rotation, "rotation", low=0.0, high=0.5, rule="a fraction of a full turn in [0, 0.5] (0.05 is +-18 degrees)"
+        )
         self.zoom = check_number(zoom, "zoom", low=0.0, high=1.0, high_open=True, rule="a float in [0, 1)")
-        self.translate = check_number(translate, "translate", low=0.0, high=1.0,
-                                      rule="a fraction of the size in [0, 1]")
+        self.translate = check_number(
+            translate, "translate", low=0.0, high=1.0, rule="a fraction of the size in [0, 1]"
+        )
         self.brightness = check_number(brightness, "brightness", low=0.0, high=1.0, rule="a float in [0, 1]")
         self.contrast = check_number(contrast, "contrast", low=0.0, high=1.0, rule="a float in [0, 1]")
         self.erase_p = check_number(erase_p, "erase_p", low=0.0, high=1.0, rule="a probability in [0, 1]")
-        self.erase_scale = _check_range("erase_scale", erase_scale, 1.0,
-                                        "a pair (lo, hi) of area fractions with 0 < lo <= hi <= 1")
-        self.erase_ratio = _check_range("erase_ratio", erase_ratio, math.inf,
-                                        "a pair (lo, hi) of aspect ratios with 0 < lo <= hi")
+        self.erase_scale = _check_range(
+            "erase_scale", erase_scale, 1.0, "a pair (lo, hi) of area fractions with 0 < lo <= hi <= 1"
+        )
+        self.erase_ratio = _check_range(
+            "erase_ratio", erase_ratio, math.inf, "a pair (lo, hi) of aspect ratios with 0 < lo <= hi"
+        )
 
     @property
     def warps(self) -> bool:
@@ -166,15 +178,14 @@ class Augment(nn.Module):
         ``generator`` (on ``x``'s device) is the only source of randomness; None uses the default RNG.
         """
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
-            got = (f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor)
-                   else type(x).__name__)
+            got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"augment expects a float tensor (N, C, H, W) in [0, 1], got a {got}")
         if generator is not None and generator.device.type != x.device.type:
             raise ValueError(f"augment: the generator is on {generator.device} but the batch on {x.device}")
         if self.is_identity or x.shape[0] == 0:
             return x
         n, _, h, w = x.shape
-        u = torch.rand(n, _NUM_DRAWS, generator=generator, device=x.device)   # float32, one column each
+        u = torch.rand(n, _NUM_DRAWS, generator=generator, device=x.device)  # float32, one column each
         if self.warps:
             out = warp(x, self._matrices(u, h, w))
         elif self.flip:
@@ -203,8 +214,10 @@ class Augment(nn.Module):
         ty = _uniform(u[:, _TY], -1.0, 1.0) * (2 * self.translate)
         sign = torch.where(u[:, _FLIP] < 0.5, -1.0, 1.0) if self.flip else torch.ones_like(angle)
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        return torch.stack([torch.stack([cos * sign, -sin * (h / w), tx], dim=1),
-                            torch.stack([sin * (w / h) * sign, cos, ty], dim=1)], dim=1)
+        return torch.stack(
+            [torch.stack([cos * sign, -sin * (h / w), tx], dim=1), torch.stack([sin * (w / h) * sign, cos, ty], dim=1)],
+            dim=1,
+        )
 
     def _photometric(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Brightness (added) and contrast (scaled about the per-image, per-channel mean); no clamp."""
@@ -231,18 +244,19 @@ class Augment(nn.Module):
         left = torch.minimum(torch.floor(u[:, _LEFT] * (w - ew + 1)), w - ew).view(n, 1, 1)
         rows = torch.arange(h, device=x.device, dtype=u.dtype).view(1, h, 1)
         cols = torch.arange(w, device=x.device, dtype=u.dtype).view(1, 1, w)
-        inside = ((rows >= top) & (rows < top + eh.view(n, 1, 1))
-                  & (cols >= left) & (cols < left + ew.view(n, 1, 1)))
-        mask = (inside & (u[:, _ERASE] < self.erase_p).view(n, 1, 1)).unsqueeze(1)   # (N, 1, H, W)
+        inside = (rows >= top) & (rows < top + eh.view(n, 1, 1)) & (cols >= left) & (cols < left + ew.view(n, 1, 1))
+        mask = (inside & (u[:, _ERASE] < self.erase_p).view(n, 1, 1)).unsqueeze(1)  # (N, 1, H, W)
         use_mean = (u[:, _FILL] < 0.5).view(n, 1, 1, 1)
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
-        fill = torch.where(use_mean, x.mean(dim=(2, 3), keepdim=True), zero)           # (N, C, 1, 1)
+        fill = torch.where(use_mean, x.mean(dim=(2, 3), keepdim=True), zero)  # (N, C, 1, 1)
         return torch.where(mask, fill, x)
 
     def extra_repr(self) -> str:
-        s = (f"flip={self.flip}, rotation={self.rotation:g}, zoom={self.zoom:g}, "
-             f"translate={self.translate:g}, brightness={self.brightness:g}, contrast={self.contrast:g}, "
-             f"erase_p={self.erase_p:g}")
+        s = (
+            f"flip={self.flip}, rotation={self.rotation:g}, zoom={self.zoom:g}, "
+            f"translate={self.translate:g}, brightness={self.brightness:g}, contrast={self.contrast:g}, "
+            f"erase_p={self.erase_p:g}"
+        )
         if self.erase_p > 0:
             s += f", erase_scale={self.erase_scale}, erase_ratio={self.erase_ratio}"
         return s
@@ -267,6 +281,8 @@ def create_augment(name: str, **overrides) -> Augment:
     accepted = [p for p in inspect.signature(Augment).parameters]
     unknown = sorted(set(overrides) - set(accepted))
     if unknown:
-        raise ValueError(f"augment preset {name!r} got unknown argument(s) {', '.join(map(repr, unknown))}; "
-                         f"Augment takes: {', '.join(accepted)}")
+        raise ValueError(
+            f"augment preset {name!r} got unknown argument(s) {', '.join(map(repr, unknown))}; "
+            f"Augment takes: {', '.join(accepted)}"
+        )
     return Augment(**{**_PRESETS[name], **overrides})

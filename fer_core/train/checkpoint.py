@@ -32,8 +32,16 @@ import torch
 from ..atomic import write_bytes
 from ..errors import FerError
 
-__all__ = ["CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "BEST_FILE", "FINAL_FILE", "save_checkpoint",
-           "load_checkpoint", "save_weights", "load_weights"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CHECKPOINT_FORMAT",
+    "BEST_FILE",
+    "FINAL_FILE",
+    "save_checkpoint",
+    "load_checkpoint",
+    "save_weights",
+    "load_weights",
+]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -43,8 +51,17 @@ FINAL_FILE = "final.pt"
 #: Keys of ``best.pt`` / ``final.pt`` (and of every checkpoint) that readers rely on.
 WEIGHTS_KEYS = ("model", "epoch", "config", "data_version", "classes")
 #: Keys of ``checkpoint.pt`` that a resume relies on.
-CHECKPOINT_KEYS = WEIGHTS_KEYS + ("format", "optimizer", "schedule", "history", "best_val_acc", "best_epoch",
-                                  "es_best", "es_wait", "es_state")
+CHECKPOINT_KEYS = WEIGHTS_KEYS + (
+    "format",
+    "optimizer",
+    "schedule",
+    "history",
+    "best_val_acc",
+    "best_epoch",
+    "es_best",
+    "es_wait",
+    "es_state",
+)
 
 
 def _to_bytes(payload: dict) -> bytes:
@@ -53,45 +70,97 @@ def _to_bytes(payload: dict) -> bytes:
     return buf.getvalue()
 
 
-def save_checkpoint(folder: str | os.PathLike, *, epoch: int, model: torch.nn.Module, optimizer, schedule,
-                    config: dict, data_version: str, classes: list[str], history: list[dict],
-                    best_val_acc: float, best_epoch: int, es_best, es_wait: int, es_state: dict | None) -> Path:
+def save_checkpoint(
+    folder: str | os.PathLike,
+    *,
+    epoch: int,
+    model: torch.nn.Module,
+    optimizer,
+    schedule,
+    config: dict,
+    data_version: str,
+    classes: list[str],
+    history: list[dict],
+    best_val_acc: float,
+    best_epoch: int,
+    es_best,
+    es_wait: int,
+    es_state: dict | None,
+) -> Path:
     """Write ``folder/checkpoint.pt`` (atomically) for an exact resume after ``epoch``."""
-    return write_bytes(Path(folder) / CHECKPOINT_FILE, _to_bytes({
-        "format": CHECKPOINT_FORMAT, "epoch": epoch, "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "config": config,
-        "data_version": data_version, "classes": list(classes), "history": history,
-        "best_val_acc": best_val_acc, "best_epoch": best_epoch, "es_best": es_best, "es_wait": es_wait,
-        "es_state": es_state}))
+    return write_bytes(
+        Path(folder) / CHECKPOINT_FILE,
+        _to_bytes(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "config": config,
+                "data_version": data_version,
+                "classes": list(classes),
+                "history": history,
+                "best_val_acc": best_val_acc,
+                "best_epoch": best_epoch,
+                "es_best": es_best,
+                "es_wait": es_wait,
+                "es_state": es_state,
+            }
+        ),
+    )
 
 
-def save_weights(path: str | os.PathLike, model: torch.nn.Module, *, epoch: int, val_acc, config: dict,
-                 data_version: str, classes: list[str]) -> Path:
+def save_weights(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    *,
+    epoch: int,
+    val_acc,
+    config: dict,
+    data_version: str,
+    classes: list[str],
+) -> Path:
     """Write a ``best.pt`` / ``final.pt`` file (atomically): the model's weights and what evaluation needs."""
-    return write_bytes(Path(path), _to_bytes({
-        "model": model.state_dict(), "epoch": epoch, "val_acc": val_acc, "config": config,
-        "data_version": data_version, "classes": list(classes)}))
+    return write_bytes(
+        Path(path),
+        _to_bytes(
+            {
+                "model": model.state_dict(),
+                "epoch": epoch,
+                "val_acc": val_acc,
+                "config": config,
+                "data_version": data_version,
+                "classes": list(classes),
+            }
+        ),
+    )
 
 
 def _safe_load(path: Path, what: str) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU, every failure turned into one ``FerError`` line."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")      # e.g. "Detected pickle protocol 4" on a foreign pickle
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4" on a foreign pickle
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if _holds_objects(path, exc):
-            raise FerError(f"{path}: not a fer-sweep {what}: it contains objects other than tensors and plain data; "
-                           "refusing to load it (it could run code). Use files written by fer-sweep "
-                           "(re-run training), and never load one from an untrusted source") from None
-        raise FerError(f"{path}: {what} is truncated or corrupt ({_short(exc)}); re-run training or restore "
-                       "the file") from None
+            raise FerError(
+                f"{path}: not a fer-sweep {what}: it contains objects other than tensors and plain data; "
+                "refusing to load it (it could run code). Use files written by fer-sweep "
+                "(re-run training), and never load one from an untrusted source"
+            ) from None
+        raise FerError(
+            f"{path}: {what} is truncated or corrupt ({_short(exc)}); re-run training or restore the file"
+        ) from None
     except OSError as exc:
-        raise FerError(f"{path}: cannot read the {what} ({exc.strerror or exc}); check the path and its "
-                       "permissions") from None
+        raise FerError(
+            f"{path}: cannot read the {what} ({exc.strerror or exc}); check the path and its permissions"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - zip/pickle readers raise RuntimeError, EOFError, KeyError, ...
-        raise FerError(f"{path}: {what} is truncated or corrupt ({_short(exc)}); re-run training or restore "
-                       "the file") from None
+        raise FerError(
+            f"{path}: {what} is truncated or corrupt ({_short(exc)}); re-run training or restore the file"
+        ) from None
 
 
 #: Pickle opcodes that import or call something: what a file of tensors and plain data never needs outside
@@ -124,12 +193,15 @@ def _short(exc: BaseException) -> str:
 
 def _check_payload(state: Any, path: Path, what: str, keys: tuple[str, ...]) -> dict:
     if not isinstance(state, dict):
-        raise FerError(f"{path}: not a fer-sweep {what} (a {type(state).__name__}, not a mapping); "
-                       "use a file written by 'fer train'")
+        raise FerError(
+            f"{path}: not a fer-sweep {what} (a {type(state).__name__}, not a mapping); "
+            "use a file written by 'fer train'"
+        )
     missing = [k for k in keys if k not in state]
     if missing:
-        raise FerError(f"{path}: not a fer-sweep {what} (missing {', '.join(missing)}); "
-                       "use a file written by 'fer train'")
+        raise FerError(
+            f"{path}: not a fer-sweep {what} (missing {', '.join(missing)}); use a file written by 'fer train'"
+        )
     model = state["model"]
     if not isinstance(model, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in model.items()):
         raise FerError(f"{path}: not a fer-sweep {what} ('model' is not a state dict of tensors)")
@@ -146,14 +218,15 @@ def _check_payload(state: Any, path: Path, what: str, keys: tuple[str, ...]) -> 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """A checkpoint saved by ``train`` (``checkpoint.pt``, its folder, or the run folder), on CPU."""
     path = Path(path)
-    if path.is_dir():      # a checkpoint folder, or a run folder holding checkpoint/
+    if path.is_dir():  # a checkpoint folder, or a run folder holding checkpoint/
         path = path / CHECKPOINT_FILE if (path / CHECKPOINT_FILE).is_file() else path / "checkpoint" / CHECKPOINT_FILE
     if not path.is_file():
         raise FerError(f"{path}: no checkpoint there (expected a {CHECKPOINT_FILE} written by 'fer train')")
     state = _safe_load(path, "checkpoint")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise FerError(f"{path}: not a fer-sweep checkpoint (format {CHECKPOINT_FORMAT}); "
-                       "use a checkpoint written by 'fer train'")
+        raise FerError(
+            f"{path}: not a fer-sweep checkpoint (format {CHECKPOINT_FORMAT}); use a checkpoint written by 'fer train'"
+        )
     return _check_payload(state, path, "checkpoint", CHECKPOINT_KEYS)
 
 

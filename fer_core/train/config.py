@@ -33,8 +33,18 @@ from ..errors import FerError
 from ..validate import KEY, check_int, check_number, is_real
 from ..yamlio import read_yaml
 
-__all__ = ["TrainConfig", "ConfigError", "load_config", "resolve_config", "parse_overrides",
-           "config_from_preset", "dump_config", "RUNTIME_KEYS", "IGNORED_KEYS", "PROVENANCE_KEY"]
+__all__ = [
+    "TrainConfig",
+    "ConfigError",
+    "load_config",
+    "resolve_config",
+    "parse_overrides",
+    "config_from_preset",
+    "dump_config",
+    "RUNTIME_KEYS",
+    "IGNORED_KEYS",
+    "PROVENANCE_KEY",
+]
 
 
 class ConfigError(FerError, ValueError):
@@ -66,57 +76,57 @@ class TrainConfig:
     """Everything one training run needs. Field comments give the meaning; validation is in ``check``."""
 
     # data
-    data: str = "runs/default/data"          # data set folder or URI (file://, s3://, gs://) from `fer data ingest`
-    data_version: str | None = None          # refuse data whose manifest version differs (None: any)
+    data: str = "runs/default/data"  # data set folder or URI (file://, s3://, gs://) from `fer data ingest`
+    data_version: str | None = None  # refuse data whose manifest version differs (None: any)
     # model (any registered name: `fer_core.models.list_models()`)
     model: str = "fer_cnn_bplusplus"
-    model_args: dict = field(default_factory=dict)   # extra keyword arguments for the model builder
-    dropout_scale: float = 1.0               # multiplies every dropout rate of the model
-    weights_path: str | None = None          # local weights file for torchvision backbones (never downloaded)
-    freeze_base: bool = False                # train only the head of a torchvision backbone
+    model_args: dict = field(default_factory=dict)  # extra keyword arguments for the model builder
+    dropout_scale: float = 1.0  # multiplies every dropout rate of the model
+    weights_path: str | None = None  # local weights file for torchvision backbones (never downloaded)
+    freeze_base: bool = False  # train only the head of a torchvision backbone
     # loss
-    loss: str = "ce"                         # ce | focal
+    loss: str = "ce"  # ce | focal
     label_smoothing: float = 0.0
-    focal_gamma: float = 2.0                 # focal only
-    focal_alpha: Any = None                  # focal only: None, a scalar, or one value per class
-    class_weight: str = "balanced"           # none | balanced (sklearn's n / (k * count), from the train split)
-    sampler: str = "shuffle"                 # shuffle | weighted (class-balanced sampling with replacement)
+    focal_gamma: float = 2.0  # focal only
+    focal_alpha: Any = None  # focal only: None, a scalar, or one value per class
+    class_weight: str = "balanced"  # none | balanced (sklearn's n / (k * count), from the train split)
+    sampler: str = "shuffle"  # shuffle | weighted (class-balanced sampling with replacement)
     # regularization
-    l2: float = 0.0                          # Keras-style kernel penalty l2 * sum(w**2), added to the loss
-    l2_scope: str = "all"                    # all | all_but_classifier | dense
-    weight_decay: float = 0.0                # decoupled weight decay (adamw; coupled for sgd)
-    augment: str = "none"                    # none | soft (the notebook's) | strong
+    l2: float = 0.0  # Keras-style kernel penalty l2 * sum(w**2), added to the loss
+    l2_scope: str = "all"  # all | all_but_classifier | dense
+    weight_decay: float = 0.0  # decoupled weight decay (adamw; coupled for sgd)
+    augment: str = "none"  # none | soft (the notebook's) | strong
     # optimization
-    optimizer: str = "adam"                  # adam | adamw | sgd
+    optimizer: str = "adam"  # adam | adamw | sgd
     lr: float = 1e-3
-    momentum: float = 0.9                    # sgd only
+    momentum: float = 0.9  # sgd only
     batch_size: int = 64
     epochs: int = 30
-    lr_schedule: str = "constant"            # constant | cosine | step | plateau
-    warmup_epochs: float = 0.0               # linear warmup before the schedule
-    cosine_alpha: float = 0.0                # cosine: final lr = cosine_alpha * lr
-    step_size: int = 10                      # step: epochs between decays
-    step_gamma: float = 0.1                  # step: decay factor
-    plateau_monitor: str = "val_loss"        # plateau: metric watched (Keras ReduceLROnPlateau)
+    lr_schedule: str = "constant"  # constant | cosine | step | plateau
+    warmup_epochs: float = 0.0  # linear warmup before the schedule
+    cosine_alpha: float = 0.0  # cosine: final lr = cosine_alpha * lr
+    step_size: int = 10  # step: epochs between decays
+    step_gamma: float = 0.1  # step: decay factor
+    plateau_monitor: str = "val_loss"  # plateau: metric watched (Keras ReduceLROnPlateau)
     plateau_factor: float = 0.5
     plateau_patience: int = 5
     plateau_min_lr: float = 1e-6
-    early_stopping_monitor: str | None = None    # e.g. val_acc: stop when it has not improved ...
-    early_stopping_patience: int | None = None   # ... for this many epochs (best weights restored)
+    early_stopping_monitor: str | None = None  # e.g. val_acc: stop when it has not improved ...
+    early_stopping_patience: int | None = None  # ... for this many epochs (best weights restored)
     # divergence (a non-finite training loss always stops the run as diverged, at once)
-    diverge_factor: float = 5.0              # 0 (off) or > 1: also stop as diverged when the train loss is above this
-                                             # x ln(K) (K classes; ln(K) is a uniform guess's loss), or above ln(K) and
-                                             # this x its best (lowest) epoch loss so far ...
-    diverge_patience: int = 2                # ... for this many epochs in a row. On real FER2013 faces (4 classes,
-                                             # fer_cnn_small, Adam/SGD lr 1e-3..0.5) runs that learn stay below
-                                             # 1.8 x ln(K); Adam at lr=1 sits at chance with 5-9 x ln(K): caught
+    diverge_factor: float = 5.0  # 0 (off) or > 1: also stop as diverged when the train loss is above this
+    # x ln(K) (K classes; ln(K) is a uniform guess's loss), or above ln(K) and
+    # this x its best (lowest) epoch loss so far ...
+    diverge_patience: int = 2  # ... for this many epochs in a row. On real FER2013 faces (4 classes,
+    # fer_cnn_small, Adam/SGD lr 1e-3..0.5) runs that learn stay below
+    # 1.8 x ln(K); Adam at lr=1 sits at chance with 5-9 x ln(K): caught
     # runtime
     seed: int = 0
-    device: str = "auto"                     # auto (cuda when available) | cpu | cuda | cuda:N
-    precision: str = "auto"                  # auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16
-    threads: int | None = None               # torch CPU threads (None: torch's default)
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16
+    threads: int | None = None  # torch CPU threads (None: torch's default)
     eval_batch_size: int = 1024
-    checkpoint_every: int = 1                # epochs between checkpoints (0: none)
+    checkpoint_every: int = 1  # epochs between checkpoints (0: none)
 
     # ------------------------------------------------------------------------------------------
     @classmethod
@@ -176,30 +186,38 @@ class TrainConfig:
         _integer(self, "checkpoint_every", low=0)
         _number(self, "diverge_factor", low=0.0)
         if 0 < self.diverge_factor <= 1:
-            raise ConfigError(f"diverge_factor: must be 0 (off) or > 1 (a multiple of a uniform guess's loss; "
-                              f"default 5); got {self.diverge_factor!r}")
+            raise ConfigError(
+                f"diverge_factor: must be 0 (off) or > 1 (a multiple of a uniform guess's loss; "
+                f"default 5); got {self.diverge_factor!r}"
+            )
         _integer(self, "diverge_patience", low=1)
         if self.threads is not None:
             _integer(self, "threads", low=1)
         if self.early_stopping_patience is not None:
             _integer(self, "early_stopping_patience", low=1)
         if (self.early_stopping_monitor is None) != (self.early_stopping_patience is None):
-            raise ConfigError("early_stopping_monitor and early_stopping_patience go together: set both "
-                              "(e.g. early_stopping_monitor=val_acc early_stopping_patience=10) or neither")
+            raise ConfigError(
+                "early_stopping_monitor and early_stopping_patience go together: set both "
+                "(e.g. early_stopping_monitor=val_acc early_stopping_patience=10) or neither"
+            )
         if not isinstance(self.freeze_base, bool):
             raise ConfigError(f"freeze_base: must be true or false; got {self.freeze_base!r}")
         if self.focal_alpha is not None:
             values = self.focal_alpha if isinstance(self.focal_alpha, (list, tuple)) else [self.focal_alpha]
             if not values or not all(is_real(v) and v >= 0 for v in values):
-                raise ConfigError(f"focal_alpha: must be null, a number >= 0, or a list of numbers >= 0 "
-                                  f"(one per class); got {self.focal_alpha!r}")
+                raise ConfigError(
+                    f"focal_alpha: must be null, a number >= 0, or a list of numbers >= 0 "
+                    f"(one per class); got {self.focal_alpha!r}"
+                )
             if isinstance(self.focal_alpha, (list, tuple)):
                 self.focal_alpha = [float(v) for v in self.focal_alpha]
             else:
                 self.focal_alpha = float(self.focal_alpha)
         if self.optimizer == "adam" and self.weight_decay > 0:
-            raise ConfigError("weight_decay: adam has no decoupled weight decay; use optimizer=adamw, "
-                              "or the Keras-style coupled penalty l2=...")
+            raise ConfigError(
+                "weight_decay: adam has no decoupled weight decay; use optimizer=adamw, "
+                "or the Keras-style coupled penalty l2=..."
+            )
         return self
 
 
@@ -210,18 +228,21 @@ def _choice(cfg: TrainConfig, key: str, choices: Iterable[str]) -> None:
 
 
 def _number(cfg, key, **bounds) -> None:
-    setattr(cfg, key, check_number(getattr(cfg, key), key, error=ConfigError, template=KEY, quote_float=True,
-                                   **bounds))
+    setattr(cfg, key, check_number(getattr(cfg, key), key, error=ConfigError, template=KEY, quote_float=True, **bounds))
 
 
 def _integer(cfg, key, *, low=None) -> None:
-    setattr(cfg, key, check_int(getattr(cfg, key), key, low=low, kind=int, whole_floats=True, error=ConfigError,
-                                template=KEY))
+    setattr(
+        cfg,
+        key,
+        check_int(getattr(cfg, key), key, low=low, kind=int, whole_floats=True, error=ConfigError, template=KEY),
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # Building a config
 # ----------------------------------------------------------------------------------------------
+
 
 def _unknown_key_error(key: str, where: str) -> ConfigError:
     valid = TrainConfig.keys() + ["preset"]
@@ -266,7 +287,7 @@ def resolve_config(raw: dict, *, where: str = "config") -> TrainConfig:
             raise _unknown_key_error(str(key), where)
     try:
         cfg = TrainConfig(**{**base, **raw})
-    except TypeError as exc:   # pragma: no cover - keys were checked above
+    except TypeError as exc:  # pragma: no cover - keys were checked above
         raise ConfigError(f"{where}: {exc}") from None
     return cfg.check()
 
@@ -289,7 +310,7 @@ def parse_overrides(items: Iterable[str]) -> dict:
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc.problem})") from None
         if isinstance(value, str) and _looks_numeric(value):
-            value = float(value)          # YAML 1.1 reads "1e-3" as a string
+            value = float(value)  # YAML 1.1 reads "1e-3" as a string
         head, dot, sub = key.partition(".")
         if dot:
             if head != "model_args":
@@ -327,8 +348,7 @@ def load_config(path: str | os.PathLike | None = None, *, overrides: Iterable[st
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: must be a YAML mapping of key: value")
         raw = _drop_ignored(raw, path)
-        raw = {k: (float(v) if isinstance(v, str) and _looks_numeric(v) and k != "data" else v)
-               for k, v in raw.items()}
+        raw = {k: (float(v) if isinstance(v, str) and _looks_numeric(v) and k != "data" else v) for k, v in raw.items()}
     raw.update(values)
     extra = parse_overrides(overrides)
     if "model_args" in extra and isinstance(raw.get("model_args"), dict):
@@ -345,8 +365,9 @@ def _drop_ignored(raw: dict, path: str | os.PathLike) -> dict:
     """
     for key in IGNORED_KEYS:
         if key in raw and not isinstance(raw[key], dict):
-            raise ConfigError(f"{path}: {key}: must be a mapping (what 'fer export-best' writes); "
-                              f"got {type(raw[key]).__name__}")
+            raise ConfigError(
+                f"{path}: {key}: must be a mapping (what 'fer export-best' writes); got {type(raw[key]).__name__}"
+            )
     return {k: v for k, v in raw.items() if k not in IGNORED_KEYS}
 
 

@@ -48,11 +48,15 @@ class TrainData:
 
     def require(self, split: str) -> None:
         if split not in self.images:
-            raise FerError(f"data set {self.uri} (version {self.version}) has no {split!r} split loaded; "
-                           f"loaded: {', '.join(self.images) or 'none'}")
+            raise FerError(
+                f"data set {self.uri} (version {self.version}) has no {split!r} split loaded; "
+                f"loaded: {', '.join(self.images) or 'none'}"
+            )
         if len(self.labels[split]) == 0:
-            raise FerError(f"data set {self.uri}: the {split!r} split is empty; re-ingest with a split "
-                           "that gives it images (e.g. --split 80/10/10)")
+            raise FerError(
+                f"data set {self.uri}: the {split!r} split is empty; re-ingest with a split "
+                "that gives it images (e.g. --split 80/10/10)"
+            )
 
     def x(self, split: str) -> torch.Tensor:
         """(N, C, H, W) uint8 view (channels_last strides), sharing memory with the array."""
@@ -78,17 +82,21 @@ def _as_tensor(arr: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(arr)
 
 
-def load_train_data(uri: str, *, expected_version: str | None = None,
-                    splits: tuple[str, ...] = ("train", "val"), verify: bool = True) -> TrainData:
+def load_train_data(
+    uri: str, *, expected_version: str | None = None, splits: tuple[str, ...] = ("train", "val"), verify: bool = True
+) -> TrainData:
     """Read ``splits`` of the data set at ``uri`` (folder or pyarrow URI), checking the manifest version."""
     from ..data.loader import load_split
 
-    loaded = {s: load_split(uri, s, expected_version=expected_version, verify=verify, with_ids=False)
-              for s in splits}
+    loaded = {s: load_split(uri, s, expected_version=expected_version, verify=verify, with_ids=False) for s in splits}
     manifest = next(iter(loaded.values())).manifest
-    return TrainData(classes=list(manifest.classes), version=manifest.version, uri=str(uri),
-                     images={s: v.images for s, v in loaded.items()},
-                     labels={s: v.labels for s, v in loaded.items()})
+    return TrainData(
+        classes=list(manifest.classes),
+        version=manifest.version,
+        uri=str(uri),
+        images={s: v.images for s, v in loaded.items()},
+        labels={s: v.labels for s, v in loaded.items()},
+    )
 
 
 class DeviceSplit:
@@ -114,8 +122,10 @@ class DeviceSplit:
         if self.resident:
             return self.x.index_select(0, idx), self.y.index_select(0, idx)
         idx = idx.cpu()
-        return (self.x.index_select(0, idx).to(self.device, non_blocking=True),
-                self.y.index_select(0, idx).to(self.device, non_blocking=True))
+        return (
+            self.x.index_select(0, idx).to(self.device, non_blocking=True),
+            self.y.index_select(0, idx).to(self.device, non_blocking=True),
+        )
 
     @property
     def index_device(self) -> torch.device:

@@ -47,15 +47,23 @@ def select_rungs(models: list[str] | None) -> list[tuple[str, str, str]]:
         key = m.strip().lower().replace("+", "plus")
         if key not in by_key:
             from ..errors import FerError
+
             rungs = ", ".join(p.removeprefix("fer_cnn_") for p, _, _ in LADDER)
             raise FerError(f"--models: unknown rung {m!r}; rungs: {rungs}")
         out.append(by_key[key])
     return out
 
 
-def run_ladder(data_uri: str, out_dir: str | Path, *, models: list[str] | None = None, epochs: int | None = None,
-               overrides: Sequence[str] = (), data: TrainData | None = None,
-               progress: bool | None = None) -> list[dict]:
+def run_ladder(
+    data_uri: str,
+    out_dir: str | Path,
+    *,
+    models: list[str] | None = None,
+    epochs: int | None = None,
+    overrides: Sequence[str] = (),
+    data: TrainData | None = None,
+    progress: bool | None = None,
+) -> list[dict]:
     """Train each selected rung into ``out_dir/<preset>`` and return one summary row per rung."""
     rungs = select_rungs(models)
     extra = parse_overrides(overrides)
@@ -68,18 +76,29 @@ def run_ladder(data_uri: str, out_dir: str | Path, *, models: list[str] | None =
         if epochs is not None:
             values["epochs"] = epochs
         cfg = config_from_preset(preset, **values)
-        say(f"[{i}/{len(rungs)}] {label} ({preset}): {cfg.epochs} epochs, lr {cfg.lr:g}, loss {cfg.loss}, "
-            f"l2 {cfg.l2:g}, augment {cfg.augment}")
+        say(
+            f"[{i}/{len(rungs)}] {label} ({preset}): {cfg.epochs} epochs, lr {cfg.lr:g}, loss {cfg.loss}, "
+            f"l2 {cfg.l2:g}, augment {cfg.augment}"
+        )
         result = train(cfg, data, run_dir=out_dir / preset, progress=progress)
         hist = result.history
         best = hist[result.best_epoch - 1] if hist and result.best_epoch else {}
         final = result.final
-        rows.append({"preset": preset, "model": label, "technique": tech, "status": result.status,
-                     "epochs": len(hist), "best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
-                     "train_acc_at_best": best.get("train_acc"),
-                     "gap_at_best": (best["train_acc"] - best["val_acc"]) if best else None,
-                     "final_val_acc": final.get("val_acc"),
-                     "drop_from_peak": (result.best_val_acc - final["val_acc"]) if final else None})
+        rows.append(
+            {
+                "preset": preset,
+                "model": label,
+                "technique": tech,
+                "status": result.status,
+                "epochs": len(hist),
+                "best_val_acc": result.best_val_acc,
+                "best_epoch": result.best_epoch,
+                "train_acc_at_best": best.get("train_acc"),
+                "gap_at_best": (best["train_acc"] - best["val_acc"]) if best else None,
+                "final_val_acc": final.get("val_acc"),
+                "drop_from_peak": (result.best_val_acc - final["val_acc"]) if final else None,
+            }
+        )
     write_text(out_dir / "ladder.json", dumps(rows, indent=2) + "\n")
     write_text(out_dir / "ladder.md", format_ladder(rows) + "\n")
     return rows
@@ -87,14 +106,18 @@ def run_ladder(data_uri: str, out_dir: str | Path, *, models: list[str] | None =
 
 def format_ladder(rows: list[dict]) -> str:
     """The notebook's "Final Results Summary" table, with peak vs final and the gap."""
-    head = ("| Model | Validation Accuracy (peak) | Peak epoch | Train-val gap at peak | Final val acc "
-            "| Drop from peak | Status | Key Technique |")
+    head = (
+        "| Model | Validation Accuracy (peak) | Peak epoch | Train-val gap at peak | Final val acc "
+        "| Drop from peak | Status | Key Technique |"
+    )
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     best = max((r["best_val_acc"] for r in rows), default=None)
     for r in rows:
         trophy = " (best)" if best is not None and r["best_val_acc"] == best and len(rows) > 1 else ""
         gap = pct(r["gap_at_best"], 1, sign=True)
         drop = "-" if r["drop_from_peak"] is None else f"{100 * r['drop_from_peak']:.2f} pts"
-        lines.append(f"| {r['model']} | {pct(r['best_val_acc'])}{trophy} | {r['best_epoch']}/{r['epochs']} | {gap} "
-                     f"| {pct(r['final_val_acc'])} | {drop} | {r['status']} | {r['technique']} |")
+        lines.append(
+            f"| {r['model']} | {pct(r['best_val_acc'])}{trophy} | {r['best_epoch']}/{r['epochs']} | {gap} "
+            f"| {pct(r['final_val_acc'])} | {drop} | {r['status']} | {r['technique']} |"
+        )
     return "\n".join(lines)

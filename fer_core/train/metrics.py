@@ -40,8 +40,7 @@ import torch
 from .. import atomic
 from ..numbers import pct
 
-__all__ = ["confusion_matrix", "classification_metrics", "format_report", "save_confusion",
-           "ConfusionAccumulator"]
+__all__ = ["confusion_matrix", "classification_metrics", "format_report", "save_confusion", "ConfusionAccumulator"]
 
 
 def _check_num_classes(num_classes) -> int:
@@ -153,8 +152,12 @@ def classification_metrics(cm, classes: Sequence[str]) -> dict:
     f1 = _safe_div(2 * tp, support + predicted)
     total = int(cm.sum())
     per_class = {
-        name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-               "support": int(support[i])}
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
         for i, name in enumerate(names)
     }
     return {
@@ -203,8 +206,9 @@ def _row_normalized(cm: np.ndarray) -> np.ndarray:
     return _safe_div(cm, cm.sum(axis=1, keepdims=True).repeat(cm.shape[1], axis=1))
 
 
-def save_confusion(cm, classes: Sequence[str], out_dir: str | os.PathLike, *, title: str = "",
-                   normalize: bool = True) -> tuple[Path, Path]:
+def save_confusion(
+    cm, classes: Sequence[str], out_dir: str | os.PathLike, *, title: str = "", normalize: bool = True
+) -> tuple[Path, Path]:
     """Write ``confusion.json`` and ``confusion.png`` into ``out_dir``, each atomically.
 
     ``confusion.json`` is ``{"classes": [...], "matrix": counts (K x K ints), "normalized": the
@@ -222,15 +226,16 @@ def save_confusion(cm, classes: Sequence[str], out_dir: str | os.PathLike, *, ti
     out_dir = Path(out_dir)
     json_path = atomic.write_text(
         out_dir / "confusion.json",
-        json.dumps({"classes": names, "matrix": cm.tolist(), "normalized": norm.tolist()},
-                   indent=2, ensure_ascii=False) + "\n")
-    png_path = atomic.write_bytes(out_dir / "confusion.png",
-                                  _confusion_png(cm, norm, names, title=title, normalize=normalize))
+        json.dumps({"classes": names, "matrix": cm.tolist(), "normalized": norm.tolist()}, indent=2, ensure_ascii=False)
+        + "\n",
+    )
+    png_path = atomic.write_bytes(
+        out_dir / "confusion.png", _confusion_png(cm, norm, names, title=title, normalize=normalize)
+    )
     return json_path, png_path
 
 
-def _confusion_png(cm: np.ndarray, norm: np.ndarray, names: list[str], *, title: str,
-                   normalize: bool) -> bytes:
+def _confusion_png(cm: np.ndarray, norm: np.ndarray, names: list[str], *, title: str, normalize: bool) -> bytes:
     # A bare Figure on the Agg canvas: no pyplot state, no global backend switch, thread-safe.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -252,12 +257,12 @@ def _confusion_png(cm: np.ndarray, norm: np.ndarray, names: list[str], *, title:
         for j in range(k):
             share = pct(norm[i, j] if support[i] else None, 0)
             color = "white" if values[i, j] > 0.55 * vmax else "black"
-            ax.text(j, i, f"{cm[i, j]}\n{share}", ha="center", va="center", fontsize=fontsize,
-                    color=color, parse_math=False)
+            ax.text(
+                j, i, f"{cm[i, j]}\n{share}", ha="center", va="center", fontsize=fontsize, color=color, parse_math=False
+            )
 
     ticks = np.arange(k)
-    ax.set_xticks(ticks, labels=names, rotation=45, ha="right", rotation_mode="anchor",
-                  parse_math=False)
+    ax.set_xticks(ticks, labels=names, rotation=45, ha="right", rotation_mode="anchor", parse_math=False)
     ax.set_yticks(ticks, labels=names, parse_math=False)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
@@ -298,7 +303,7 @@ class ConfusionAccumulator:
     def __init__(self, num_classes: int, device: str | torch.device = "cpu"):
         self.num_classes = _check_num_classes(num_classes)
         self.device = torch.device(device)
-        self._counts = torch.zeros(self.num_classes ** 2 + 1, dtype=torch.int64, device=self.device)
+        self._counts = torch.zeros(self.num_classes**2 + 1, dtype=torch.int64, device=self.device)
 
     def _labels(self, x, name: str) -> torch.Tensor:
         x = torch.as_tensor(x)
@@ -309,8 +314,7 @@ class ConfusionAccumulator:
     def update(self, y_true: torch.Tensor, y_pred: torch.Tensor) -> None:
         """Count a batch: ``y_true`` and ``y_pred`` of the same shape (usually (N,)), integer."""
         if tuple(y_true.shape) != tuple(y_pred.shape):
-            raise ValueError(f"y_true and y_pred differ in shape: {tuple(y_true.shape)} vs "
-                             f"{tuple(y_pred.shape)}")
+            raise ValueError(f"y_true and y_pred differ in shape: {tuple(y_true.shape)} vs {tuple(y_pred.shape)}")
         k = self.num_classes
         t = self._labels(y_true, "y_true")
         p = self._labels(y_pred, "y_pred")
@@ -323,8 +327,10 @@ class ConfusionAccumulator:
         k = self.num_classes
         counts = self._counts.cpu().numpy().copy()
         if counts[-1]:
-            raise ValueError(f"{int(counts[-1])} (y_true, y_pred) pair(s) passed to update() had a class "
-                             f"index outside 0..{k - 1} (num_classes={k})")
+            raise ValueError(
+                f"{int(counts[-1])} (y_true, y_pred) pair(s) passed to update() had a class "
+                f"index outside 0..{k - 1} (num_classes={k})"
+            )
         return counts[:-1].reshape(k, k)
 
     def reset(self) -> None:

@@ -82,12 +82,16 @@ def _trainable(params_or_model) -> list[torch.Tensor]:
         try:
             params = list(params_or_model)
         except TypeError:
-            raise ValueError(f"params_or_model must be an nn.Module or an iterable of parameters, "
-                             f"got {type(params_or_model).__name__}") from None
+            raise ValueError(
+                f"params_or_model must be an nn.Module or an iterable of parameters, "
+                f"got {type(params_or_model).__name__}"
+            ) from None
         bad = [type(p).__name__ for p in params if not isinstance(p, torch.Tensor)]
         if bad:
-            raise ValueError("params_or_model must be an nn.Module or a flat iterable of parameter tensors "
-                             f"(param-group dicts are built here); got items of type {sorted(set(bad))}")
+            raise ValueError(
+                "params_or_model must be an nn.Module or a flat iterable of parameter tensors "
+                f"(param-group dicts are built here); got items of type {sorted(set(bad))}"
+            )
     seen: set[int] = set()
     out: list[torch.Tensor] = []
     for p in params:
@@ -99,9 +103,17 @@ def _trainable(params_or_model) -> list[torch.Tensor]:
     return out
 
 
-def create_optimizer(params_or_model, *, name: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
-                     momentum: float = 0.9, nesterov: bool = True, eps: float = 1e-7,
-                     betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+def create_optimizer(
+    params_or_model,
+    *,
+    name: str = "adam",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    eps: float = 1e-7,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.Optimizer:
     """A torch optimizer over the trainable parameters of ``params_or_model``, chosen by name.
 
     - ``"adam"``: ``torch.optim.Adam(lr, betas, eps)``, the notebook's ``keras.optimizers.Adam``.
@@ -141,8 +153,10 @@ def create_optimizer(params_or_model, *, name: str = "adam", lr: float = 1e-3, w
         b1, b2 = betas
     except (TypeError, ValueError):
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
-    betas = (check_number(b1, "betas[0]", low=0.0, high=1.0, high_open=True, one_rule=True),
-             check_number(b2, "betas[1]", low=0.0, high=1.0, high_open=True, one_rule=True))
+    betas = (
+        check_number(b1, "betas[0]", low=0.0, high=1.0, high_open=True, one_rule=True),
+        check_number(b2, "betas[1]", low=0.0, high=1.0, high_open=True, one_rule=True),
+    )
     params = _trainable(params_or_model)
 
     if name == "adam":
@@ -150,13 +164,17 @@ def create_optimizer(params_or_model, *, name: str = "adam", lr: float = 1e-3, w
             raise ValueError(
                 f"optimizer 'adam' does not take weight_decay (got {weight_decay!r}): the coupled L2 penalty "
                 "of Keras' kernel_regularizer is the trainer's `l2` setting; for decoupled weight decay "
-                "use name='adamw'")
+                "use name='adamw'"
+            )
         return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
     if name == "adamw":
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
-        groups = [g for g in (dict(params=decay, weight_decay=weight_decay),
-                              dict(params=no_decay, weight_decay=0.0)) if g["params"]]
+        groups = [
+            g
+            for g in (dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0))
+            if g["params"]
+        ]
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
     if nesterov and momentum == 0:
         raise ValueError("optimizer 'sgd' with nesterov=True needs momentum > 0, got momentum=0.0")
@@ -169,7 +187,7 @@ def create_optimizer(params_or_model, *, name: str = "adam", lr: float = 1e-3, w
 
 
 def infer_plateau_mode(monitor: str) -> str:
-    """"min" for a loss-like metric name, "max" for an accuracy-like one; ``ValueError`` otherwise.
+    """ "min" for a loss-like metric name, "max" for an accuracy-like one; ``ValueError`` otherwise.
 
     Keras' ``mode="auto"`` treats every name without "acc" as "min" (so "val_f1" would be
     minimized); here an unrecognized name must get an explicit mode instead.
@@ -179,8 +197,9 @@ def infer_plateau_mode(monitor: str) -> str:
         return "min"
     if any(w in low for w in _MAX_WORDS):
         return "max"
-    raise ValueError(f"cannot infer whether plateau_monitor {monitor!r} should go down or up; "
-                     f"pass plateau_mode='min' or 'max'")
+    raise ValueError(
+        f"cannot infer whether plateau_monitor {monitor!r} should go down or up; pass plateau_mode='min' or 'max'"
+    )
 
 
 class LRSchedule:
@@ -231,10 +250,23 @@ class LRSchedule:
             min; "acc", "f1", "auc", "precision", "recall" -> max; anything else must be given).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, *, name: str = "constant", epochs: int,
-                 steps_per_epoch: int, warmup_epochs: float = 0.0, cosine_alpha: float = 0.0, step_size: int = 10,
-                 step_gamma: float = 0.1, plateau_factor: float = 0.5, plateau_patience: int = 5,
-                 plateau_min_lr: float = 1e-6, plateau_monitor: str = "val_loss", plateau_mode: str | None = None):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        name: str = "constant",
+        epochs: int,
+        steps_per_epoch: int,
+        warmup_epochs: float = 0.0,
+        cosine_alpha: float = 0.0,
+        step_size: int = 10,
+        step_gamma: float = 0.1,
+        plateau_factor: float = 0.5,
+        plateau_patience: int = 5,
+        plateau_min_lr: float = 1e-6,
+        plateau_monitor: str = "val_loss",
+        plateau_mode: str | None = None,
+    ):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer
@@ -245,14 +277,17 @@ class LRSchedule:
         self.total_steps = self.epochs * self.steps_per_epoch
         self.warmup_steps = int(round(self.warmup_epochs * self.steps_per_epoch))
         if self.warmup_steps > self.total_steps or (self.name == "cosine" and self.warmup_steps == self.total_steps):
-            raise ValueError(f"warmup_epochs={warmup_epochs!r} ({self.warmup_steps} steps) must be shorter than "
-                             f"training ({self.epochs} epochs = {self.total_steps} steps)")
+            raise ValueError(
+                f"warmup_epochs={warmup_epochs!r} ({self.warmup_steps} steps) must be shorter than "
+                f"training ({self.epochs} epochs = {self.total_steps} steps)"
+            )
         self.decay_steps = self.total_steps - self.warmup_steps
         self.cosine_alpha = check_number(cosine_alpha, "cosine_alpha", low=0.0, high=1.0, one_rule=True)
         self.step_size = check_int(step_size, "step_size", low=1, one_rule=True)
         self.step_gamma = check_number(step_gamma, "step_gamma", low=0.0, high=1.0, low_open=True, one_rule=True)
-        self.plateau_factor = check_number(plateau_factor, "plateau_factor", low=0.0, high=1.0, low_open=True,
-                                           high_open=True, one_rule=True)
+        self.plateau_factor = check_number(
+            plateau_factor, "plateau_factor", low=0.0, high=1.0, low_open=True, high_open=True, one_rule=True
+        )
         self.plateau_patience = check_int(plateau_patience, "plateau_patience", low=0, one_rule=True)
         self.plateau_min_lr = check_number(plateau_min_lr, "plateau_min_lr", low=0.0, one_rule=True)
         if not isinstance(plateau_monitor, str) or not plateau_monitor:
@@ -271,9 +306,9 @@ class LRSchedule:
             raise ValueError(f"the first param group's initial_lr must be > 0, got {self.base_lr!r}")
 
         # Mutable state: everything state_dict() saves.
-        self.step_count = 0                 # optimizer steps taken (step_batch calls)
-        self.epoch = 0                      # epochs completed (step_epoch calls)
-        self.plateau_lr = self.base_lr      # ReduceLROnPlateau's current lr (first group)
+        self.step_count = 0  # optimizer steps taken (step_batch calls)
+        self.epoch = 0  # epochs completed (step_epoch calls)
+        self.plateau_lr = self.base_lr  # ReduceLROnPlateau's current lr (first group)
         self.best = math.inf if self.plateau_mode == "min" else -math.inf
         self.wait = 0
         self._apply()
@@ -321,8 +356,10 @@ class LRSchedule:
     def _plateau_update(self, metrics: Mapping[str, float] | None) -> None:
         if metrics is None or self.plateau_monitor not in metrics:
             available = sorted(metrics) if metrics is not None else []
-            raise ValueError(f"plateau schedule monitors {self.plateau_monitor!r}, which is not among the epoch's "
-                             f"metrics {available}")
+            raise ValueError(
+                f"plateau schedule monitors {self.plateau_monitor!r}, which is not among the epoch's "
+                f"metrics {available}"
+            )
         value = metrics[self.plateau_monitor]
         current = float(value.item() if isinstance(value, torch.Tensor) else value)
         # NaN compares False: no improvement (Keras behaves the same).
@@ -349,13 +386,24 @@ class LRSchedule:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _config(self) -> dict:
-        return dict(name=self.name, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch,
-                    warmup_steps=self.warmup_steps, base_lr=self.base_lr)
+        return dict(
+            name=self.name,
+            epochs=self.epochs,
+            steps_per_epoch=self.steps_per_epoch,
+            warmup_steps=self.warmup_steps,
+            base_lr=self.base_lr,
+        )
 
     def state_dict(self) -> dict:
         """The counters that determine every future lr, plus the settings they depend on."""
-        return dict(config=self._config(), step_count=self.step_count, epoch=self.epoch,
-                    plateau_lr=self.plateau_lr, best=self.best, wait=self.wait)
+        return dict(
+            config=self._config(),
+            step_count=self.step_count,
+            epoch=self.epoch,
+            plateau_lr=self.plateau_lr,
+            best=self.best,
+            wait=self.wait,
+        )
 
     def load_state_dict(self, state: Mapping) -> None:
         """Restore ``state_dict()``'s counters into a schedule built with the same settings."""
@@ -371,5 +419,7 @@ class LRSchedule:
         self._apply()
 
     def __repr__(self) -> str:
-        return (f"LRSchedule(name={self.name!r}, step={self.step_count}/{self.total_steps}, "
-                f"epoch={self.epoch}, lr={self.lr:.3g})")
+        return (
+            f"LRSchedule(name={self.name!r}, step={self.step_count}/{self.total_steps}, "
+            f"epoch={self.epoch}, lr={self.lr:.3g})"
+        )

@@ -59,17 +59,43 @@ from .optim import LRSchedule, create_optimizer
 if TYPE_CHECKING:
     from ..models import FerModelMixin
 
-__all__ = ["train", "TrainResult", "TrainState", "build_model", "build_loss", "resolve_device", "EPOCH_METRICS",
-           "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "load_checkpoint", "add_l2_grad_", "l2_penalty",
-           "divergence_reason"]
+__all__ = [
+    "train",
+    "TrainResult",
+    "TrainState",
+    "build_model",
+    "build_loss",
+    "resolve_device",
+    "EPOCH_METRICS",
+    "CHECKPOINT_FILE",
+    "CHECKPOINT_FORMAT",
+    "load_checkpoint",
+    "add_l2_grad_",
+    "l2_penalty",
+    "divergence_reason",
+]
 
 Report = Callable[[dict, "str | None"], None]
 
 #: Keys of every epoch's metrics (plus ``val_recall_<class>`` per class and ``val_confusion``);
 #: ``status`` is running, completed (the last epoch) or early_stopped (the trainer's early stopping).
-EPOCH_METRICS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "best_val_acc",
-                 "best_epoch", "drop_from_peak", "train_val_gap", "lr", "l2_penalty", "images_per_s",
-                 "epoch_time_s", "status")
+EPOCH_METRICS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_macro_f1",
+    "best_val_acc",
+    "best_epoch",
+    "drop_from_peak",
+    "train_val_gap",
+    "lr",
+    "l2_penalty",
+    "images_per_s",
+    "epoch_time_s",
+    "status",
+)
 
 
 @dataclass
@@ -90,15 +116,23 @@ class TrainResult:
 
     def summary(self) -> dict:
         final = self.final
-        return {"status": self.status, "message": self.message, "epochs": len(self.history),
-                "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
-                "final_val_acc": final.get("val_acc"), "final_train_acc": final.get("train_acc"),
-                "drop_from_peak": final.get("drop_from_peak"), "train_val_gap": final.get("train_val_gap")}
+        return {
+            "status": self.status,
+            "message": self.message,
+            "epochs": len(self.history),
+            "best_val_acc": self.best_val_acc,
+            "best_epoch": self.best_epoch,
+            "final_val_acc": final.get("val_acc"),
+            "final_train_acc": final.get("train_acc"),
+            "drop_from_peak": final.get("drop_from_peak"),
+            "train_val_gap": final.get("train_val_gap"),
+        }
 
 
 # ----------------------------------------------------------------------------------------------
 # Building blocks (shared with evaluation and the sweeps)
 # ----------------------------------------------------------------------------------------------
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -119,8 +153,9 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> torch.nn.M
     if cfg.freeze_base:
         kwargs["freeze_base"] = True
     try:
-        return create_model(cfg.model, num_classes=num_classes, in_chans=in_chans,
-                            dropout_scale=cfg.dropout_scale, **kwargs)
+        return create_model(
+            cfg.model, num_classes=num_classes, in_chans=in_chans, dropout_scale=cfg.dropout_scale, **kwargs
+        )
     except FerError:
         raise
     except (TypeError, ValueError) as exc:
@@ -185,6 +220,7 @@ def _monitor_mode(name: str) -> float:
 # Checkpoints
 # ----------------------------------------------------------------------------------------------
 
+
 @dataclass
 class TrainState:
     """What changes while a run trains: what a checkpoint keeps for an exact resume.
@@ -213,9 +249,18 @@ class TrainState:
     def state_dict(self) -> dict:
         """This state as ``save_checkpoint``'s keyword arguments (the model, optimizer and schedule as
         objects: ``save_checkpoint`` takes their state dicts as it writes)."""
-        return {"epoch": self.epoch, "model": self.model, "optimizer": self.optimizer, "schedule": self.schedule,
-                "history": self.history, "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
-                "es_best": self.es_best, "es_wait": self.es_wait, "es_state": self.es_state}
+        return {
+            "epoch": self.epoch,
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "schedule": self.schedule,
+            "history": self.history,
+            "best_val_acc": self.best_val_acc,
+            "best_epoch": self.best_epoch,
+            "es_best": self.es_best,
+            "es_wait": self.es_wait,
+            "es_state": self.es_state,
+        }
 
     def load_state_dict(self, payload: dict) -> None:
         """Continue from a checkpoint's payload (``load_checkpoint``'s dict)."""
@@ -230,15 +275,19 @@ class TrainState:
 
 def _check_resume(state: dict, cfg: TrainConfig, data: TrainData, path) -> None:
     if state["data_version"] != data.version:
-        raise FerError(f"{path}: checkpoint was trained on data version {state['data_version']}, "
-                       f"but {data.uri} is {data.version}; resume on the same data or start a new run")
+        raise FerError(
+            f"{path}: checkpoint was trained on data version {state['data_version']}, "
+            f"but {data.uri} is {data.version}; resume on the same data or start a new run"
+        )
     # A key the checkpoint's config lacks was added to TrainConfig later: the old run used its default.
     old = {**TrainConfig().to_dict(), **state["config"]}
     differ = sorted(k for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS and old.get(k) != v)
     if differ:
         shown = ", ".join(f"{k}: {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in differ)
-        raise FerError(f"{path}: the config differs from the checkpoint's ({shown}); exact resume needs the "
-                       "same config - start a new run to change it")
+        raise FerError(
+            f"{path}: the config differs from the checkpoint's ({shown}); exact resume needs the "
+            "same config - start a new run to change it"
+        )
     if cfg.epochs < state["epoch"]:
         raise FerError(f"{path}: checkpoint is at epoch {state['epoch']}, beyond epochs={cfg.epochs}")
 
@@ -268,20 +317,26 @@ def divergence_reason(losses: list[float], num_classes: int, factor: float, pati
     loss, epoch = losses[-1], len(losses)
     run = f"for {patience} epochs in a row" if patience > 1 else "for 1 epoch"
     if loss > factor * uniform:
-        return (f"training loss {loss:.3g} in epoch {epoch} is above {factor:g} x ln({num_classes}) = "
-                f"{factor * uniform:.3g} ({factor:g} times a uniform guess's loss) {run}")
+        return (
+            f"training loss {loss:.3g} in epoch {epoch} is above {factor:g} x ln({num_classes}) = "
+            f"{factor * uniform:.3g} ({factor:g} times a uniform guess's loss) {run}"
+        )
     best = min(losses[:-1])
     best_epoch = losses.index(best) + 1
-    return (f"training loss {loss:.3g} in epoch {epoch} is above ln({num_classes}) = {uniform:.3g} (a uniform "
-            f"guess's loss) and {factor:g} x its best {best:.3g} (epoch {best_epoch}) = {factor * best:.3g} {run}")
+    return (
+        f"training loss {loss:.3g} in epoch {epoch} is above ln({num_classes}) = {uniform:.3g} (a uniform "
+        f"guess's loss) and {factor:g} x its best {best:.3g} (epoch {best_epoch}) = {factor * best:.3g} {run}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------
 
-def _evaluate_split(model, split: DeviceSplit, loss_fn, num_classes: int, batch_size: int,
-                    amp_dtype, device) -> tuple[float, np.ndarray]:
+
+def _evaluate_split(
+    model, split: DeviceSplit, loss_fn, num_classes: int, batch_size: int, amp_dtype, device
+) -> tuple[float, np.ndarray]:
     """Mean loss and the confusion matrix (K, K) of ``model`` on ``split``, in eval mode."""
     model.eval()
     conf = ConfusionAccumulator(num_classes, device=device)
@@ -289,7 +344,7 @@ def _evaluate_split(model, split: DeviceSplit, loss_fn, num_classes: int, batch_
     order = torch.arange(split.n, device=split.index_device)
     with torch.inference_mode():
         for start in range(0, split.n, batch_size):
-            xb, yb = split.batch(order[start:start + batch_size])
+            xb, yb = split.batch(order[start : start + batch_size])
             xb = xb.to(torch.float32, memory_format=torch.channels_last).div_(255.0)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 logits = model(xb)
@@ -313,7 +368,7 @@ class _Run:
     augment: Callable
     train_split: DeviceSplit
     val_split: DeviceSplit
-    n_used: int                         # training images per epoch (see _setup)
+    n_used: int  # training images per epoch (see _setup)
     l2_params: list[torch.Tensor]
     sample_weights: torch.Tensor | None
     run_path: Path | None = None
@@ -333,9 +388,15 @@ class _EpochTrain(NamedTuple):
     seconds: float
 
 
-def train(config: TrainConfig, data: TrainData | None = None, report: Report | None = None, *,
-          run_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
-          progress: bool | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    data: TrainData | None = None,
+    report: Report | None = None,
+    *,
+    run_dir: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    progress: bool | None = None,
+) -> TrainResult:
     """Train ``config`` on ``data`` (loaded from ``config.data`` when None) and report every epoch.
 
     Args:
@@ -377,6 +438,7 @@ def train(config: TrainConfig, data: TrainData | None = None, report: Report | N
 
 # --- setup ------------------------------------------------------------------------------------
 
+
 def _load_data(cfg: TrainConfig, data: TrainData | None) -> TrainData:
     """``data`` (or ``cfg.data`` loaded), of the config's data version, with train and val splits."""
     if data is None:
@@ -416,23 +478,51 @@ def _setup(config: TrainConfig, data: TrainData | None) -> tuple[_Run, TrainStat
     sample_weights = None
     if cfg.sampler == "weighted":
         from ..losses import weighted_sampler_weights
+
         sample_weights = weighted_sampler_weights(data.y("train"), num_classes).to(train_split.index_device)
-    run = _Run(cfg, data, device, amp_dtype, loss_fn, eval_loss_fn, augment, train_split, val_split, n_used,
-               l2_params, sample_weights)
+    run = _Run(
+        cfg,
+        data,
+        device,
+        amp_dtype,
+        loss_fn,
+        eval_loss_fn,
+        augment,
+        train_split,
+        val_split,
+        n_used,
+        l2_params,
+        sample_weights,
+    )
     return run, TrainState(model, optimizer, schedule)
 
 
-def _build_optimizer(cfg: TrainConfig, model: torch.nn.Module, *,
-                     steps_per_epoch: int) -> tuple[torch.optim.Optimizer, LRSchedule]:
+def _build_optimizer(
+    cfg: TrainConfig, model: torch.nn.Module, *, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, LRSchedule]:
     try:
-        optimizer = create_optimizer(model, name=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                     momentum=cfg.momentum, nesterov=cfg.momentum > 0)
-        schedule = LRSchedule(optimizer, name=cfg.lr_schedule, epochs=cfg.epochs,
-                              steps_per_epoch=steps_per_epoch,
-                              warmup_epochs=cfg.warmup_epochs, cosine_alpha=cfg.cosine_alpha,
-                              step_size=cfg.step_size, step_gamma=cfg.step_gamma,
-                              plateau_factor=cfg.plateau_factor, plateau_patience=cfg.plateau_patience,
-                              plateau_min_lr=cfg.plateau_min_lr, plateau_monitor=cfg.plateau_monitor)
+        optimizer = create_optimizer(
+            model,
+            name=cfg.optimizer,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            momentum=cfg.momentum,
+            nesterov=cfg.momentum > 0,
+        )
+        schedule = LRSchedule(
+            optimizer,
+            name=cfg.lr_schedule,
+            epochs=cfg.epochs,
+            steps_per_epoch=steps_per_epoch,
+            warmup_epochs=cfg.warmup_epochs,
+            cosine_alpha=cfg.cosine_alpha,
+            step_size=cfg.step_size,
+            step_gamma=cfg.step_gamma,
+            plateau_factor=cfg.plateau_factor,
+            plateau_patience=cfg.plateau_patience,
+            plateau_min_lr=cfg.plateau_min_lr,
+            plateau_monitor=cfg.plateau_monitor,
+        )
     except ValueError as exc:
         raise FerError(f"optimizer/lr_schedule: {exc}") from None
     return optimizer, schedule
@@ -458,17 +548,19 @@ def _prepare_run_dir(run: _Run, run_dir: str | os.PathLike | None, resume, repor
             (run.run_path / "metrics.jsonl").unlink(missing_ok=True)
     elif report is not None and run.cfg.checkpoint_every:
         import tempfile
+
         run.ckpt_dir = Path(tempfile.mkdtemp(prefix="fer-ckpt-"))
 
 
 # --- one epoch --------------------------------------------------------------------------------
+
 
 def _train_epoch(run: _Run, state: TrainState, epoch: int) -> _EpochTrain:
     """Train ``state.model`` for one epoch (0-based ``epoch``; dropout, order and augmentation seeded from it)."""
     started = time.perf_counter()
     cfg, model, device, split = run.cfg, state.model, run.device, run.train_split
     model.train()
-    torch.manual_seed(_epoch_seed(cfg.seed, epoch, 1))          # dropout
+    torch.manual_seed(_epoch_seed(cfg.seed, epoch, 1))  # dropout
     gen = torch.Generator(device=split.index_device).manual_seed(_epoch_seed(cfg.seed, epoch, 2))
     aug_gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch, 3))
     if run.sample_weights is not None:
@@ -478,7 +570,7 @@ def _train_epoch(run: _Run, state: TrainState, epoch: int) -> _EpochTrain:
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     for start in range(0, run.n_used, cfg.batch_size):
-        xb, yb = split.batch(order[start:start + cfg.batch_size])
+        xb, yb = split.batch(order[start : start + cfg.batch_size])
         xb = run.augment(xb.to(torch.float32, memory_format=torch.channels_last).div_(255.0), generator=aug_gen)
         with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
             logits = model(xb)
@@ -492,17 +584,22 @@ def _train_epoch(run: _Run, state: TrainState, epoch: int) -> _EpochTrain:
         state.schedule.step_batch()
         loss_sum += loss.detach().double() * len(yb)
         correct += (logits.detach().argmax(1) == yb).sum()
-    return _EpochTrain(float(loss_sum) / run.n_used, int(correct) / run.n_used, started,
-                       time.perf_counter() - started)
+    return _EpochTrain(float(loss_sum) / run.n_used, int(correct) / run.n_used, started, time.perf_counter() - started)
 
 
 def _divergence(run: _Run, state: TrainState, epoch: int, train_loss: float) -> str | None:
     """The message ending the run when epoch ``epoch``'s training loss shows it diverged, else None."""
     if not math.isfinite(train_loss):
-        return (f"training loss became {train_loss} in epoch {epoch + 1} (lr {state.schedule.lr:.3g}); "
-                "lower lr, add warmup, or check the data")
-    reason = divergence_reason([h["train_loss"] for h in state.history] + [train_loss], run.num_classes,
-                               run.cfg.diverge_factor, run.cfg.diverge_patience)
+        return (
+            f"training loss became {train_loss} in epoch {epoch + 1} (lr {state.schedule.lr:.3g}); "
+            "lower lr, add warmup, or check the data"
+        )
+    reason = divergence_reason(
+        [h["train_loss"] for h in state.history] + [train_loss],
+        run.num_classes,
+        run.cfg.diverge_factor,
+        run.cfg.diverge_patience,
+    )
     if reason is not None:
         return f"{reason} (lr {state.schedule.lr:.3g}); lower lr, add warmup, or check the data"
     return None
@@ -511,29 +608,51 @@ def _divergence(run: _Run, state: TrainState, epoch: int, train_loss: float) -> 
 def _validate(run: _Run, state: TrainState, epoch: int) -> tuple[float, np.ndarray, dict]:
     """Val loss, confusion matrix and ``classification_metrics``; a new best val accuracy is kept (and
     written to ``best.pt`` when the run keeps files)."""
-    val_loss, cm = _evaluate_split(state.model, run.val_split, run.eval_loss_fn, run.num_classes,
-                                   run.cfg.eval_batch_size, run.amp_dtype, run.device)
+    val_loss, cm = _evaluate_split(
+        state.model,
+        run.val_split,
+        run.eval_loss_fn,
+        run.num_classes,
+        run.cfg.eval_batch_size,
+        run.amp_dtype,
+        run.device,
+    )
     cls_metrics = classification_metrics(cm, run.data.classes)
     val_acc = cls_metrics["accuracy"]
     if val_acc > state.best_val_acc:
         state.best_val_acc, state.best_epoch = val_acc, epoch + 1
         if run.run_path is not None:
-            save_weights(run.run_path / BEST_FILE, state.model, epoch=epoch + 1, val_acc=val_acc,
-                         config=run.cfg.to_dict(), data_version=run.data.version, classes=run.data.classes)
+            save_weights(
+                run.run_path / BEST_FILE,
+                state.model,
+                epoch=epoch + 1,
+                val_acc=val_acc,
+                config=run.cfg.to_dict(),
+                data_version=run.data.version,
+                classes=run.data.classes,
+            )
     return val_loss, cm, cls_metrics
 
 
-def _record_epoch(run: _Run, state: TrainState, epoch: int, trained: _EpochTrain,
-                  val: tuple[float, np.ndarray, dict]) -> dict:
+def _record_epoch(
+    run: _Run, state: TrainState, epoch: int, trained: _EpochTrain, val: tuple[float, np.ndarray, dict]
+) -> dict:
     """The epoch's metrics (``status`` is set later), appended to the history; the epoch counts as done
     and the schedule takes its end-of-epoch step."""
     val_loss, cm, cls_metrics = val
     val_acc = cls_metrics["accuracy"]
     metrics = {
-        "epoch": epoch + 1, "train_loss": trained.loss, "train_acc": trained.acc, "val_loss": val_loss,
-        "val_acc": val_acc, "val_macro_f1": cls_metrics["macro_f1"], "best_val_acc": state.best_val_acc,
-        "best_epoch": state.best_epoch, "drop_from_peak": state.best_val_acc - val_acc,
-        "train_val_gap": trained.acc - val_acc, "lr": state.schedule.lr,
+        "epoch": epoch + 1,
+        "train_loss": trained.loss,
+        "train_acc": trained.acc,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "val_macro_f1": cls_metrics["macro_f1"],
+        "best_val_acc": state.best_val_acc,
+        "best_epoch": state.best_epoch,
+        "drop_from_peak": state.best_val_acc - val_acc,
+        "train_val_gap": trained.acc - val_acc,
+        "lr": state.schedule.lr,
         "l2_penalty": l2_penalty(run.l2_params, run.cfg.l2),
         "images_per_s": run.n_used / trained.seconds,
         "epoch_time_s": time.perf_counter() - trained.started,
@@ -556,8 +675,9 @@ def _early_stop(run: _Run, state: TrainState, metrics: dict) -> bool:
     if cfg.early_stopping_monitor is None:
         return False
     if cfg.early_stopping_monitor not in metrics:
-        raise FerError(f"early_stopping_monitor: no metric {cfg.early_stopping_monitor!r}; "
-                       f"metrics: {', '.join(EPOCH_METRICS)}")
+        raise FerError(
+            f"early_stopping_monitor: no metric {cfg.early_stopping_monitor!r}; metrics: {', '.join(EPOCH_METRICS)}"
+        )
     value = metrics[cfg.early_stopping_monitor] * _monitor_mode(cfg.early_stopping_monitor)
     if state.es_best is None or value > state.es_best:
         state.es_best, state.es_wait = value, 0
@@ -569,8 +689,7 @@ def _early_stop(run: _Run, state: TrainState, metrics: dict) -> bool:
     return state.es_wait >= patience
 
 
-def _save_and_report(run: _Run, state: TrainState, metrics: dict, stop_early: bool, report: Report | None,
-                     bar) -> None:
+def _save_and_report(run: _Run, state: TrainState, metrics: dict, stop_early: bool, report: Report | None, bar) -> None:
     """Set the epoch's ``status``; write the checkpoint (every ``checkpoint_every`` epochs and the last) and
     the ``metrics.jsonl`` line; advance the progress bar; call ``report``."""
     cfg = run.cfg
@@ -578,15 +697,21 @@ def _save_and_report(run: _Run, state: TrainState, metrics: dict, stop_early: bo
     metrics["status"] = "early_stopped" if stop_early else ("completed" if last else "running")
     ckpt_path = None
     if run.ckpt_dir is not None and cfg.checkpoint_every and (state.epoch % cfg.checkpoint_every == 0 or last):
-        save_checkpoint(run.ckpt_dir, config=cfg.to_dict(), data_version=run.data.version,
-                        classes=run.data.classes, **state.state_dict())
+        save_checkpoint(
+            run.ckpt_dir,
+            config=cfg.to_dict(),
+            data_version=run.data.version,
+            classes=run.data.classes,
+            **state.state_dict(),
+        )
         ckpt_path = str(run.ckpt_dir)
     if run.run_path is not None:
         with open(run.run_path / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(dumps(metrics) + "\n")
     bar.update(1)
-    bar.set_postfix(val_acc=f"{metrics['val_acc']:.3f}", best=f"{state.best_val_acc:.3f}@{state.best_epoch}",
-                    refresh=False)
+    bar.set_postfix(
+        val_acc=f"{metrics['val_acc']:.3f}", best=f"{state.best_val_acc:.3f}@{state.best_epoch}", refresh=False
+    )
     if report is not None:
         report(dict(metrics), ckpt_path)
 
@@ -594,8 +719,10 @@ def _save_and_report(run: _Run, state: TrainState, metrics: dict, stop_early: bo
 def _restore_best(run: _Run, state: TrainState) -> str:
     """Load the early stopping's best weights back; the message of the early-stopped run."""
     cfg = run.cfg
-    message = (f"{cfg.early_stopping_monitor} did not improve for {cfg.early_stopping_patience} "
-               f"epochs; stopped after epoch {state.epoch}, best weights restored")
+    message = (
+        f"{cfg.early_stopping_monitor} did not improve for {cfg.early_stopping_patience} "
+        f"epochs; stopped after epoch {state.epoch}, best weights restored"
+    )
     if state.es_state is not None:
         state.model.load_state_dict(state.es_state)
     return message
@@ -603,9 +730,15 @@ def _restore_best(run: _Run, state: TrainState) -> str:
 
 def _finish(run: _Run, state: TrainState, status: str, message: str) -> TrainResult:
     """The run's ``TrainResult``, also written to ``result.json`` when the run keeps files."""
-    result = TrainResult(status=status, message=message, history=state.history,
-                         best_val_acc=state.best_val_acc if state.history else float("nan"),
-                         best_epoch=state.best_epoch, model=state.model, run_dir=run.run_path)
+    result = TrainResult(
+        status=status,
+        message=message,
+        history=state.history,
+        best_val_acc=state.best_val_acc if state.history else float("nan"),
+        best_epoch=state.best_epoch,
+        model=state.model,
+        run_dir=run.run_path,
+    )
     if run.run_path is not None:
         write_text(run.run_path / "result.json", dumps(result.summary(), indent=2) + "\n")
     return result

@@ -32,9 +32,16 @@ def detect_format(path: Path) -> str:
     return "folders"
 
 
-def read_source(path: str | Path, fmt: str = "auto", *, size: int = 48, color: str = "grayscale",
-                name: str | None = None, workers: int | None = None,
-                progress: bool | None = None) -> SourceData:
+def read_source(
+    path: str | Path,
+    fmt: str = "auto",
+    *,
+    size: int = 48,
+    color: str = "grayscale",
+    name: str | None = None,
+    workers: int | None = None,
+    progress: bool | None = None,
+) -> SourceData:
     """Read one source in the given (or detected) format."""
     path = Path(path)
     if fmt not in FORMATS:

@@ -11,9 +11,17 @@ import numpy as np
 SPLITS = ("train", "val", "test")
 
 _SPLIT_ALIASES = {
-    "train": "train", "training": "train", "trn": "train",
-    "val": "val", "valid": "val", "validation": "val", "publictest": "val", "dev": "val",
-    "test": "test", "testing": "test", "privatetest": "test",
+    "train": "train",
+    "training": "train",
+    "trn": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "publictest": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+    "privatetest": "test",
 }
 
 
@@ -38,7 +46,7 @@ def escapes(path: Path, root: Path) -> bool:
 
 @dataclass
 class Skipped:
-    item: str      # a path relative to the source, or "row 17"
+    item: str  # a path relative to the source, or "row 17"
     reason: str
 
 
@@ -50,9 +58,9 @@ class SourceData:
     name: str
     path: str
     format: str
-    images: np.ndarray            # (N, size, size, C) uint8
-    labels: list[str]             # canonical class names
-    ids: list[str]                # stable ids ("<name>:<relative path>" or "<name>:row<k>")
+    images: np.ndarray  # (N, size, size, C) uint8
+    labels: list[str]  # canonical class names
+    ids: list[str]  # stable ids ("<name>:<relative path>" or "<name>:row<k>")
     splits: list[str | None]
     skipped: list[Skipped] = field(default_factory=list)
 

@@ -35,8 +35,7 @@ def _parse_pixels(text: str) -> np.ndarray:
     return arr.astype(np.uint8).reshape(SIDE, SIDE)
 
 
-def read_fer2013_csv(path: Path, *, size: int, color: str, name: str,
-                     progress: bool | None = None) -> SourceData:
+def read_fer2013_csv(path: Path, *, size: int, color: str, name: str, progress: bool | None = None) -> SourceData:
     images: list[np.ndarray] = []
     labels: list[str] = []
     ids: list[str] = []
@@ -45,8 +44,10 @@ def read_fer2013_csv(path: Path, *, size: int, color: str, name: str,
     rows = csv_rows(path, "FER2013 CSV")
     header = [h.strip().lower() for h in next(rows, (1, []))[1]]
     if "emotion" not in header or "pixels" not in header:
-        raise DataError(f"{path}: header must contain 'emotion' and 'pixels' columns "
-                        f"(found {', '.join(header) or 'nothing'}); is this a FER2013 CSV?")
+        raise DataError(
+            f"{path}: header must contain 'emotion' and 'pixels' columns "
+            f"(found {', '.join(header) or 'nothing'}); is this a FER2013 CSV?"
+        )
     i_emo, i_pix = header.index("emotion"), header.index("pixels")
     i_use = header.index("usage") if "usage" in header else None
     for row_no, row in prog.bar(rows, desc="rows", unit="row", progress=progress):
@@ -78,5 +79,13 @@ def read_fer2013_csv(path: Path, *, size: int, color: str, name: str,
         splits.append(split)
     c = 1 if color == "grayscale" else 3
     stacked = np.stack(images) if images else np.empty((0, size, size, c), dtype=np.uint8)
-    return SourceData(name=name, path=str(path), format="fer2013-csv", images=stacked,
-                      labels=labels, ids=ids, splits=splits, skipped=skipped)
+    return SourceData(
+        name=name,
+        path=str(path),
+        format="fer2013-csv",
+        images=stacked,
+        labels=labels,
+        ids=ids,
+        splits=splits,
+        skipped=skipped,
+    )

@@ -19,8 +19,9 @@ def _files_under(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
-def read_folders(root: Path, *, size: int, color: str, name: str, workers: int | None = None,
-                 progress: bool | None = None) -> SourceData:
+def read_folders(
+    root: Path, *, size: int, color: str, name: str, workers: int | None = None, progress: bool | None = None
+) -> SourceData:
     try:
         top = _visible_dirs(root)
     except OSError as exc:
@@ -31,8 +32,10 @@ def read_folders(root: Path, *, size: int, color: str, name: str, workers: int |
     split_layout = all(s is not None for s in split_names)
     if any(s is not None for s in split_names) and not split_layout:
         odd = [p.name for p, s in zip(top, split_names, strict=True) if s is None]
-        raise DataError(f"{root}: mixes split folders with other folders ({', '.join(odd)}); "
-                        "use ROOT/<class>/* or ROOT/<split>/<class>/* (train, val|validation, test)")
+        raise DataError(
+            f"{root}: mixes split folders with other folders ({', '.join(odd)}); "
+            "use ROOT/<class>/* or ROOT/<split>/<class>/* (train, val|validation, test)"
+        )
 
     paths: list[Path] = []
     labels: list[str] = []
@@ -63,8 +66,12 @@ def read_folders(root: Path, *, size: int, color: str, name: str, workers: int |
         skipped.append(Skipped(str(paths[idx].relative_to(root)), reason))
     ok = decoded.ok.tolist()
     return SourceData(
-        name=name, path=str(root), format="folders", images=decoded.images,
+        name=name,
+        path=str(root),
+        format="folders",
+        images=decoded.images,
         labels=[labels[i] for i in ok],
         ids=[f"{name}:{paths[i].relative_to(root).as_posix()}" for i in ok],
-        splits=[splits[i] for i in ok], skipped=skipped,
+        splits=[splits[i] for i in ok],
+        skipped=skipped,
     )

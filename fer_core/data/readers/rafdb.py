@@ -51,8 +51,9 @@ def _resolve(root: Path, image_dirs: list[Path], name: str) -> tuple[Path | None
     return None, f"image {name!r} not found under {', '.join(map(str, image_dirs))}"
 
 
-def read_rafdb(root: Path, *, size: int, color: str, name: str, workers: int | None = None,
-               progress: bool | None = None) -> SourceData:
+def read_rafdb(
+    root: Path, *, size: int, color: str, name: str, workers: int | None = None, progress: bool | None = None
+) -> SourceData:
     list_file = find_rafdb_list(root)
     if list_file is None:
         raise DataError(f"{root}: no RAF-DB label list ({LIST_NAMES[0]}) in it or in EmoLabel/")
@@ -90,8 +91,12 @@ def read_rafdb(root: Path, *, size: int, color: str, name: str, workers: int | N
         skipped.append(Skipped(str(paths[idx].relative_to(root)), reason))
     ok = decoded.ok.tolist()
     return SourceData(
-        name=name, path=str(root), format="rafdb", images=decoded.images,
+        name=name,
+        path=str(root),
+        format="rafdb",
+        images=decoded.images,
         labels=[labels[i] for i in ok],
         ids=[f"{name}:{paths[i].relative_to(root).as_posix()}" for i in ok],
-        splits=[splits[i] for i in ok], skipped=skipped,
+        splits=[splits[i] for i in ok],
+        skipped=skipped,
     )

@@ -29,8 +29,19 @@ from .layouts import FER2013_INDEX, LAYOUTS, SPLIT_SHARES, assign_splits, write_
 from .problems import NEAR_COPY_KINDS, near_copy, noisy_labels, shuffled, with_copies
 from .render import render_faces
 
-__all__ = ["EXPRESSIONS", "FER2013_INDEX", "LAYOUTS", "NEAR_COPY_KINDS", "SPLIT_SHARES", "SynthConfig",
-           "SynthSet", "assign_splits", "generate", "near_copy", "write_folders"]
+__all__ = [
+    "EXPRESSIONS",
+    "FER2013_INDEX",
+    "LAYOUTS",
+    "NEAR_COPY_KINDS",
+    "SPLIT_SHARES",
+    "SynthConfig",
+    "SynthSet",
+    "assign_splits",
+    "generate",
+    "near_copy",
+    "write_folders",
+]
 
 
 _DEFAULT_CONFIG = SynthConfig()  # frozen, so one shared default instance is safe
@@ -48,7 +59,13 @@ def generate(config: SynthConfig = _DEFAULT_CONFIG, progress: bool | None = Fals
     rng.shuffle(true)
     expr = np.array([EXPRESSIONS.index(c) for c in classes])[true]
     images = render_faces(expr, config.size, config.seed, rng, progress)
-    originals = SynthSet(images=images, labels=noisy_labels(true, classes, config.label_noise, rng),
-                         true_labels=true, dup_of=np.full(n_base, -1, dtype=np.int64),
-                         dup_kind=np.full(n_base, "", dtype="<U5"), classes=classes, config=config)
+    originals = SynthSet(
+        images=images,
+        labels=noisy_labels(true, classes, config.label_noise, rng),
+        true_labels=true,
+        dup_of=np.full(n_base, -1, dtype=np.int64),
+        dup_kind=np.full(n_base, "", dtype="<U5"),
+        classes=classes,
+        config=config,
+    )
     return shuffled(with_copies(originals, n_dup, config.conflict_share, rng), rng)

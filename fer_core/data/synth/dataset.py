@@ -55,12 +55,15 @@ class SynthConfig:
                 raise DataError(f"synth: {name} must lie in [0, {top:g}), got {value}")
         unknown = [c for c in self.classes if c not in EXPRESSIONS]
         if unknown or len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
-            raise DataError(f"synth: classes must be at least two distinct names out of "
-                            f"{', '.join(EXPRESSIONS)}, got {self.classes}")
-        if len(self.class_shares) != len(self.classes) or min(self.class_shares) < 0 \
-                or sum(self.class_shares) <= 0:
-            raise DataError(f"synth: class_shares must be {len(self.classes)} non-negative numbers "
-                            f"with a positive sum, got {self.class_shares}")
+            raise DataError(
+                f"synth: classes must be at least two distinct names out of "
+                f"{', '.join(EXPRESSIONS)}, got {self.classes}"
+            )
+        if len(self.class_shares) != len(self.classes) or min(self.class_shares) < 0 or sum(self.class_shares) <= 0:
+            raise DataError(
+                f"synth: class_shares must be {len(self.classes)} non-negative numbers "
+                f"with a positive sum, got {self.class_shares}"
+            )
 
 
 @dataclass

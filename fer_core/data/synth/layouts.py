@@ -50,8 +50,9 @@ def _write_fer2013(path: Path, synth: SynthSet, splits: np.ndarray) -> None:
             fh.write(f"{codes[label]},{pixels},{_USAGE[split]}\n")
 
 
-def write_folders(synth: SynthSet, out_dir: str | os.PathLike, layout: str = "folders", *,
-                  overwrite: bool = False) -> Path | str | os.PathLike:
+def write_folders(
+    synth: SynthSet, out_dir: str | os.PathLike, layout: str = "folders", *, overwrite: bool = False
+) -> Path | str | os.PathLike:
     """Write ``synth`` to ``out_dir`` in one of LAYOUTS, plus ``truth.csv`` and ``synth.json``.
 
     Layouts: ``folders`` -> ``<class>/<id>.png`` (class = given label); ``split-folders`` ->
@@ -74,8 +75,9 @@ def write_folders(synth: SynthSet, out_dir: str | os.PathLike, layout: str = "fo
     ids = synth.ids()
     splits = assign_splits(len(synth), config.seed)
     # --overwrite replaces an earlier synthetic set (it holds synth.json), nothing else.
-    with storage.folder_writer(out, overwrite=overwrite, kind="synthetic face set", markers=("synth.json",),
-                               last=("synth.json",)) as tmp:
+    with storage.folder_writer(
+        out, overwrite=overwrite, kind="synthetic face set", markers=("synth.json",), last=("synth.json",)
+    ) as tmp:
         os.chmod(tmp, 0o755)
         files = _write_images(tmp, synth, layout, ids, splits)
         _write_truth(tmp / "truth.csv", synth, ids, files)
@@ -88,8 +90,9 @@ def _write_images(folder: Path, synth: SynthSet, layout: str, ids: list[str], sp
     """Write the images in ``layout``; returns where each one went (truth.csv's ``file`` column)."""
     if layout == "fer2013-csv":
         if synth.images.shape[1:] != (48, 48):
-            raise DataError(f"synth: fer2013-csv holds 48x48 images, these are "
-                            f"{synth.images.shape[1]}x{synth.images.shape[2]}")
+            raise DataError(
+                f"synth: fer2013-csv holds 48x48 images, these are {synth.images.shape[1]}x{synth.images.shape[2]}"
+            )
         _write_fer2013(folder / "fer2013.csv", synth, splits)
         return [f"fer2013.csv#{i}" for i in range(len(synth))]
     prefix = [f"{s}/" for s in splits] if layout == "split-folders" else [""] * len(synth)
@@ -108,18 +111,33 @@ def _write_truth(path: Path, synth: SynthSet, ids: list[str], files: list[str]) 
         noisy = synth.noisy
         for i in range(len(synth)):
             d = int(synth.dup_of[i])
-            writer.writerow([ids[i], files[i], synth.classes[synth.labels[i]],
-                             synth.classes[synth.true_labels[i]], int(noisy[i]),
-                             ids[d] if d >= 0 else "", synth.dup_kind[i]])
+            writer.writerow(
+                [
+                    ids[i],
+                    files[i],
+                    synth.classes[synth.labels[i]],
+                    synth.classes[synth.true_labels[i]],
+                    int(noisy[i]),
+                    ids[d] if d >= 0 else "",
+                    synth.dup_kind[i],
+                ]
+            )
 
 
 def _meta(synth: SynthSet, config: SynthConfig, layout: str, splits: np.ndarray) -> dict:
     """synth.json: the generator, the layout, the config and the counts of injected problems."""
-    meta = {"generator": "fer_core.data.synth", "layout": layout, "config": asdict(config),
-            "counts": {"images": len(synth), "noisy": int(synth.noisy.sum()),
-                       "exact": int((synth.dup_kind == "exact").sum()),
-                       "near": int((synth.dup_kind == "near").sum()),
-                       "conflicts": int(synth.conflict.sum())}}
+    meta = {
+        "generator": "fer_core.data.synth",
+        "layout": layout,
+        "config": asdict(config),
+        "counts": {
+            "images": len(synth),
+            "noisy": int(synth.noisy.sum()),
+            "exact": int((synth.dup_kind == "exact").sum()),
+            "near": int((synth.dup_kind == "near").sum()),
+            "conflicts": int(synth.conflict.sum()),
+        },
+    }
     if layout != "folders":
         meta["splits"] = {s: int((splits == s).sum()) for s in ("train", "val", "test")}
     return meta

@@ -29,7 +29,6 @@ _CONFUSION = {
 NEAR_COPY_KINDS = ("shift", "brightness", "contrast", "noise", "jpeg", "rescale")
 
 
-
 def near_copy(img: np.ndarray, rng: np.random.Generator, kinds: tuple[str, ...] | None = None) -> np.ndarray:
     """A copy that is visibly the same picture but not byte-identical: what a re-upload does.
 
@@ -60,17 +59,17 @@ def near_copy(img: np.ndarray, rng: np.random.Generator, kinds: tuple[str, ...] 
         elif kind == "jpeg":
             buf = io.BytesIO()
             Image.fromarray(to_uint8(np.clip(out, 0, 255) / 255.0)).save(
-                buf, format="JPEG", quality=int(rng.integers(80, 96)))
+                buf, format="JPEG", quality=int(rng.integers(80, 96))
+            )
             out = np.asarray(Image.open(buf), dtype=np.float32)
         elif kind == "rescale":
             h, w = out.shape
             step = int(rng.choice([-1, 1]))
-            resized = Image.fromarray(out.astype(np.float32)).resize((w + step, h + step),
-                                                                     Image.Resampling.BICUBIC)
+            resized = Image.fromarray(out.astype(np.float32)).resize((w + step, h + step), Image.Resampling.BICUBIC)
             scaled = np.asarray(resized)
             if step > 0:
                 top, left = int(rng.integers(0, step + 1)), int(rng.integers(0, step + 1))
-                out = scaled[top:top + h, left:left + w]
+                out = scaled[top : top + h, left : left + w]
             else:
                 top, left = int(rng.integers(0, -step + 1)), int(rng.integers(0, -step + 1))
                 out = np.pad(scaled, ((top, -step - top), (left, -step - left)), mode="edge")
@@ -82,8 +81,9 @@ def near_copy(img: np.ndarray, rng: np.random.Generator, kinds: tuple[str, ...] 
     return out
 
 
-def _wrong_labels(true: np.ndarray, classes: tuple[str, ...], rng: np.random.Generator,
-                  avoid: np.ndarray | None = None) -> np.ndarray:
+def _wrong_labels(
+    true: np.ndarray, classes: tuple[str, ...], rng: np.random.Generator, avoid: np.ndarray | None = None
+) -> np.ndarray:
     """A label other than ``avoid`` (default: the true label) for each sample, FER-like weights."""
     avoid = true if avoid is None else avoid
     out = np.empty_like(true)
@@ -116,13 +116,16 @@ def with_copies(originals: SynthSet, n_dup: int, conflict_share: float, rng: np.
         copies[i] = images[o] if ex else near_copy(images[o], rng)
     copy_labels = labels[orig].copy()
     conflict = rng.choice(n_dup, int(round(conflict_share * n_dup)), replace=False)
-    copy_labels[conflict] = _wrong_labels(true[orig[conflict]], classes, rng,
-                                          avoid=labels[orig[conflict]])
-    return SynthSet(images=np.concatenate([images, copies]), labels=np.concatenate([labels, copy_labels]),
-                    true_labels=np.concatenate([true, true[orig]]),
-                    dup_of=np.concatenate([originals.dup_of, orig]).astype(np.int64),
-                    dup_kind=np.concatenate([originals.dup_kind, np.where(exact, "exact", "near")]).astype("<U5"),
-                    classes=classes, config=originals.config)
+    copy_labels[conflict] = _wrong_labels(true[orig[conflict]], classes, rng, avoid=labels[orig[conflict]])
+    return SynthSet(
+        images=np.concatenate([images, copies]),
+        labels=np.concatenate([labels, copy_labels]),
+        true_labels=np.concatenate([true, true[orig]]),
+        dup_of=np.concatenate([originals.dup_of, orig]).astype(np.int64),
+        dup_kind=np.concatenate([originals.dup_kind, np.where(exact, "exact", "near")]).astype("<U5"),
+        classes=classes,
+        config=originals.config,
+    )
 
 
 def shuffled(synth: SynthSet, rng: np.random.Generator) -> SynthSet:
@@ -132,6 +135,12 @@ def shuffled(synth: SynthSet, rng: np.random.Generator) -> SynthSet:
     where[perm] = np.arange(len(synth))
     dup_of = synth.dup_of[perm]
     dup_of = np.where(dup_of >= 0, where[np.maximum(dup_of, 0)], -1).astype(np.int64)
-    return SynthSet(images=synth.images[perm], labels=synth.labels[perm].astype(np.int64),
-                    true_labels=synth.true_labels[perm].astype(np.int64), dup_of=dup_of,
-                    dup_kind=synth.dup_kind[perm], classes=synth.classes, config=synth.config)
+    return SynthSet(
+        images=synth.images[perm],
+        labels=synth.labels[perm].astype(np.int64),
+        true_labels=synth.true_labels[perm].astype(np.int64),
+        dup_of=dup_of,
+        dup_kind=synth.dup_kind[perm],
+        classes=synth.classes,
+        config=synth.config,
+    )

@@ -43,8 +43,9 @@ _CHUNK = 64  # images rendered per numpy batch (fixed: the noise stream depends 
 _CLUTTER = 5  # background clutter: a random CLUTTER x CLUTTER grid, smoothly interpolated
 
 
-def render_faces(expr: np.ndarray, size: int, seed: int, rng: np.random.Generator,
-                 progress: bool | None = False) -> np.ndarray:
+def render_faces(
+    expr: np.ndarray, size: int, seed: int, rng: np.random.Generator, progress: bool | None = False
+) -> np.ndarray:
     """Draw one face per expression code in ``expr`` (indices into EXPRESSIONS): (n, size, size) uint8.
 
     The drawing parameters are drawn from ``rng``; the pixel noise of chunk k comes from its own
@@ -56,14 +57,15 @@ def render_faces(expr: np.ndarray, size: int, seed: int, rng: np.random.Generato
 
     def render_chunk(k: int) -> None:  # numpy releases the GIL, so chunks render in parallel
         lo = k * _CHUNK
-        batch = {key: val[lo:lo + _CHUNK] for key, val in params.items()}
+        batch = {key: val[lo : lo + _CHUNK] for key, val in params.items()}
         noise = np.random.default_rng([seed, 1, k])
-        images[lo:lo + _CHUNK] = to_uint8(_render(batch, size, noise))
+        images[lo : lo + _CHUNK] = to_uint8(_render(batch, size, noise))
 
     n_chunks = -(-n // _CHUNK)
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for _ in prog.bar(pool.map(render_chunk, range(n_chunks)), total=n_chunks, desc="synth",
-                          unit="batch", progress=progress):
+        for _ in prog.bar(
+            pool.map(render_chunk, range(n_chunks)), total=n_chunks, desc="synth", unit="batch", progress=progress
+        ):
             pass
     return images
 
@@ -77,8 +79,7 @@ def _sample_params(rng: np.random.Generator, expr: np.ndarray) -> dict[str, np.n
     n = len(expr)
     U = lambda lo, hi: rng.uniform(lo, hi, n)  # noqa: E731
     N = lambda sd: rng.normal(0.0, sd, n)  # noqa: E731
-    happy, neutral, sad, surprise = (expr == EXPRESSIONS.index(c) for c in
-                                     ("happy", "neutral", "sad", "surprise"))
+    happy, neutral, sad, surprise = (expr == EXPRESSIONS.index(c) for c in ("happy", "neutral", "sad", "surprise"))
     # Expression intensity: 0 looks neutral, 1 is a full expression. Sad reaches close to 0.
     t = np.select([happy, sad, surprise], [U(0.1, 1.0), U(0.0, 1.0) ** 1.3, U(0.2, 1.0)], 0.0)
 
@@ -107,15 +108,11 @@ def _sample_params(rng: np.random.Generator, expr: np.ndarray) -> dict[str, np.n
     p["curve"] = N(0.025) + np.select([happy, sad], [0.03 + 0.14 * t, -(0.01 + 0.1 * t)], 0.0)
     smile_open = happy & (rng.random(n) < 0.5)
     parted = neutral & (rng.random(n) < 0.1)
-    p["open_up"] = np.select([smile_open, surprise, parted], [0.01 + 0.03 * t, 0.04 + 0.08 * t,
-                                                              U(0.005, 0.015)], 0.0)
-    p["open_lo"] = np.select([smile_open, surprise, parted], [0.03 + 0.07 * t, 0.04 + 0.09 * t,
-                                                              U(0.005, 0.015)], 0.0)
+    p["open_up"] = np.select([smile_open, surprise, parted], [0.01 + 0.03 * t, 0.04 + 0.08 * t, U(0.005, 0.015)], 0.0)
+    p["open_lo"] = np.select([smile_open, surprise, parted], [0.03 + 0.07 * t, 0.04 + 0.09 * t, U(0.005, 0.015)], 0.0)
     p["teeth"] = smile_open * (rng.random(n) < 0.8) * 1.0
-    p["mouth_wf"] = U(0.92, 1.08) * np.select([happy, sad, surprise],
-                                              [1 + 0.25 * t, 1 - 0.08 * t, 0.6 - 0.15 * t], 1.0)
-    p["eye_open"] = U(0.88, 1.12) * np.select([happy, sad, surprise],
-                                              [1 - 0.4 * t, 1 - 0.15 * t, 1.3 + 0.5 * t], 1.0)
+    p["mouth_wf"] = U(0.92, 1.08) * np.select([happy, sad, surprise], [1 + 0.25 * t, 1 - 0.08 * t, 0.6 - 0.15 * t], 1.0)
+    p["eye_open"] = U(0.88, 1.12) * np.select([happy, sad, surprise], [1 - 0.4 * t, 1 - 0.15 * t, 1.3 + 0.5 * t], 1.0)
     p["brow_raise"] = N(0.015) + np.select([sad, surprise], [0.01 * t, 0.05 + 0.07 * t], 0.0)
     p["brow_inner"] = N(0.012) + np.select([sad, surprise], [0.015 + 0.05 * t, 0.01], 0.0)
     p["brow_arch"] = 0.01 + N(0.01) + np.select([sad, surprise], [-0.01 * t, 0.02 + 0.04 * t], 0.0)
@@ -129,7 +126,7 @@ def _sample_params(rng: np.random.Generator, expr: np.ndarray) -> dict[str, np.n
     p["occ_hw"], p["occ_hl"], p["occ_tone"] = U(0.06, 0.25), U(0.3, 1.2), U(0.0, 1.0)
     # Low-frequency nuisance (what a perceptual hash sees): head shape, hair volume, length and
     # parting, side lighting on the face, neck and shoulders, background gradient and clutter.
-    p["jaw"] = U(-0.1, 0.3)                          # > 0 narrows the chin
+    p["jaw"] = U(-0.1, 0.3)  # > 0 narrows the chin
     p["hair_vol"], p["hair_len"] = U(0.0, 0.28), U(-0.35, 1.1)
     p["hair_tilt"], p["hair_side"] = U(-0.3, 0.3), U(-0.15, 0.15)
     p["side_light"] = U(-0.4, 0.4)
@@ -177,14 +174,14 @@ def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np
     """
     f32 = np.float32
     c = (np.arange(size, dtype=f32) + 0.5) * (2.0 / size) - 1.0
-    gx, gy = c[None, None, :], c[:, None][None]                     # (1,1,W), (1,H,1)
-    q = {k: v[:, None, None] for k, v in p.items() if v.ndim == 1}    # (B,1,1) each
+    gx, gy = c[None, None, :], c[:, None][None]  # (1,1,W), (1,H,1)
+    q = {k: v[:, None, None] for k, v in p.items() if v.ndim == 1}  # (B,1,1) each
 
     cos, sin, s = np.cos(q["rot"]), np.sin(q["rot"]), q["scale"]
     X, Y = gx - q["tx"], gy - q["ty"]
     u = (cos * X + sin * Y) / s
     v = (cos * Y - sin * X) / s
-    inv_edge = s / ((2.0 / size) * q["blur"])                         # 1 / ramp width, face units
+    inv_edge = s / ((2.0 / size) * q["blur"])  # 1 / ramp width, face units
 
     def mask(d, scale=inv_edge):
         return np.clip(0.5 - d * scale, 0.0, 1.0)
@@ -195,7 +192,7 @@ def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np
     # Background: a level, a linear gradient in a random direction and smooth clutter.
     grad = np.cos(q["bg_dir"]) * gx + np.sin(q["bg_dir"]) * gy
     w_bg = np.exp(-0.5 * ((c[:, None] - np.linspace(-1.2, 1.2, _CLUTTER, dtype=f32)) / 0.35) ** 2)
-    w_bg /= w_bg.sum(axis=1, keepdims=True)                          # (size, CLUTTER)
+    w_bg /= w_bg.sum(axis=1, keepdims=True)  # (size, CLUTTER)
     clutter = np.einsum("ik,bkl,jl->bij", w_bg, p["clutter_grid"], w_bg, optimize=True)
     clutter /= clutter.reshape(len(clutter), -1).std(axis=1)[:, None, None] + 1e-6
     img = q["bg"] + 0.5 * q["bg_grad"] * grad * (0.35 + q["bg"]) + q["clutter"] * clutter
@@ -223,8 +220,16 @@ def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np
 
     # Upper window: eyes and brows.
     w = p["mouth_w"] * p["mouth_wf"]
-    top = p["eye_y"] - p["eye_ry"] - p["brow_gap"] - p["brow_raise"] - np.abs(p["brow_inner"]) \
-        - np.abs(p["brow_arch"]) - p["brow_th"] - np.abs(p["asym"])
+    top = (
+        p["eye_y"]
+        - p["eye_ry"]
+        - p["brow_gap"]
+        - p["brow_raise"]
+        - np.abs(p["brow_inner"])
+        - np.abs(p["brow_arch"])
+        - p["brow_th"]
+        - np.abs(p["asym"])
+    )
     bottom = p["eye_y"] + p["eye_ry"] * p["eye_open"] + np.abs(p["asym"]) + 0.02
     reach = np.max(p["eye_x"] + np.maximum(p["eye_rx"], p["brow_hw"])) + 0.02
     win = _box(p, -reach, reach, top.min(), bottom.max(), size)
@@ -241,8 +246,15 @@ def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np
     sub = sub * (1.0 - 0.6 * mask(np.abs(eye_d) - 0.012))
     # Brows: a thick curve above each eye; r runs -1 (inner end) .. 1 (outer end).
     r = (au - q["eye_x"]) / q["brow_hw"]
-    bv = (q["eye_y"] - q["eye_ry"] - q["brow_gap"] - q["brow_raise"]
-          + q["brow_inner"] * r - q["brow_arch"] * (1.0 - r * r) + q["asym"] * side)
+    bv = (
+        q["eye_y"]
+        - q["eye_ry"]
+        - q["brow_gap"]
+        - q["brow_raise"]
+        + q["brow_inner"] * r
+        - q["brow_arch"] * (1.0 - r * r)
+        + q["asym"] * side
+    )
     slope = 1.0 / np.sqrt(1.0 + (q["brow_inner"] / q["brow_hw"]) ** 2)
     brow = mask(np.maximum(np.abs(vv - bv) * slope - q["brow_th"] / 2, (np.abs(r) - 1.0) * q["brow_hw"]))
     img[win] = sub * (1.0 - q["brow_dark"] * brow)
@@ -268,8 +280,7 @@ def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np
     sq = np.sqrt(np.clip(1.0 - mr2, 0.0, None))
     line = q["mouth_y"] + q["curve"] * (0.5 - mr2)
     upper, lower = line - q["open_up"] * sq, line + q["open_lo"] * sq
-    mouth_d = np.maximum(np.abs(vv - 0.5 * (upper + lower)) - 0.5 * (lower - upper) - q["lip_th"] / 2,
-                         au - w)
+    mouth_d = np.maximum(np.abs(vv - 0.5 * (upper + lower)) - 0.5 * (lower - upper) - q["lip_th"] / 2, au - w)
     mouth = mask(mouth_d)
     depth = np.clip(q["lip_dark"] + 5.0 * (q["open_up"] + q["open_lo"]), 0.0, 0.92)
     sub = sub * (1.0 - depth * mouth)
@@ -285,8 +296,7 @@ def _render(p: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> np
     if o.size:
         ca, sa = np.cos(q["occ_ang"][o]), np.sin(q["occ_ang"][o])
         ox, oy = gx - q["occ_x"][o], gy - q["occ_y"][o]
-        occ_d = np.maximum(np.abs(ox * sa - oy * ca) - q["occ_hw"][o],
-                           np.abs(ox * ca + oy * sa) - q["occ_hl"][o])
+        occ_d = np.maximum(np.abs(ox * sa - oy * ca) - q["occ_hw"][o], np.abs(ox * ca + oy * sa) - q["occ_hl"][o])
         img[o] = paint(img[o], mask(occ_d, ie[o] / s[o]), q["occ_tone"][o])
     # Side lighting across the face (one cheek brighter).
     img = img * (1.0 + q["side_light"] * np.clip(u / q["face_a"], -1.0, 1.0) * skin_area)
