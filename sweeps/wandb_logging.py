@@ -234,6 +234,15 @@ def make_callback(
             if SEND_WITHOUT_WAITING and queue is not None and not isinstance(queue, _SendOnlyQueue):
                 self._trial_queues[trial] = _SendOnlyQueue(queue)
 
+        def __del__(self):
+            # Ray's __del__ asks ray.is_initialized(); at interpreter exit the module may already be torn
+            # down ("Exception ignored in ... __del__" printed after every sweep). The runs were ended by
+            # on_experiment_end; nothing is left to do then.
+            try:
+                super().__del__()
+            except (AttributeError, TypeError):
+                pass
+
         def on_experiment_end(self, trials, **info):
             # An interrupted sweep (Ctrl+C) ends without ending its running trials: Ray's callback would
             # wait upload_timeout (30 min) for their logging actors, which wait for results that never
