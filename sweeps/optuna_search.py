@@ -179,7 +179,8 @@ class PruningOptunaSearch(OptunaSearch):
             self._complete(trial_id, result, error)
         except optuna.exceptions.UpdateFinishedTrialError:
             # A persistent study already holds this trial's end: it finished after the experiment snapshot
-            # the sweep was resumed from, and Tune re-ran its last epoch from the checkpoint.
+            # the sweep was resumed from, and Tune re-ran its last epoch from the checkpoint (its report
+            # raises here; its tell is skipped: skip_if_finished).
             logger.info(f"Trial {trial_id} had already finished in the study; its state is kept.")
         self._completed_trials.add(trial_id)
         self._reported_steps.pop(trial_id, None)
@@ -205,15 +206,15 @@ class PruningOptunaSearch(OptunaSearch):
     def _complete(self, trial_id: str, result: dict | None, error: bool) -> None:
         ot_trial = self._ot_trials[trial_id]
         if error:
-            self._study.tell(ot_trial, state=_TrialState.FAIL)
+            self._study.tell(ot_trial, state=_TrialState.FAIL, skip_if_finished=True)
         elif not result:
             # Stopped while pending or paused, before it reported anything.
-            self._study.tell(ot_trial, state=_TrialState.PRUNED)
+            self._study.tell(ot_trial, state=_TrialState.PRUNED, skip_if_finished=True)
         else:
             # The result Tune stopped the trial on never went through on_trial_result.
             step = self._report(trial_id, result)
             if not self._ran_to_completion(trial_id, result, step):
-                self._study.tell(ot_trial, state=_TrialState.PRUNED)
+                self._study.tell(ot_trial, state=_TrialState.PRUNED, skip_if_finished=True)
             else:
                 value = _finite(result.get(self.objective_key))
                 if value is None:
@@ -222,9 +223,9 @@ class PruningOptunaSearch(OptunaSearch):
                         f"{self.objective_key!r} (got "
                         f"{result.get(self.objective_key)!r}); told Optuna FAIL."
                     )
-                    self._study.tell(ot_trial, state=_TrialState.FAIL)
+                    self._study.tell(ot_trial, state=_TrialState.FAIL, skip_if_finished=True)
                 else:
-                    self._study.tell(ot_trial, value, state=_TrialState.COMPLETE)
+                    self._study.tell(ot_trial, value, state=_TrialState.COMPLETE, skip_if_finished=True)
 
     def _ran_to_completion(self, trial_id: str, result: dict, step: int | None) -> bool:
         # Full budget.

@@ -288,3 +288,22 @@ def test_asha_sweep_end_to_end(tmp_path):
     assert [(t.params, t.state, t.intermediate_values) for t in restored._ot_study.trials] == [
         (t.params, t.state, t.intermediate_values) for t in study.trials
     ]
+
+
+def test_a_trial_the_study_already_finished_is_not_told_again():
+    """After a resume, Tune may complete a trial whose end the persistent study already holds (it finished
+    after the snapshot the sweep resumed from): Optuna 5 raises "Cannot tell a COMPLETE trial" (a plain
+    ValueError); the study keeps its state and the sweep goes on (seen once in a loaded resume test)."""
+    s = searcher()
+    s.suggest("t1")
+    for step, acc in enumerate([0.40, 0.50, 0.55, 0.58, 0.60], start=1):
+        s.on_trial_result("t1", result(step, acc))
+    s._ot_study.tell(ot_trial(s).number, 0.60, state=TrialState.COMPLETE)  # the earlier driver's tell
+    s.on_trial_complete("t1", {**result(5, 0.60), "done": True})
+    t = ot_trial(s)
+    assert t.state == TrialState.COMPLETE and t.value == 0.60
+    s.suggest("t2")
+    s.on_trial_result("t2", result(1, 0.3))
+    s._ot_study.tell(ot_trial(s, 1).number, state=TrialState.FAIL)
+    s.on_trial_complete("t2", {**result(1, 0.3), "done": True})  # would be PRUNED; the study keeps FAIL
+    assert ot_trial(s, 1).state == TrialState.FAIL
