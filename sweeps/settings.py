@@ -256,6 +256,11 @@ class SweepConfig:
                 raise FerError(f"{self.flag(key)} must be >= 1; got {getattr(self, key)}")
         if self.grace_period > self.max_epochs:
             raise FerError(f"--grace-period {self.grace_period} exceeds --max-epochs {self.max_epochs}")
+        if self.reduction_factor < 2:
+            raise FerError(
+                f"--reduction-factor must be >= 2 (ASHA keeps 1/factor of the trials at each rung); "
+                f"got {self.reduction_factor}"
+            )
 
     # --- resume ----------------------------------------------------------------------------------
     @property

@@ -124,6 +124,9 @@ def test_driver_refuses_bad_flags_before_starting_ray(tmp_path, capsys):
     assert "--resume needs --name" in capsys.readouterr().err
     assert main(["--grace-period", "9", "--max-epochs", "4"]) == 2
     assert "exceeds --max-epochs" in capsys.readouterr().err
+    assert main(["--reduction-factor", "1", "--storage", str(tmp_path)]) == 2  # an AssertionError in Ray before
+    assert "--reduction-factor must be >= 2" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
     bad = tmp_path / "space.yaml"
     bad.write_text("params:\n  lerning_rate: {type: float, low: 0.1, high: 1}\n")
     assert main(["--space", str(bad), "--storage", str(tmp_path)]) == 2
