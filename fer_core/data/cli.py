@@ -87,9 +87,13 @@ def _ingest_parser(dsub) -> None:
         description="Read SRC, drop unreadable items (with reasons), remove exact and near duplicates and "
         "cross-split leakage, split stratified, flag likely mislabels, and write Parquet/Arrow "
         "shards with a manifest and a report to --out (atomically).",
-        epilog="layouts:\n"
+        epilog="duplicates: images within --near-distance pHash bits of a group's representative are near duplicates;\n"
+        "  of those with one label one stays; copies (within --copy-rms) with different labels are a\n"
+        "  conflict (--conflicts); near duplicates with different labels all stay. A group's survivors, and\n"
+        "  with --group-by all images of a subject, stay in one split (a stratified group split).\n"
+        "layouts:\n"
         "  folders      SRC/<class>/*  or  SRC/<split>/<class>/*  (split: train, val|validation, test)\n"
-        "  fer2013-csv  SRC.csv with emotion,pixels[,Usage]  (Usage: Training, PublicTest, PrivateTest)\n"
+        "  fer2013-csv  SRC.csv with emotion,pixels[,Usage][,group]  (Usage: Training, PublicTest, PrivateTest)\n"
         "  rafdb        SRC/EmoLabel/list_patition_label.txt + SRC/Image/aligned/*  (labels 1-7)\n"
         "class names are normalized (sadness->sad, happiness->happy, surprised->surprise, anger->angry).",
     )
@@ -121,11 +125,27 @@ def _ingest_parser(dsub) -> None:
         "benchmarks/dedup_threshold.py --images SRC)",
     )
     p.add_argument(
+        "--copy-rms",
+        type=float,
+        default=d.copy_rms,
+        help="near duplicates whose standardized pixels differ by at most this RMS are copies of one picture "
+        f"(default: {d.copy_rms}); only copies with different labels are a conflict, other near duplicates "
+        "(e.g. one person's two expressions) keep their labels",
+    )
+    p.add_argument(
         "--conflicts",
         choices=("majority", "drop"),
         default=d.conflicts,
-        help="duplicate groups with different labels: keep one copy with the majority label "
+        help="copies with different labels: keep one copy with the majority label "
         "(a tie drops them) or drop them all (default: majority)",
+    )
+    p.add_argument(
+        "--group-by",
+        default=None,
+        metavar="REGEX",
+        help="subjects: the first capture group of REGEX over each image's path inside the source "
+        r"(class folder included), e.g. '^[^/]+/(S\d+)_' for CK+-style names like anger/S010_004_00000017.png; "
+        "all images of a subject go to one split (a CSV source may instead have a 'group' column)",
     )
     p.add_argument("--merge", default=None, help="second source whose images top up under-represented classes")
     p.add_argument("--merge-format", choices=FORMATS, default=d.merge_format, help="layout of --merge (default: auto)")
@@ -173,7 +193,9 @@ def _run_ingest(args) -> int:
         split=args.split,
         seed=args.seed,
         near_distance=args.near_distance,
+        copy_rms=args.copy_rms,
         conflicts=args.conflicts,
+        group_by=args.group_by,
         merge=args.merge,
         merge_format=args.merge_format,
         merge_cap=args.merge_cap,

@@ -1,16 +1,35 @@
-"""Group exact and near duplicates, then decide which copy of each group survives.
+"""Group exact and near duplicates, then decide which images of each group survive.
 
 Rules, in plain words:
-- Two images are duplicates when their pixels are identical (exact) or their perceptual hashes
-  differ in at most ``max_distance`` bits (near). Groups are the connected components of that
-  relation, so a chain of near copies forms one group.
-- A group never straddles splits. When the source's own splits are kept, the copy in the
-  highest-priority split survives (train > val > test) and the copies in later splits are removed
-  as *leakage*; with a re-split only one copy survives and the split is drawn afterwards.
-- Within the surviving split one copy is kept: the primary source before a merged one, then a copy
-  whose label is the group's majority label, then the first one read.
-- A group whose members carry different labels is a *conflict*. Policy ``majority`` keeps one copy
-  with the majority label (a tie drops the group); policy ``drop`` drops the whole group.
+
+- **Groups without chaining.** Two images are near duplicates when their perceptual hashes differ
+  in at most ``max_distance`` bits; pixel-identical images (exact copies) always share a group. A
+  group is a *star*: one representative and the images within ``max_distance`` of it, so no member
+  is further than ``max_distance`` from the representative and no group is wider (its *diameter*,
+  the largest distance between two members) than ``2 * max_distance``. Representatives are chosen
+  greedily, the image with the most near neighbours first (ties: more exact copies, then the first
+  read). Single linkage (connected components of the pair relation) would chain A~B~C~D... into one
+  group however far apart its ends are: on real FER2013 it put a baby and an old man together.
+- **Copies vs near duplicates.** Within a group, images whose pixels differ by at most ``copy_rms``
+  (the root mean square difference of the two images, each standardized to zero mean and unit
+  variance) are *copies* of one picture: exact copies, re-encodes, brightness, contrast or noise
+  changes. pHash cannot tell these from one person's other expression in the same setting (both sit
+  0-6 bits apart); the pixels can: on real faces (FER2013, LFW) a JPEG re-encode at quality 75
+  differs by 0.06-0.17 (99th percentile), brightness, contrast and noise changes by less, while one
+  synthetic subject's two expressions in one session differ by 0.15-0.58 (5th-95th percentile).
+  Copies carrying different labels are a *conflict*: policy ``majority`` keeps one copy with the
+  majority label (a tie drops them), ``drop`` drops them all. Images further apart than
+  ``copy_rms`` but within ``max_distance`` are near duplicates (shifted, rescaled or cropped copies
+  among them): of those with the same label
+  one survives; near duplicates with *different* labels are not a conflict (typically one person's
+  two expressions, or consecutive frames of a sequence that changed expression) and all of them
+  stay, with their labels.
+- **No leakage.** A group never straddles splits. When the source's own splits are kept, the
+  members in the highest-priority split survive (train > val > test) and those in later splits are
+  removed as *leakage*; with a re-split, the survivors of a group are split together (see
+  ``split.stratified_group_split``).
+- Among copies, and among same-label near duplicates, the image kept is the primary source's before
+  a merged one, then one whose label is the majority label, then the first one read.
 """
 
 from __future__ import annotations
@@ -20,47 +39,104 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .near_pairs import near_duplicate_pairs
+from .near_pairs import hamming, near_duplicate_pairs
 
 SPLIT_PRIORITY = {"train": 0, "val": 1, "test": 2, None: 3}
 CONFLICT_POLICIES = ("majority", "drop")
 
 
+def star_groups(n: int, i: np.ndarray, j: np.ndarray, *, weight: np.ndarray | None = None) -> np.ndarray:
+    """Greedy star clustering of ``n`` nodes linked by the pairs ``(i[k], j[k])``: the representative of each node.
+
+    Nodes are visited by most links first (then larger ``weight``, then lower index); an unassigned
+    node becomes a representative and takes every unassigned node linked to it. So each node is
+    linked to its representative (or is one), and nothing is joined through a chain.
+    """
+    i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
+    keep = i != j
+    i, j = i[keep], j[keep]
+    rep = np.arange(n, dtype=np.int64)
+    if len(i) == 0:
+        return rep
+    from scipy.sparse import csr_matrix  # here, not at import: 'fer data --help' stays quick
+
+    adj = csr_matrix((np.ones(2 * len(i), np.int8), (np.r_[i, j], np.r_[j, i])), shape=(n, n))
+    indptr, indices = adj.indptr, adj.indices
+    degree = np.diff(indptr)
+    weight = np.zeros(n) if weight is None else np.asarray(weight)
+    order = np.lexsort((np.arange(n), -weight, -degree))
+    assigned = degree == 0  # unlinked nodes are their own representative
+    for v in order[: int(np.count_nonzero(degree))]:
+        if assigned[v]:
+            continue
+        nb = indices[indptr[v] : indptr[v + 1]]
+        free = nb[~assigned[nb]]
+        rep[free] = v
+        assigned[free] = True
+        assigned[v] = True
+    return rep
+
+
 def duplicate_groups(
     digests: np.ndarray, phashes: np.ndarray, max_distance: int, *, progress: bool | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Connected components of the duplicate relation.
+    """Star groups of the duplicate relation (module docstring): no member further than
+    ``max_distance`` bits from its group's representative; exact copies always together.
 
     Returns ``(group, exact)``: a group id per image (singletons get their own id) and, per image,
-    whether it has an exact (pixel-identical) copy in its group.
+    whether it has an exact (pixel-identical) copy in its group. ``max_distance < 0`` groups exact
+    copies only.
     """
-    n = len(digests)
-    _, first, inverse = np.unique(digests, return_index=True, return_inverse=True)
-    exact_i = np.arange(n)
-    exact_j = first[inverse]
-    keep = exact_i != exact_j
-    near_i, near_j, _ = (
-        near_duplicate_pairs(phashes, max_distance, progress=progress)
-        if max_distance >= 0
-        else (np.empty(0, np.int64),) * 3
-    )
-    rows = np.concatenate([exact_i[keep], near_i])
-    cols = np.concatenate([exact_j[keep], near_j])
-    from scipy.sparse import coo_matrix  # here, not at import: 'fer data --help' stays quick
-    from scipy.sparse.csgraph import connected_components
+    _, first, inverse, counts = np.unique(digests, return_index=True, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    if max_distance >= 0 and len(first) > 1:
+        # One hash per distinct picture: exact copies share it, so they cost one search.
+        ui, uj, _ = near_duplicate_pairs(np.asarray(phashes)[first], max_distance, progress=progress)
+    else:
+        ui = uj = np.empty(0, np.int64)
+    # Ties between equally linked pictures go to the one with more exact copies, then the first read.
+    order = np.argsort(first, kind="stable")
+    rank_of = np.empty(len(first), np.int64)
+    rank_of[order] = np.arange(len(first))
+    rep = star_groups(len(first), rank_of[ui], rank_of[uj], weight=counts[order])
+    _, group = np.unique(rep[rank_of[inverse]], return_inverse=True)
+    return group.reshape(-1).astype(np.int64), counts[inverse] > 1
 
-    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
-    _, group = connected_components(graph, directed=False)
-    counts = np.bincount(inverse)
-    return group.astype(np.int64), counts[inverse] > 1
+
+def diameter(phashes: np.ndarray) -> int:
+    """The largest pHash distance between two of ``phashes`` (0 for fewer than two)."""
+    ph = np.asarray(phashes)
+    return int(hamming(ph[:, None], ph[None, :]).max()) if len(ph) > 1 else 0
 
 
 @dataclass
 class Resolution:
     keep: np.ndarray  # (N,) bool
     labels: np.ndarray  # (N,) int64 final label (majority label for resolved conflicts)
+    group: np.ndarray  # (N,) int64 duplicate group of each image: survivors of one group stay in one split
     members: list[dict]  # one row per member of every multi-image group (for duplicates.csv)
     summary: dict  # counts for the manifest and report
+
+
+def pixel_rms(images: np.ndarray) -> np.ndarray:
+    """Pairwise root mean square difference of ``images`` (n, H, W[, C]), each standardized first
+    (grayscale mean of channels, zero mean, unit variance; a flat image stays flat)."""
+    x = np.asarray(images, dtype=np.float32).reshape(len(images), images.shape[1] * images.shape[2], -1).mean(axis=2)
+    x = x - x.mean(axis=1, keepdims=True)
+    x /= np.maximum(x.std(axis=1, keepdims=True), 1e-3)
+    sq = (x * x).sum(axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0) / x.shape[1]
+    return np.sqrt(d2)
+
+
+def _copy_clusters(idx: np.ndarray, images: np.ndarray | None, copy_rms: float) -> list[np.ndarray]:
+    """The members of one group split into sets of copies (star groups at ``copy_rms``)."""
+    if images is None:  # no pixels: every member counts as a copy of the others
+        return [idx]
+    close = np.triu(pixel_rms(images[idx]) <= copy_rms, 1)
+    a, b = np.nonzero(close)
+    rep = star_groups(len(idx), a, b)
+    return [idx[rep == r] for r in np.unique(rep)]
 
 
 def resolve(
@@ -72,50 +148,41 @@ def resolve(
     *,
     keep_splits: bool,
     conflicts: str = "majority",
+    images: np.ndarray | None = None,
+    copy_rms: float = 0.0,
+    phashes: np.ndarray | None = None,
 ) -> Resolution:
-    """Apply the policy in the module docstring to every group with more than one member."""
+    """Apply the rules in the module docstring to every group with more than one member.
+
+    ``images`` tell copies (within ``copy_rms``) from near duplicates; without them every member of
+    a group counts as a copy of the others. ``phashes`` give each group's diameter for the summary.
+    """
     if conflicts not in CONFLICT_POLICIES:
         raise ValueError(f"conflicts must be one of {CONFLICT_POLICIES}, got {conflicts!r}")
     n = len(group)
     keep = np.ones(n, dtype=bool)
     final = labels.astype(np.int64).copy()
     order = np.argsort(group, kind="stable")
-    sizes = np.bincount(group)
+    sizes = np.bincount(group, minlength=1)
     starts = np.concatenate([[0], np.cumsum(sizes)])
-    multi = np.flatnonzero(sizes > 1)
     prio = np.array([SPLIT_PRIORITY[s] for s in splits], dtype=np.int64)
     members: list[dict] = []
     stats: Counter[str] = Counter()
-    for g in multi:
+    diameters: Counter[int] = Counter()
+    for g in np.flatnonzero(sizes > 1):
         idx = order[starts[g] : starts[g + 1]]
-        votes = Counter(labels[idx].tolist()).most_common()
-        conflict = len(votes) > 1
-        tie = conflict and votes[0][1] == votes[1][1]
-        majority = votes[0][0]
-        split_set = {splits[i] for i in idx}
-        straddles = len(split_set - {None}) > 1
+        action, conflicted = _resolve_group(
+            idx, labels, final, prio, source_rank, images, copy_rms, keep_splits, conflicts, stats
+        )
+        width = diameter(phashes[idx]) if phashes is not None else 0
+        diameters[width] += 1
         stats["groups"] += 1
         stats["exact_groups" if exact[idx].all() else "near_groups"] += 1
-        stats["conflict_groups"] += conflict
-        stats["straddling_groups"] += straddles
-        if conflict and (conflicts == "drop" or tie):
-            chosen = -1
-        else:
-            best_prio = prio[idx].min() if keep_splits else 0
-            pool = [i for i in idx if not keep_splits or prio[i] == best_prio]
-            chosen = min(pool, key=lambda i: (source_rank[i], labels[i] != majority, i))
-            final[chosen] = majority
+        stats["straddling_groups"] += len({splits[i] for i in idx} - {None}) > 1
+        stats["several_labels_kept"] += len({int(final[i]) for i in idx if action[i].startswith("kept")}) > 1
         for i in idx:
-            if i == chosen:
-                action = "kept" if labels[i] == majority else "kept-relabelled"
-            elif chosen == -1:
-                action = "dropped-conflict"
-            elif keep_splits and prio[i] > prio[chosen]:
-                action = "removed-leakage"
-            else:
-                action = "removed-duplicate"
-            keep[i] = i == chosen
-            stats[action] += 1
+            keep[i] = action[i].startswith("kept")
+            stats[action[i]] += 1
             members.append(
                 {
                     "group": int(g),
@@ -123,8 +190,9 @@ def resolve(
                     "label": int(labels[i]),
                     "split": splits[i],
                     "exact": bool(exact[i]),
-                    "conflict": conflict,
-                    "action": action,
+                    "conflict": bool(conflicted[i]),
+                    "diameter": width,
+                    "action": action[i],
                 }
             )
     leak_by_split = Counter(splits[m["index"]] for m in members if m["action"] == "removed-leakage")
@@ -132,7 +200,8 @@ def resolve(
         "groups": stats["groups"],
         "exact_groups": stats["exact_groups"],
         "near_groups": stats["near_groups"],
-        "conflict_groups": stats["conflict_groups"],
+        "conflict_groups": stats["conflict_sets"],
+        "groups_keeping_several_labels": stats["several_labels_kept"],
         "groups_straddling_source_splits": stats["straddling_groups"],
         "images_in_groups": len(members),
         "removed_duplicates": stats["removed-duplicate"],
@@ -140,5 +209,53 @@ def resolve(
         "removed_leakage_by_split": dict(sorted(leak_by_split.items(), key=lambda kv: str(kv[0]))),
         "dropped_conflicts": stats["dropped-conflict"],
         "relabelled_to_majority": stats["kept-relabelled"],
+        "max_group_diameter": max(diameters, default=0),
+        "groups_by_diameter": {str(d): diameters[d] for d in sorted(diameters)},
     }
-    return Resolution(keep=keep, labels=final, members=members, summary=summary)
+    return Resolution(keep=keep, labels=final, group=group.astype(np.int64), members=members, summary=summary)
+
+
+def _resolve_group(
+    idx: np.ndarray,
+    labels: np.ndarray,
+    final: np.ndarray,
+    prio: np.ndarray,
+    source_rank: np.ndarray,
+    images: np.ndarray | None,
+    copy_rms: float,
+    keep_splits: bool,
+    conflicts: str,
+    stats: Counter,
+) -> tuple[dict[int, str], dict[int, bool]]:
+    """Decide the action of every member of one group; updates ``final`` (labels) and ``stats``."""
+    action: dict[int, str] = {}
+    conflicted: dict[int, bool] = {}
+    alive: list[tuple[np.ndarray, int]] = []  # (copies, their majority label)
+    for copies in _copy_clusters(idx, images, copy_rms):
+        votes = Counter(labels[copies].tolist()).most_common()
+        conflict = len(votes) > 1
+        stats["conflict_sets"] += conflict
+        for i in copies:
+            conflicted[int(i)] = conflict
+        if conflict and (conflicts == "drop" or votes[0][1] == votes[1][1]):
+            action.update({int(i): "dropped-conflict" for i in copies})
+        else:
+            alive.append((copies, votes[0][0]))
+    if not alive:
+        return action, conflicted
+    best = min(int(prio[c].min()) for c, _ in alive) if keep_splits else None
+    keepers: dict[int, list[int]] = {}  # final label -> one kept copy per set of copies
+    for copies, majority in alive:
+        pool = [int(i) for i in copies if best is None or prio[i] == best]
+        action.update({int(i): "removed-leakage" for i in copies if int(i) not in pool})
+        if not pool:
+            continue
+        chosen = min(pool, key=lambda i: (source_rank[i], labels[i] != majority, i))
+        final[chosen] = majority
+        action.update({i: "removed-duplicate" for i in pool if i != chosen})
+        keepers.setdefault(majority, []).append(chosen)
+    for label, kept in keepers.items():  # near duplicates with the same label: one stays
+        chosen = min(kept, key=lambda i: (source_rank[i], i))
+        for i in kept:
+            action[i] = ("kept" if labels[i] == label else "kept-relabelled") if i == chosen else "removed-duplicate"
+    return action, conflicted

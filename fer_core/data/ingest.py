@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -45,6 +46,11 @@ from .shards import write_manifest, write_shards
 #     python benchmarks/dedup_threshold.py --images /path/to/fer2013 --n 4000
 # then pass that as --near-distance.
 DEFAULT_NEAR_DISTANCE = 6
+# Pixel difference (RMS of the standardized images) up to which two images of a near-duplicate group
+# are *copies* of one picture: only copies with different labels are a label conflict (see
+# fer_core.data.dedup for the rule and the figures behind it). Re-encodes and brightness, contrast or
+# noise changes stay within it; one person's other expression in the same setting mostly does not.
+DEFAULT_COPY_RMS = 0.15
 
 # Image side range for --size. pHash needs at least 8x8. FER models take 48-224 pixel faces, and
 # images are stored uncompressed and loaded whole: at 512x512 RGB one image is 768 KiB, so 35,000
@@ -68,7 +74,9 @@ class IngestOptions:
     split: str = "80/10/10"  # or "keep"
     seed: int = 0
     near_distance: int = DEFAULT_NEAR_DISTANCE
+    copy_rms: float = DEFAULT_COPY_RMS
     conflicts: str = "majority"
+    group_by: str | None = None  # regex whose first capture group, over the relative path, names the subject
     merge: str | None = None
     merge_format: str = "auto"
     merge_cap: str = "median"
@@ -139,6 +147,7 @@ class ImagePool:
     splits: list[str | None]  # the source's own split of each image (None: it has none)
     rank: np.ndarray  # source of each image: 0 primary, 1 merge
     keep: np.ndarray  # (N,) bool: still in the data set
+    subjects: list[str | None]  # the person each image shows (None: unknown), from --group-by or a group column
     skipped: list[tuple[str, Skipped]]  # (source name, item the reader could not use)
     class_names: list[str] = field(default_factory=list)
     y: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
@@ -151,6 +160,7 @@ class ImagePool:
     merge_stats: dict = field(default_factory=dict)
     emptied: list[str] = field(default_factory=list)  # classes that lost every image to dedup or merge
     assigned: np.ndarray = field(default_factory=lambda: np.empty(0, object))  # split of each kept image
+    grouping: dict = field(default_factory=dict)  # subjects and units kept together, per split
     mislabel_report: object = None
 
     @staticmethod
@@ -165,6 +175,7 @@ class ImagePool:
             splits=[sp for s in sources for sp in s.splits],
             rank=rank,
             keep=np.ones(len(rank), dtype=bool),
+            subjects=[g for s in sources for g in (s.groups or [None] * len(s))],
             skipped=[(s.name, k) for s in sources for k in s.skipped],
         )
 
@@ -182,6 +193,7 @@ class _Plan:
     selection: tuple[str, ...] | None  # --classes (None: every class present)
     relabels: dict[str, str | None]  # --relabels: id -> new class, None to drop
     merge_cap: int | str
+    group_by: re.Pattern | None  # --group-by, compiled
 
 
 def _ingest(opts: IngestOptions, recorded_as: dict) -> dict:
@@ -189,6 +201,8 @@ def _ingest(opts: IngestOptions, recorded_as: dict) -> dict:
     plan = _plan(opts)
     pool = _read_sources(opts)
     _apply_relabels(pool, plan.relabels, opts)
+    if plan.group_by is not None:
+        _subjects_from_paths(pool, plan.group_by, opts)
     _select_classes(pool, plan.selection, opts)
     _remove_duplicates(pool, opts)
     if opts.merge:
@@ -213,12 +227,57 @@ def _plan(opts: IngestOptions) -> _Plan:
         raise DataError(f"--conflicts: expected one of {', '.join(dedup.CONFLICT_POLICIES)}, got {opts.conflicts!r}")
     if opts.near_distance < 0 or opts.near_distance > 32:
         raise DataError(f"--near-distance: expected 0..32 bits, got {opts.near_distance}")
+    if not 0 <= opts.copy_rms <= 2:  # standardized images differ by at most 2 (RMS)
+        raise DataError(f"--copy-rms: expected 0..2 (RMS difference of standardized pixels), got {opts.copy_rms}")
     if not MIN_SIZE <= opts.size <= MAX_SIZE:
         raise DataError(f"--size: expected {MIN_SIZE}..{MAX_SIZE} pixels, got {opts.size}")
     selection = cls.parse_selection(opts.classes)
     relabels = read_relabels(opts.relabels) if opts.relabels else {}
     merge_cap: int | str = int(opts.merge_cap) if str(opts.merge_cap).isdigit() else opts.merge_cap
-    return _Plan(ratios=ratios, selection=selection, relabels=relabels, merge_cap=merge_cap)
+    return _Plan(
+        ratios=ratios,
+        selection=selection,
+        relabels=relabels,
+        merge_cap=merge_cap,
+        group_by=_compile_group_by(opts.group_by),
+    )
+
+
+def _compile_group_by(pattern: str | None) -> re.Pattern | None:
+    """--group-by as a regex with at least one capture group (the first one names the subject)."""
+    if pattern is None:
+        return None
+    try:
+        rx = re.compile(pattern)
+    except re.error as e:
+        raise DataError(f"--group-by: {pattern!r} is not a regular expression ({e})") from None
+    if rx.groups < 1:
+        raise DataError(
+            f"--group-by: {pattern!r} has no capture group; put the subject part in parentheses, "
+            r"e.g. '^[^/]+/(S\d+)_' for CK+-style names like anger/S010_004_00000017.png"
+        )
+    return rx
+
+
+def _subjects_from_paths(pool: ImagePool, rx: re.Pattern, opts: IngestOptions) -> None:
+    """Name each image's subject by ``rx``'s first capture group over its path inside its source."""
+    subjects: list[str | None] = []
+    misses: list[str] = []
+    for image_id, rank in zip(pool.ids, pool.rank, strict=True):
+        rel = image_id.split(":", 1)[1]
+        m = rx.search(rel)
+        if m is None or not m.group(1):
+            misses.append(rel)
+            subjects.append(None)
+        else:  # subjects of different sources are different people
+            subjects.append(m.group(1) if rank == 0 else f"{pool.sources[rank].name}:{m.group(1)}")
+    if misses:
+        raise DataError(
+            f"--group-by: {len(misses)} of {len(pool.ids)} images have no subject in their path, e.g. "
+            f"{misses[0]!r} (pattern {rx.pattern!r} must match the path inside the source, class folder "
+            "included, with a non-empty first capture group); fix the pattern"
+        )
+    pool.subjects = subjects
 
 
 def _read_sources(opts: IngestOptions) -> ImagePool:
@@ -303,6 +362,7 @@ def _select_classes(pool: ImagePool, selection: tuple[str, ...] | None, opts: In
     pool.ids = [pool.ids[k] for k in sel]
     pool.splits = [pool.splits[k] for k in sel]
     pool.names = [pool.names[k] for k in sel]
+    pool.subjects = [pool.subjects[k] for k in sel]
     pool.y = np.array([class_names.index(lab) for lab in pool.names], dtype=np.int64)
     pool.keep = np.ones(len(sel), dtype=bool)
     pool.class_names = class_names
@@ -317,7 +377,16 @@ def _remove_duplicates(pool: ImagePool, opts: IngestOptions) -> None:
     pool.phashes = phash.phash_batch(pool.images, progress=opts.progress)
     group, exact = dedup.duplicate_groups(digests, pool.phashes, opts.near_distance, progress=opts.progress)
     res = dedup.resolve(
-        group, exact, pool.y, pool.splits, pool.rank, keep_splits=opts.split == "keep", conflicts=opts.conflicts
+        group,
+        exact,
+        pool.y,
+        pool.splits,
+        pool.rank,
+        keep_splits=opts.split == "keep",
+        conflicts=opts.conflicts,
+        images=pool.images,
+        copy_rms=opts.copy_rms,
+        phashes=pool.phashes,
     )
     pool.duplicates = res
     pool.keep = res.keep.copy()
@@ -380,14 +449,16 @@ def _split(pool: ImagePool, ratios: tuple[float, float, float] | None, opts: Ing
     """Assign each kept image to train/val/test: the source's own splits (``ratios`` None) or a stratified draw."""
     idx = pool.kept
     y_kept = pool.y[idx]
+    units = _split_units(pool)
     if ratios is None:
         assigned = np.array([s if s is not None else "train" for s in (pool.splits[i] for i in idx)], dtype=object)
         if not np.any(assigned == "val"):
             _say(opts, "source has no validation split: carving 10% of train into val (stratified)")
-            assigned = splitting.carve_val(y_kept, assigned, 0.1, opts.seed)
+            assigned = splitting.carve_val(y_kept, assigned, 0.1, opts.seed, groups=units)
     else:
-        assigned = splitting.stratified_split(y_kept, ratios, opts.seed)
+        assigned = splitting.stratified_group_split(y_kept, units, ratios, opts.seed)
     pool.assigned = assigned
+    pool.grouping = _grouping_summary(pool, units, opts)
 
     in_train = np.bincount(y_kept[assigned == "train"], minlength=len(pool.class_names))
     no_train = [c_ for k, c_ in enumerate(pool.class_names) if in_train[k] == 0]
@@ -398,6 +469,54 @@ def _split(pool: ImagePool, ratios: tuple[float, float, float] | None, opts: Ing
             f"train, so no model can learn them; add train images, {fix}, or leave them out "
             "with --classes"
         )
+
+
+def _split_units(pool: ImagePool) -> np.ndarray:
+    """Per kept image, the unit the split keeps together: images of one subject and the survivors of
+    one duplicate group (joined transitively: a subject's near duplicate of another subject's image
+    puts both subjects in one split)."""
+    assert pool.duplicates is not None  # set by _remove_duplicates, which runs first
+    idx = pool.kept
+    n = len(idx)
+    keys = [pool.duplicates.group[idx].tolist()]
+    subjects = [pool.subjects[i] for i in idx]
+    if any(s is not None for s in subjects):
+        keys.append([f"s:{s}" if s is not None else f"i:{k}" for k, s in enumerate(subjects)])
+    rows, cols = [], []
+    for key in keys:
+        _, first, inverse = np.unique(np.asarray(key, dtype=object).astype(str), return_index=True, return_inverse=True)
+        rows.append(np.arange(n))
+        cols.append(first[inverse.reshape(-1)])
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    _, unit = connected_components(coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(n, n)), directed=False)
+    return unit
+
+
+def _grouping_summary(pool: ImagePool, units: np.ndarray, opts: IngestOptions) -> dict:
+    """The manifest's record of what the split kept together, and the leakage left by subject."""
+    idx = pool.kept
+    sizes = np.bincount(units) if len(units) else np.zeros(0, np.int64)
+    out: dict = {"units_kept_together": int(np.sum(sizes > 1)), "images_in_those_units": int(sizes[sizes > 1].sum())}
+    subjects = [pool.subjects[i] for i in idx]
+    named = [(s, sp) for s, sp in zip(subjects, pool.assigned, strict=True) if s is not None]
+    if not named:
+        return out
+    splits_of: dict[str, set] = {}
+    for s, sp in named:
+        splits_of.setdefault(s, set()).add(sp)
+    several = sorted(s for s, sps in splits_of.items() if len(sps) > 1)
+    out["subjects"] = {
+        "by": f"--group-by {opts.group_by}" if opts.group_by else "group column",
+        "count": len(splits_of),
+        "per_split": {sp: sum(sp in sps for sps in splits_of.values()) for sp in ("train", "val", "test")},
+        "in_several_splits": len(several),  # leakage by subject: 0 unless the source's own splits mix them
+        "in_several_splits_examples": several[:10],
+        "images_without_subject": len(subjects) - len(named),
+    }
+    return out
 
 
 def _find_mislabels(pool: ImagePool, opts: IngestOptions) -> None:
@@ -452,6 +571,8 @@ def _quality(pool: ImagePool, opts: IngestOptions) -> dict:
         "merge": pool.merge_stats,
         "mislabels": report.mislabel_summary(pool.mislabel_report),
         "near_distance": opts.near_distance,
+        "copy_rms": opts.copy_rms,
+        "grouping": pool.grouping,
     }
 
 

@@ -46,6 +46,8 @@ def build_report(manifest: dict) -> dict:
         "merge": q.get("merge", {}),
         "mislabels": q.get("mislabels", {}),
         "near_distance": q.get("near_distance"),
+        "copy_rms": q.get("copy_rms"),
+        "grouping": q.get("grouping", {}),
     }
 
 
@@ -75,10 +77,35 @@ def render_text(rep: dict) -> str:
         f"leakage: {d.get('groups_straddling_source_splits', 0)} groups straddled the source's splits; "
         f"{d.get('removed_leakage', 0)} copies removed from val/test {d.get('removed_leakage_by_split', {})}"
     )
+    if "max_group_diameter" in d:
+        w(
+            f"  no chaining: every member within {rep['near_distance']} bits of its group's representative; "
+            f"widest group {d['max_group_diameter']} bits apart; groups by diameter {d.get('groups_by_diameter', {})}"
+        )
+    copies = f" (copies: pixel RMS <= {rep['copy_rms']})" if rep.get("copy_rms") is not None else ""
     w(
-        f"label conflicts: {d.get('conflict_groups', 0)} groups; {d.get('relabelled_to_majority', 0)} kept with the "
+        f"label conflicts{copies}: {d.get('conflict_groups', 0)} sets of copies; "
+        f"{d.get('relabelled_to_majority', 0)} kept with the "
         f"majority label, {d.get('dropped_conflicts', 0)} images dropped (ties or --conflicts drop)"
     )
+    if d.get("groups_keeping_several_labels"):
+        w(
+            f"  {d['groups_keeping_several_labels']} near-duplicate groups keep images with different labels "
+            "(not copies: e.g. one person's two expressions), each group in one split"
+        )
+    g = rep.get("grouping") or {}
+    if g.get("subjects"):
+        sj = g["subjects"]
+        per = ", ".join(f"{k} {v}" for k, v in sj["per_split"].items())
+        w(
+            f"subjects ({sj['by']}): {sj['count']} ({per}); in more than one split: {sj['in_several_splits']}"
+            + (f" e.g. {', '.join(sj['in_several_splits_examples'])}" if sj["in_several_splits"] else "")
+        )
+    if g:
+        w(
+            f"split kept together: {g.get('units_kept_together', 0)} groups of images "
+            f"({g.get('images_in_those_units', 0)} images: subjects and near-duplicate survivors)"
+        )
     sk = rep["skipped"]
     w(
         f"skipped: {sk.get('count', 0)} items"

@@ -56,13 +56,20 @@ def stratified_split(labels: np.ndarray, ratios: tuple[float, float, float], see
     return out
 
 
-def carve_val(labels: np.ndarray, splits: np.ndarray, val_share: float, seed: int) -> np.ndarray:
-    """For sources with train/test only (RAF-DB, CK+): move a stratified share of train to val."""
+def carve_val(
+    labels: np.ndarray, splits: np.ndarray, val_share: float, seed: int, *, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """For sources with train/test only (RAF-DB, CK+): move a stratified share of train to val
+    (whole groups, when ``groups`` gives one per image)."""
     out = splits.copy()
     train = np.flatnonzero(out == "train")
     if len(train) == 0:
         return out
-    sub = stratified_split(labels[train], (1 - val_share, val_share, 0.0), seed)
+    ratios = (1 - val_share, val_share, 0.0)
+    if groups is None:
+        sub = stratified_split(labels[train], ratios, seed)
+    else:
+        sub = stratified_group_split(labels[train], np.asarray(groups)[train], ratios, seed)
     out[train[sub == "val"]] = "val"
     return out
 
@@ -87,3 +94,104 @@ def class_weights(labels: np.ndarray, num_classes: int) -> list[float]:
     with np.errstate(divide="ignore"):
         w = np.where(counts > 0, len(labels) / (num_classes * counts), 0.0)
     return [round(float(x), 6) for x in w]
+
+
+def stratified_group_split(
+    labels: np.ndarray, groups: np.ndarray, ratios: tuple[float, float, float], seed: int
+) -> np.ndarray:
+    """Like :func:`stratified_split`, but the images of one group (one subject, or the survivors of
+    one duplicate group) all land in the same split.
+
+    Each class's target counts per split are what :func:`stratified_split` would give. Groups of
+    two or more images are placed first, largest first (equal sizes in a seeded random order), each
+    into the split where it least increases the squared distance from the targets (weighted by the
+    split's size, and leaving each split its share of the single images); then groups are moved
+    between splits while a move lowers that distance. Last, the single images of each class fill what
+    every split still needs, in a seeded random order. With no group of two or more this is exactly
+    :func:`stratified_split`.
+    """
+    labels = np.asarray(labels)
+    _, group_of = np.unique(np.asarray(groups), return_inverse=True)
+    group_of = group_of.reshape(-1)
+    classes = np.unique(labels)
+    col = np.searchsorted(classes, labels)
+    target = np.array([_allocate(int(np.sum(labels == c)), ratios) for c in classes]).T.astype(float)  # (split, class)
+    sizes = np.bincount(group_of)
+    single = sizes[group_of] == 1
+    multi = np.flatnonzero(sizes > 1)
+    out = np.empty(len(labels), dtype=object)
+    need = target.copy()
+    if len(multi):
+        place = _place_groups(group_of, col, sizes, multi, target, single, ratios, seed)
+        for g, s in place.items():
+            out[group_of == g] = SPLITS[s]
+        for s in range(len(SPLITS)):
+            need[s] -= np.bincount(col[(out == SPLITS[s])], minlength=len(classes))
+    rng = np.random.default_rng(seed)  # the stream stratified_split uses, so no groups -> same split
+    for k, c in enumerate(classes):
+        idx = np.flatnonzero((labels == c) & single)
+        rng.shuffle(idx)
+        counts = _fill(len(idx), need[:, k], ratios)
+        bounds = np.cumsum([0] + counts)
+        for split, lo, hi in zip(SPLITS, bounds[:-1], bounds[1:], strict=True):
+            out[idx[lo:hi]] = split
+    return out
+
+
+def _place_groups(
+    group_of: np.ndarray,
+    col: np.ndarray,
+    sizes: np.ndarray,
+    multi: np.ndarray,
+    target: np.ndarray,
+    single: np.ndarray,
+    ratios: tuple[float, ...],
+    seed: int,
+) -> dict[int, int]:
+    """Split index of every group in ``multi``: greedy placement, then moves while they help."""
+    n_classes = target.shape[1]
+    counts = np.zeros((len(sizes), n_classes))
+    np.add.at(counts, (group_of, col), 1)
+    singles = np.bincount(col[single], minlength=n_classes)
+    # What the groups should fill: each split's targets less its share of the single images.
+    aim = target - np.outer(ratios, singles)
+    weight = 1.0 / np.maximum(target.sum(axis=1), 1.0)[:, None]
+    dev = -aim  # (split, class): placed counts minus aim
+
+    def delta(v: np.ndarray, s: int, sign: int) -> float:
+        return float((((dev[s] + sign * v) ** 2 - dev[s] ** 2) * weight[s]).sum())
+
+    rng = np.random.default_rng([seed, 1])
+    order = multi[rng.permutation(len(multi))]
+    order = order[np.argsort(-sizes[order], kind="stable")]
+    where: dict[int, int] = {}
+    for g in order:
+        v = counts[g]
+        s = int(np.argmin([delta(v, s, +1) for s in range(len(target))]))
+        where[int(g)] = s
+        dev[s] += v
+    for _ in range(50):  # local search: move one group at a time while that lowers the distance
+        moved = False
+        for g in order:
+            v, a = counts[g], where[int(g)]
+            gains = [delta(v, a, -1) + delta(v, b, +1) if b != a else 0.0 for b in range(len(target))]
+            b = int(np.argmin(gains))
+            if gains[b] < -1e-12:
+                dev[a] -= v
+                dev[b] += v
+                where[int(g)] = b
+                moved = True
+        if not moved:
+            break
+    return where
+
+
+def _fill(n: int, need: np.ndarray, ratios: tuple[float, ...]) -> list[int]:
+    """Share ``n`` single images among the splits: what each still needs, any rest by ``ratios``."""
+    want = np.maximum(need, 0)
+    if want.sum() <= 0:
+        return _allocate(n, ratios)
+    if want.sum() >= n:
+        return _allocate(n, tuple(want / want.sum()))
+    rest = _allocate(n - int(want.sum()), ratios)
+    return [int(w) + r for w, r in zip(want, rest, strict=True)]

@@ -63,6 +63,7 @@ class SourceData:
     ids: list[str]  # stable ids ("<name>:<relative path>" or "<name>:row<k>")
     splits: list[str | None]
     skipped: list[Skipped] = field(default_factory=list)
+    groups: list[str | None] | None = None  # the subject of each image, when the source names one
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -1,7 +1,8 @@
-"""FER2013 CSV: ``emotion,pixels[,Usage]``, 2304 space-separated gray values (48x48) per row.
+"""FER2013 CSV: ``emotion,pixels[,Usage][,group]``, 2304 space-separated gray values (48x48) per row.
 
 emotion: 0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral.
 Usage: Training -> train, PublicTest -> val, PrivateTest -> test.
+group (or subject): who the face shows; images of one group stay in one split (empty: unknown).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def read_fer2013_csv(path: Path, *, size: int, color: str, name: str, progress: 
     labels: list[str] = []
     ids: list[str] = []
     splits: list[str | None] = []
+    groups: list[str | None] = []
     skipped: list[Skipped] = []
     rows = csv_rows(path, "FER2013 CSV")
     header = [h.strip().lower() for h in next(rows, (1, []))[1]]
@@ -50,6 +52,7 @@ def read_fer2013_csv(path: Path, *, size: int, color: str, name: str, progress: 
         )
     i_emo, i_pix = header.index("emotion"), header.index("pixels")
     i_use = header.index("usage") if "usage" in header else None
+    i_group = next((header.index(k) for k in ("group", "subject") if k in header), None)
     for row_no, row in prog.bar(rows, desc="rows", unit="row", progress=progress):
         item = f"row {row_no}"
         if not row or all(not c.strip() for c in row):
@@ -77,6 +80,7 @@ def read_fer2013_csv(path: Path, *, size: int, color: str, name: str, progress: 
         labels.append(FER2013_CLASSES[int(emo)])
         ids.append(f"{name}:row{row_no}")
         splits.append(split)
+        groups.append(row[i_group].strip() or None if i_group is not None else None)
     c = 1 if color == "grayscale" else 3
     stacked = np.stack(images) if images else np.empty((0, size, size, c), dtype=np.uint8)
     return SourceData(
@@ -88,4 +92,5 @@ def read_fer2013_csv(path: Path, *, size: int, color: str, name: str, progress: 
         ids=ids,
         splits=splits,
         skipped=skipped,
+        groups=groups if i_group is not None else None,
     )

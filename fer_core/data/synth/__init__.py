@@ -27,7 +27,8 @@ import numpy as np
 from .dataset import EXPRESSIONS, SynthConfig, SynthSet, share_counts
 from .layouts import FER2013_INDEX, LAYOUTS, SPLIT_SHARES, assign_splits, write_folders
 from .problems import NEAR_COPY_KINDS, near_copy, noisy_labels, shuffled, with_copies
-from .render import render_faces
+from .render import render_params, sample_params
+from .subjects import Subjects, assign_subjects
 
 __all__ = [
     "EXPRESSIONS",
@@ -37,6 +38,7 @@ __all__ = [
     "SPLIT_SHARES",
     "SynthConfig",
     "SynthSet",
+    "Subjects",
     "assign_splits",
     "generate",
     "near_copy",
@@ -58,7 +60,14 @@ def generate(config: SynthConfig = _DEFAULT_CONFIG, progress: bool | None = Fals
     true = np.repeat(np.arange(len(classes)), share_counts(n_base, config.class_shares))
     rng.shuffle(true)
     expr = np.array([EXPRESSIONS.index(c) for c in classes])[true]
-    images = render_faces(expr, config.size, config.seed, rng, progress)
+    params = sample_params(rng, expr)
+    subjects = None
+    if config.subject_size:  # its own stream: the rest of the set is drawn as without subjects
+        n_subjects = max(1, round(n_base / config.subject_size))
+        subjects = assign_subjects(
+            params, true, n_subjects, config.session_share, config.frame_share, np.random.default_rng([config.seed, 3])
+        )
+    images = render_params(params, config.size, config.seed, progress)
     originals = SynthSet(
         images=images,
         labels=noisy_labels(true, classes, config.label_noise, rng),
@@ -67,5 +76,6 @@ def generate(config: SynthConfig = _DEFAULT_CONFIG, progress: bool | None = Fals
         dup_kind=np.full(n_base, "", dtype="<U5"),
         classes=classes,
         config=config,
+        subjects=subjects,
     )
     return shuffled(with_copies(originals, n_dup, config.conflict_share, rng), rng)

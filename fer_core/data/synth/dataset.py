@@ -8,6 +8,7 @@ import numpy as np
 
 from ...errors import DataError
 from ..classes import FOUR_CLASS
+from .subjects import Subjects
 
 EXPRESSIONS = FOUR_CLASS  # the expressions the renderer can draw
 
@@ -32,6 +33,13 @@ class SynthConfig:
         seed: the random seed; the same config always yields the same set.
         class_shares: share of each class among the originals (normalised to sum to 1).
         classes: class names, each one of happy, neutral, sad, surprise; labels index this tuple.
+        subject_size: mean number of original images per subject (``synth.subjects``); 0: every
+            face is a different person and files are named by id.
+        session_share: share of the originals that take the setting (framing, background,
+            lighting, clothing) of another image of their subject: one session, possibly another
+            expression.
+        frame_share: share of the originals that are a later, near-identical frame of another
+            image's sequence (same true expression).
     """
 
     n: int = 4000
@@ -42,6 +50,9 @@ class SynthConfig:
     seed: int = 0
     class_shares: tuple[float, ...] = (0.357, 0.246, 0.244, 0.152)
     classes: tuple[str, ...] = FOUR_CLASS
+    subject_size: int = 25
+    session_share: float = 0.1
+    frame_share: float = 0.08
 
     def validate(self) -> None:
         """Raise DataError naming the first bad field."""
@@ -49,7 +60,11 @@ class SynthConfig:
             raise DataError(f"synth: n must be at least 1, got {self.n}")
         if self.size < 16:
             raise DataError(f"synth: size must be at least 16 pixels, got {self.size}")
-        for name, top in (("label_noise", 1.0), ("duplicate_share", 0.5), ("conflict_share", 1.0)):
+        if self.subject_size < 0:
+            raise DataError(f"synth: subject_size must be 0 (no subjects) or more, got {self.subject_size}")
+        shares = (("label_noise", 1.0), ("duplicate_share", 0.5), ("conflict_share", 1.0))
+        shares += (("session_share", 0.5), ("frame_share", 0.5))
+        for name, top in shares:
             value = getattr(self, name)
             if not 0.0 <= value < top:
                 raise DataError(f"synth: {name} must lie in [0, {top:g}), got {value}")
@@ -78,6 +93,8 @@ class SynthSet:
         dup_kind: (N,) str "exact", "near" or "" (not a copy).
         classes: class names.
         config: the config it was generated from.
+        subjects: who each image shows (subject, sequence, frame), or None when every face is a
+            different person.
     """
 
     images: np.ndarray
@@ -87,6 +104,7 @@ class SynthSet:
     dup_kind: np.ndarray
     classes: tuple[str, ...]
     config: SynthConfig | None = None
+    subjects: Subjects | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -107,6 +125,10 @@ class SynthSet:
     def ids(self) -> list[str]:
         """Stable ids, ``synth_000123`` for index 123."""
         return [f"synth_{i:06d}" for i in range(len(self))]
+
+    def stems(self) -> list[str]:
+        """File names without suffix: CK+-style ``S012_003_00000017`` with subjects, else the ids."""
+        return self.subjects.stems() if self.subjects is not None else self.ids()
 
 
 def share_counts(n: int, shares) -> np.ndarray:

@@ -58,9 +58,11 @@ def write_folders(
     Layouts: ``folders`` -> ``<class>/<id>.png`` (class = given label); ``split-folders`` ->
     ``<train|val|test>/<class>/<id>.png`` from a seeded random 80/10/10 assignment (copies may land
     in other splits than their originals: leakage to detect); ``fer2013-csv`` -> ``fer2013.csv``
-    with ``emotion,pixels,Usage`` rows in id order. ``truth.csv`` has ``id,file,label,true_label,
-    noisy,dup_of,dup_kind`` (class names; noisy 0/1; dup_of an id or empty; for the CSV layout file
-    is ``fer2013.csv#<row>`` with row counted from 0 after the header).
+    with ``emotion,pixels,Usage`` rows in id order. Image files are named ``<id>.png``, or CK+-style
+    ``S012_003_00000017.png`` (subject, sequence, frame) when the set has subjects. ``truth.csv`` has
+    ``id,file,label,true_label,noisy,dup_of,dup_kind,subject,frame_of`` (class names; noisy 0/1;
+    dup_of and frame_of an id or empty; for the CSV layout file is ``fer2013.csv#<row>`` with row
+    counted from 0 after the header).
 
     The set is built in a temporary folder beside ``out_dir`` and renamed into place
     (``fer_core.storage.folder_writer``: a local folder or a storage URI). An existing non-empty
@@ -96,7 +98,8 @@ def _write_images(folder: Path, synth: SynthSet, layout: str, ids: list[str], sp
         _write_fer2013(folder / "fer2013.csv", synth, splits)
         return [f"fer2013.csv#{i}" for i in range(len(synth))]
     prefix = [f"{s}/" for s in splits] if layout == "split-folders" else [""] * len(synth)
-    files = [f"{pre}{synth.classes[lab]}/{i}.png" for pre, lab, i in zip(prefix, synth.labels, ids, strict=True)]
+    stems = synth.stems()
+    files = [f"{pre}{synth.classes[lab]}/{i}.png" for pre, lab, i in zip(prefix, synth.labels, stems, strict=True)]
     for sub in sorted({f.rsplit("/", 1)[0] for f in files}):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     _save_pngs([(folder / f, img) for f, img in zip(files, synth.images, strict=True)])
@@ -107,10 +110,12 @@ def _write_truth(path: Path, synth: SynthSet, ids: list[str], files: list[str]) 
     """truth.csv: per image its file, given and true label, whether it is noisy, and what it is a copy of."""
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["id", "file", "label", "true_label", "noisy", "dup_of", "dup_kind"])
+        writer.writerow(["id", "file", "label", "true_label", "noisy", "dup_of", "dup_kind", "subject", "frame_of"])
         noisy = synth.noisy
+        subjects = synth.subjects
         for i in range(len(synth)):
             d = int(synth.dup_of[i])
+            f = int(subjects.frame_of[i]) if subjects is not None else -1
             writer.writerow(
                 [
                     ids[i],
@@ -120,6 +125,8 @@ def _write_truth(path: Path, synth: SynthSet, ids: list[str], files: list[str]) 
                     int(noisy[i]),
                     ids[d] if d >= 0 else "",
                     synth.dup_kind[i],
+                    f"S{subjects.subject[i]:03d}" if subjects is not None else "",
+                    ids[f] if f >= 0 else "",
                 ]
             )
 
@@ -138,6 +145,9 @@ def _meta(synth: SynthSet, config: SynthConfig, layout: str, splits: np.ndarray)
             "conflicts": int(synth.conflict.sum()),
         },
     }
+    if synth.subjects is not None:
+        meta["counts"]["subjects"] = int(len(np.unique(synth.subjects.subject)))
+        meta["counts"]["later_frames"] = int((synth.subjects.frame_of >= 0).sum())
     if layout != "folders":
         meta["splits"] = {s: int((splits == s).sum()) for s in ("train", "val", "test")}
     return meta

@@ -16,6 +16,7 @@ from PIL import Image
 
 from .dataset import SynthSet
 from .render import to_uint8
+from .subjects import extend_for_copies
 
 # Relative weights of the wrong label a noisy sample gets, given its true class: FER-like
 # confusions (sad <-> neutral dominates, surprise is mistaken for happy or neutral).
@@ -125,6 +126,7 @@ def with_copies(originals: SynthSet, n_dup: int, conflict_share: float, rng: np.
         dup_kind=np.concatenate([originals.dup_kind, np.where(exact, "exact", "near")]).astype("<U5"),
         classes=classes,
         config=originals.config,
+        subjects=extend_for_copies(originals.subjects, orig) if originals.subjects is not None else None,
     )
 
 
@@ -143,4 +145,5 @@ def shuffled(synth: SynthSet, rng: np.random.Generator) -> SynthSet:
         dup_kind=synth.dup_kind[perm],
         classes=synth.classes,
         config=synth.config,
+        subjects=synth.subjects.take(perm) if synth.subjects is not None else None,
     )

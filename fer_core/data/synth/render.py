@@ -43,16 +43,15 @@ _CHUNK = 64  # images rendered per numpy batch (fixed: the noise stream depends 
 _CLUTTER = 5  # background clutter: a random CLUTTER x CLUTTER grid, smoothly interpolated
 
 
-def render_faces(
-    expr: np.ndarray, size: int, seed: int, rng: np.random.Generator, progress: bool | None = False
+def render_params(
+    params: dict[str, np.ndarray], size: int, seed: int, progress: bool | None = False
 ) -> np.ndarray:
-    """Draw one face per expression code in ``expr`` (indices into EXPRESSIONS): (n, size, size) uint8.
+    """Draw one face per row of ``params`` (what :func:`sample_params` returns, possibly edited): (n, size, size) uint8.
 
-    The drawing parameters are drawn from ``rng``; the pixel noise of chunk k comes from its own
-    stream ``default_rng([seed, 1, k])``, so the chunks render in parallel.
+    The pixel noise of chunk k comes from its own stream ``default_rng([seed, 1, k])``, so the
+    chunks render in parallel.
     """
-    params = _sample_params(rng, expr)
-    n = len(expr)
+    n = len(params["rot"])
     images = np.empty((n, size, size), dtype=np.uint8)
 
     def render_chunk(k: int) -> None:  # numpy releases the GIL, so chunks render in parallel
@@ -74,7 +73,7 @@ def render_faces(
 # Parameters
 
 
-def _sample_params(rng: np.random.Generator, expr: np.ndarray) -> dict[str, np.ndarray]:
+def sample_params(rng: np.random.Generator, expr: np.ndarray) -> dict[str, np.ndarray]:
     """Per-sample drawing parameters (float32 arrays of length n) for expression codes ``expr``."""
     n = len(expr)
     U = lambda lo, hi: rng.uniform(lo, hi, n)  # noqa: E731
