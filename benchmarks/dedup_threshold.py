@@ -303,7 +303,7 @@ def contact_sheet(rows: list[tuple[str, list[tuple[int, int]]]], names: list[str
 
     def short(name: str) -> str:
         p = Path(name)
-        return (p.parent.name or p.stem)[:10]
+        return (p.parent.name or p.stem)[:14]
 
     for r, (label, pairs) in enumerate(rows):
         y = r * (cap + side + gap)
