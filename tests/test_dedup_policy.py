@@ -98,14 +98,14 @@ def test_threshold_benchmark_on_a_folder_of_images(synth_dir, tmp_path, capsys):
     rows = {
         int(line.split()[0]): line.split()
         for line in out.splitlines()
-        if line[:4].strip().isdigit() and len(line.split()) == 7
+        if line[:4].strip().isdigit() and len(line.split()) == 18
     }
     assert sorted(rows) == [0, 2, 4, 6, 8]
-    recall = [float(rows[t][1]) for t in sorted(rows)]
+    recall = [float(rows[t][10]) for t in sorted(rows)]  # all kinds of copy
     assert recall == sorted(recall) and recall[-1] >= 0.9  # copies are found as t grows
-    assert int(rows[0][3]) == 0  # no distinct faces at distance 0
-    for kind in ("shift", "rescale", "jpeg75", "mixed"):
-        assert f"{kind:>10} " in out
+    assert int(rows[0][11]) == 0 and rows[0][12:14] == ["0", "0.0%"]  # no distinct faces at distance 0
+    for kind in ("shift", "rescale", "crop", "jpeg75", "mixed"):
+        assert f"{kind:>10}: mean" in out
     assert "largest threshold with wrongly grouped originals" in out
     assert (tmp_path / "pairs.csv").read_text().startswith("distance,a,b")
 
