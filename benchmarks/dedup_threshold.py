@@ -325,7 +325,9 @@ def synth_mode(args) -> None:
     from fer_core.data.phash import exact_digests, phash_batch
     from fer_core.data.synth import SynthConfig, generate
 
-    s = generate(SynthConfig(n=args.n, seed=args.seed))
+    # Every face a different person (subject_size=0): later frames and same-session shots of one
+    # subject are near duplicates by design, not distinct faces to keep apart.
+    s = generate(SynthConfig(n=args.n, seed=args.seed, subject_size=0))
     images = s.images[..., None]
     ph = phash_batch(images)
     dig = exact_digests(images)
@@ -393,11 +395,11 @@ def folder_images(args, rng: np.random.Generator) -> tuple[np.ndarray, list[str]
     if not paths:
         sys.exit(f"--images: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
     truth = root / "truth.csv"
-    if truth.is_file():  # a `fer data synth` folder: leave its injected copies out
+    if truth.is_file():  # a `fer data synth` folder: leave its injected copies and later frames out
         with open(truth, newline="") as fh:
-            injected = {root / r["file"] for r in csv.DictReader(fh) if r.get("dup_of")}
+            injected = {root / r["file"] for r in csv.DictReader(fh) if r.get("dup_of") or r.get("frame_of")}
         paths = [p for p in paths if p not in injected]
-        print(f"{truth}: left out {len(injected)} injected copies")
+        print(f"{truth}: left out {len(injected)} injected copies and later frames")
     if len(paths) > args.n:
         paths = [paths[i] for i in np.sort(rng.choice(len(paths), args.n, replace=False))]
     dec = decode_files([str(p) for p in paths], args.size, "grayscale", progress=False)

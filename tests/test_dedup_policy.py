@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from conftest import face, save
-from fer_core.data.dedup import duplicate_groups, resolve
+from fer_core.data.dedup import diameter, duplicate_groups, pixel_rms, resolve
+from fer_core.data.near_pairs import hamming
 
 
 def _res(groups, labels, splits, rank=None, keep_splits=True, conflicts="majority"):
@@ -57,14 +58,91 @@ def test_primary_source_preferred_over_merged_copy():
     assert r.keep.tolist() == [False, True]
 
 
-def test_duplicate_groups_join_exact_and_near_chains():
+def test_duplicate_groups_keep_exact_copies_together_and_star_around_a_representative():
     digests = np.array([b"a", b"b", b"a", b"c", b"d", b"e"], dtype="S1")
     ph = np.array([0b0, 0b1111 << 40, 0b0, 0b1, 0b111, 0xFFFF], dtype=np.uint64)
     group, exact = duplicate_groups(digests, ph, max_distance=2)
-    # 0 and 2 exact; 3 is 1 bit from 0; 4 is 2 bits from 3 (chain); 1 and 5 alone
+    # 0 and 2 exact; 3 is 1 bit from 0 and 2 bits from 4, the representative: 0, 2, 3, 4 together
     assert len({group[0], group[2], group[3], group[4]}) == 1
     assert group[1] != group[0] and group[5] != group[0] and group[1] != group[5]
     assert exact.tolist() == [True, False, True, False, False, False]
+
+
+def _chain(n: int, step: int) -> np.ndarray:
+    """Codes c_0..c_{n-1}: each ``step`` bits from the next, c_0 and c_k k * step bits apart."""
+    return np.array([(1 << (step * k)) - 1 for k in range(n)], dtype=np.uint64)
+
+
+def test_no_chaining_a_chain_of_near_pairs_is_not_one_group():
+    """A~B~C~D~E, 2 bits per link (threshold 2): single linkage would join A and E, 8 bits apart."""
+    ph = _chain(5, 2)
+    digests = np.array([bytes([k]) for k in range(5)], dtype="S1")
+    group, _ = duplicate_groups(digests, ph, max_distance=2)
+    assert len(set(group.tolist())) == 2 and group[0] != group[4]
+    for g in set(group.tolist()):
+        members = ph[group == g]
+        assert diameter(members) <= 4  # at most twice the threshold
+        # some member (the representative) is within the threshold of every other
+        assert any((hamming(members, m) <= 2).all() for m in members)
+    # three in a row where the ends are far apart: the middle one represents them, nothing further joins
+    ph3 = np.array([0b0011, 0b0, 0b1100, 0b1111 << 8], dtype=np.uint64)
+    group3, _ = duplicate_groups(np.array([b"a", b"b", b"c", b"d"], dtype="S1"), ph3, max_distance=2)
+    assert group3[0] == group3[1] == group3[2] != group3[3]
+
+
+def test_resolve_reports_diameters():
+    ph = np.array([0b0, 0b11, 0b1100, 0b1 << 40], dtype=np.uint64)
+    r = resolve(
+        np.array([0, 0, 0, 1]),
+        np.zeros(4, bool),
+        np.array([1, 1, 1, 2]),
+        [None] * 4,
+        np.zeros(4, np.int64),
+        keep_splits=False,
+        phashes=ph,
+    )
+    assert r.summary["max_group_diameter"] == 4 and r.summary["groups_by_diameter"] == {"4": 1}
+    assert {m["diameter"] for m in r.members} == {4}
+
+
+def _faces(k: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (k, 48, 48, 1)).astype(np.uint8)
+
+
+def test_near_duplicates_with_different_labels_stay_but_copies_conflict():
+    """Images in one near group: copies (pixels within copy_rms) with different labels are a conflict;
+    near duplicates that are not copies (one person's two expressions) keep their labels."""
+    base = _faces(1)[0]
+    reencoded = np.clip(base.astype(int) + 2, 0, 255).astype(np.uint8)  # a brightness change: a copy
+    other = base.copy()
+    other[28:40, 12:36] = 255 - other[28:40, 12:36]  # the mouth region changed: another expression
+    images = np.stack([base, reencoded, other])
+    args = (np.zeros(3, np.int64), np.zeros(3, bool))
+    # base (happy) and the re-encode (sad) are copies: a tie, both dropped; the other expression stays
+    r = resolve(*args, np.array([0, 1, 2]), [None] * 3, np.zeros(3, np.int64), keep_splits=False,
+                images=images, copy_rms=0.15)  # fmt: skip
+    assert r.keep.tolist() == [False, False, True] and r.summary["conflict_groups"] == 1
+    # same labels for the copies: one copy stays, beside the other expression with its own label
+    r = resolve(*args, np.array([0, 0, 2]), [None] * 3, np.zeros(3, np.int64), keep_splits=False,
+                images=images, copy_rms=0.15)  # fmt: skip
+    assert r.keep.tolist() == [True, False, True] and r.labels.tolist() == [0, 0, 2]
+    assert r.summary["conflict_groups"] == 0 and r.summary["groups_keeping_several_labels"] == 1
+    assert (r.group[0] == r.group[2]) and r.summary["dropped_conflicts"] == 0
+    # a near duplicate with the *same* label is removed as before
+    r = resolve(*args, np.array([0, 0, 0]), [None] * 3, np.zeros(3, np.int64), keep_splits=False,
+                images=images, copy_rms=0.15)  # fmt: skip
+    assert r.keep.sum() == 1
+    # without pixels every member counts as a copy (the old rule): a 1-1-1 three-way tie drops all
+    r = resolve(*args, np.array([0, 1, 2]), [None] * 3, np.zeros(3, np.int64), keep_splits=False)
+    assert not r.keep.any()
+
+
+def test_pixel_rms_is_invariant_to_brightness_and_contrast():
+    x = _faces(2, seed=1)
+    bright = np.clip(x[0].astype(float) * 0.8 + 20, 0, 255).astype(np.uint8)
+    d = pixel_rms(np.stack([x[0], bright, x[1]]))
+    assert d[0, 1] < 0.05 and d[0, 2] > 1.0 and np.allclose(d, d.T) and np.allclose(np.diag(d), 0, atol=1e-3)
 
 
 def _dedup_benchmark():
@@ -75,9 +153,12 @@ def _dedup_benchmark():
     return module
 
 
-def test_threshold_benchmark_on_a_folder_of_images(synth_dir, tmp_path, capsys):
-    """benchmarks/dedup_threshold.py --images, as a user runs it on real faces (here: a synth folder,
-    whose injected copies it leaves out via truth.csv)."""
+def test_threshold_benchmark_on_a_folder_of_images(tmp_path, capsys):
+    """benchmarks/dedup_threshold.py --images, as a user runs it on real faces (here: a synth folder
+    of distinct people, whose injected copies it leaves out via truth.csv)."""
+    from fer_core.data.synth import SynthConfig, generate, write_folders
+
+    synth_dir = write_folders(generate(SynthConfig(n=360, seed=3, subject_size=0)), tmp_path / "raw")
     bench = _dedup_benchmark()
     bench.main(
         [

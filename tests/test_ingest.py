@@ -64,12 +64,13 @@ def test_injected_duplicates_found_and_no_group_straddles_splits(synth_dir, inge
 
 @pytest.mark.slow
 def test_default_near_distance_keeps_distinct_faces_and_finds_copies(tmp_path):
-    """The default threshold on a default-like synthetic set, scored on its ground truth: almost no
-    distinct face is removed (none has an injected copy, so any removal is a wrong grouping) and
-    almost every injected copy is found (it and its original do not both survive)."""
+    """The default threshold on a default-like synthetic set of distinct people (no subjects: their
+    later frames and one session's shots are near duplicates by design), scored on its ground truth:
+    almost no distinct face is removed (none has an injected copy, so any removal is a wrong
+    grouping) and almost every injected copy is found (it and its original do not both survive)."""
     from fer_core.data.synth import SynthConfig, generate, write_folders
 
-    raw = write_folders(generate(SynthConfig(n=1500, seed=0)), tmp_path / "raw")
+    raw = write_folders(generate(SynthConfig(n=1500, seed=0, subject_size=0)), tmp_path / "raw")
     m = ingest(IngestOptions(src=str(raw), out=str(tmp_path / "data"), mislabels=False, quiet=True))
     assert m["quality"]["near_distance"] == DEFAULT_NEAR_DISTANCE
     kept = {i for s in ("train", "val", "test") for i in load_split(str(tmp_path / "data"), s).ids}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -110,11 +111,16 @@ def test_folders_layout(small, tmp_path):
     out = write_folders(small, tmp_path / "set")
     rows = _truth(out)
     assert len(rows) == len(small)
-    assert list(rows[0]) == ["id", "file", "label", "true_label", "noisy", "dup_of", "dup_kind"]
+    assert list(rows[0]) == [
+        "id", "file", "label", "true_label", "noisy", "dup_of", "dup_kind", "subject", "frame_of"
+    ]  # fmt: skip
+    stems = small.stems()
+    assert len(set(stems)) == len(stems)  # CK+-style names, unique
     for i in (0, 17, len(small) - 1):
         row = rows[i]
         assert row["id"] == f"synth_{i:06d}"
-        assert row["file"] == f"{small.classes[small.labels[i]]}/{row['id']}.png"
+        assert row["file"] == f"{small.classes[small.labels[i]]}/{stems[i]}.png"
+        assert re.fullmatch(r"S\d{3}_\d{3}_\d{8}", stems[i]) and row["subject"] == stems[i][:4]
         assert row["label"] == small.classes[small.labels[i]]
         assert row["true_label"] == small.classes[small.true_labels[i]]
         assert row["noisy"] == str(int(small.noisy[i]))
@@ -210,3 +216,28 @@ def test_classes_are_distinguishable():
     assert acc > 0.42, acc  # measured 0.48; chance 0.25, majority 0.36
     recall = [(pred[y[test] == c] == c).mean() for c in range(4)]
     assert recall[FOUR_CLASS.index("surprise")] > recall[FOUR_CLASS.index("sad")], recall
+
+
+def test_subjects_share_a_face_and_later_frames_are_near_copies_of_their_first():
+    from fer_core.data.near_pairs import hamming
+    from fer_core.data.phash import phash_batch
+
+    s = generate(SynthConfig(n=1200, seed=2, duplicate_share=0.0))
+    sub = s.subjects
+    assert sub is not None and 30 <= len(np.unique(sub.subject)) <= 50  # 1200 / 25 = 48 subjects drawn
+    # several expressions per subject (the point of grouping by subject)
+    per_subject = [len(np.unique(s.true_labels[sub.subject == k])) for k in np.unique(sub.subject)]
+    assert np.median(per_subject) >= 3
+    frames = np.flatnonzero(sub.frame_of >= 0)
+    assert abs(len(frames) - 0.08 * len(s)) <= 1
+    first = sub.frame_of[frames]
+    assert (sub.frame_of[first] == -1).all() and (sub.subject[frames] == sub.subject[first]).all()
+    assert (s.true_labels[frames] == s.true_labels[first]).all()  # a frame shows its sequence's expression
+    assert (sub.sequence[frames] == sub.sequence[first]).all() and (sub.frame[frames] > sub.frame[first]).all()
+    ph = phash_batch(s.images[..., None])
+    assert np.median(hamming(ph[frames], ph[first])) <= 2  # near-identical pictures
+    others = np.flatnonzero(sub.frame_of < 0)
+    assert np.median(hamming(ph[others[:-1]], ph[others[1:]])) >= 12  # distinct people/shots are far apart
+    # without subjects, the set is drawn exactly as before subjects existed: names are the ids
+    plain = generate(SynthConfig(n=64, seed=2, subject_size=0))
+    assert plain.subjects is None and plain.stems() == plain.ids()
