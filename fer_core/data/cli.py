@@ -147,6 +147,13 @@ def _ingest_parser(dsub) -> None:
         "--mislabel-folds", type=int, default=d.mislabel_folds, help="folds for out-of-fold predictions (default: 5)"
     )
     p.add_argument(
+        "--max-candidates",
+        type=int,
+        default=d.max_candidates,
+        help="list at most this many likely mislabels (the most likely first) in report/mislabels.csv and "
+        f"the contact sheet; the report still counts all that were flagged (default: {d.max_candidates})",
+    )
+    p.add_argument(
         "--shard-format",
         choices=("parquet", "arrow"),
         default=d.shard_format,
@@ -180,6 +187,7 @@ def _run_ingest(args) -> int:
         relabels=args.relabels,
         mislabels=args.mislabels,
         mislabel_folds=args.mislabel_folds,
+        max_candidates=args.max_candidates,
         shard_format=args.shard_format,
         workers=args.workers,
         overwrite=args.overwrite,
@@ -241,3 +249,4 @@ def _run_report(args) -> int:
             f"{', '.join(sorted(p.name for p in report_dir.glob('*.csv')))}"
         )
     return 0
+
