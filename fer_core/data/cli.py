@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
     _synth_parser(dsub)
     _ingest_parser(dsub)
     _report_parser(dsub)
+    _review_parser(dsub)
 
 
 def _synth_parser(dsub) -> None:
@@ -250,3 +251,35 @@ def _run_report(args) -> int:
         )
     return 0
 
+
+def _review_parser(dsub) -> None:
+    from .review_page import DEFAULT_MAX
+
+    p = dsub.add_parser(
+        "review",
+        help="write the mislabel review page (one self-contained HTML file)",
+        description="Write one HTML page (images inlined, nothing fetched) with the top likely mislabels of "
+        "a data set written by 'fer data ingest': review them with the keyboard (A accept the suggestion, "
+        "K keep, D drop, 1-9 pick a class, arrows move), progress is kept in the browser, and a button "
+        "downloads the relabels.csv that 'fer data ingest --relabels' takes.",
+    )
+    p.add_argument("dir", help="data set folder or URI (file://, s3://, gs://)")
+    p.add_argument("--out", default=None, help="page to write (default: DIR/report/review.html)")
+    p.add_argument(
+        "--max",
+        type=int,
+        default=DEFAULT_MAX,
+        help=f"show at most this many candidates, the most likely mislabeled first (default: {DEFAULT_MAX})",
+    )
+    p.set_defaults(func=_run_review)
+
+
+def _run_review(args) -> int:
+    from .review_page import write_review_page
+
+    path, shown = write_review_page(args.dir, args.out, max_items=args.max)
+    print(
+        f"wrote {path} ({shown} candidates); open it in a browser, review with the keys it lists, "
+        "then 'Download relabels.csv' and pass it to 'fer data ingest ... --relabels relabels.csv'"
+    )
+    return 0
