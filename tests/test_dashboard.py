@@ -23,11 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import chromium
 from experiment_store import ExperimentStore
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-INSTALL = "apt-get install -y chromium chromium-driver  (and: pip install -e '.[test]' for selenium)"
 XSS_NAME = "<script>alert(1)</script>"
 XSS_CLASS = "sad<script>"
 XSS_REASON = "<img src=x onerror=alert(2)>"
@@ -110,32 +110,8 @@ def report(experiment) -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.options import Options
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        pytest.fail(f"selenium is not installed; {INSTALL}")
-    binary = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
-    driver_bin = shutil.which("chromedriver")
-    if not binary or not driver_bin:
-        pytest.fail(
-            f"headless Chromium is needed for the dashboard tests but {'chromium' if not binary else 'chromedriver'}"
-            f" is not on PATH; install it with: {INSTALL}"
-        )
-    opts = Options()
-    opts.binary_location = binary
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        "--use-angle=swiftshader",
-        "--enable-unsafe-swiftshader",
-    ):  # software WebGL for parcoords
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
+    # software WebGL for parcoords
+    driver = chromium.start(extra_args=("--use-angle=swiftshader", "--enable-unsafe-swiftshader"))
     try:
         yield driver
     finally:

@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
     _synth_parser(dsub)
     _ingest_parser(dsub)
     _report_parser(dsub)
+    _review_parser(dsub)
 
 
 def _synth_parser(dsub) -> None:
@@ -167,6 +168,13 @@ def _ingest_parser(dsub) -> None:
         "--mislabel-folds", type=int, default=d.mislabel_folds, help="folds for out-of-fold predictions (default: 5)"
     )
     p.add_argument(
+        "--max-candidates",
+        type=int,
+        default=d.max_candidates,
+        help="list at most this many likely mislabels (the most likely first) in report/mislabels.csv and "
+        f"the contact sheet; the report still counts all that were flagged (default: {d.max_candidates})",
+    )
+    p.add_argument(
         "--shard-format",
         choices=("parquet", "arrow"),
         default=d.shard_format,
@@ -202,6 +210,7 @@ def _run_ingest(args) -> int:
         relabels=args.relabels,
         mislabels=args.mislabels,
         mislabel_folds=args.mislabel_folds,
+        max_candidates=args.max_candidates,
         shard_format=args.shard_format,
         workers=args.workers,
         overwrite=args.overwrite,
@@ -262,4 +271,37 @@ def _run_report(args) -> int:
             f"figures and review files in {report_dir}: {', '.join(pngs)}; "
             f"{', '.join(sorted(p.name for p in report_dir.glob('*.csv')))}"
         )
+    return 0
+
+
+def _review_parser(dsub) -> None:
+    from .review_page import DEFAULT_MAX
+
+    p = dsub.add_parser(
+        "review",
+        help="write the mislabel review page (one self-contained HTML file)",
+        description="Write one HTML page (images inlined, nothing fetched) with the top likely mislabels of "
+        "a data set written by 'fer data ingest': review them with the keyboard (A accept the suggestion, "
+        "K keep, D drop, 1-9 pick a class, arrows move), progress is kept in the browser, and a button "
+        "downloads the relabels.csv that 'fer data ingest --relabels' takes.",
+    )
+    p.add_argument("dir", help="data set folder or URI (file://, s3://, gs://)")
+    p.add_argument("--out", default=None, help="page to write (default: DIR/report/review.html)")
+    p.add_argument(
+        "--max",
+        type=int,
+        default=DEFAULT_MAX,
+        help=f"show at most this many candidates, the most likely mislabeled first (default: {DEFAULT_MAX})",
+    )
+    p.set_defaults(func=_run_review)
+
+
+def _run_review(args) -> int:
+    from .review_page import write_review_page
+
+    path, shown = write_review_page(args.dir, args.out, max_items=args.max)
+    print(
+        f"wrote {path} ({shown} candidates); open it in a browser, review with the keys it lists, "
+        "then 'Download relabels.csv' and pass it to 'fer data ingest ... --relabels relabels.csv'"
+    )
     return 0

@@ -83,6 +83,7 @@ class IngestOptions:
     relabels: str | None = None
     mislabels: bool = True
     mislabel_folds: int = 5
+    max_candidates: int = 500  # rows of report/mislabels.csv: a number a person can review
     shard_format: str = "parquet"
     workers: int | None = None
     overwrite: bool = False
@@ -231,6 +232,8 @@ def _plan(opts: IngestOptions) -> _Plan:
         raise DataError(f"--copy-rms: expected 0..2 (RMS difference of standardized pixels), got {opts.copy_rms}")
     if not MIN_SIZE <= opts.size <= MAX_SIZE:
         raise DataError(f"--size: expected {MIN_SIZE}..{MAX_SIZE} pixels, got {opts.size}")
+    if opts.max_candidates < 1:
+        raise DataError(f"--max-candidates: expected at least 1, got {opts.max_candidates}")
     selection = cls.parse_selection(opts.classes)
     relabels = read_relabels(opts.relabels) if opts.relabels else {}
     merge_cap: int | str = int(opts.merge_cap) if str(opts.merge_cap).isdigit() else opts.merge_cap
@@ -525,13 +528,19 @@ def _find_mislabels(pool: ImagePool, opts: IngestOptions) -> None:
 
     _say(opts, f"looking for likely mislabels ({opts.mislabel_folds}-fold out-of-fold model)")
     idx = pool.kept
-    pool.mislabel_report = mislabels.find_mislabels(
+    rep = mislabels.find_mislabels(
         pool.images[idx],
         pool.y[idx],
         len(pool.class_names),
         folds=opts.mislabel_folds,
         seed=opts.seed,
         progress=opts.progress,
+    )
+    pool.mislabel_report = rep
+    _say(
+        opts,
+        f"mislabels: {len(rep.candidates)} flagged, about {rep.expected_errors} label errors expected; "
+        f"the top {min(len(rep.candidates), opts.max_candidates)} go to report/mislabels.csv",
     )
 
 
@@ -569,7 +578,7 @@ def _quality(pool: ImagePool, opts: IngestOptions) -> dict:
         "relabels": relabels,
         "duplicates": pool.duplicates.summary,
         "merge": pool.merge_stats,
-        "mislabels": report.mislabel_summary(pool.mislabel_report),
+        "mislabels": report.mislabel_summary(pool.mislabel_report, opts.max_candidates),
         "near_distance": opts.near_distance,
         "copy_rms": opts.copy_rms,
         "grouping": pool.grouping,
@@ -631,6 +640,7 @@ def _write_dataset(pool: ImagePool, counts: dict, opts: IngestOptions, recorded_
             kept_ids=[pool.ids[i] for i in idx],
             kept_images=pool.images[idx],
             unmatched_relabels=pool.unmatched if opts.relabels else None,
+            max_candidates=opts.max_candidates,
         )
     return manifest
 

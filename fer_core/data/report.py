@@ -18,10 +18,26 @@ from .. import atomic, jsonio
 SPLITS = ("train", "val", "test")
 
 
-def mislabel_summary(rep) -> dict:
+def mislabel_summary(rep, max_candidates: int) -> dict:
+    """The manifest's quality/mislabels entry for a ``MislabelReport`` (None: the search did not run).
+
+    ``candidates`` counts every flagged image; ``listed`` how many of them the review files hold
+    (at most ``max_candidates``).
+    """
     if rep is None:
         return {"ran": False}
-    return {"ran": True, "candidates": int(len(rep.candidates)), "oof_accuracy": round(float(rep.oof_accuracy), 4)}
+    from .mislabels import EXPECTED_ERRORS_METHOD
+
+    return {
+        "ran": True,
+        "flag_by": rep.flag_by,
+        "candidates": int(len(rep.candidates)),
+        "listed": int(min(len(rep.candidates), max_candidates)),
+        "expected_errors": int(rep.expected_errors),
+        "expected_errors_method": EXPECTED_ERRORS_METHOD,
+        "images_searched": int(len(rep.given)),
+        "oof_accuracy": round(float(rep.oof_accuracy), 4),
+    }
 
 
 def build_report(manifest: dict) -> dict:
@@ -139,13 +155,25 @@ def render_text(rep: dict) -> str:
         w(f"merged from {m['source']} (cap {m['cap']}): added {m['added']} of {m['available']} unique images")
     ml = rep["mislabels"]
     if ml.get("ran"):
-        w(
-            f"likely mislabels: {ml['candidates']} candidates (out-of-fold accuracy {ml['oof_accuracy']:.3f}); "
-            "review report/mislabels.csv and pass it back with --relabels"
-        )
+        w(f"likely mislabels: {_mislabel_line(ml)}")
     else:
         w("likely mislabels: not searched (--no-mislabels or too few images)")
     return out.getvalue()
+
+
+def _mislabel_line(ml: dict) -> str:
+    """One line on the mislabel search; manifests written before the cleanlab flags lack some keys."""
+    flagged, listed = ml["candidates"], ml.get("listed", ml["candidates"])
+    expected = ml.get("expected_errors")
+    line = f"{flagged} flagged" + (f" by {ml['flag_by']}" if "flag_by" in ml else "")
+    if expected is not None:
+        line += f", about {expected} label errors expected (cleanlab off-diagonal estimate)"
+    line += f", out-of-fold accuracy {ml['oof_accuracy']:.3f}; "
+    shown = f"the top {listed}" if listed < flagged else "all of them"
+    return line + (
+        f"{shown} in report/mislabels.csv: review them with 'fer data review DATA' "
+        "(or edit new_label) and pass the result back with --relabels"
+    )
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -232,10 +260,12 @@ def write_artifacts(
     kept_images: np.ndarray,
     group_class_names: list[str] | None = None,
     unmatched_relabels: list[tuple[str, str]] | None = None,
+    max_candidates: int = 500,
 ) -> dict:
     """Write the report files. ``members`` carry labels into ``group_class_names`` (the class list
     before emptied classes were dropped; default ``class_names``); ``unmatched_relabels`` are the
-    (id, new_label) rows of --relabels that matched no image (None: no --relabels given)."""
+    (id, new_label) rows of --relabels that matched no image (None: no --relabels given);
+    ``max_candidates`` caps the rows of mislabels.csv (and the contact sheet)."""
     group_class_names = group_class_names or class_names
     folder.mkdir(parents=True, exist_ok=True)
     rep = build_report(manifest)
@@ -265,5 +295,5 @@ def write_artifacts(
     if mislabel_report is not None:
         from .mislabels import write_review
 
-        write_review(mislabel_report, kept_ids, class_names, folder, images=kept_images)
+        write_review(mislabel_report, kept_ids, class_names, folder, images=kept_images, top=max_candidates)
     return rep
