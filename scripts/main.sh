@@ -9,7 +9,7 @@ OUT=${1:-runs/default}
 shift || true
 export PATH="$PWD/.venv/bin:$PATH"
 fer data synth --out "$OUT/raw" --overwrite
-fer data ingest "$OUT/raw" --out "$OUT/data" --overwrite
+fer data ingest "$OUT/raw" --out "$OUT/data" --group-by '^[^/]+/(S[0-9]+)_' --overwrite
 fer data report "$OUT/data"
 python sweeps/regularization.py --data "$OUT/data" --storage "$OUT/sweeps" --name regularization --overwrite "$@"
 EXP="$OUT/sweeps/regularization"

@@ -92,12 +92,12 @@ def ensure_default_data(uri: str) -> None:
     if uri != DEFAULT_DATA or (Path(uri) / "manifest.json").is_file():
         return
     from fer_core.data.ingest import IngestOptions, ingest
-    from fer_core.data.synth import SynthConfig, generate, write_folders
+    from fer_core.data.synth import SUBJECT_PATTERN, SynthConfig, generate, write_folders
 
     raw = Path(uri).parent / "raw"
     say(f"no data at {uri}: synthesizing the embedded default data set into {raw} and ingesting it")
     write_folders(generate(SynthConfig()), raw, overwrite=True)
-    ingest(IngestOptions(src=str(raw), out=uri, overwrite=True))
+    ingest(IngestOptions(src=str(raw), out=uri, overwrite=True, group_by=SUBJECT_PATTERN))
 
 
 def _storage_path(storage: str) -> str:

@@ -15,14 +15,12 @@ import numpy as np
 from PIL import Image
 from skimage.data import lfw_subset
 
-from fer_core.data.dedup import duplicate_groups, pixel_rms
+from fer_core.data.dedup import duplicate_groups
 from fer_core.data.images import from_pil
-from fer_core.data.ingest import DEFAULT_COPY_RMS, DEFAULT_NEAR_DISTANCE
+from fer_core.data.ingest import DEFAULT_COPY_DISTANCE, DEFAULT_NEAR_DISTANCE
 from fer_core.data.near_pairs import hamming
 from fer_core.data.phash import exact_digests, phash_batch
 from fer_core.data.synth import near_copy
-
-COPY_BITS = 2  # pHash: re-encodes fall within 2 bits of their original (so do other shots of one person)
 
 
 def _lfw_faces() -> np.ndarray:
@@ -65,7 +63,7 @@ def test_shifted_and_reencoded_real_faces_join_their_original_at_the_default_dis
     assert shift_recall >= 0.7, f"{shift_recall:.2f} of 1-px shifted copies grouped with their original"
     assert reencoded_recall >= 0.97, f"{reencoded_recall:.2f} of re-encoded copies grouped with their original"
     ph = phash_batch(pool)
-    assert (hamming(ph[200:], np.tile(ph[:100], 2)) <= COPY_BITS).all()
+    assert (hamming(ph[200:], np.tile(ph[:100], 2)) <= DEFAULT_COPY_DISTANCE).all()  # re-encodes are copies
 
 
 def test_threshold_benchmark_on_the_lfw_faces(tmp_path, capsys):
@@ -88,20 +86,3 @@ def test_threshold_benchmark_on_the_lfw_faces(tmp_path, capsys):
     assert len(lines) - 1 == int(rows[10][11]) and all(line.startswith("10,lfw[") for line in lines[1:])
     with Image.open(png) as sheet:
         assert sheet.format == "PNG" and sheet.height == 7 * (12 + 96 + 10)  # rows 0..10 bits + chains
-
-
-def test_reencoded_real_faces_are_copies_and_distinct_ones_are_not():
-    """The copy rule (pixel RMS of standardized images, DEFAULT_COPY_RMS): re-encodes and brightness,
-    contrast or noise changes of a real face are copies; two distinct real faces never are, nor is a
-    1-px shift (a near duplicate that keeps its label)."""
-    faces = _lfw_faces()[..., 0]
-    rng = np.random.default_rng(1)
-    for kind in ("jpeg", "brightness", "contrast", "noise"):
-        d = [pixel_rms(np.stack([f, near_copy(f, rng, (kind,))]))[0, 1] for f in faces]
-        assert max(d) <= DEFAULT_COPY_RMS, f"{kind}: a copy {max(d):.3f} apart"
-    d75 = [pixel_rms(np.stack([f, _jpeg75(f)]))[0, 1] for f in faces]
-    assert max(d75) <= DEFAULT_COPY_RMS  # measured max 0.10 (FER2013: 99th percentile 0.17)
-    shifted = [pixel_rms(np.stack([f, near_copy(f, rng, ("shift",))]))[0, 1] for f in faces]
-    assert min(shifted) > DEFAULT_COPY_RMS
-    between = pixel_rms(faces)[np.triu_indices(len(faces), 1)]
-    assert between.min() > 3 * DEFAULT_COPY_RMS

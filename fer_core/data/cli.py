@@ -89,7 +89,7 @@ def _ingest_parser(dsub) -> None:
         "cross-split leakage, split stratified, flag likely mislabels, and write Parquet/Arrow "
         "shards with a manifest and a report to --out (atomically).",
         epilog="duplicates: images within --near-distance pHash bits of a group's representative are near duplicates;\n"
-        "  of those with one label one stays; copies (within --copy-rms) with different labels are a\n"
+        "  of those with one label one stays; copies (within --copy-distance) with different labels are a\n"
         "  conflict (--conflicts); near duplicates with different labels all stay. A group's survivors, and\n"
         "  with --group-by all images of a subject, stay in one split (a stratified group split).\n"
         "layouts:\n"
@@ -126,12 +126,12 @@ def _ingest_parser(dsub) -> None:
         "benchmarks/dedup_threshold.py --images SRC)",
     )
     p.add_argument(
-        "--copy-rms",
-        type=float,
-        default=d.copy_rms,
-        help="near duplicates whose standardized pixels differ by at most this RMS are copies of one picture "
-        f"(default: {d.copy_rms}); only copies with different labels are a conflict, other near duplicates "
-        "(e.g. one person's two expressions) keep their labels",
+        "--copy-distance",
+        type=int,
+        default=d.copy_distance,
+        help=f"max pHash distance at which near duplicates are copies of one picture (default: {d.copy_distance}); "
+        "only copies with different labels are a conflict, other near duplicates (e.g. one person's two "
+        "expressions) keep their labels",
     )
     p.add_argument(
         "--conflicts",
@@ -201,7 +201,7 @@ def _run_ingest(args) -> int:
         split=args.split,
         seed=args.seed,
         near_distance=args.near_distance,
-        copy_rms=args.copy_rms,
+        copy_distance=args.copy_distance,
         conflicts=args.conflicts,
         group_by=args.group_by,
         merge=args.merge,

@@ -10,17 +10,14 @@ Rules, in plain words:
   greedily, the image with the most near neighbours first (ties: more exact copies, then the first
   read). Single linkage (connected components of the pair relation) would chain A~B~C~D... into one
   group however far apart its ends are: on real FER2013 it put a baby and an old man together.
-- **Copies vs near duplicates.** Within a group, images whose pixels differ by at most ``copy_rms``
-  (the root mean square difference of the two images, each standardized to zero mean and unit
-  variance) are *copies* of one picture: exact copies, re-encodes, brightness, contrast or noise
-  changes. pHash cannot tell these from one person's other expression in the same setting (both sit
-  0-6 bits apart); the pixels can: on real faces (FER2013, LFW) a JPEG re-encode at quality 75
-  differs by 0.06-0.17 (99th percentile), brightness, contrast and noise changes by less, while one
-  synthetic subject's two expressions in one session differ by 0.15-0.58 (5th-95th percentile).
+- **Copies vs near duplicates.** Within a group, images within ``copy_distance`` bits of each other
+  are *copies* of one picture: exact copies, re-encodes, brightness, contrast or noise changes (on
+  real faces, FER2013 and LFW, all of these fall within 2 bits of their original, and every sampled
+  FER2013 pair within 2 bits was one photo). A shifted, rescaled or re-cropped copy, another frame
+  of a sequence after the head moved, or one person's other expression sits further out (4-6 bits).
   Copies carrying different labels are a *conflict*: policy ``majority`` keeps one copy with the
   majority label (a tie drops them), ``drop`` drops them all. Images further apart than
-  ``copy_rms`` but within ``max_distance`` are near duplicates (shifted, rescaled or cropped copies
-  among them): of those with the same label
+  ``copy_distance`` but within ``max_distance`` are near duplicates: of those with the same label
   one survives; near duplicates with *different* labels are not a conflict (typically one person's
   two expressions, or consecutive frames of a sequence that changed expression) and all of them
   stay, with their labels.
@@ -118,22 +115,12 @@ class Resolution:
     summary: dict  # counts for the manifest and report
 
 
-def pixel_rms(images: np.ndarray) -> np.ndarray:
-    """Pairwise root mean square difference of ``images`` (n, H, W[, C]), each standardized first
-    (grayscale mean of channels, zero mean, unit variance; a flat image stays flat)."""
-    x = np.asarray(images, dtype=np.float32).reshape(len(images), images.shape[1] * images.shape[2], -1).mean(axis=2)
-    x = x - x.mean(axis=1, keepdims=True)
-    x /= np.maximum(x.std(axis=1, keepdims=True), 1e-3)
-    sq = (x * x).sum(axis=1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0) / x.shape[1]
-    return np.sqrt(d2)
-
-
-def _copy_clusters(idx: np.ndarray, images: np.ndarray | None, copy_rms: float) -> list[np.ndarray]:
-    """The members of one group split into sets of copies (star groups at ``copy_rms``)."""
-    if images is None:  # no pixels: every member counts as a copy of the others
+def _copy_clusters(idx: np.ndarray, phashes: np.ndarray | None, copy_distance: int) -> list[np.ndarray]:
+    """The members of one group split into sets of copies (star groups at ``copy_distance``)."""
+    if phashes is None:  # no hashes: every member counts as a copy of the others
         return [idx]
-    close = np.triu(pixel_rms(images[idx]) <= copy_rms, 1)
+    ph = phashes[idx]
+    close = np.triu(hamming(ph[:, None], ph[None, :]) <= copy_distance, 1)
     a, b = np.nonzero(close)
     rep = star_groups(len(idx), a, b)
     return [idx[rep == r] for r in np.unique(rep)]
@@ -148,14 +135,13 @@ def resolve(
     *,
     keep_splits: bool,
     conflicts: str = "majority",
-    images: np.ndarray | None = None,
-    copy_rms: float = 0.0,
     phashes: np.ndarray | None = None,
+    copy_distance: int = 0,
 ) -> Resolution:
     """Apply the rules in the module docstring to every group with more than one member.
 
-    ``images`` tell copies (within ``copy_rms``) from near duplicates; without them every member of
-    a group counts as a copy of the others. ``phashes`` give each group's diameter for the summary.
+    ``phashes`` tell copies (within ``copy_distance`` bits) from near duplicates and give each
+    group's diameter; without them every member of a group counts as a copy of the others.
     """
     if conflicts not in CONFLICT_POLICIES:
         raise ValueError(f"conflicts must be one of {CONFLICT_POLICIES}, got {conflicts!r}")
@@ -172,7 +158,7 @@ def resolve(
     for g in np.flatnonzero(sizes > 1):
         idx = order[starts[g] : starts[g + 1]]
         action, conflicted = _resolve_group(
-            idx, labels, final, prio, source_rank, images, copy_rms, keep_splits, conflicts, stats
+            idx, labels, final, prio, source_rank, phashes, copy_distance, keep_splits, conflicts, stats
         )
         width = diameter(phashes[idx]) if phashes is not None else 0
         diameters[width] += 1
@@ -221,8 +207,8 @@ def _resolve_group(
     final: np.ndarray,
     prio: np.ndarray,
     source_rank: np.ndarray,
-    images: np.ndarray | None,
-    copy_rms: float,
+    phashes: np.ndarray | None,
+    copy_distance: int,
     keep_splits: bool,
     conflicts: str,
     stats: Counter,
@@ -231,7 +217,7 @@ def _resolve_group(
     action: dict[int, str] = {}
     conflicted: dict[int, bool] = {}
     alive: list[tuple[np.ndarray, int]] = []  # (copies, their majority label)
-    for copies in _copy_clusters(idx, images, copy_rms):
+    for copies in _copy_clusters(idx, phashes, copy_distance):
         votes = Counter(labels[copies].tolist()).most_common()
         conflict = len(votes) > 1
         stats["conflict_sets"] += conflict

@@ -62,7 +62,7 @@ def build_report(manifest: dict) -> dict:
         "merge": q.get("merge", {}),
         "mislabels": q.get("mislabels", {}),
         "near_distance": q.get("near_distance"),
-        "copy_rms": q.get("copy_rms"),
+        "copy_distance": q.get("copy_distance"),
         "grouping": q.get("grouping", {}),
     }
 
@@ -98,7 +98,7 @@ def render_text(rep: dict) -> str:
             f"  no chaining: every member within {rep['near_distance']} bits of its group's representative; "
             f"widest group {d['max_group_diameter']} bits apart; groups by diameter {d.get('groups_by_diameter', {})}"
         )
-    copies = f" (copies: pixel RMS <= {rep['copy_rms']})" if rep.get("copy_rms") is not None else ""
+    copies = f" (copies: pHash distance <= {rep['copy_distance']})" if rep.get("copy_distance") is not None else ""
     w(
         f"label conflicts{copies}: {d.get('conflict_groups', 0)} sets of copies; "
         f"{d.get('relabelled_to_majority', 0)} kept with the "

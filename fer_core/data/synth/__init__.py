@@ -28,7 +28,7 @@ from .dataset import EXPRESSIONS, SynthConfig, SynthSet, share_counts
 from .layouts import FER2013_INDEX, LAYOUTS, SPLIT_SHARES, assign_splits, write_folders
 from .problems import NEAR_COPY_KINDS, near_copy, noisy_labels, shuffled, with_copies
 from .render import render_params, sample_params
-from .subjects import Subjects, assign_subjects
+from .subjects import SUBJECT_PATTERN, Subjects, assign_subjects
 
 __all__ = [
     "EXPRESSIONS",
@@ -38,6 +38,7 @@ __all__ = [
     "SPLIT_SHARES",
     "SynthConfig",
     "SynthSet",
+    "SUBJECT_PATTERN",
     "Subjects",
     "assign_splits",
     "generate",

@@ -62,8 +62,13 @@ class SynthConfig:
             raise DataError(f"synth: size must be at least 16 pixels, got {self.size}")
         if self.subject_size < 0:
             raise DataError(f"synth: subject_size must be 0 (no subjects) or more, got {self.subject_size}")
-        shares = (("label_noise", 1.0), ("duplicate_share", 0.5), ("conflict_share", 1.0))
-        shares += (("session_share", 0.5), ("frame_share", 0.5))
+        shares: tuple[tuple[str, float], ...] = (
+            ("label_noise", 1.0),
+            ("duplicate_share", 0.5),
+            ("conflict_share", 1.0),
+            ("session_share", 0.5),
+            ("frame_share", 0.5),
+        )
         for name, top in shares:
             value = getattr(self, name)
             if not 0.0 <= value < top:

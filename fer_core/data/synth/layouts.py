@@ -146,8 +146,10 @@ def _meta(synth: SynthSet, config: SynthConfig, layout: str, splits: np.ndarray)
         },
     }
     if synth.subjects is not None:
-        meta["counts"]["subjects"] = int(len(np.unique(synth.subjects.subject)))
-        meta["counts"]["later_frames"] = int((synth.subjects.frame_of >= 0).sum())
+        counts = meta["counts"]
+        assert isinstance(counts, dict)
+        counts["subjects"] = int(len(np.unique(synth.subjects.subject)))
+        counts["later_frames"] = int((synth.subjects.frame_of >= 0).sum())
     if layout != "folders":
         meta["splits"] = {s: int((splits == s).sum()) for s in ("train", "val", "test")}
     return meta

@@ -43,9 +43,7 @@ _CHUNK = 64  # images rendered per numpy batch (fixed: the noise stream depends 
 _CLUTTER = 5  # background clutter: a random CLUTTER x CLUTTER grid, smoothly interpolated
 
 
-def render_params(
-    params: dict[str, np.ndarray], size: int, seed: int, progress: bool | None = False
-) -> np.ndarray:
+def render_params(params: dict[str, np.ndarray], size: int, seed: int, progress: bool | None = False) -> np.ndarray:
     """Draw one face per row of ``params`` (what :func:`sample_params` returns, possibly edited): (n, size, size) uint8.
 
     The pixel noise of chunk k comes from its own stream ``default_rng([seed, 1, k])``, so the

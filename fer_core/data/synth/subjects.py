@@ -6,8 +6,9 @@ Applied to the drawing parameters before rendering (``assign_subjects``):
   hair tone and hairline.
 - **Sessions.** A share of images (``session_share``) also take the framing, background, lighting,
   hair-do and clothing of another image of the same subject: one recording session, possibly
-  another expression. Such pairs often sit within near-duplicate distance although their
-  expressions differ: the case where a duplicate rule must not call them conflicting copies.
+  another expression, the head moved by a pixel or two between shots. Such pairs often sit within
+  near-duplicate distance although their expressions differ: the case where a duplicate rule must
+  not call them conflicting copies.
 - **Frames.** A share of images (``frame_share``) are a later frame of another image's sequence:
   the same picture with a slightly stronger or weaker expression, a sub-pixel head movement and new
   sensor noise, and the same true expression. They are near duplicates of their first frame.
@@ -21,6 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+# What `fer data ingest --group-by` takes to find the subjects in these names (scripts/main.sh spells it out).
+SUBJECT_PATTERN = r"^[^/]+/(S\d+)_"
 
 IDENTITY = (
     "face_a", "face_b", "skin", "hair", "hair_tone", "hairline", "eye_x", "eye_y", "eye_rx", "eye_ry", "iris_r",
@@ -36,6 +40,8 @@ SESSION = (
 # one pixel of a 48-pixel image is 2/48 = 0.042).
 SWAY = ("curve", "open_up", "open_lo", "eye_open", "brow_raise", "brow_inner", "brow_arch", "fold")
 SWAY_SIZE, NUDGE = 0.06, 0.008
+# Another shot in one session: the head moves by up to MOVE (about 2 pixels) and turns by up to TURN radians.
+MOVE, TURN = 0.1, 0.06
 
 
 @dataclass
@@ -49,9 +55,7 @@ class Subjects:
 
     def stems(self) -> list[str]:
         """CK+-style file stems: ``S012_003_00000017``."""
-        return [
-            f"S{s:03d}_{q:03d}_{f:08d}" for s, q, f in zip(self.subject, self.sequence, self.frame, strict=True)
-        ]
+        return [f"S{s:03d}_{q:03d}_{f:08d}" for s, q, f in zip(self.subject, self.sequence, self.frame, strict=True)]
 
     def take(self, index: np.ndarray) -> Subjects:
         """These rows, in this order (``frame_of`` follows them; -1 where the first frame is not among them)."""
@@ -96,9 +100,12 @@ def assign_subjects(
             q = int(rng.choice(same))
             for key in SESSION:
                 params[key][j] = params[key][q]
+            params["tx"][j] += rng.uniform(-MOVE, MOVE)
+            params["ty"][j] += rng.uniform(-MOVE, MOVE)
+            params["rot"][j] += rng.uniform(-TURN, TURN)
 
     for i, p in zip(frames, parent, strict=True):
-        for key, val in params.items():
+        for val in params.values():
             val[i] = val[p]
         for key in SWAY:
             params[key][i] *= 1.0 + rng.uniform(-SWAY_SIZE, SWAY_SIZE)
