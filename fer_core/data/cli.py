@@ -122,7 +122,7 @@ def _ingest_parser(dsub) -> None:
         type=int,
         default=d.near_distance,
         help=f"max pHash Hamming distance (bits of 64) for near duplicates (default: {d.near_distance}, "
-        "chosen on the synthetic set; check it on your data with "
+        "chosen on real faces, LFW and FER2013; check it on your data with "
         "benchmarks/dedup_threshold.py --images SRC)",
     )
     p.add_argument(
