@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +86,7 @@ def test_duplicates_recorded(small):
     for i in exact:
         assert small.images[i].tobytes() == small.images[small.dup_of[i]].tobytes()
     # Near copies differ, but after 4x4 block averaging (which evens out pixel noise and a
-    # one-pixel shift) each is close to its original, and closer to it than to any other image.
+    # one-pixel shift) each is close to its original, and closer to it than to any other picture.
     # Measured: at most 10.2 gray levels from the original, at least 16.8 from any other image.
     blocks = small.images.reshape(len(small), 12, 4, 12, 4).astype(np.float32).mean(axis=(2, 4))
     for i in near:
@@ -93,7 +94,15 @@ def test_duplicates_recorded(small):
         diff = np.abs(blocks - blocks[i]).mean(axis=(1, 2))
         assert diff[small.dup_of[i]] < 12
         diff[i] = np.inf
-        assert diff.argmin() == small.dup_of[i]
+        # closest to its original, or to another picture of the same person (a later frame of the
+        # sequence, or another shot of the session: the subject's setting is the same)
+        assert small.subjects.subject[diff.argmin()] == small.subjects.subject[small.dup_of[i]]
+    plain = generate(replace(SMALL, subject_size=0))  # distinct people: closest to its original itself
+    blocks = plain.images.reshape(len(plain), 12, 4, 12, 4).astype(np.float32).mean(axis=(2, 4))
+    for i in np.flatnonzero(plain.dup_kind == "near"):
+        diff = np.abs(blocks - blocks[i]).mean(axis=(1, 2))
+        diff[i] = np.inf
+        assert diff.argmin() == plain.dup_of[i]
 
 
 def test_conflicts_recorded(small):
