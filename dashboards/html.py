@@ -13,12 +13,12 @@ Rules that keep a page safe with whatever names users chose:
 
 from __future__ import annotations
 
-import html
-import json
 import math
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
+
+from fer_core.htmltext import esc, json_for_script
 
 __all__ = [
     "esc",
@@ -47,23 +47,6 @@ def is_our_page(path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(4096)
     return GENERATOR.encode() in head
-
-
-def esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def json_for_script(obj: Any = None, *, text: str | None = None) -> str:
-    """``obj`` as JSON (or ``text``, JSON already, as plotly writes it), safe inside a ``<script>`` element."""
-    if text is None:
-        text = json.dumps(obj, default=str, allow_nan=False)
-    return (
-        text.replace("&", "\\u0026")
-        .replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("\u2028", "\\u2028")
-        .replace("\u2029", "\\u2029")
-    )
 
 
 def json_script(element_id: str, obj: Any = None, *, text: str | None = None, **attrs: str) -> str:

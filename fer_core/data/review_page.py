@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +34,7 @@ from PIL import Image
 
 from .. import atomic, storage
 from ..errors import DataError
+from ..htmltext import esc, json_for_script
 from ..safepaths import is_uri
 from .loader import load_split
 from .manifest import read_manifest
@@ -68,24 +67,6 @@ class Candidate:
     suggested_confidence: float
     image: str  # PNG data URI
     duplicates: list[Duplicate] = field(default_factory=list)
-
-
-def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def json_for_script(obj: object) -> str:
-    """``obj`` as JSON that cannot end or comment out the ``<script>`` element holding it."""
-    text = json.dumps(obj, allow_nan=False)
-    for raw, safe in (
-        ("&", "\\u0026"),
-        ("<", "\\u003c"),
-        (">", "\\u003e"),
-        ("\u2028", "\\u2028"),
-        ("\u2029", "\\u2029"),
-    ):
-        text = text.replace(raw, safe)
-    return text
 
 
 def png_data_uri(image: np.ndarray, max_side: int = 2 * DISPLAY) -> str:
