@@ -14,7 +14,9 @@ host memory); each batch is one ``index_select`` of a seeded permutation, conver
 [0, 1], augmented as a batch on the device (``augment.py``), and fed to the model in channels_last
 layout (faster on CPU too: a small CNN's epoch took 1.4x as long in NCHW) with bf16 autocast on
 CUDA. Loss and accuracy accumulate on the device and are read once per epoch, so the loop never
-waits on the host.
+waits on the host. On CUDA the optimizer is torch's fused one (one kernel per step); ``compile=true``
+runs the model through ``torch.compile`` (on CUDA as CUDA graphs, see ``_compiled``). On CPU neither
+changes anything: a seeded CPU run is byte-identical with ``compile=false``.
 
 Divergence ends a run with status ``diverged`` (see ``divergence_reason``): at once when the training
 loss is not finite, or when it explodes - above ``diverge_factor`` x ln(K) (K classes; ln(K) is the loss
@@ -335,10 +337,12 @@ def divergence_reason(losses: list[float], num_classes: int, factor: float, pati
 
 
 def _evaluate_split(
-    model, split: DeviceSplit, loss_fn, num_classes: int, batch_size: int, amp_dtype, device
+    model, split: DeviceSplit, loss_fn, num_classes: int, batch_size: int, amp_dtype, device, forward=None
 ) -> tuple[float, np.ndarray]:
-    """Mean loss and the confusion matrix (K, K) of ``model`` on ``split``, in eval mode."""
+    """Mean loss and the confusion matrix (K, K) of ``model`` on ``split``, in eval mode (through ``forward``,
+    the compiled model, when given)."""
     model.eval()
+    forward = forward if forward is not None else model
     conf = ConfusionAccumulator(num_classes, device=device)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     order = torch.arange(split.n, device=split.index_device)
@@ -347,7 +351,7 @@ def _evaluate_split(
             xb, yb = split.batch(order[start : start + batch_size])
             xb = xb.to(torch.float32, memory_format=torch.channels_last).div_(255.0)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = model(xb)
+                logits = forward(xb)
             logits = logits.float()
             loss_sum += loss_fn(logits, yb).double() * len(yb)
             conf.update(yb, logits.argmax(1))
@@ -371,6 +375,8 @@ class _Run:
     n_used: int  # training images per epoch (see _setup)
     l2_params: list[torch.Tensor]
     sample_weights: torch.Tensor | None
+    forward: Callable  # the model, or its torch.compile'd self (``compile``)
+    cudagraphs: bool = False  # the compiled model runs as CUDA graphs: mark each training step
     run_path: Path | None = None
     ckpt_dir: Path | None = None
 
@@ -472,7 +478,9 @@ def _setup(config: TrainConfig, data: TrainData | None) -> tuple[_Run, TrainStat
     # A last batch of one image cannot be batch-normalized in training mode: it is left out (the
     # permutation changes every epoch, so no image is left out for good).
     n_used = train_split.n - 1 if train_split.n % cfg.batch_size == 1 and train_split.n > 1 else train_split.n
-    optimizer, schedule = _build_optimizer(cfg, model, steps_per_epoch=math.ceil(n_used / cfg.batch_size))
+    optimizer, schedule = _build_optimizer(
+        cfg, model, steps_per_epoch=math.ceil(n_used / cfg.batch_size), fused=device.type == "cuda"
+    )
     # Every registered model is a FerModelMixin (the registry's contract), which nn.Module's type does not say.
     l2_params = cast("FerModelMixin", model).l2_parameters(cfg.l2_scope) if cfg.l2 > 0 else []
     sample_weights = None
@@ -493,13 +501,30 @@ def _setup(config: TrainConfig, data: TrainData | None) -> tuple[_Run, TrainStat
         n_used,
         l2_params,
         sample_weights,
+        *_compiled(cfg, model, device),
     )
     return run, TrainState(model, optimizer, schedule)
 
 
+def _compiled(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> tuple[Callable, bool]:
+    """What the loop calls for the model's forward pass, and whether that runs as CUDA graphs.
+
+    ``compile=false``: the model itself. ``compile=true``: ``torch.compile(model, dynamic=False)``; on CUDA
+    in mode ``reduce-overhead`` (CUDA graphs: the step is launch-bound, and the shapes are static - every
+    training batch but an epoch's last has ``batch_size`` images, so that last one and the evaluation
+    batches compile graphs of their own, once), elsewhere in the default mode. The module itself stays
+    what checkpoints, L2 and early stopping see (compiling shares its parameters).
+    """
+    if not cfg.compile:
+        return model, False
+    cudagraphs = device.type == "cuda"
+    return torch.compile(model, mode="reduce-overhead" if cudagraphs else None, dynamic=False), cudagraphs
+
+
 def _build_optimizer(
-    cfg: TrainConfig, model: torch.nn.Module, *, steps_per_epoch: int
+    cfg: TrainConfig, model: torch.nn.Module, *, steps_per_epoch: int, fused: bool = False
 ) -> tuple[torch.optim.Optimizer, LRSchedule]:
+    """The run's optimizer (``fused``: one kernel per step on CUDA) and its learning-rate schedule."""
     try:
         optimizer = create_optimizer(
             model,
@@ -508,6 +533,7 @@ def _build_optimizer(
             weight_decay=cfg.weight_decay,
             momentum=cfg.momentum,
             nesterov=cfg.momentum > 0,
+            fused=fused or None,
         )
         schedule = LRSchedule(
             optimizer,
@@ -558,33 +584,64 @@ def _prepare_run_dir(run: _Run, run_dir: str | os.PathLike | None, resume, repor
 def _train_epoch(run: _Run, state: TrainState, epoch: int) -> _EpochTrain:
     """Train ``state.model`` for one epoch (0-based ``epoch``; dropout, order and augmentation seeded from it)."""
     started = time.perf_counter()
-    cfg, model, device, split = run.cfg, state.model, run.device, run.train_split
+    loss_sum, correct = _train_steps(run, state, epoch)
+    return _EpochTrain(float(loss_sum) / run.n_used, int(correct) / run.n_used, started, time.perf_counter() - started)
+
+
+def _train_steps(run: _Run, state: TrainState, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The optimizer steps of epoch ``epoch``: the summed loss and the number of correct predictions, as
+    tensors on the device (nothing in here waits for the device)."""
+    model, device = state.model, run.device
     model.train()
-    torch.manual_seed(_epoch_seed(cfg.seed, epoch, 1))  # dropout
-    gen = torch.Generator(device=split.index_device).manual_seed(_epoch_seed(cfg.seed, epoch, 2))
-    aug_gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch, 3))
-    if run.sample_weights is not None:
-        order = torch.multinomial(run.sample_weights, split.n, replacement=True, generator=gen)
-    else:
-        order = torch.randperm(split.n, generator=gen, device=split.index_device)
+    torch.manual_seed(_epoch_seed(run.cfg.seed, epoch, 1))  # dropout
+    order, aug_gen = _epoch_streams(run, epoch)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    for start in range(0, run.n_used, cfg.batch_size):
-        xb, yb = split.batch(order[start : start + cfg.batch_size])
-        xb = run.augment(xb.to(torch.float32, memory_format=torch.channels_last).div_(255.0), generator=aug_gen)
+    for start in range(0, run.n_used, run.cfg.batch_size):
+        xb, yb = _train_batch(run, order, start, aug_gen)
+        if run.cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
-            logits = model(xb)
+            logits = run.forward(xb)
         logits = logits.float()
         loss = run.loss_fn(logits, yb)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if run.l2_params:
-            add_l2_grad_(run.l2_params, cfg.l2)
-        state.optimizer.step()
-        state.schedule.step_batch()
+        _optimizer_step(run, state)
         loss_sum += loss.detach().double() * len(yb)
         correct += (logits.detach().argmax(1) == yb).sum()
-    return _EpochTrain(float(loss_sum) / run.n_used, int(correct) / run.n_used, started, time.perf_counter() - started)
+    return loss_sum, correct
+
+
+def _epoch_streams(run: _Run, epoch: int) -> tuple[torch.Tensor, torch.Generator]:
+    """Epoch ``epoch``'s sample order and augmentation generator, seeded from ``(seed, epoch)`` (the dropout's
+    stream is the third: ``_epoch_seed(seed, epoch, 1)``)."""
+    cfg, split = run.cfg, run.train_split
+    gen = torch.Generator(device=split.index_device).manual_seed(_epoch_seed(cfg.seed, epoch, 2))
+    aug_gen = torch.Generator(device=run.device).manual_seed(_epoch_seed(cfg.seed, epoch, 3))
+    if run.sample_weights is not None:
+        order = torch.multinomial(run.sample_weights, split.n, replacement=True, generator=gen)
+    else:
+        order = torch.randperm(split.n, generator=gen, device=split.index_device)
+    return order, aug_gen
+
+
+def _train_batch(
+    run: _Run, order: torch.Tensor, start: int, aug_gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The augmented float batch (channels_last, in [0, 1]) and labels at ``order[start:start + batch_size]``."""
+    xb, yb = run.train_split.batch(order[start : start + run.cfg.batch_size])
+    xb = run.augment(xb.to(torch.float32, memory_format=torch.channels_last).div_(255.0), generator=aug_gen)
+    return xb, yb
+
+
+def _optimizer_step(run: _Run, state: TrainState) -> None:
+    """The Keras L2 gradient (when ``l2`` is set), the optimizer's step and the schedule's, once the loss's
+    gradients are in the parameters' ``.grad``."""
+    if run.l2_params:
+        add_l2_grad_(run.l2_params, run.cfg.l2)
+    state.optimizer.step()
+    state.schedule.step_batch()
 
 
 def _divergence(run: _Run, state: TrainState, epoch: int, train_loss: float) -> str | None:
@@ -616,6 +673,7 @@ def _validate(run: _Run, state: TrainState, epoch: int) -> tuple[float, np.ndarr
         run.cfg.eval_batch_size,
         run.amp_dtype,
         run.device,
+        run.forward,
     )
     cls_metrics = classification_metrics(cm, run.data.classes)
     val_acc = cls_metrics["accuracy"]
