@@ -75,6 +75,7 @@ __all__ = [
     "add_l2_grad_",
     "l2_penalty",
     "divergence_reason",
+    "out_of_memory_message",
 ]
 
 Report = Callable[[dict, "str | None"], None]
@@ -416,7 +417,35 @@ def train(
         resume: a checkpoint (file or folder) to continue from; the config must match it (runtime
             keys such as ``device`` excepted) and so must the data version.
         progress: show a progress bar (None: when stderr is a terminal).
+
+    With ``gpu_memory_fraction`` set (a sweep's ``--gpus-per-trial 0.25``), the process's CUDA memory is capped
+    at that share of the GPU before anything is allocated. Running out of CUDA memory ends the run with a
+    one-line ``FerError`` (``out_of_memory_message``) naming the share, the model and the batch size.
     """
+    try:
+        return _train(config, data, report, run_dir=run_dir, resume=resume, progress=progress)
+    except torch.cuda.OutOfMemoryError:
+        raise FerError(out_of_memory_message(config)) from None
+
+
+def out_of_memory_message(cfg: TrainConfig) -> str:
+    """The one line a run that ran out of CUDA memory ends with: its share of the GPU, model, batch size, and
+    what to change."""
+    what = f"CUDA out of memory training {cfg.model} at batch_size={cfg.batch_size}"
+    total = ""
+    if torch.cuda.is_available():
+        device = torch.device(cfg.device) if cfg.device.startswith("cuda") else torch.device("cuda")
+        gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+        total = f" ({(cfg.gpu_memory_fraction or 1.0) * gib:.1f} of the GPU's {gib:.1f} GiB)"
+    if cfg.gpu_memory_fraction is not None:
+        return (
+            f"{what} within its gpu_memory_fraction={cfg.gpu_memory_fraction:g} of the GPU{total}; "
+            "raise --gpus-per-trial (fewer trials per GPU) or lower batch_size"
+        )
+    return f"{what}{total}; lower batch_size, or run fewer processes on the GPU"
+
+
+def _train(config, data, report, *, run_dir, resume, progress) -> TrainResult:
     run, state = _setup(config, data)
     _resume(run, state, resume)
     _prepare_run_dir(run, run_dir, resume, report)
@@ -463,6 +492,10 @@ def _setup(config: TrainConfig, data: TrainData | None) -> tuple[_Run, TrainStat
         torch.set_num_threads(cfg.threads)
     data = _load_data(cfg, data)
     device = resolve_device(cfg.device)
+    if device.type == "cuda" and cfg.gpu_memory_fraction is not None:
+        # Before anything is allocated: the caching allocator refuses to grow past the share, so a config
+        # that does not fit fails here, in its own process, instead of starving a neighbour on the GPU.
+        torch.cuda.set_per_process_memory_fraction(cfg.gpu_memory_fraction, device)
     amp_dtype = _precision(cfg, device)
     if amp_dtype is torch.bfloat16 and device.type == "cpu" and cfg.precision == "auto":
         amp_dtype = None

@@ -1,4 +1,5 @@
-"""Cheaper steps for one trial: ``compile``, fused optimizers on CUDA, and a step that never waits for the host.
+"""The trainer's options for GPUs: cheaper steps for one trial (``compile``, fused optimizers on CUDA, a step
+that never waits for the host) and memory isolation for trials sharing a GPU (``gpu_memory_fraction``).
 
 The CPU path must stay what it was: a seeded CPU epoch is byte-identical to a plain reference loop written
 here from the trainer's documented seeding contract (so no refactoring of the step, no compile or fused
@@ -10,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fer_core.errors import FerError
 from fer_core.losses import create_loss
 from fer_core.models import create_model
 from fer_core.train import ConfigError, load_config, train, trainer as trainer_module
@@ -149,3 +151,67 @@ def test_compile_with_cuda_graphs_trains_like_eager(brightness_data):
     for e, c in zip(eager, compiled, strict=True):
         assert c["train_loss"] == pytest.approx(e["train_loss"], rel=1e-2)
         assert abs(c["val_acc"] - e["val_acc"]) <= 1 / 32 + 1e-9
+
+
+# --------------------------------------------------------------------------------------------------
+# Memory isolation for trials sharing a GPU
+# --------------------------------------------------------------------------------------------------
+
+
+def test_gpu_memory_fraction_is_a_share_in_0_1():
+    assert cfg().gpu_memory_fraction is None
+    assert cfg("gpu_memory_fraction=0.25").gpu_memory_fraction == 0.25
+    for bad in ("0", "1.5", "-0.1", "half"):
+        with pytest.raises(ConfigError, match="gpu_memory_fraction"):
+            cfg(f"gpu_memory_fraction={bad}")
+
+
+def test_a_cuda_out_of_memory_error_in_a_step_ends_the_run_with_one_line_naming_what_to_change(
+    brightness_data, monkeypatch
+):
+    """Simulated on CPU: the loss of a step raises torch's CUDA out-of-memory error, as a step on a full GPU does."""
+
+    def out_of_memory(*_args, **_kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer_module, "_optimizer_step", out_of_memory)
+    with pytest.raises(FerError) as err:
+        train(cfg("gpu_memory_fraction=0.25", "batch_size=48", "epochs=1"), brightness_data, progress=False)
+    message = str(err.value)
+    assert "\n" not in message and err.value.__cause__ is None and err.value.__suppress_context__
+    assert message.startswith("CUDA out of memory training fer_cnn_tiny at batch_size=48 within its ")
+    assert "gpu_memory_fraction=0.25 of the GPU" in message
+    assert message.endswith("; raise --gpus-per-trial (fewer trials per GPU) or lower batch_size")
+
+    with pytest.raises(FerError, match=r"at batch_size=32(?: \(.*\))?; lower batch_size, or run fewer processes"):
+        train(cfg("epochs=1"), brightness_data, progress=False)
+
+
+def test_a_sweep_trial_with_a_fraction_of_a_gpu_caps_its_memory_at_that_fraction():
+    from sweeps.driver import get_parser
+    from sweeps.settings import SweepConfig
+
+    def fraction(*argv: str):
+        return SweepConfig.from_args(get_parser().parse_args(list(argv)), argv).gpu_memory_fraction
+
+    assert fraction("--gpus-per-trial", "0.25") == 0.25
+    assert fraction("--gpus-per-trial", "1") is None and fraction() is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_run_over_its_gpu_share_fails_alone_with_the_one_line_error(brightness_data):
+    """A share far too small for resnet18 at batch 512 (a few MB of the GPU) must end in the FerError; the
+    process's cap is set back afterwards so that the next test has the whole GPU."""
+    total = torch.cuda.get_device_properties(0).total_memory
+    share = 32 * 2**20 / total  # 32 MB
+    try:
+        with pytest.raises(FerError, match=r"within its gpu_memory_fraction=.* raise --gpus-per-trial"):
+            train(
+                cfg("device=cuda", "model=resnet18", "batch_size=512", f"gpu_memory_fraction={share}", "epochs=1"),
+                brightness_data,
+                progress=False,
+            )
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, 0)
+        torch.cuda.empty_cache()
