@@ -485,8 +485,11 @@ def _load_data(cfg: TrainConfig, data: TrainData | None) -> TrainData:
     return data
 
 
-def _setup(config: TrainConfig, data: TrainData | None) -> tuple[_Run, TrainState]:
-    """Check the config, load the data, build the model (seeded), losses, splits, optimizer and schedule."""
+def _setup(
+    config: TrainConfig, data: TrainData | None, splits: tuple[DeviceSplit, DeviceSplit] | None = None
+) -> tuple[_Run, TrainState]:
+    """Check the config, load the data, build the model (seeded), losses, splits (``splits``: the train and val
+    splits of ``data`` already on the config's device, shared with other runs), optimizer and schedule."""
     cfg = config.check()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -506,8 +509,11 @@ def _setup(config: TrainConfig, data: TrainData | None) -> tuple[_Run, TrainStat
     loss_fn = build_loss(cfg, num_classes, data.counts("train")).to(device)
     eval_loss_fn = build_loss(cfg.replace(class_weight="none"), num_classes, None).to(device)
     augment = create_augment(cfg.augment)
-    train_split = DeviceSplit(data.x("train"), data.y("train"), device)
-    val_split = DeviceSplit(data.x("val"), data.y("val"), device)
+    if splits is not None:
+        train_split, val_split = splits
+    else:
+        train_split = DeviceSplit(data.x("train"), data.y("train"), device)
+        val_split = DeviceSplit(data.x("val"), data.y("val"), device)
     # A last batch of one image cannot be batch-normalized in training mode: it is left out (the
     # permutation changes every epoch, so no image is left out for good).
     n_used = train_split.n - 1 if train_split.n % cfg.batch_size == 1 and train_split.n > 1 else train_split.n
@@ -695,19 +701,24 @@ def _divergence(run: _Run, state: TrainState, epoch: int, train_loss: float) -> 
     return None
 
 
-def _validate(run: _Run, state: TrainState, epoch: int) -> tuple[float, np.ndarray, dict]:
+def _validate(
+    run: _Run, state: TrainState, epoch: int, evaluated: tuple[float, np.ndarray] | None = None
+) -> tuple[float, np.ndarray, dict]:
     """Val loss, confusion matrix and ``classification_metrics``; a new best val accuracy is kept (and
-    written to ``best.pt`` when the run keeps files)."""
-    val_loss, cm = _evaluate_split(
-        state.model,
-        run.val_split,
-        run.eval_loss_fn,
-        run.num_classes,
-        run.cfg.eval_batch_size,
-        run.amp_dtype,
-        run.device,
-        run.forward,
-    )
+    written to ``best.pt`` when the run keeps files). ``evaluated``: the val loss and confusion matrix
+    when they were computed elsewhere (packed trials evaluate together)."""
+    if evaluated is None:
+        evaluated = _evaluate_split(
+            state.model,
+            run.val_split,
+            run.eval_loss_fn,
+            run.num_classes,
+            run.cfg.eval_batch_size,
+            run.amp_dtype,
+            run.device,
+            run.forward,
+        )
+    val_loss, cm = evaluated
     cls_metrics = classification_metrics(cm, run.data.classes)
     val_acc = cls_metrics["accuracy"]
     if val_acc > state.best_val_acc:
