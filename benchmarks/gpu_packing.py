@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/gpu_packing.py                               # CUDA: N = 1,2,4,8,16
     .venv/bin/python benchmarks/gpu_packing.py --device cuda --data runs/fer2013/data --compile
     .venv/bin/python benchmarks/gpu_packing.py --device cpu                  # small: ~1-2 minutes on 2 cores
+    .venv/bin/python benchmarks/gpu_packing.py --device cpu --packed 4 --n-list 1   # K packed vs K sequential
 
 For each model and each N in ``--n-list``, N plain subprocesses (no Ray: it runs from a bare checkout on
 any GPU machine) each set up a ``fer_core.train.train()`` run on the same data, wait until all N are
@@ -17,6 +18,12 @@ ready, then train ``--epochs`` epochs at once. Printed per (model, N):
   ``--peak-tflops``);
 - memory per process: CUDA ``max_memory_reserved`` (what the caching allocator held; the CUDA
   context's few hundred MB come on top), or on CPU the peak resident set size.
+
+With ``--packed K`` (a comma-separated list), each model also runs K trials (seeds and learning rates
+differing) in one process two ways: one after another with ``train()`` ("K sequential"), and as one
+batched network with ``fer_core.train.packed.train_packed`` ("K packed"); printed the same way, with the
+aggregate images/s of the K trials (sequential: one trial's rate; packed: K x each trial's) and the
+wall time of all K.
 
 The data: the embedded synthetic faces (``fer data synth``; ``--images`` training images and an eighth
 more for validation), drawn once by this script and handed to every trial, or ``--data DIR``, an
@@ -100,22 +107,42 @@ def steady_rate(history: list[dict]) -> float:
 
 
 def child(spec: dict) -> None:
-    """Set up, say READY, wait for GO on stdin, train, print one RESULT line of JSON."""
+    """Set up, say READY, wait for GO on stdin, train, print one RESULT line of JSON.
+
+    ``spec["packed"]`` = K: train K trials, ``spec["mode"]`` "sequential" (one ``train()`` after another) or
+    "packed" (``train_packed``); the history is the per-epoch aggregate images/s of the K."""
     from fer_core.train import load_config, train
+    from fer_core.train.packed import train_packed
 
     data = load_data(spec)
-    cfg = load_config(overrides=trial_overrides(spec))
+    k = spec.get("packed")
+    if k:
+        configs = [
+            load_config(
+                overrides=[*trial_overrides({**spec, "seed": spec["seed"] + i}), f"lr={5e-4 * 2 ** (i % 3 - 1)}"]
+            )
+            for i in range(k)
+        ]
+    else:
+        configs = [load_config(overrides=trial_overrides(spec))]
     print(READY, flush=True)
     sys.stdin.readline()
     started = time.time()
-    result = train(cfg, data, progress=False)
-    history = [{k: h[k] for k in ("images_per_s", "epoch_time_s")} for h in result.history]
+    if k and spec["mode"] == "packed":
+        results = train_packed(configs, data)
+        # every trial trained its images in the shared epoch time: the pack's rate is K times a trial's
+        history = [{"images_per_s": k * h["images_per_s"]} for h in results[0].history]
+    else:
+        results = [train(c, data, progress=False) for c in configs]
+        history = [
+            {"images_per_s": statistics.median(r.history[e]["images_per_s"] for r in results)}
+            for e in range(len(results[0].history))
+        ]
     out = {
         "history": history,
-        "images": len(data.labels["train"]),
         "started": started,
         "ended": time.time(),
-        "peak_mb": peak_memory_mb(cfg.device),
+        "peak_mb": peak_memory_mb(configs[0].device),
     }
     print(RESULT + json.dumps(out), flush=True)
 
@@ -208,7 +235,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak (default: from the table)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per trial (default: CPU cores / N)")
-    ap.add_argument("--compile", action="store_true", help="trials train with compile=true")
+    ap.add_argument("--compile", action="store_true", help="trials train with compile=true (not the packed ones)")
+    ap.add_argument("--packed", default=None, metavar="K[,K...]", help="also K trials packed vs K sequential")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra trainer overrides")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -246,26 +274,38 @@ def main() -> None:
             "of the epochs after the first"
         )
         print(
-            f"{'model':<18} {'GFLOP/img':>9} {'N':>3} {'per trial img/s':>16} {'aggregate img/s':>16} "
+            f"{'model':<18} {'GFLOP/img':>9} {'trials':>14} {'per trial img/s':>16} {'aggregate img/s':>16} "
             f"{'TFLOP/s':>8} {'% peak':>7} {'MB/proc':>8} {'wall s':>7}"
         )
+        packed = [int(k) for k in args.packed.split(",")] if args.packed else []
+
+        def row(name: str, flops: float, label: str, per: str, total: float, results: list[dict]) -> None:
+            tflops = total * flops / 1e12
+            share = f"{100 * tflops / peak:6.2f}%" if peak else f"{'-':>7}"
+            wall = max(r["ended"] for r in results) - min(r["started"] for r in results)
+            mem = max(r["peak_mb"] for r in results)
+            print(
+                f"{name:<18} {flops / 1e9:>9.3f} {label:>14} {per:>16} {total:>16.0f} {tflops:>8.2f} {share} "
+                f"{mem:>8.0f} {wall:>7.1f}",
+                flush=True,
+            )
+
         for name in models:
             flops = model_flops(name, spec)
             for n in n_list:
                 threads = args.threads or max(1, (os.cpu_count() or 1) // n)
                 results = run_concurrent({**spec, "model": name, "threads": threads}, n)
                 rates = [steady_rate(r["history"]) for r in results]
-                total = sum(rates)
-                tflops = total * flops / 1e12
-                share = f"{100 * tflops / peak:6.2f}%" if peak else f"{'-':>7}"
                 per = f"{statistics.median(rates):.0f} ({min(rates):.0f}-{max(rates):.0f})"
-                wall = max(r["ended"] for r in results) - min(r["started"] for r in results)
-                mem = max(r["peak_mb"] for r in results)
-                print(
-                    f"{name:<18} {flops / 1e9:>9.3f} {n:>3} {per:>16} {total:>16.0f} {tflops:>8.2f} {share} "
-                    f"{mem:>8.0f} {wall:>7.1f}",
-                    flush=True,
-                )
+                row(name, flops, f"{n} process{'es' if n > 1 else ''}", per, sum(rates), results)
+            for k in packed:
+                threads = args.threads or (os.cpu_count() or 1)
+                for mode in ("sequential", "packed"):
+                    plain = {**spec, "overrides": args.set, "model": name, "threads": threads}
+                    results = run_concurrent({**plain, "packed": k, "mode": mode}, 1)
+                    total = steady_rate(results[0]["history"])
+                    per = f"{total / k:.0f}" if mode == "packed" else f"{total:.0f}"
+                    row(name, flops, f"{k} {mode}", per, total, results)
 
 
 if __name__ == "__main__":
