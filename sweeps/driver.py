@@ -274,6 +274,7 @@ def _read_data(cfg: SweepConfig, exp: _Experiment, space) -> tuple[Any, dict]:
         "seed": cfg.seed,
         "threads": cfg.threads,
         "device": cfg.device,
+        "gpu_memory_fraction": cfg.gpu_memory_fraction,
     }
     say(f"reading {redact(cfg.data)} once for all trials")
     data = load_train_data(cfg.data, splits=("train", "val"))

@@ -39,7 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace-period", type=int, default=3, help="ASHA: epochs before a trial can be stopped")
     p.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep 1/rf of trials at each rung")
     p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs per trial (also its torch threads)")
-    p.add_argument("--gpus-per-trial", type=float, default=0, help="GPUs per trial; fractions pack trials on a GPU")
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=0,
+        help="GPUs per trial; a fraction packs trials on a GPU, each capped at that share of its memory",
+    )
     p.add_argument(
         "--concurrency", type=int, default=None, help="max trials at once (default: what the cluster's CPUs/GPUs allow)"
     )
@@ -325,6 +330,11 @@ class SweepConfig:
     @property
     def device(self) -> str:
         return "cuda" if self.gpus_per_trial > 0 else "cpu"
+
+    @property
+    def gpu_memory_fraction(self) -> float | None:
+        """A trial's cap on its GPU's memory: its ``--gpus-per-trial`` when that is a fraction of a GPU."""
+        return self.gpus_per_trial if 0 < self.gpus_per_trial < 1 else None
 
     @property
     def rules(self) -> dict:

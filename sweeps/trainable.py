@@ -14,6 +14,10 @@ space's fixed keys < the sampled values), resumes from Tune's checkpoint when th
 - ``trial_status``: running, completed (its last epoch), early_stopped (the trainer's own early
   stopping) or diverged (one extra result after the last good epoch, with NaN metrics and a message).
 
+A trial given a fraction of a GPU (``--gpus-per-trial 0.25``) trains with ``gpu_memory_fraction`` set to it
+(the driver's base config): its CUDA memory is capped at that share, and a config that does not fit ends
+as a one-line error in its own trial instead of an out-of-memory error in a neighbour's.
+
 The data set arrives through ``tune.with_parameters``: it was read once by the driver, put in the
 object store, and every trial on a node maps the same shared memory (zero-copy numpy arrays); no
 trial decodes an image. ``train`` checks the data version against the sweep's ``data_version``.

@@ -7,8 +7,9 @@
 Modules: ``config`` (the validated ``TrainConfig``, YAML + ``--set``), ``data`` (splits as uint8
 tensors on the device), ``augment`` (batched on-device augmentation presets), ``optim`` (optimizers
 and per-step schedules with warmup), ``metrics`` (confusion matrix, macro-F1, reports),
-``trainer`` (``train``), ``evaluate`` (test-split evaluation of a run), ``ladder`` (the notebook's
-model ladder).
+``trainer`` (``train``), ``packed`` (K trials of one architecture as one batched network),
+``throughput`` (FLOPs per image, GPU peaks), ``evaluate`` (test-split evaluation of a run), ``ladder``
+(the notebook's model ladder).
 """
 
 import importlib

@@ -41,6 +41,7 @@ __all__ = [
     "load_checkpoint",
     "save_weights",
     "load_weights",
+    "compact_state",
 ]
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -62,6 +63,20 @@ CHECKPOINT_KEYS = WEIGHTS_KEYS + (
     "es_wait",
     "es_state",
 )
+
+
+def compact_state(state: dict) -> dict:
+    """``state`` with every tensor that is a view into a larger storage copied out: ``torch.save`` writes a
+    tensor's whole storage, so a packed trial's weights (views into K trials' stacked tensors) would
+    otherwise carry all K. Other tensors are kept as they are (the same bytes as before)."""
+    return {
+        k: v.clone() if isinstance(v, torch.Tensor) and v.untyped_storage().nbytes() > _nbytes(v) else v
+        for k, v in state.items()
+    }
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
 
 
 def _to_bytes(payload: dict) -> bytes:
@@ -94,7 +109,7 @@ def save_checkpoint(
             {
                 "format": CHECKPOINT_FORMAT,
                 "epoch": epoch,
-                "model": model.state_dict(),
+                "model": compact_state(model.state_dict()),
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
                 "config": config,
@@ -126,7 +141,7 @@ def save_weights(
         Path(path),
         _to_bytes(
             {
-                "model": model.state_dict(),
+                "model": compact_state(model.state_dict()),
                 "epoch": epoch,
                 "val_acc": val_acc,
                 "config": config,

@@ -68,7 +68,9 @@ PROVENANCE_KEY = "provenance"
 IGNORED_KEYS = (PROVENANCE_KEY,)
 
 #: Keys that change how a run executes, not what it computes: they may differ on resume.
-RUNTIME_KEYS = frozenset({"device", "precision", "threads", "eval_batch_size", "checkpoint_every"})
+RUNTIME_KEYS = frozenset(
+    {"device", "precision", "threads", "eval_batch_size", "checkpoint_every", "compile", "gpu_memory_fraction"}
+)
 
 
 @dataclass
@@ -127,6 +129,8 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads (None: torch's default)
     eval_batch_size: int = 1024
     checkpoint_every: int = 1  # epochs between checkpoints (0: none)
+    compile: bool = False  # torch.compile the model (on CUDA with CUDA graphs; see trainer._compiled)
+    gpu_memory_fraction: float | None = None  # CUDA: cap this process's memory at this share of the GPU, (0, 1]
 
     # ------------------------------------------------------------------------------------------
     @classmethod
@@ -200,8 +204,11 @@ class TrainConfig:
                 "early_stopping_monitor and early_stopping_patience go together: set both "
                 "(e.g. early_stopping_monitor=val_acc early_stopping_patience=10) or neither"
             )
-        if not isinstance(self.freeze_base, bool):
-            raise ConfigError(f"freeze_base: must be true or false; got {self.freeze_base!r}")
+        for key in ("freeze_base", "compile"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{key}: must be true or false; got {getattr(self, key)!r}")
+        if self.gpu_memory_fraction is not None:
+            _number(self, "gpu_memory_fraction", low=0.0, low_open=True, high=1.0)
         if self.focal_alpha is not None:
             values = self.focal_alpha if isinstance(self.focal_alpha, (list, tuple)) else [self.focal_alpha]
             if not values or not all(is_real(v) and v >= 0 for v in values):

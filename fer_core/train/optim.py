@@ -113,6 +113,7 @@ def create_optimizer(
     nesterov: bool = True,
     eps: float = 1e-7,
     betas: tuple[float, float] = (0.9, 0.999),
+    fused: bool | None = None,
 ) -> torch.optim.Optimizer:
     """A torch optimizer over the trainable parameters of ``params_or_model``, chosen by name.
 
@@ -141,6 +142,8 @@ def create_optimizer(
         nesterov: SGD Nesterov momentum (needs ``momentum > 0``); ignored by Adam/AdamW.
         eps: Adam/AdamW epsilon > 0; 1e-7 is Keras' default (torch's is 1e-8). Ignored by SGD.
         betas: Adam/AdamW ``(beta1, beta2)``, each in [0, 1). Ignored by SGD.
+        fused: torch's fused implementation (one kernel for all parameters; the trainer asks for it on
+            CUDA); None is torch's default (foreach on CUDA, a loop over the parameters on CPU).
     """
     name = _choice("optimizer", name, OPTIMIZERS)
     lr = check_number(lr, "lr", low=0.0, low_open=True, one_rule=True)
@@ -149,6 +152,8 @@ def create_optimizer(
     eps = check_number(eps, "eps", low=0.0, low_open=True, one_rule=True)
     if not isinstance(nesterov, bool):
         raise ValueError(f"nesterov must be True or False, got {nesterov!r}")
+    if fused is not None and not isinstance(fused, bool):
+        raise ValueError(f"fused must be True, False or None, got {fused!r}")
     try:
         b1, b2 = betas
     except (TypeError, ValueError):
@@ -166,7 +171,7 @@ def create_optimizer(
                 "of Keras' kernel_regularizer is the trainer's `l2` setting; for decoupled weight decay "
                 "use name='adamw'"
             )
-        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=fused)
     if name == "adamw":
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
@@ -175,10 +180,10 @@ def create_optimizer(
             for g in (dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0))
             if g["params"]
         ]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=fused)
     if nesterov and momentum == 0:
         raise ValueError("optimizer 'sgd' with nesterov=True needs momentum > 0, got momentum=0.0")
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, fused=fused)
 
 
 # ---------------------------------------------------------------------------------------------

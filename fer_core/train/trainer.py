@@ -14,7 +14,9 @@ host memory); each batch is one ``index_select`` of a seeded permutation, conver
 [0, 1], augmented as a batch on the device (``augment.py``), and fed to the model in channels_last
 layout (faster on CPU too: a small CNN's epoch took 1.4x as long in NCHW) with bf16 autocast on
 CUDA. Loss and accuracy accumulate on the device and are read once per epoch, so the loop never
-waits on the host.
+waits on the host. On CUDA the optimizer is torch's fused one (one kernel per step); ``compile=true``
+runs the model through ``torch.compile`` (on CUDA as CUDA graphs, see ``_compiled``). On CPU neither
+changes anything: a seeded CPU run is byte-identical with ``compile=false``.
 
 Divergence ends a run with status ``diverged`` (see ``divergence_reason``): at once when the training
 loss is not finite, or when it explodes - above ``diverge_factor`` x ln(K) (K classes; ln(K) is the loss
@@ -73,6 +75,7 @@ __all__ = [
     "add_l2_grad_",
     "l2_penalty",
     "divergence_reason",
+    "out_of_memory_message",
 ]
 
 Report = Callable[[dict, "str | None"], None]
@@ -335,10 +338,12 @@ def divergence_reason(losses: list[float], num_classes: int, factor: float, pati
 
 
 def _evaluate_split(
-    model, split: DeviceSplit, loss_fn, num_classes: int, batch_size: int, amp_dtype, device
+    model, split: DeviceSplit, loss_fn, num_classes: int, batch_size: int, amp_dtype, device, forward=None
 ) -> tuple[float, np.ndarray]:
-    """Mean loss and the confusion matrix (K, K) of ``model`` on ``split``, in eval mode."""
+    """Mean loss and the confusion matrix (K, K) of ``model`` on ``split``, in eval mode (through ``forward``,
+    the compiled model, when given)."""
     model.eval()
+    forward = forward if forward is not None else model
     conf = ConfusionAccumulator(num_classes, device=device)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     order = torch.arange(split.n, device=split.index_device)
@@ -347,7 +352,7 @@ def _evaluate_split(
             xb, yb = split.batch(order[start : start + batch_size])
             xb = xb.to(torch.float32, memory_format=torch.channels_last).div_(255.0)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = model(xb)
+                logits = forward(xb)
             logits = logits.float()
             loss_sum += loss_fn(logits, yb).double() * len(yb)
             conf.update(yb, logits.argmax(1))
@@ -371,6 +376,8 @@ class _Run:
     n_used: int  # training images per epoch (see _setup)
     l2_params: list[torch.Tensor]
     sample_weights: torch.Tensor | None
+    forward: Callable  # the model, or its torch.compile'd self (``compile``)
+    cudagraphs: bool = False  # the compiled model runs as CUDA graphs: mark each training step
     run_path: Path | None = None
     ckpt_dir: Path | None = None
 
@@ -410,7 +417,35 @@ def train(
         resume: a checkpoint (file or folder) to continue from; the config must match it (runtime
             keys such as ``device`` excepted) and so must the data version.
         progress: show a progress bar (None: when stderr is a terminal).
+
+    With ``gpu_memory_fraction`` set (a sweep's ``--gpus-per-trial 0.25``), the process's CUDA memory is capped
+    at that share of the GPU before anything is allocated. Running out of CUDA memory ends the run with a
+    one-line ``FerError`` (``out_of_memory_message``) naming the share, the model and the batch size.
     """
+    try:
+        return _train(config, data, report, run_dir=run_dir, resume=resume, progress=progress)
+    except torch.cuda.OutOfMemoryError:
+        raise FerError(out_of_memory_message(config)) from None
+
+
+def out_of_memory_message(cfg: TrainConfig) -> str:
+    """The one line a run that ran out of CUDA memory ends with: its share of the GPU, model, batch size, and
+    what to change."""
+    what = f"CUDA out of memory training {cfg.model} at batch_size={cfg.batch_size}"
+    total = ""
+    if torch.cuda.is_available():
+        device = torch.device(cfg.device) if cfg.device.startswith("cuda") else torch.device("cuda")
+        gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+        total = f" ({(cfg.gpu_memory_fraction or 1.0) * gib:.1f} of the GPU's {gib:.1f} GiB)"
+    if cfg.gpu_memory_fraction is not None:
+        return (
+            f"{what} within its gpu_memory_fraction={cfg.gpu_memory_fraction:g} of the GPU{total}; "
+            "raise --gpus-per-trial (fewer trials per GPU) or lower batch_size"
+        )
+    return f"{what}{total}; lower batch_size, or run fewer processes on the GPU"
+
+
+def _train(config, data, report, *, run_dir, resume, progress) -> TrainResult:
     run, state = _setup(config, data)
     _resume(run, state, resume)
     _prepare_run_dir(run, run_dir, resume, report)
@@ -450,13 +485,20 @@ def _load_data(cfg: TrainConfig, data: TrainData | None) -> TrainData:
     return data
 
 
-def _setup(config: TrainConfig, data: TrainData | None) -> tuple[_Run, TrainState]:
-    """Check the config, load the data, build the model (seeded), losses, splits, optimizer and schedule."""
+def _setup(
+    config: TrainConfig, data: TrainData | None, splits: tuple[DeviceSplit, DeviceSplit] | None = None
+) -> tuple[_Run, TrainState]:
+    """Check the config, load the data, build the model (seeded), losses, splits (``splits``: the train and val
+    splits of ``data`` already on the config's device, shared with other runs), optimizer and schedule."""
     cfg = config.check()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     data = _load_data(cfg, data)
     device = resolve_device(cfg.device)
+    if device.type == "cuda" and cfg.gpu_memory_fraction is not None:
+        # Before anything is allocated: the caching allocator refuses to grow past the share, so a config
+        # that does not fit fails here, in its own process, instead of starving a neighbour on the GPU.
+        torch.cuda.set_per_process_memory_fraction(cfg.gpu_memory_fraction, device)
     amp_dtype = _precision(cfg, device)
     if amp_dtype is torch.bfloat16 and device.type == "cpu" and cfg.precision == "auto":
         amp_dtype = None
@@ -467,12 +509,17 @@ def _setup(config: TrainConfig, data: TrainData | None) -> tuple[_Run, TrainStat
     loss_fn = build_loss(cfg, num_classes, data.counts("train")).to(device)
     eval_loss_fn = build_loss(cfg.replace(class_weight="none"), num_classes, None).to(device)
     augment = create_augment(cfg.augment)
-    train_split = DeviceSplit(data.x("train"), data.y("train"), device)
-    val_split = DeviceSplit(data.x("val"), data.y("val"), device)
+    if splits is not None:
+        train_split, val_split = splits
+    else:
+        train_split = DeviceSplit(data.x("train"), data.y("train"), device)
+        val_split = DeviceSplit(data.x("val"), data.y("val"), device)
     # A last batch of one image cannot be batch-normalized in training mode: it is left out (the
     # permutation changes every epoch, so no image is left out for good).
     n_used = train_split.n - 1 if train_split.n % cfg.batch_size == 1 and train_split.n > 1 else train_split.n
-    optimizer, schedule = _build_optimizer(cfg, model, steps_per_epoch=math.ceil(n_used / cfg.batch_size))
+    optimizer, schedule = _build_optimizer(
+        cfg, model, steps_per_epoch=math.ceil(n_used / cfg.batch_size), fused=device.type == "cuda"
+    )
     # Every registered model is a FerModelMixin (the registry's contract), which nn.Module's type does not say.
     l2_params = cast("FerModelMixin", model).l2_parameters(cfg.l2_scope) if cfg.l2 > 0 else []
     sample_weights = None
@@ -493,13 +540,30 @@ def _setup(config: TrainConfig, data: TrainData | None) -> tuple[_Run, TrainStat
         n_used,
         l2_params,
         sample_weights,
+        *_compiled(cfg, model, device),
     )
     return run, TrainState(model, optimizer, schedule)
 
 
+def _compiled(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> tuple[Callable, bool]:
+    """What the loop calls for the model's forward pass, and whether that runs as CUDA graphs.
+
+    ``compile=false``: the model itself. ``compile=true``: ``torch.compile(model, dynamic=False)``; on CUDA
+    in mode ``reduce-overhead`` (CUDA graphs: the step is launch-bound, and the shapes are static - every
+    training batch but an epoch's last has ``batch_size`` images, so that last one and the evaluation
+    batches compile graphs of their own, once), elsewhere in the default mode. The module itself stays
+    what checkpoints, L2 and early stopping see (compiling shares its parameters).
+    """
+    if not cfg.compile:
+        return model, False
+    cudagraphs = device.type == "cuda"
+    return torch.compile(model, mode="reduce-overhead" if cudagraphs else None, dynamic=False), cudagraphs
+
+
 def _build_optimizer(
-    cfg: TrainConfig, model: torch.nn.Module, *, steps_per_epoch: int
+    cfg: TrainConfig, model: torch.nn.Module, *, steps_per_epoch: int, fused: bool = False
 ) -> tuple[torch.optim.Optimizer, LRSchedule]:
+    """The run's optimizer (``fused``: one kernel per step on CUDA) and its learning-rate schedule."""
     try:
         optimizer = create_optimizer(
             model,
@@ -508,6 +572,7 @@ def _build_optimizer(
             weight_decay=cfg.weight_decay,
             momentum=cfg.momentum,
             nesterov=cfg.momentum > 0,
+            fused=fused or None,
         )
         schedule = LRSchedule(
             optimizer,
@@ -558,33 +623,64 @@ def _prepare_run_dir(run: _Run, run_dir: str | os.PathLike | None, resume, repor
 def _train_epoch(run: _Run, state: TrainState, epoch: int) -> _EpochTrain:
     """Train ``state.model`` for one epoch (0-based ``epoch``; dropout, order and augmentation seeded from it)."""
     started = time.perf_counter()
-    cfg, model, device, split = run.cfg, state.model, run.device, run.train_split
+    loss_sum, correct = _train_steps(run, state, epoch)
+    return _EpochTrain(float(loss_sum) / run.n_used, int(correct) / run.n_used, started, time.perf_counter() - started)
+
+
+def _train_steps(run: _Run, state: TrainState, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The optimizer steps of epoch ``epoch``: the summed loss and the number of correct predictions, as
+    tensors on the device (nothing in here waits for the device)."""
+    model, device = state.model, run.device
     model.train()
-    torch.manual_seed(_epoch_seed(cfg.seed, epoch, 1))  # dropout
-    gen = torch.Generator(device=split.index_device).manual_seed(_epoch_seed(cfg.seed, epoch, 2))
-    aug_gen = torch.Generator(device=device).manual_seed(_epoch_seed(cfg.seed, epoch, 3))
-    if run.sample_weights is not None:
-        order = torch.multinomial(run.sample_weights, split.n, replacement=True, generator=gen)
-    else:
-        order = torch.randperm(split.n, generator=gen, device=split.index_device)
+    torch.manual_seed(_epoch_seed(run.cfg.seed, epoch, 1))  # dropout
+    order, aug_gen = _epoch_streams(run, epoch)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    for start in range(0, run.n_used, cfg.batch_size):
-        xb, yb = split.batch(order[start : start + cfg.batch_size])
-        xb = run.augment(xb.to(torch.float32, memory_format=torch.channels_last).div_(255.0), generator=aug_gen)
+    for start in range(0, run.n_used, run.cfg.batch_size):
+        xb, yb = _train_batch(run, order, start, aug_gen)
+        if run.cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.type, dtype=run.amp_dtype or torch.float32, enabled=run.amp_dtype is not None):
-            logits = model(xb)
+            logits = run.forward(xb)
         logits = logits.float()
         loss = run.loss_fn(logits, yb)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if run.l2_params:
-            add_l2_grad_(run.l2_params, cfg.l2)
-        state.optimizer.step()
-        state.schedule.step_batch()
+        _optimizer_step(run, state)
         loss_sum += loss.detach().double() * len(yb)
         correct += (logits.detach().argmax(1) == yb).sum()
-    return _EpochTrain(float(loss_sum) / run.n_used, int(correct) / run.n_used, started, time.perf_counter() - started)
+    return loss_sum, correct
+
+
+def _epoch_streams(run: _Run, epoch: int) -> tuple[torch.Tensor, torch.Generator]:
+    """Epoch ``epoch``'s sample order and augmentation generator, seeded from ``(seed, epoch)`` (the dropout's
+    stream is the third: ``_epoch_seed(seed, epoch, 1)``)."""
+    cfg, split = run.cfg, run.train_split
+    gen = torch.Generator(device=split.index_device).manual_seed(_epoch_seed(cfg.seed, epoch, 2))
+    aug_gen = torch.Generator(device=run.device).manual_seed(_epoch_seed(cfg.seed, epoch, 3))
+    if run.sample_weights is not None:
+        order = torch.multinomial(run.sample_weights, split.n, replacement=True, generator=gen)
+    else:
+        order = torch.randperm(split.n, generator=gen, device=split.index_device)
+    return order, aug_gen
+
+
+def _train_batch(
+    run: _Run, order: torch.Tensor, start: int, aug_gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The augmented float batch (channels_last, in [0, 1]) and labels at ``order[start:start + batch_size]``."""
+    xb, yb = run.train_split.batch(order[start : start + run.cfg.batch_size])
+    xb = run.augment(xb.to(torch.float32, memory_format=torch.channels_last).div_(255.0), generator=aug_gen)
+    return xb, yb
+
+
+def _optimizer_step(run: _Run, state: TrainState) -> None:
+    """The Keras L2 gradient (when ``l2`` is set), the optimizer's step and the schedule's, once the loss's
+    gradients are in the parameters' ``.grad``."""
+    if run.l2_params:
+        add_l2_grad_(run.l2_params, run.cfg.l2)
+    state.optimizer.step()
+    state.schedule.step_batch()
 
 
 def _divergence(run: _Run, state: TrainState, epoch: int, train_loss: float) -> str | None:
@@ -605,18 +701,24 @@ def _divergence(run: _Run, state: TrainState, epoch: int, train_loss: float) -> 
     return None
 
 
-def _validate(run: _Run, state: TrainState, epoch: int) -> tuple[float, np.ndarray, dict]:
+def _validate(
+    run: _Run, state: TrainState, epoch: int, evaluated: tuple[float, np.ndarray] | None = None
+) -> tuple[float, np.ndarray, dict]:
     """Val loss, confusion matrix and ``classification_metrics``; a new best val accuracy is kept (and
-    written to ``best.pt`` when the run keeps files)."""
-    val_loss, cm = _evaluate_split(
-        state.model,
-        run.val_split,
-        run.eval_loss_fn,
-        run.num_classes,
-        run.cfg.eval_batch_size,
-        run.amp_dtype,
-        run.device,
-    )
+    written to ``best.pt`` when the run keeps files). ``evaluated``: the val loss and confusion matrix
+    when they were computed elsewhere (packed trials evaluate together)."""
+    if evaluated is None:
+        evaluated = _evaluate_split(
+            state.model,
+            run.val_split,
+            run.eval_loss_fn,
+            run.num_classes,
+            run.cfg.eval_batch_size,
+            run.amp_dtype,
+            run.device,
+            run.forward,
+        )
+    val_loss, cm = evaluated
     cls_metrics = classification_metrics(cm, run.data.classes)
     val_acc = cls_metrics["accuracy"]
     if val_acc > state.best_val_acc:

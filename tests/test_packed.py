@@ -1,0 +1,188 @@
+"""Packed trials (``fer_core.train.packed``): K trials as one batched network compute what K ``train()`` runs do.
+
+Tolerances, measured on CPU:
+
+- Without BatchNorm (``fer_cnn_tiny`` with ``bn=none``): batched convolutions and matrix products give
+  the same per-trial numbers up to float rounding: per-epoch losses within 1e-4 relative (measured: at most
+  4e-5 over 3 epochs), accuracies within one image (measured: equal). This is the test of everything the
+  pack does per trial: seeds, data order, augmentation, dropout masks, losses, optimizers, L2, schedules.
+- With BatchNorm: ``train()``'s own channels_last BatchNorm kernel is off by ~2e-5 relative per call
+  (against float64; the batched one by ~1e-7), and a small BatchNorm net amplifies that; with Adam at
+  lr 1e-3 the losses agree within 3% (training) and 5% (validation, through the running statistics) over
+  2 epochs (measured: up to 1.5%); accuracies are not compared (measured: 4 of 256 training and 8 of 64
+  validation predictions flip, this tiny net's outputs sit near the decision boundaries). BatchNorm
+  statistics and running buffers are per trial: shared or frozen ones would be far off.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fer_core.errors import FerError
+from fer_core.train import TrainData, load_checkpoint, load_config, train
+from fer_core.train.packed import PackedTrainer, train_packed
+
+ONE_IMAGE = 1 / 64  # of the val split (a train image is 1/256)
+NO_BN = ["model_args.bn=none", "model_args.dense_bn=false"]
+BASE = ["model=fer_cnn_tiny", "batch_size=32", "eval_batch_size=64", "device=cpu", "threads=1"]
+
+# Three trials that differ in everything a pack lets them differ in.
+A = ["lr=1e-3", "label_smoothing=0.1", "augment=soft", "seed=0"]
+B = [
+    "optimizer=adamw",
+    "lr=2e-3",
+    "weight_decay=0.05",
+    "loss=focal",
+    "focal_gamma=1.5",
+    "focal_alpha=0.25",
+    "dropout_scale=0.5",
+    "augment=strong",
+    "l2=1e-4",
+    "l2_scope=all_but_classifier",
+    "seed=1",
+]
+C = ["optimizer=sgd", "lr=0.01", "l2=1e-3", "l2_scope=dense", "dropout_scale=0", "lr_schedule=cosine", "seed=2"]
+D = ["lr=3e-3", "sampler=weighted", "class_weight=none", "dropout_scale=1.5", "seed=3"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    """256 train / 64 val images whose brightness encodes the class (learnable in a few epochs)."""
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = rng.integers(0, 4, n)
+        x = rng.normal(60 + 40 * y[:, None, None], 25, (n, 48, 48)).clip(0, 255).astype(np.uint8)
+        return x[..., None], y.astype(np.int64)
+
+    (xt, yt), (xv, yv) = make(256), make(64)
+    return TrainData(
+        classes=["happy", "neutral", "sad", "surprise"],
+        version="vpack",
+        uri="memory",
+        images={"train": xt, "val": xv},
+        labels={"train": yt, "val": yv},
+    )
+
+
+def cfg(*overrides):
+    return load_config(overrides=[*BASE, *overrides])
+
+
+def assert_same_history(packed, separate, *, loss_rel: float, acc_abs: float | None, val_loss_rel: float | None = None):
+    assert len(packed) == len(separate)
+    for p, s in zip(packed, separate, strict=True):
+        assert p["epoch"] == s["epoch"]
+        assert p["train_loss"] == pytest.approx(s["train_loss"], rel=loss_rel), p["epoch"]
+        assert p["val_loss"] == pytest.approx(s["val_loss"], rel=val_loss_rel or loss_rel), p["epoch"]
+        if acc_abs is not None:
+            assert abs(p["train_acc"] - s["train_acc"]) <= acc_abs + 1e-9
+            assert abs(p["val_acc"] - s["val_acc"]) <= acc_abs + 1e-9
+        assert p["lr"] == s["lr"] and p["l2_penalty"] == pytest.approx(s["l2_penalty"], rel=max(loss_rel, 1e-5))
+
+
+def test_three_packed_trials_give_the_metrics_of_three_separate_runs(data):
+    configs = [cfg(*NO_BN, *t, "epochs=3") for t in (A, B, C)]
+    separate = [train(c, data, progress=False) for c in configs]
+    reported: list[list[dict]] = [[], [], []]
+    packed = train_packed(configs, data, [lambda m, _c, i=i: reported[i].append(m) for i in range(3)])
+    for p, s, r in zip(packed, separate, reported, strict=True):
+        assert (p.status, p.best_epoch) == (s.status, s.best_epoch) == ("completed", s.best_epoch)
+        assert_same_history(p.history, s.history, loss_rel=1e-4, acc_abs=ONE_IMAGE)
+        assert [m["epoch"] for m in r] == [1, 2, 3] and r[-1]["status"] == "completed"
+        assert p.model is not None and s.model is not None
+        for (name, w), w_sep in zip(p.model.state_dict().items(), s.model.state_dict().values(), strict=True):
+            torch.testing.assert_close(w, w_sep, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_packed_batchnorm_trials_agree_with_separate_runs_within_rounding(data):
+    configs = [cfg(*t, "epochs=2") for t in (["lr=1e-3", "seed=0"], ["lr=1e-3", "seed=5", "label_smoothing=0.1"])]
+    separate = [train(c, data, progress=False) for c in configs]
+    packed = train_packed(configs, data)
+    for p, s in zip(packed, separate, strict=True):
+        assert_same_history(p.history, s.history, loss_rel=3e-2, val_loss_rel=5e-2, acc_abs=None)
+
+
+def test_a_trial_leaving_and_one_joining_do_not_disturb_the_others(data, tmp_path):
+    """B leaves after epoch 1 and D takes its slot, initialized as its own run; A and C see nothing of it."""
+    ca, cb, cc = (cfg(*NO_BN, *t, "epochs=3") for t in (A, B, C))
+    cd = cfg(*NO_BN, *D, "epochs=2")
+    pack = PackedTrainer(data, capacity=3)
+    slots = {name: pack.add(c) for name, c in (("a", ca), ("b", cb), ("c", cc))}
+    assert pack.step_epoch() == {}
+    left = pack.remove(slots["b"])
+    assert (left.status, len(left.history), left.message) == ("stopped", 1, "left the pack after epoch 1")
+    assert pack.free_slots == [slots["b"]]
+    slot_d = pack.add(cd, run_dir=tmp_path / "d")
+    assert slot_d == slots["b"]
+    ended = {}
+    while pack.trials:
+        ended.update({slot: res for slot, res in pack.step_epoch().items()})
+    for name, c, result in (("a", ca, ended[slots["a"]]), ("c", cc, ended[slots["c"]]), ("d", cd, ended[slot_d])):
+        separate = train(c, data, progress=False)
+        assert result.status == "completed", name
+        assert_same_history(result.history, separate.history, loss_rel=1e-4, acc_abs=ONE_IMAGE)
+    b_alone = train(cb.replace(epochs=1), data, progress=False)
+    assert_same_history(left.history, b_alone.history, loss_rel=1e-4, acc_abs=ONE_IMAGE)
+
+    # D's files hold D alone (its slot, not the pack's stacked tensors), in the format train() resumes from.
+    ckpt = load_checkpoint(tmp_path / "d")
+    d_model = ended[slot_d].model
+    assert d_model is not None and ckpt["epoch"] == 2
+    for name, w in d_model.state_dict().items():
+        assert torch.equal(ckpt["model"][name], w), name
+        assert ckpt["model"][name].untyped_storage().nbytes() == w.numel() * w.element_size()
+    resumed = train(cd, data, resume=tmp_path / "d", progress=False)
+    assert resumed.history == ended[slot_d].history
+
+
+def test_a_trial_whose_report_raises_leaves_and_the_others_go_on(data):
+    class Pruned(Exception):
+        pass
+
+    def prune(metrics, _ckpt):
+        if metrics["epoch"] == 1:
+            raise Pruned("pruned at epoch 1")
+
+    configs = [cfg(*NO_BN, *A, "epochs=2"), cfg(*NO_BN, *C, "epochs=2")]
+    pack = PackedTrainer(data, capacity=2)
+    pruned, kept = pack.add(configs[0], prune), pack.add(configs[1])
+    first = pack.step_epoch()
+    assert list(first) == [pruned] and first[pruned].status == "stopped"
+    assert first[pruned].message == "report raised Pruned: pruned at epoch 1"
+    last = pack.step_epoch()
+    assert last[kept].status == "completed"
+    assert_same_history(
+        last[kept].history, train(configs[1], data, progress=False).history, loss_rel=1e-4, acc_abs=ONE_IMAGE
+    )
+
+
+def test_what_a_pack_refuses(data):
+    pack = PackedTrainer(data, capacity=1)
+    pack.add(cfg("epochs=1"))
+    with pytest.raises(FerError, match="all 1 slots are taken; remove a trial first"):
+        pack.add(cfg("epochs=1"))
+    pack = PackedTrainer(data, capacity=2)
+    pack.add(cfg("epochs=1"))
+    with pytest.raises(FerError, match=r"this trial has batch_size=16 \(the pack's: 32\)"):
+        pack.add(cfg("epochs=1", "batch_size=16"))
+    with pytest.raises(FerError, match="compile=true is not supported"):
+        PackedTrainer(data, capacity=1).add(cfg("compile=true"))
+    with pytest.raises(FerError, match="slot 1 holds no trial"):
+        pack.remove(1)
+    with pytest.raises(FerError, match="capacity must be an integer >= 1; got 0"):
+        PackedTrainer(data, capacity=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_packed_trials_on_cuda_learn_like_separate_ones(data):
+    """bf16 and CUDA's own dropout kernel: the same learning, not the same rounding (loose tolerance)."""
+    configs = [cfg(*t, "epochs=3", "device=cuda") for t in (A, D)]
+    packed = train_packed(configs, data)
+    separate = [train(c, data, progress=False) for c in configs]
+    for p, s in zip(packed, separate, strict=True):
+        assert p.status == "completed"
+        assert p.history[-1]["train_loss"] == pytest.approx(s.history[-1]["train_loss"], rel=0.2)
