@@ -253,6 +253,24 @@ class PruningOptunaSearch(OptunaSearch):
             reported.add(step)
         return step
 
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        """Tune's atomic save (write a temp file, rename it into place), with the temp file beside
+        ``checkpoint_dir`` instead of inside it. Tune uploads that folder to remote storage in the
+        background while it saves the searcher; a temp file that vanishes mid-upload made the upload
+        fail with a logged traceback (seen on S3 under load)."""
+        import os
+        import tempfile
+
+        parent = os.path.dirname(os.path.abspath(checkpoint_dir))
+        fd, tmp = tempfile.mkstemp(prefix=".searcher-state-", suffix=".tmp", dir=parent)
+        os.close(fd)
+        try:
+            self.save(tmp)
+            os.replace(tmp, os.path.join(checkpoint_dir, self.CKPT_FILE_TMPL.format(session_str)))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
     def save(self, checkpoint_path: str) -> None:
         # cloudpickle, so that a define-by-run space or an is_complete defined in a function or as a
         # lambda survives Tune's experiment checkpoints; OptunaSearch.restore reads it with pickle.

@@ -122,11 +122,16 @@ def brightness_data():
 
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
-    """A small embedded-default-style data set in class folders, with its truth.csv."""
+    """A small embedded-default-style data set in class folders, with its truth.csv.
+
+    Every face a different person (``subject_size=0``): the sweep fixtures built on it (the dashboard's
+    7-trial sweep and its seed, the storage and job flows) were tuned to this set's outcome mix.
+    Subjects, sessions and frames have their own tests (test_subjects.py, test_synth.py).
+    """
     from fer_core.data.synth import SynthConfig, generate, write_folders
 
     out = tmp_path_factory.mktemp("synth") / "raw"
-    write_folders(generate(SynthConfig(n=600, seed=3)), out)
+    write_folders(generate(SynthConfig(n=600, seed=3, subject_size=0)), out)
     return out
 
 

@@ -307,3 +307,28 @@ def test_a_trial_the_study_already_finished_is_not_told_again():
     s._ot_study.tell(ot_trial(s, 1).number, state=TrialState.FAIL)
     s.on_trial_complete("t2", {**result(1, 0.3), "done": True})  # would be PRUNED; the study keeps FAIL
     assert ot_trial(s, 1).state == TrialState.FAIL
+
+
+def test_save_to_dir_keeps_its_temp_file_out_of_the_folder_tune_uploads(tmp_path, monkeypatch):
+    """Tune uploads the experiment folder in the background while the searcher saves into it: the temp
+    file of the atomic save lives beside the folder, so no file appears in it and vanishes mid-upload."""
+    s = searcher()
+    s.suggest("t1")
+    s.on_trial_result("t1", result(1, 0.4))
+    folder = tmp_path / "driver_artifacts"
+    folder.mkdir()
+    seen: list[list[str]] = []
+    save = s.save
+
+    def watching_save(path: str) -> None:
+        save(path)
+        seen.append(sorted(p.name for p in folder.iterdir()))  # the folder while the temp file exists
+
+    monkeypatch.setattr(s, "save", watching_save)
+    s.save_to_dir(str(folder), "sess")
+    assert seen == [[]]
+    assert sorted(p.name for p in folder.iterdir()) == [s.CKPT_FILE_TMPL.format("sess")]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".searcher-state-")]
+    restored = searcher()
+    restored.restore_from_dir(str(folder))
+    assert [t.params for t in restored._ot_study.trials] == [t.params for t in s._ot_study.trials]

@@ -101,9 +101,10 @@ def test_sweep_submitted_as_a_ray_job_with_token_auth(ray_head, ingested, tmp_pa
         "--seed",
         "1",
     ]
-    for _ in range(20):  # the head's job agent takes a few seconds after `ray start` to accept jobs
+    deadline = time.monotonic() + 240  # the head's job agent takes seconds after `ray start` (a minute+ under load)
+    while True:
         out = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
-        if "No available agent" not in out.stderr:
+        if "No available agent" not in out.stderr or time.monotonic() > deadline:
             break
         time.sleep(3)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
