@@ -70,8 +70,23 @@ def ray_head():
     ]
     out = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
+    address = f"http://127.0.0.1:{dash}"
+    # The dashboard's job API answers some seconds after `ray start` (a minute or more on a loaded
+    # machine, where an early submit got its connection closed): wait until it lists jobs.
+    deadline = time.monotonic() + 240
+    while True:
+        ready = subprocess.run(
+            [str(BIN / "ray"), "job", "list", "--address", address],
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if ready.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     try:
-        yield f"http://127.0.0.1:{dash}"
+        yield address
     finally:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env(), capture_output=True, timeout=120)
 
