@@ -591,7 +591,9 @@ def _history(result) -> list[dict]:
     ]
 
 
-def _write_outputs(cfg: SweepConfig, argv, prog, store, launch, space, grid, wall, cut: set[str] = frozenset()):
+def _write_outputs(
+    cfg: SweepConfig, argv, prog, store, launch, space, grid, wall, cut: frozenset[str] | set[str] = frozenset()
+):
     """The tables, the summary and the record (the launch's, with what the sweep found) in the experiment;
     ``cut``: the trial folder names of the trials the time budget stopped."""
     from dataclasses import replace
