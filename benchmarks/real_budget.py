@@ -31,7 +31,7 @@ What it does, with the ``fer`` commands a user runs (each a subprocess, timed as
    test accuracy (final weights; best-val weights beside it), peak epoch, drop from peak, whether the
    sweep's collapse rule (its default grace, window, margin) fires on the curve; then one line of
    per-epoch val accuracy per arm. ``OUT/real_budget.json`` and ``.csv`` hold the same; ``OUT/phases.json``
-   logs every command with the splits it could read, in order.
+   logs every command with the splits it could read and the machine's load when it ended, in order.
 
 ``--sweep-args`` adds flags to the sweep (e.g. ``"--max-epochs 12"``); ``--threads`` caps torch threads.
 Figures from this machine are in the README's "On real data".
@@ -99,7 +99,10 @@ class Bench:
             [sys.executable, "-m", "fer_cli", *args], cwd=ROOT, env=env, capture_output=True, text=True
         )
         end = time.time()
-        self.phases.append({"arm": arm, "step": step, "reads": list(reads), "start": start, "end": end})
+        load = os.getloadavg()[0]  # the 1-minute load at the end: other work on the machine skews the timings
+        self.phases.append(
+            {"arm": arm, "step": step, "reads": list(reads), "start": start, "end": end, "load_1min": load}
+        )
         write_text(self.phases_file, dumps(self.phases, indent=1) + "\n")
         (self.out / "logs").mkdir(exist_ok=True)
         write_text(self.out / "logs" / f"{arm}-{step}.log", proc.stdout + proc.stderr)
@@ -407,6 +410,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"\nFER, {len(manifest['classes'])} classes, test split sealed until the evaluations ({out}):")
     print(format_table(rows))
     print(format_curves(rows))
+    loads = {
+        r["arm"]: [p["load_1min"] for p in bench.phases if p["arm"] == r["arm"] and p.get("load_1min") is not None]
+        for r in rows
+    }
+    if any(loads.values()):
+        print(
+            f"machine load (1-min average at the end of each step; {os.cpu_count()} cores): "
+            + ", ".join(f"{a} {' '.join(f'{v:.1f}' for v in vs)}" for a, vs in loads.items() if vs)
+        )
     for r in rows:
         if r["arm"] == "sweep" and r.get("sweep"):
             s = r["sweep"]
