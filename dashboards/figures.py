@@ -40,6 +40,7 @@ OUTCOME_STYLE = {
     Outcome.EARLY_STOPPED.value: ("#2ca02c", "diamond"),
     Outcome.DIVERGED.value: ("#9467bd", "star"),
     Outcome.ERRORED.value: ("#111111", "square-x"),
+    Outcome.OUT_OF_TIME.value: ("#bcbd22", "hourglass"),
     Outcome.RUNNING.value: ("#ff7f0e", "circle-open"),
 }
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]

@@ -24,6 +24,7 @@ class Outcome(StrEnum):
     EARLY_STOPPED = "early_stopped"  # the trainer's own early stopping
     DIVERGED = "diverged"  # non-finite (or runaway) training loss
     ERRORED = "errored"  # the trial raised an error
+    OUT_OF_TIME = "out of time"  # cut (or never started) when the sweep's --time-budget-s ran out
     RUNNING = "running"  # no final result yet (a live or interrupted sweep)
 
 

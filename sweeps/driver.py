@@ -137,6 +137,8 @@ class _TuneRun:
     run_config: Any
     callbacks: list
     wandb_runs: Any  # sweeps.wandb_logging.RunFolder, or None with W&B disabled
+    searcher: Any  # sweeps.optuna_search.PruningOptunaSearch (Tune wraps it; the object is this one)
+    budget: Any  # sweeps.time_budget.TimeBudget, or None without --time-budget-s
     samples: int  # trials this run adds
     concurrency: int
     more: bool  # an extension of an experiment that has trials
@@ -308,7 +310,23 @@ def _sweep(cfg: SweepConfig, argv: list[str], prog: str, exp: _Experiment, input
         if tune_run.wandb_runs is not None and not tune_run.wandb_runs.direct:
             say(f"W&B: runs in {tune_run.wandb_runs.close()}")
     wall = time.time() - t0
-    return _write_outputs(cfg, argv, prog, exp.store, launch, inputs.space, grid, wall)
+    cut = _budget_cut(cfg, tune_run)
+    return _write_outputs(cfg, argv, prog, exp.store, launch, inputs.space, grid, wall, cut)
+
+
+def _budget_cut(cfg: SweepConfig, tune_run: _TuneRun) -> set[str]:
+    """The trials the spent time budget stopped, by folder name (none when it was not spent); their Optuna twins
+    are told that they ended."""
+    budget = tune_run.budget
+    if budget is None or not budget.spent:
+        return set()
+    cut = budget.cut
+    tune_run.searcher.end_unfinished()
+    say(
+        f"--time-budget-s {cfg.time_budget_s:g}: spent; {len(cut)} trial(s) stopped where they were "
+        "(outcome 'out of time'; only completed trials can be exported)"
+    )
+    return cut
 
 
 def _tune_run(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, cluster: dict) -> _TuneRun:
@@ -317,6 +335,7 @@ def _tune_run(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, cluster: dict
     from ray.tune.stopper import CombinedStopper
 
     from sweeps.collapse import ReportedCollapseStopper
+    from sweeps.time_budget import TimeBudget
     from sweeps.trainable import fer_trainable
 
     previous = (exp.store.read_rows("trials.parquet") or []) if cfg.extend is not None else []
@@ -333,8 +352,12 @@ def _tune_run(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, cluster: dict
     searcher = _searcher(cfg, exp, inputs, previous)
     scheduler = _scheduler(cfg)
     # The trainable applies the collapse rule to each trial's whole (checkpointed) history: no driver state.
-    stoppers = [] if cfg.no_collapse_stop else [ReportedCollapseStopper()]
+    stoppers: list = [] if cfg.no_collapse_stop else [ReportedCollapseStopper()]
     wandb_runs, callbacks = _callbacks(cfg, exp, inputs.wandb_mode)
+    budget = TimeBudget(cfg.time_budget_s) if cfg.time_budget_s is not None else None
+    if budget is not None:
+        stoppers.append(budget.stopper)
+        callbacks.append(budget.tracker)
     if not cfg.verbose:
         from sweeps.console import CompactReporter
 
@@ -366,6 +389,8 @@ def _tune_run(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, cluster: dict
         run_config=run_config,
         callbacks=callbacks,
         wandb_runs=wandb_runs,
+        searcher=searcher,
+        budget=budget,
         samples=samples,
         concurrency=concurrency,
         more=bool(previous),
@@ -476,7 +501,7 @@ def _tuner(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, tune_run: _TuneR
             resume_errored=True,
             restart_errored=False,
         )
-        _use_callbacks(tuner, tune_run.callbacks, _tune_verbosity(cfg))
+        _use_callbacks(tuner, tune_run.callbacks, _tune_verbosity(cfg), tune_run.run_config.stop)
         return tuner
     say(
         f"experiment {exp.store}: {tune_run.samples} {'more ' if tune_run.more else ''}trials x up to "
@@ -533,8 +558,8 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _use_callbacks(tuner, callbacks: list, verbose: int | None = None) -> None:
-    """A restored Tuner runs with this command's callbacks, not the ones pickled at launch.
+def _use_callbacks(tuner, callbacks: list, verbose: int | None = None, stop: Any = None) -> None:
+    """A restored Tuner runs with this command's callbacks and stoppers (``stop``), not the ones pickled at launch.
 
     ``Tuner.restore`` brings back the launch's ``RunConfig``, callbacks included: its W&B callback
     would log with the launch's mode, project and folder (a temp folder on a head node that may be
@@ -548,6 +573,7 @@ def _use_callbacks(tuner, callbacks: list, verbose: int | None = None) -> None:
         say("--resume: this Ray version's Tuner keeps the launch's callbacks (W&B logs as at launch)")
         return
     run_config.callbacks = list(callbacks)
+    run_config.stop = stop  # the same rules (the launch's settings), with this run's time budget
     if verbose is not None:
         run_config.verbose = verbose
 
@@ -565,8 +591,11 @@ def _history(result) -> list[dict]:
     ]
 
 
-def _write_outputs(cfg: SweepConfig, argv, prog, store, launch, space, grid, wall):
-    """The tables, the summary and the record (the launch's, with what the sweep found) in the experiment."""
+def _write_outputs(
+    cfg: SweepConfig, argv, prog, store, launch, space, grid, wall, cut: frozenset[str] | set[str] = frozenset()
+):
+    """The tables, the summary and the record (the launch's, with what the sweep found) in the experiment;
+    ``cut``: the trial folder names of the trials the time budget stopped."""
     from dataclasses import replace
 
     from experiment_store import EPOCHS, TRIALS
@@ -575,15 +604,17 @@ def _write_outputs(cfg: SweepConfig, argv, prog, store, launch, space, grid, wal
     trials = []
     for result in grid:
         last = dict(result.metrics or {})
+        trial_id = last.get("trial_id") or Path(str(result.path)).name
         trials.append(
             {
-                "trial_id": last.get("trial_id") or Path(str(result.path)).name,
+                "trial_id": trial_id,
                 "config": result.config,
                 "last": last,
                 "errored": result.error is not None,
                 "finished": True,
                 "time_s": last.get("time_total_s"),
                 "history": _history(result),
+                "out_of_time": Path(str(result.path)).name in cut,
             }
         )
     rows, epochs = trial_rows(trials, cfg.max_epochs), epoch_rows(trials)

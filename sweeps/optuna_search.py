@@ -35,7 +35,9 @@ So an early-stopped trial never outranks a finished one, but its parameters stil
 (Optuna's convention); ``study.best_trial`` looks at COMPLETE trials only.
 
 Pitfall: trials cut by an experiment-wide stop (``Stopper.stop_all()``, ``time_budget_s``) never
-reach ``on_trial_complete`` in Ray 2.60 and stay RUNNING in the study.
+reach ``on_trial_complete`` in Ray 2.60 and stay RUNNING in the study; call ``end_unfinished()``
+after ``Tuner.fit`` (the sweep's ``--time-budget-s`` does) to tell them PRUNED (or FAIL when they
+reported nothing).
 
 Example::
 
@@ -185,6 +187,25 @@ class PruningOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
         self._reported_steps.pop(trial_id, None)
         self._last_seen_step.pop(trial_id, None)
+
+    def end_unfinished(self) -> int:
+        """Tell Optuna the end of every trial this searcher suggested that Tune never completed: PRUNED with
+        the per-epoch values it reported, FAIL when it reported none (it never ran). For trials an
+        experiment-wide stop cut (a time budget), which skip ``on_trial_complete``; returns how many."""
+        n = 0
+        for trial_id, ot_trial in list(self._ot_trials.items()):
+            if trial_id in self._completed_trials:
+                continue
+            state = _TrialState.PRUNED if self._reported_steps.get(trial_id) else _TrialState.FAIL
+            try:
+                self._study.tell(ot_trial, state=state, skip_if_finished=True)
+            except optuna.exceptions.UpdateFinishedTrialError:  # pragma: no cover - skip_if_finished covers it
+                pass
+            self._completed_trials.add(trial_id)
+            self._reported_steps.pop(trial_id, None)
+            self._last_seen_step.pop(trial_id, None)
+            n += 1
+        return n
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)

@@ -2,7 +2,7 @@
 
 ``trials.parquet`` has a row per trial: ``trial_id``, every sampled hyperparameter (``config/<key>``),
 ``outcome`` (``experiment_store.Outcome``: completed, stopped by ASHA, collapsed, early_stopped, diverged,
-errored, running),
+errored, out of time, running),
 ``stop_reason``, ``peak``, ``peak_epoch``, ``final``, ``score``, ``epochs`` and ``time_s``.
 ``epochs.parquet`` has a row per trial-epoch with every metric the trainer reported.
 This module makes the rows; ``experiment_store`` writes and reads the files.
@@ -36,8 +36,11 @@ _TUNE_NOISE = {
 }
 
 
-def classify(last: dict, *, errored: bool, max_epochs: int, finished: bool = True) -> tuple[Outcome, str]:
-    """(outcome, reason) of a trial from its last result (its ``trial_status`` is the trainer's status)."""
+def classify(
+    last: dict, *, errored: bool, max_epochs: int, finished: bool = True, out_of_time: bool = False
+) -> tuple[Outcome, str]:
+    """(outcome, reason) of a trial from its last result (its ``trial_status`` is the trainer's status);
+    ``out_of_time``: the sweep's time budget stopped it (``sweeps.time_budget``)."""
     if errored:
         return Outcome.ERRORED, "the trial raised an error (see its error.txt in the experiment folder)"
     status = last.get("trial_status")
@@ -45,12 +48,16 @@ def classify(last: dict, *, errored: bool, max_epochs: int, finished: bool = Tru
         return Outcome.DIVERGED, str(last.get("message", "non-finite training loss"))
     epochs = int(last.get("epoch") or 0)
     ran_all = status == "completed" or epochs >= max_epochs
+    note = f"; {last['collapse_reason']} (not stopped)" if last.get("collapsed") else ""
+    if out_of_time and not ran_all and status != "early_stopped":  # it had not ended: no rule stopped it
+        if not epochs:
+            return Outcome.OUT_OF_TIME, "not started before the sweep's time budget ran out"
+        return Outcome.OUT_OF_TIME, f"the sweep's time budget ran out after epoch {epochs} of {max_epochs}{note}"
     if last.get("collapsed") and not ran_all:
         return Outcome.COLLAPSED, str(last.get("collapse_reason", ""))
     if status == "early_stopped":
         return Outcome.EARLY_STOPPED, "the trainer's own early stopping"
     if ran_all:
-        note = f"; {last['collapse_reason']} (not stopped)" if last.get("collapsed") else ""
         return Outcome.COMPLETED, f"ran all {max_epochs} epochs{note}"
     if not finished:
         return Outcome.RUNNING, f"at epoch {epochs}"
@@ -64,12 +71,17 @@ def _clean(value: Any) -> Any:
 
 
 def trial_rows(trials: list[dict], max_epochs: int) -> list[dict]:
-    """``trials``: dicts with trial_id, config, last (result), errored, finished, time_s."""
+    """``trials``: dicts with trial_id, config, last (result), errored, finished, time_s and optionally
+    out_of_time (the sweep's time budget stopped it)."""
     rows = []
     for t in trials:
         last = t.get("last") or {}
         outcome, reason = classify(
-            last, errored=t.get("errored", False), max_epochs=max_epochs, finished=t.get("finished", True)
+            last,
+            errored=t.get("errored", False),
+            max_epochs=max_epochs,
+            finished=t.get("finished", True),
+            out_of_time=t.get("out_of_time", False),
         )
         epochs = int(last.get("epoch") or 0)
         if last.get("trial_status") == "diverged":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-epochs", type=int, default=20, help="epoch budget of a trial (ASHA's max_t)")
     p.add_argument("--grace-period", type=int, default=3, help="ASHA: epochs before a trial can be stopped")
     p.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep 1/rf of trials at each rung")
+    p.add_argument(
+        "--time-budget-s",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wall-clock budget of each run of the sweep (launch, --resume, --extend): when it is spent, "
+        "trials in flight stop where they are and no new one starts (outcome 'out of time'); default: none",
+    )
     p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs per trial (also its torch threads)")
     p.add_argument(
         "--gpus-per-trial",
@@ -155,6 +164,7 @@ class SweepConfig:
     max_epochs: int
     grace_period: int
     reduction_factor: int
+    time_budget_s: float | None
     cpus_per_trial: float
     gpus_per_trial: float
     concurrency: int | None
@@ -259,6 +269,8 @@ class SweepConfig:
         for key in ("samples", "max_epochs", "grace_period", "score_window", "collapse_window"):
             if getattr(self, key) < 1:
                 raise FerError(f"{self.flag(key)} must be >= 1; got {getattr(self, key)}")
+        if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
+            raise FerError(f"--time-budget-s must be a number of seconds > 0; got {self.time_budget_s}")
         if self.grace_period > self.max_epochs:
             raise FerError(f"--grace-period {self.grace_period} exceeds --max-epochs {self.max_epochs}")
         if self.reduction_factor < 2:

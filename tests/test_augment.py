@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from fer_core.train.augment import AUGMENT_PRESETS, Augment, create_augment, warp
+from fer_core.train.config import AUGMENTS
 
 
 def images(n=8, c=1, h=48, w=48, seed=0, lo=0.0, hi=1.0, dtype=torch.float32):
@@ -18,7 +19,10 @@ def seeded(seed):
 
 
 def test_presets():
-    assert AUGMENT_PRESETS == ("none", "soft", "strong")
+    assert AUGMENT_PRESETS == ("none", "flip", "soft", "strong") == AUGMENTS  # the trainer's choices
+    flip = create_augment("flip")
+    others = (flip.rotation, flip.zoom, flip.translate, flip.brightness, flip.contrast, flip.erase_p)
+    assert flip.flip and others == (0,) * 6
     soft = create_augment("soft")
     assert (soft.flip, soft.rotation, soft.zoom, soft.contrast) == (True, 0.05, 0.05, 0.05)
     assert (soft.translate, soft.brightness, soft.erase_p) == (0.0, 0.0, 0.0)
@@ -40,7 +44,7 @@ def test_overrides_none_means_preset_value():
 
 
 def test_unknown_preset_lists_valid_names():
-    with pytest.raises(ValueError, match=r"unknown augment preset 'medium'.*none, soft, strong"):
+    with pytest.raises(ValueError, match=r"unknown augment preset 'medium'.*none, flip, soft, strong"):
         create_augment("medium")
 
 
@@ -93,6 +97,15 @@ def test_none_is_identity():
     x = images()
     assert create_augment("none")(x) is x
     assert Augment()(x) is x
+
+
+def test_flip_mirrors_some_images_and_leaves_the_others_untouched():
+    x = images(32)
+    out = create_augment("flip")(x, generator=seeded(0))
+    same = [bool(torch.equal(o, i)) for o, i in zip(out, x, strict=True)]
+    mirrored = [bool(torch.allclose(o, i.flip(-1), atol=1e-5)) for o, i in zip(out, x, strict=True)]
+    assert all(s != m for s, m in zip(same, mirrored, strict=True))  # each image one or the other
+    assert 0 < sum(mirrored) < len(x)
 
 
 @pytest.mark.parametrize("name", ["soft", "strong"])

@@ -21,6 +21,7 @@ from fer_core.models.resnet import BasicBlock, SqueezeExcite
 TV = ["tv_efficientnet_b0", "tv_resnet50", "tv_vgg16"]
 FER_CNN = ["fer_cnn_0", "fer_cnn_a", "fer_cnn_b", "fer_cnn_bplus", "fer_cnn_bplusplus", "fer_cnn_c", "fer_cnn_d"]
 SMALL_CNN = ["fer_cnn_small", "fer_cnn_tiny"]  # not in the notebook: CPU-sized
+PLAIN_CNN = ["fer_cnn_plain"]  # not in the notebook: the hand-written baseline
 RESNETS = ["mish_resnet34", "plain34", "resnet18", "resnet34", "resnet50", "se_resnet34"]
 
 # The notebook's (seeds/004) model.summary() lines: (Total, Trainable, Non-trainable params).
@@ -85,7 +86,7 @@ def dropout_rates(model: nn.Module) -> list[float]:
 
 
 def test_registered_names():
-    assert list_models() == sorted(FER_CNN + SMALL_CNN + RESNETS + TV)
+    assert list_models() == sorted(FER_CNN + SMALL_CNN + PLAIN_CNN + RESNETS + TV)
     assert list_models("tv_*") == TV
     assert list_models("*resnet34") == ["mish_resnet34", "resnet34", "se_resnet34"]
     assert is_model("fer_cnn_bplusplus") and not is_model("fer_cnn_e")
@@ -210,6 +211,17 @@ def test_small_cnns_are_cpu_sized():
         assert create_model(name, num_classes=7)(torch.zeros(2, 1, 48, 48)).shape == (2, 7)
 
 
+def test_plain_cnn_is_the_hand_written_baseline():
+    m = create_model("fer_cnn_plain")
+    assert sum(p.numel() for p in m.parameters()) == 1_468_260  # 286,432 conv + 896 BN + 1,179,904 + 1,028 dense
+    layers = [type(x).__name__ for x in m.blocks[0]]
+    assert layers == ["Conv2d", "BatchNorm2d", "ReLU"] * 2 + ["MaxPool2d", "Dropout"]  # BN before ReLU
+    assert [b.conv2.out_channels for b in m.blocks] == [32, 64, 128] and m.head.hidden.fc1.out_features == 256
+    assert dropout_rates(m) == pytest.approx([0.2, 0.3, 0.4, 0.4])
+    assert (m.blocks[0].bn1.eps, m.blocks[0].bn1.momentum) == (1e-5, 0.1)  # PyTorch's BatchNorm, not Keras'
+    assert m(torch.zeros(2, 1, 48, 48)).shape == (2, 4)
+
+
 def test_flatten_size_follows_input_size(zoo):
     big, small = zoo("fer_cnn_b"), create_model("fer_cnn_b", input_size=32)
     assert keras_param_counts(big)[0] - keras_param_counts(small)[0] == (6 * 6 - 4 * 4) * 256 * 256
@@ -218,7 +230,7 @@ def test_flatten_size_follows_input_size(zoo):
 
 
 def test_preset_training_defaults():
-    assert set(PRESET_DEFAULTS) == set(FER_CNN)
+    assert set(PRESET_DEFAULTS) == set(FER_CNN + PLAIN_CNN)
     keys = set(PRESET_DEFAULTS["fer_cnn_0"])
     assert all(set(cfg) == keys for cfg in PRESET_DEFAULTS.values())
     bpp = PRESET_DEFAULTS["fer_cnn_bplusplus"]
@@ -243,6 +255,14 @@ def test_preset_training_defaults():
     assert (PRESET_DEFAULTS["fer_cnn_c"]["l2"], PRESET_DEFAULTS["fer_cnn_c"]["l2_scope"]) == (1e-3, "dense")
     d = PRESET_DEFAULTS["fer_cnn_d"]
     assert (d["early_stopping_patience"], d["plateau_patience"], d["plateau_min_lr"]) == (10, 5, 1e-7)
+    plain = PRESET_DEFAULTS["fer_cnn_plain"]
+    assert (plain["optimizer"], plain["lr"], plain["label_smoothing"], plain["augment"]) == ("adam", 1e-3, 0.1, "flip")
+    assert (plain["lr_schedule"], plain["cosine_alpha"], plain["batch_size"], plain["class_weight"]) == (
+        "cosine",
+        0.0,
+        64,
+        "none",
+    )
 
 
 def test_dropout_scale_scales_and_clamps():

@@ -70,6 +70,10 @@ def test_flag_checks_and_derived_values():
         _config("--resume").check_flags()
     with pytest.raises(FerError, match="exceeds --max-epochs"):
         _config("--grace-period", "9", "--max-epochs", "4").check_values()
+    for bad in ("0", "-5", "nan", "inf"):
+        with pytest.raises(FerError, match=f"--time-budget-s must be a number of seconds > 0; got {bad}"):
+            _config("--time-budget-s", bad).check_values()
+    assert _config("--time-budget-s", "90").time_budget_s == 90.0 and _config().time_budget_s is None
     cfg = _config(
         "--samples", "40", "--cpus-per-trial", "2.5", "--gpus-per-trial", "0.5", "--name", "x", "--extend", "3"
     )

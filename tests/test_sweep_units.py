@@ -74,6 +74,25 @@ def test_outcomes(last, errored, outcome):
     assert classify(last, errored=errored, max_epochs=10)[0] == outcome
 
 
+def test_a_trial_the_time_budget_cut_is_out_of_time_unless_it_had_already_ended():
+    cut = classify({"trial_status": "running", "epoch": 4}, errored=False, max_epochs=10, out_of_time=True)
+    assert cut == ("out of time", "the sweep's time budget ran out after epoch 4 of 10")
+    never = classify({}, errored=False, max_epochs=10, out_of_time=True)
+    assert never == ("out of time", "not started before the sweep's time budget ran out")
+    # a trial that had run all its epochs, or diverged, ended by itself
+    assert classify({"trial_status": "completed", "epoch": 10}, errored=False, max_epochs=10, out_of_time=True)[0] == (
+        "completed"
+    )
+    diverged = {"trial_status": "diverged", "epoch": 3, "message": "loss became nan"}
+    assert classify(diverged, errored=False, max_epochs=10, out_of_time=True)[0] == "diverged"
+    # a collapse recorded but not stopped on (--no-collapse-stop) is noted; the budget stopped it
+    collapsed = {"trial_status": "running", "epoch": 6, "collapsed": True, "collapse_reason": "collapsed at epoch 5"}
+    assert classify(collapsed, errored=False, max_epochs=10, out_of_time=True) == (
+        "out of time",
+        "the sweep's time budget ran out after epoch 6 of 10; collapsed at epoch 5 (not stopped)",
+    )
+
+
 def test_tables_and_summary(tmp_path):
     trials = [
         {

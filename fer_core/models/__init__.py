@@ -10,6 +10,9 @@ Registered models:
 - ``fer_cnn_0``, ``fer_cnn_a``, ``fer_cnn_b``, ``fer_cnn_c``, ``fer_cnn_bplus``, ``fer_cnn_bplusplus``,
   ``fer_cnn_d``: the capstone notebook's ladder (``fer_cnn.FerCNN`` presets); their training
   settings are in ``PRESET_DEFAULTS``.
+- ``fer_cnn_small``, ``fer_cnn_tiny``: Model B's design scaled down for CPU sweeps and CI;
+  ``fer_cnn_plain``: the plain CNN a team writes by hand (32-64-128 double convs, Dense 256), with its
+  recipe in ``PRESET_DEFAULTS`` too.
 - ``resnet18``, ``resnet34``, ``resnet50``, ``plain34``, ``se_resnet34``, ``mish_resnet34``: ResNets
   with a 48x48-friendly stem (``resnet.ResNet``).
 - ``tv_vgg16``, ``tv_resnet50``, ``tv_efficientnet_b0``: torchvision backbones with the notebook's

@@ -406,6 +406,24 @@ _PRESETS: dict[str, dict] = {
         bn_momentum=0.1,
         **_B_DROPOUT,
     ),
+    # Not in the notebook: the plain CNN a team writes by hand in PyTorch first (issue 15's baseline):
+    # three blocks of two 3x3 convs, each Conv -> BN -> ReLU (32-64-128), 2x2 max-pool and dropout
+    # .2/.3/.4; Flatten, Dense 256 (ReLU), dropout .4. PyTorch's own init and BatchNorm (eps 1e-5,
+    # momentum 0.1), as `nn.Conv2d` / `nn.BatchNorm2d` give them. ~1.5M params, ~1/4 of Model B's work.
+    "fer_cnn_plain": dict(
+        filters=(32, 64, 128),
+        convs_per_block=2,
+        bn="conv",
+        bn_after_act=False,
+        pool="max",
+        block_dropout=(0.2, 0.3, 0.4),
+        dense=(256,),
+        dense_bn=False,
+        dense_dropout=0.4,
+        bn_eps=1e-5,
+        bn_momentum=0.1,
+        init="torch",
+    ),
 }
 
 
@@ -474,7 +492,8 @@ _B_PLUS = dict(
     early_stopping_patience=20,
 )
 
-#: Each preset's training settings in the notebook (not architecture), read off its training cells.
+#: Each preset's training settings (not architecture): the notebook's, read off its training cells, and the
+#: plain hand-written baseline's.
 PRESET_DEFAULTS: dict[str, dict] = {
     # Adam(1e-3), CE, ReduceLROnPlateau(val_loss, 0.5, patience 5, min 1e-6), 75 epochs
     "fer_cnn_0": _training(lr=1e-3, **_plateau(5, 1e-6)),
@@ -499,6 +518,18 @@ PRESET_DEFAULTS: dict[str, dict] = {
         early_stopping_monitor="val_accuracy",
         early_stopping_patience=10,
         **_plateau(5, 1e-7),
+    ),
+    # Not the notebook's: the plain baseline's recipe (issue 15): Adam(1e-3), CrossEntropyLoss(label_smoothing
+    # 0.1) without class weights, RandomHorizontalFlip, CosineAnnealingLR to 0 over the epochs, batch 64, 12 epochs
+    "fer_cnn_plain": _training(
+        lr=1e-3,
+        label_smoothing=0.1,
+        augment="flip",
+        class_weight="none",
+        lr_schedule="cosine",
+        cosine_alpha=0.0,
+        epochs=12,
+        checkpoint_monitor=None,
     ),
 }
 
@@ -553,6 +584,14 @@ def fer_cnn_d(pretrained: bool = False, **kwargs) -> FerCNN:
 def fer_cnn_small(pretrained: bool = False, **kwargs) -> FerCNN:
     """Model B's design at a quarter of the width (16-32-64, Dense 64): for CPU sweeps. ~220k params."""
     return _create_fer_cnn("fer_cnn_small", pretrained, kwargs)
+
+
+@register_model
+def fer_cnn_plain(pretrained: bool = False, **kwargs) -> FerCNN:
+    """A plain hand-written CNN: double-conv blocks 32-64-128 (Conv -> BN -> ReLU), dropout .2/.3/.4, Dense 256,
+    dropout .4; PyTorch init. ~1.5M params. Its recipe (``PRESET_DEFAULTS``): Adam 1e-3, label smoothing .1,
+    flips, cosine, batch 64."""
+    return _create_fer_cnn("fer_cnn_plain", pretrained, kwargs)
 
 
 @register_model

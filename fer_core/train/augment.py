@@ -1,4 +1,4 @@
-"""Augmentation presets applied to whole batches on the training device: ``none``, ``soft``, ``strong``.
+"""Augmentation presets applied to whole batches on the training device: ``none``, ``flip``, ``soft``, ``strong``.
 
 The trainer moves a uint8 batch to the device, scales it to [0, 1], augments it here and normalizes
 afterwards. Nothing runs per image in Python: every random parameter is drawn for the whole batch
@@ -9,6 +9,7 @@ from coordinate grids. A batch of 4096 48x48 faces is a handful of kernels, on C
 Presets (``AUGMENT_PRESETS``):
 
 - ``none``: identity (the input tensor itself is returned).
+- ``flip``: random horizontal flips only (a hand-written notebook's ``RandomHorizontalFlip``).
 - ``soft``: the capstone notebook's Keras pipeline ``RandomFlip("horizontal")``,
   ``RandomRotation(0.05)`` (+-18 degrees), ``RandomZoom(0.05)``, ``RandomContrast(0.05)``, with
   Keras' "reflect" fill.
@@ -42,6 +43,7 @@ from ..validate import check_number, is_real
 # Preset name -> Augment keyword arguments.
 _PRESETS: dict[str, dict] = {
     "none": {},
+    "flip": dict(flip=True),
     "soft": dict(flip=True, rotation=0.05, zoom=0.05, contrast=0.05),
     "strong": dict(flip=True, rotation=15 / 360, zoom=0.1, translate=0.1, brightness=0.2, contrast=0.3, erase_p=0.5),
 }

@@ -52,7 +52,7 @@ class ConfigError(FerError, ValueError):
 
 
 LOSSES = ("ce", "focal")
-AUGMENTS = ("none", "soft", "strong")
+AUGMENTS = ("none", "flip", "soft", "strong")  # fer_core.train.augment's presets
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step", "plateau")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -97,7 +97,7 @@ class TrainConfig:
     l2: float = 0.0  # Keras-style kernel penalty l2 * sum(w**2), added to the loss
     l2_scope: str = "all"  # all | all_but_classifier | dense
     weight_decay: float = 0.0  # decoupled weight decay (adamw; coupled for sgd)
-    augment: str = "none"  # none | soft (the notebook's) | strong
+    augment: str = "none"  # none | flip (horizontal flips) | soft (the notebook's) | strong
     # optimization
     optimizer: str = "adam"  # adam | adamw | sgd
     lr: float = 1e-3

@@ -1,0 +1,87 @@
+"""benchmarks/real_budget.py end to end on a tiny synthetic folder (real faces are never needed): one row per arm,
+the results written, and the test split sealed from everything but the final evaluations."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("real_budget", ROOT / "benchmarks" / "real_budget.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_three_arms_one_budget_and_a_sealed_test_split(tmp_path, capsys):
+    from fer_core.data.synth import SynthConfig, generate, write_folders
+
+    images = tmp_path / "faces"
+    write_folders(generate(SynthConfig(n=300, seed=5)), images)
+    out = tmp_path / "bench"
+    rows = _bench().main(
+        [
+            *("--images", str(images), "--classes", "4", "--budget-min", "0.2", "--out", str(out), "--threads", "2"),
+            *("--sweep-args", "--samples 2 --max-epochs 2 --grace-period 1"),
+        ]
+    )
+    printed = capsys.readouterr().out
+
+    assert [r["arm"] for r in rows] == ["sweep", "model_b", "plain_cnn"]
+    assert rows[0]["model"] in ("fer_cnn_small", "fer_cnn_tiny")  # the default space's models
+    assert [r["model"] for r in rows[1:]] == ["fer_cnn_b", "fer_cnn_plain"]
+    for r in rows:
+        assert r["epochs"] >= 1 and len(r["val_curve"]) == r["epochs"] and r["compute_min"] > 0
+        assert 0 <= r["test_acc"] <= 1 and 0 <= r["test_acc_best_weights"] <= 1
+        assert r["val_best"] == max(r["val_curve"]) and r["val_final"] == r["val_curve"][-1]
+        assert 1 <= r["peak_epoch"] <= r["epochs"] and r["drop_from_peak"] == r["val_best"] - r["val_final"]
+        assert isinstance(r["collapsed"], bool)
+    assert rows[0]["sweep"]["trials"] == 2 and rows[0]["sweep"]["max_epochs"] == 2  # --sweep-args reached it
+    saved = json.loads((out / "real_budget.json").read_text())
+    assert [r["arm"] for r in saved["rows"]] == ["sweep", "model_b", "plain_cnn"]
+    assert saved["classes"] == ["happy", "neutral", "sad", "surprise"]
+    with open(out / "real_budget.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [(t["arm"], t["model"], int(t["epochs"])) for t in table] == [
+        (r["arm"], r["model"], r["epochs"]) for r in rows
+    ]
+    assert "| arm | model | compute (min) |" in printed
+    for r in rows:  # one curve line per arm
+        assert f"{r['arm']}" in printed and " ".join(f"{100 * v:.1f}" for v in r["val_curve"]) in printed
+
+    # the test split is sealed: training reads a copy of the data set without its test shards ...
+    data, sealed = out / "data", out / "data-sealed"
+    assert any(p.name.startswith("test-") for p in data.iterdir())
+    assert not any(p.name.startswith("test-") for p in sealed.iterdir())
+    assert (sealed / "manifest.json").read_text() == (data / "manifest.json").read_text()
+    sweep_record = json.loads((out / "arms" / "sweep" / "sweep" / "sweep.json").read_text())
+    assert sweep_record["data"]["uri"] == str(sealed)
+    for arm in ("model_b", "plain_cnn"):
+        for run in ("calibration", "run"):
+            assert yaml.safe_load((out / "arms" / arm / run / "config.yaml").read_text())["data"] == str(sealed)
+    # ... and in each arm only the last steps read it, after everything that trained or chose a model
+    phases = json.loads((out / "phases.json").read_text())
+    assert phases[0]["step"] == "ingest"
+    for arm in ("sweep", "model_b", "plain_cnn"):
+        steps = [p for p in phases if p["arm"] == arm]
+        seen = [("test" in p["reads"]) for p in steps]
+        assert seen == sorted(seen) and seen[-1]  # no step without the test after one with it
+        last_blind = max(p["end"] for p in steps if "test" not in p["reads"])
+        assert all(p["start"] >= last_blind for p in steps if "test" in p["reads"])
+    assert [p["step"] for p in phases if p["arm"] == "sweep"] == [
+        "sweep",
+        "export-best",
+        "retrain",
+        "evaluate-best",
+    ]
