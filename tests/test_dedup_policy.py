@@ -105,6 +105,18 @@ def test_resolve_reports_diameters():
     assert {m["diameter"] for m in r.members} == {4}
 
 
+def test_duplicates_csv_gives_each_groups_diameter(ingested):
+    import csv
+
+    with open(ingested / "report" / "duplicates.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and list(rows[0])[-1] == "diameter"
+    by_group: dict[str, set] = {}
+    for r in rows:
+        by_group.setdefault(r["group"], set()).add(int(r["diameter"]))
+    assert all(len(d) == 1 and 0 <= min(d) <= 12 for d in by_group.values())  # one width per group, <= 2 x 6 bits
+
+
 def test_near_duplicates_with_different_labels_stay_but_copies_conflict():
     """Images in one near group: copies (within copy_distance bits) with different labels are a
     conflict; near duplicates that are not copies (one person's two expressions) keep their labels."""

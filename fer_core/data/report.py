@@ -274,7 +274,7 @@ def write_artifacts(
     _write_csv(folder / "skipped.csv", ["source", "item", "reason"], [[s, k.item, k.reason] for s, k in skipped])
     _write_csv(
         folder / "duplicates.csv",
-        ["group", "id", "label", "split", "exact", "conflict", "action"],
+        ["group", "id", "label", "split", "exact", "conflict", "action", "diameter"],
         [
             [
                 m["group"],
@@ -284,6 +284,7 @@ def write_artifacts(
                 int(m["exact"]),
                 int(m["conflict"]),
                 m["action"],
+                m.get("diameter", ""),
             ]
             for m in members
         ],
