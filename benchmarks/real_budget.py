@@ -16,12 +16,22 @@ What it does, with the ``fer`` commands a user runs (each a subprocess, timed as
 
    - ``sweep``: ``fer sweep`` exactly as the README runs it (default space, samples, epochs, ASHA,
      collapse rule; W&B off) with ``--time-budget-s`` = the budget less ``--retrain-share`` of it, then
-     ``fer export-best`` and ``fer retrain`` (``--set data=`` the unsealed set, so its one test evaluation
-     can run; ``threads`` = this machine's cores, as for the baselines). Compute = sweep + export + retrain.
+     ``fer export-best``; then the winner is trained the way a baseline is: a one-epoch calibration
+     (``fer train --config best.yaml --set epochs=1``, counted) and ``fer retrain --on train+val --epochs N``
+     for as many epochs as the rest of the budget holds (the Tuning Playbook's "tune on short runs, train
+     the final one longer"; ``--set data=`` the unsealed set, so its one test evaluation can run;
+     ``threads`` = this machine's cores, as for the baselines). Compute = sweep + export + calibration +
+     retrain. Its val columns are the winning trial's (val held out; the retrain trains on val).
    - ``model_b``: the capstone notebook's Model B recipe (``preset: fer_cnn_b``: Adam 5e-4, soft
      augmentation, plateau lr, balanced class weights, batch 64).
    - ``plain_cnn``: a plain hand-written CNN (``preset: fer_cnn_plain``: Conv-BN-ReLU x2 blocks 32-64-128,
      Dense 256, Adam 1e-3, label smoothing .1, flips, cosine, batch 64).
+   - ``plain_noreg`` (only when named in ``--arms``): the plain CNN with every regularizer off (no dropout,
+     smoothing or augmentation; constant lr): does an unregularized model overfit and collapse on real
+     faces within the budget?
+   - ``synthetic`` (not a contender, not counted): the plain CNN's recipe on the main job's procedural
+     faces (``fer data synth`` + ingest as ``scripts/main.sh`` does) for as many epochs as ``plain_cnn`` ran:
+     its learning curve printed under the real ones.
 
    A baseline first trains one epoch (``fer train --set epochs=1``, counted in its compute) to measure
    its epoch time and its start-up, then trains from scratch for as many epochs as the rest of the budget
@@ -59,8 +69,16 @@ from fer_core.atomic import write_text  # noqa: E402
 from fer_core.errors import FerError  # noqa: E402
 from fer_core.jsonio import dumps  # noqa: E402
 
-ARMS = ("sweep", "model_b", "plain_cnn")
-BASELINES = {"model_b": "fer_cnn_b", "plain_cnn": "fer_cnn_plain"}
+ARMS = ("sweep", "model_b", "plain_cnn", "plain_noreg", "synthetic")
+DEFAULT_ARMS = ("sweep", "model_b", "plain_cnn", "synthetic")
+RETRAIN_EXTRA_S = 15.0  # a retrain's work after training: one test evaluation, ONNX + torch.export, checks
+# arm -> (preset, overrides): the recipes a team runs by hand, and the plain CNN with every regularizer off
+# (no dropout, smoothing or augmentation, constant lr): the probe of whether real faces overfit and collapse.
+BASELINES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "model_b": ("fer_cnn_b", ()),
+    "plain_cnn": ("fer_cnn_plain", ()),
+    "plain_noreg": ("fer_cnn_plain", ("dropout_scale=0", "label_smoothing=0", "augment=none", "lr_schedule=constant")),
+}
 CLASSES_4 = "happy,neutral,sad,surprise"
 COLUMNS = (
     "arm",
@@ -174,24 +192,59 @@ def run_sweep_arm(bench: Bench, folder: Path, budget_s: float, retrain_share: fl
     except FerError as exc:
         print(f"[sweep] {exc}", flush=True)
         return {**row, "model": None, "compute_min": sweep_s / 60, "epochs": 0, "error": str(exc).splitlines()[0]}
+    # The retrain fills what is left of the budget, as a baseline does: a one-epoch calibration (counted),
+    # then the winner's config from scratch on train + val for as many epochs as the rest holds (its cosine
+    # schedule needs the length up front: the Tuning Playbook's "tune on short runs, train the final longer").
+    threads = bench.threads or os.cpu_count() or 1
+    calib = folder / "calibration"
+    calib_args = ["train", "--config", str(best), "--set", f"data={bench.sealed}", "--set", "epochs=1"]
+    calib_args += ["--set", f"threads={threads}", "--out", str(calib), "--quiet"]
+    calib_s = bench.fer("sweep", "calibration", calib_args, reads=("train", "val"))
+    counts = _split_counts(bench)
+    epoch_s = float(_history(calib)[0]["epoch_time_s"]) * (counts["train"] + counts["val"]) / counts["train"]
+    startup_s = max(calib_s - float(_history(calib)[0]["epoch_time_s"]), 0.0)
+    left_s = budget_s - sweep_s - export_s - calib_s
+    epochs = max(1, math.floor((left_s - startup_s - RETRAIN_EXTRA_S) / epoch_s))
+    print(
+        f"[sweep] retrain {record.get('best', {}).get('config/model')}: {epoch_s:.1f}s per train+val epoch, "
+        f"{left_s:.0f}s left -> {epochs} epochs",
+        flush=True,
+    )
     retrain = folder / "retrain"
     args = ["retrain", str(best), "--out", str(retrain), "--set", f"data={bench.data}", "--wandb-mode", "disabled"]
-    args += ["--quiet", "--set", f"threads={bench.threads or os.cpu_count() or 1}"]
+    args += ["--on", "train+val", "--epochs", str(epochs), "--quiet", "--set", f"threads={threads}"]
     retrain_s = bench.fer("sweep", "retrain", args, reads=("train", "val", "test"))
     info = json.loads((retrain / "metrics.json").read_text())
-    curve = [float(v) for v in info["val_curve"]]
-    best_weights = _evaluate(bench, "sweep", retrain, "best", retrain_dir=True)
+    # The val columns describe the winning trial (val held out); the retrain trained on val, so its curve
+    # only shows fit (kept as retrain_fit_curve).
+    curve = _trial_curve(folder / "sweep", str((record.get("best") or {}).get("trial_id")))
+    best_weights = None  # trained on train + val: no held-out val to pick "best" weights by
     return {
         **row,
         "model": info["config"]["model"],
-        "compute_min": (sweep_s + export_s + retrain_s) / 60,
-        "retrain_min": retrain_s / 60,
-        "epochs": len(curve),
+        "compute_min": (sweep_s + export_s + calib_s + retrain_s) / 60,
+        "retrain_min": (calib_s + retrain_s) / 60,
+        "epochs": epochs,
+        "trial_epochs": len(curve),
         "val_curve": curve,
+        "retrain_fit_curve": [float(v) for v in info["val_curve"]],
         "train_final": info["val"]["final_train_acc"],
         "test_acc": info["test"]["accuracy"],
         "test_acc_best_weights": best_weights,
     }
+
+
+def _trial_curve(exp: Path, trial_id: str) -> list[float]:
+    """Per-epoch val accuracy of one trial of the sweep (``epochs.parquet``)."""
+    import pyarrow.parquet as pq
+
+    rows = [r for r in pq.read_table(exp / "epochs.parquet").to_pylist() if r["trial_id"] == trial_id]
+    return [float(r["val_acc"]) for r in sorted(rows, key=lambda r: r["epoch"])]
+
+
+def _split_counts(bench: Bench) -> dict[str, int]:
+    counts = json.loads((bench.data / "manifest.json").read_text()).get("counts") or {}
+    return {s: sum(c.values()) if isinstance(c, dict) else int(c) for s, c in counts.items()}
 
 
 def _sweep_facts(exp: Path, record: dict) -> dict:
@@ -215,8 +268,10 @@ def _sweep_facts(exp: Path, record: dict) -> dict:
 
 
 def run_baseline_arm(bench: Bench, arm: str, folder: Path, budget_s: float) -> dict:
-    preset = BASELINES[arm]
+    preset, overrides = BASELINES[arm]
     common = ["--set", f"preset={preset}", "--set", f"data={bench.sealed}", "--set", f"seed={bench.seed}", "--quiet"]
+    for override in overrides:
+        common += ["--set", override]
     if bench.threads:
         common += ["--set", f"threads={bench.threads}"]
     calib = folder / "calibration"
@@ -234,7 +289,7 @@ def run_baseline_arm(bench: Bench, arm: str, folder: Path, budget_s: float) -> d
     history = _history(run)
     return {
         "arm": arm,
-        "model": preset,
+        "model": preset + (" (" + ", ".join(overrides) + ")" if overrides else ""),
         "compute_min": (calib_s + train_s) / 60,
         "calibration_min": calib_s / 60,
         "epoch_s": epoch_s,
@@ -243,6 +298,38 @@ def run_baseline_arm(bench: Bench, arm: str, folder: Path, budget_s: float) -> d
         "train_final": float(history[-1]["train_acc"]),
         "test_acc": _evaluate(bench, arm, run, "final"),
         "test_acc_best_weights": _evaluate(bench, arm, run, "best"),
+    }
+
+
+def run_synthetic_arm(bench: Bench, folder: Path, epochs: int, n: int | None) -> dict:
+    """The plain CNN's recipe on the embedded procedural faces (the main job's data: ``fer data synth``, ingested
+    as ``scripts/main.sh`` does), for as many epochs as the real plain CNN ran: its curve beside the real ones
+    shows whether the demo data learns like real faces. Not a contender: its test split is synthetic."""
+    from fer_core.data.synth.subjects import SUBJECT_PATTERN
+
+    raw, data = folder / "raw", folder / "data"
+    synth = ["data", "synth", "--out", str(raw)] + (["--n", str(n)] if n else [])  # the main job's faces
+    bench.fer("synthetic", "synth", synth, reads=())
+    ingest = ["data", "ingest", str(raw), "--out", str(data), "--group-by", SUBJECT_PATTERN, "--no-mislabels"]
+    bench.fer("synthetic", "ingest", [*ingest, "--quiet"], reads=())
+    run = folder / "run"
+    args = ["train", "--set", "preset=fer_cnn_plain", "--set", f"data={data}", "--set", f"seed={bench.seed}"]
+    args += ["--set", f"epochs={epochs}", "--out", str(run), "--quiet"]
+    if bench.threads:
+        args += ["--set", f"threads={bench.threads}"]
+    train_s = bench.fer("synthetic", "train", args, reads=())
+    history = _history(run)
+    args = ["evaluate", str(run), "--split", "test", "--weights", "final", "--data", str(data)]
+    bench.fer("synthetic", "evaluate-final", args, reads=())
+    return {
+        "arm": "synthetic",
+        "model": "fer_cnn_plain (procedural faces)",
+        "compute_min": train_s / 60,
+        "epochs": len(history),
+        "val_curve": [float(h["val_acc"]) for h in history],
+        "train_final": float(history[-1]["train_acc"]),
+        "test_acc": float(json.loads((run / "eval-test" / "metrics.json").read_text())["accuracy"]),
+        "classes": json.loads((data / "manifest.json").read_text())["classes"],
     }
 
 
@@ -350,15 +437,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--budget-min", type=float, default=45.0, help="compute budget of each arm, wall-clock minutes")
     ap.add_argument("--out", required=True, type=Path, help="work folder (data sets, one folder per arm, results)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the split, the sweep and every training run")
-    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
+    ap.add_argument(
+        "--arms",
+        default=",".join(DEFAULT_ARMS),
+        help=f"comma-separated, of {', '.join(ARMS)} (plain_noreg: the collapse probe, not run by default)",
+    )
     ap.add_argument(
         "--retrain-share",
         type=float,
-        default=0.25,
-        help="share of the sweep arm's budget kept for export-best and retrain (the sweep gets the rest)",
+        default=0.6,
+        help="share of the sweep arm's budget kept for export-best and the winner's training (the sweep gets the "
+        "rest): short trials find the recipe, the final training gets most of the compute",
     )
     ap.add_argument("--sweep-args", default="", help='more sweep flags, one string (e.g. "--max-epochs 12")')
     ap.add_argument("--threads", type=int, default=0, help="torch threads / Ray CPUs (default: all cores)")
+    ap.add_argument(
+        "--synthetic-n", type=int, default=None, help="procedural faces of the synthetic arm (default: the main job's)"
+    )
     args = ap.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     unknown = [a for a in arms if a not in ARMS]
@@ -396,6 +491,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"== {arm}: {args.budget_min:g} min", flush=True)
         if arm == "sweep":
             row = run_sweep_arm(bench, folder, budget_s, args.retrain_share, shlex.split(args.sweep_args))
+        elif arm == "synthetic":
+            plain = out / "arms" / "plain_cnn" / "result.json"
+            epochs = json.loads(plain.read_text())["epochs"] if plain.is_file() else 20
+            row = run_synthetic_arm(bench, folder, epochs, args.synthetic_n)
         else:
             row = run_baseline_arm(bench, arm, folder, budget_s)
         row["budget_min"] = args.budget_min
@@ -408,8 +507,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     meta = {"data_version": manifest["version"], "classes": manifest["classes"], "counts": manifest.get("counts")}
     write_results(bench, rows, meta)
     print(f"\nFER, {len(manifest['classes'])} classes, test split sealed until the evaluations ({out}):")
-    print(format_table(rows))
+    real = [r for r in rows if r["arm"] != "synthetic"]
+    print(format_table(real))
     print(format_curves(rows))
+    for r in rows:
+        if r["arm"] == "synthetic":
+            print(
+                f"synthetic: the plain CNN on the main job's procedural faces ({len(r['classes'])} classes), "
+                f"test {100 * r['test_acc']:.1f}%, train {100 * r['train_final']:.1f}% at the end: "
+                "its curve above is to be read beside the real plain_cnn's"
+            )
     loads = {
         r["arm"]: [p["load_1min"] for p in bench.phases if p["arm"] == r["arm"] and p.get("load_1min") is not None]
         for r in rows

@@ -36,8 +36,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--space", default=DEFAULT_SPACE, help="search space YAML")
     p.add_argument("--samples", type=int, default=12, help="number of trials (configurations)")
-    p.add_argument("--max-epochs", type=int, default=20, help="epoch budget of a trial (ASHA's max_t)")
-    p.add_argument("--grace-period", type=int, default=3, help="ASHA: epochs before a trial can be stopped")
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=4,
+        help="epoch budget of a trial (ASHA's max_t; its cosine schedule's length). Short by default: "
+        "tune on short runs, then train the winner longer (fer retrain --epochs); a collapse study wants 30+",
+    )
+    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial can be stopped")
     p.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep 1/rf of trials at each rung")
     p.add_argument(
         "--time-budget-s",

@@ -7,6 +7,8 @@
       l2: {type: float, low: 1.0e-6, high: 1.0e-2, log: true}
       loss: {type: categorical, choices: [ce, focal]}
       focal_gamma: {type: float, low: 0.5, high: 4.0, when: {loss: focal}}   # conditional
+    start:                      # optional: trials evaluated first (Ray Tune's points_to_evaluate)
+      - {l2: 1.0e-6, loss: ce}  # e.g. the recipe a team runs today; a missing parameter is sampled
 
     >>> space = load_space("sweeps/spaces/regularization.yaml")
     >>> space.sample(optuna_trial)          # {"l2": 3e-4, "loss": "focal", "focal_gamma": 1.7, ...}
@@ -14,7 +16,9 @@
 Every key must be a trainer config key (``fer train --keys``); every bound and choice is checked by
 building a real ``TrainConfig`` with it, so a bad space fails before any trial starts, naming the
 key. ``when`` makes a parameter exist only when earlier parameters have the given values (Optuna's
-define-by-run: TPE then models it only where it exists).
+define-by-run: TPE then models it only where it exists). ``start`` lists configurations the sweep
+tries first, before the sampler draws (Optuna's ``enqueue_trial``): the known-good recipe, so a
+sweep is measured against it; each value is checked against its parameter's range or choices.
 
 A space as ``sweep.json`` records it (``SearchSpace.to_dict``) reads back with ``SearchSpace.from_dict``
 (no validation: it was valid when the sweep wrote it). ``trial_config`` is the one rule for a trial's
@@ -111,6 +115,7 @@ class SearchSpace:
     params: list[Param]
     fixed: dict = field(default_factory=dict)
     source: str = "space"
+    start: list[dict] = field(default_factory=list)  # trials evaluated first (points_to_evaluate)
 
     @property
     def names(self) -> list[str]:
@@ -133,10 +138,11 @@ class SearchSpace:
         return trial_config(base, self.fixed, values, where=f"{self.source} (trial config)")
 
     def describe(self) -> list[str]:
-        return [p.describe() for p in self.params] + [f"{k} = {v!r} (fixed)" for k, v in self.fixed.items()]
+        lines = [p.describe() for p in self.params] + [f"{k} = {v!r} (fixed)" for k, v in self.fixed.items()]
+        return lines + ["first trial: " + ", ".join(f"{k}={v!r}" for k, v in point.items()) for point in self.start]
 
     def to_dict(self) -> dict:
-        out = {"fixed": dict(self.fixed), "params": {}}
+        out: dict[str, Any] = {"fixed": dict(self.fixed), "params": {}}
         for p in self.params:
             d: dict[str, Any] = {"type": p.type}
             if p.type == "categorical":
@@ -148,6 +154,8 @@ class SearchSpace:
             if p.when:
                 d["when"] = {k: list(v) for k, v in p.when}
             out["params"][p.name] = d
+        if self.start:
+            out["start"] = [dict(point) for point in self.start]
         return out
 
     @classmethod
@@ -166,7 +174,8 @@ class SearchSpace:
             )
             for name, spec in (raw.get("params") or {}).items()
         ]
-        return cls(params=params, fixed=dict(raw.get("fixed") or {}), source=source)
+        start = [dict(point) for point in raw.get("start") or ()]
+        return cls(params=params, fixed=dict(raw.get("fixed") or {}), source=source, start=start)
 
 
 def trial_config(base: dict | None, fixed: dict | None, sampled: dict, *, where: str) -> TrainConfig:
@@ -202,9 +211,11 @@ def parse_space(raw: Any, source: str = "space") -> SearchSpace:
 
     if not isinstance(raw, dict):
         raise SpaceError(f"{source}: must be a mapping with 'params' (and optionally 'fixed')")
-    unknown = set(raw) - {"params", "fixed", "description"}
+    unknown = set(raw) - {"params", "fixed", "description", "start"}
     if unknown:
-        raise SpaceError(f"{source}: unknown top-level key(s) {sorted(unknown)}; expected params, fixed, description")
+        raise SpaceError(
+            f"{source}: unknown top-level key(s) {sorted(unknown)}; expected params, fixed, start, description"
+        )
     fixed = raw.get("fixed") or {}
     if not isinstance(fixed, dict):
         raise SpaceError(f"{source}: 'fixed' must be a mapping of trainer config keys")
@@ -274,7 +285,47 @@ def parse_space(raw: Any, source: str = "space") -> SearchSpace:
             param = Param(name, kind, low=low, high=high, log=log, step=step, when=when)
         params.append(param)
         seen[name] = param
-    return SearchSpace(params=params, fixed=dict(fixed), source=source)
+    space = SearchSpace(params=params, fixed=dict(fixed), source=source)
+    space.start = _parse_start(source, raw.get("start"), space)
+    return space
+
+
+def _parse_start(source: str, raw, space: SearchSpace) -> list[dict]:
+    """``start``: a list of {parameter: value}; each value in its parameter's range or choices, each
+    parameter present only where its ``when`` holds, and the whole point a valid trainer config."""
+    from fer_core.train.config import ConfigError
+
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(point, dict) and point for point in raw):
+        raise SpaceError(f"{source}: 'start' must be a list of {{parameter: value}} mappings (trials run first)")
+    by_name = {p.name: p for p in space.params}
+    points = []
+    for i, point in enumerate(raw):
+        where = f"{source}: start[{i}]"
+        for key, value in point.items():
+            p = by_name.get(key)
+            if p is None:
+                raise SpaceError(f"{where}.{key}: not a searched parameter; searched: {', '.join(space.names)}")
+            if p.type == "categorical":
+                if value not in p.choices:
+                    raise SpaceError(f"{where}.{key}: {value!r} is not among its choices {list(p.choices)}")
+            else:
+                num = _num(where, key, value)
+                if p.type == "int" and not float(num).is_integer():
+                    raise SpaceError(f"{where}.{key}: an int parameter; got {value!r}")
+                assert p.low is not None and p.high is not None  # a numeric parameter has its range
+                if not p.low <= num <= p.high:
+                    raise SpaceError(f"{where}.{key}: {value!r} is outside its range [{p.low:g}, {p.high:g}]")
+                point = {**point, key: int(num) if p.type == "int" else float(num)}
+            if p.when and not all(point.get(k, None) in allowed for k, allowed in p.when):
+                raise SpaceError(f"{where}.{key}: set, but it exists only when {p.condition}")
+        try:
+            space.config({k: v for k, v in point.items()})
+        except ConfigError as exc:
+            raise SpaceError(f"{where}: not a valid trainer config: {exc}") from None
+        points.append(dict(point))
+    return points
 
 
 def _parse_when(where: str, when, seen: dict[str, Param]) -> tuple:

@@ -26,7 +26,8 @@ from fer_core.train.packed import PackedTrainer, train_packed
 
 ONE_IMAGE = 1 / 64  # of the val split (a train image is 1/256)
 NO_BN = ["model_args.bn=none", "model_args.dense_bn=false"]
-BASE = ["model=fer_cnn_tiny", "batch_size=32", "eval_batch_size=64", "device=cpu", "threads=1"]
+# fp32: the tolerances below are fp32 rounding (precision=auto is bf16 on a CPU with native bf16).
+BASE = ["model=fer_cnn_tiny", "batch_size=32", "eval_batch_size=64", "device=cpu", "threads=1", "precision=fp32"]
 
 # Three trials that differ in everything a pack lets them differ in.
 A = ["lr=1e-3", "label_smoothing=0.1", "augment=soft", "seed=0"]
@@ -180,7 +181,7 @@ def test_what_a_pack_refuses(data):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_packed_trials_on_cuda_learn_like_separate_ones(data):
     """bf16 and CUDA's own dropout kernel: the same learning, not the same rounding (loose tolerance)."""
-    configs = [cfg(*t, "epochs=3", "device=cuda") for t in (A, D)]
+    configs = [cfg(*t, "epochs=3", "device=cuda", "precision=auto") for t in (A, D)]
     packed = train_packed(configs, data)
     separate = [train(c, data, progress=False) for c in configs]
     for p, s in zip(packed, separate, strict=True):

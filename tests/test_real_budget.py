@@ -33,23 +33,25 @@ def test_three_arms_one_budget_and_a_sealed_test_split(tmp_path, capsys):
     rows = _bench().main(
         [
             *("--images", str(images), "--classes", "4", "--budget-min", "0.2", "--out", str(out), "--threads", "2"),
-            *("--sweep-args", "--samples 2 --max-epochs 2 --grace-period 1"),
+            *("--sweep-args", "--samples 2 --max-epochs 2 --grace-period 1", "--synthetic-n", "300"),
         ]
     )
     printed = capsys.readouterr().out
 
-    assert [r["arm"] for r in rows] == ["sweep", "model_b", "plain_cnn"]
-    assert rows[0]["model"] in ("fer_cnn_small", "fer_cnn_tiny")  # the default space's models
-    assert [r["model"] for r in rows[1:]] == ["fer_cnn_b", "fer_cnn_plain"]
+    assert [r["arm"] for r in rows] == ["sweep", "model_b", "plain_cnn", "synthetic"]
+    assert rows[0]["model"] == "fer_cnn_plain"  # the default space's model
+    assert [r["model"] for r in rows[1:]] == ["fer_cnn_b", "fer_cnn_plain", "fer_cnn_plain (procedural faces)"]
     for r in rows:
-        assert r["epochs"] >= 1 and len(r["val_curve"]) == r["epochs"] and r["compute_min"] > 0
-        assert 0 <= r["test_acc"] <= 1 and 0 <= r["test_acc_best_weights"] <= 1
+        assert r["epochs"] >= 1 and r["compute_min"] > 0 and 0 <= r["test_acc"] <= 1
+        # the sweep's val curve is its winning trial's (val held out); its retrain trained on val
+        assert len(r["val_curve"]) == (r["trial_epochs"] if r["arm"] == "sweep" else r["epochs"])
+        assert r["arm"] in ("sweep", "synthetic") or 0 <= r["test_acc_best_weights"] <= 1
         assert r["val_best"] == max(r["val_curve"]) and r["val_final"] == r["val_curve"][-1]
         assert 1 <= r["peak_epoch"] <= r["epochs"] and r["drop_from_peak"] == r["val_best"] - r["val_final"]
         assert isinstance(r["collapsed"], bool)
     assert rows[0]["sweep"]["trials"] == 2 and rows[0]["sweep"]["max_epochs"] == 2  # --sweep-args reached it
     saved = json.loads((out / "real_budget.json").read_text())
-    assert [r["arm"] for r in saved["rows"]] == ["sweep", "model_b", "plain_cnn"]
+    assert [r["arm"] for r in saved["rows"]] == ["sweep", "model_b", "plain_cnn", "synthetic"]
     assert saved["classes"] == ["happy", "neutral", "sad", "surprise"]
     with open(out / "real_budget.csv", newline="") as f:
         table = list(csv.DictReader(f))
@@ -57,6 +59,7 @@ def test_three_arms_one_budget_and_a_sealed_test_split(tmp_path, capsys):
         (r["arm"], r["model"], r["epochs"]) for r in rows
     ]
     assert "| arm | model | compute (min) |" in printed
+    assert rows[-1]["epochs"] == rows[2]["epochs"]  # the synthetic curve runs as long as the real plain CNN
     for r in rows:  # one curve line per arm
         assert f"{r['arm']}" in printed and " ".join(f"{100 * v:.1f}" for v in r["val_curve"]) in printed
 
@@ -82,6 +85,9 @@ def test_three_arms_one_budget_and_a_sealed_test_split(tmp_path, capsys):
     assert [p["step"] for p in phases if p["arm"] == "sweep"] == [
         "sweep",
         "export-best",
+        "calibration",
         "retrain",
-        "evaluate-best",
     ]
+    # the retrain fills the rest of the budget, on train + val
+    retrain = json.loads((out / "arms" / "sweep" / "retrain" / "metrics.json").read_text())
+    assert retrain["epochs"] == rows[0]["epochs"] and retrain["on"] == "train+val"

@@ -18,7 +18,7 @@ def test_shipped_spaces_parse_and_sample_valid_configs():
             trial = study.ask()
             values = space.sample(trial)
             cfg = space.config(values)
-            assert cfg.model == values["model"] and cfg.l2 == values["l2"]
+            assert cfg.model == values.get("model", space.fixed.get("model")) and cfg.l2 == values["l2"]
             assert ("focal_gamma" in values) == (values["loss"] == "focal")  # conditional
             study.tell(trial, 0.5)
 
@@ -123,3 +123,49 @@ def test_file_errors(tmp_path):
     bad.write_text("params: {lr: [\n")
     with pytest.raises(SpaceError, match="not valid YAML"):
         load_space(bad)
+
+
+START = {
+    "params": {
+        "loss": {"type": "categorical", "choices": ["ce", "focal"]},
+        "focal_gamma": {"type": "float", "low": 0.5, "high": 4.0, "when": {"loss": "focal"}},
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        "batch_size": {"type": "int", "low": 16, "high": 128},
+    },
+    "start": [{"loss": "focal", "focal_gamma": 2.0, "lr": 1e-3}, {"loss": "ce", "batch_size": 64}],
+}
+
+
+def test_start_points_are_the_first_trials_and_the_rest_is_sampled():
+    space = parse_space(START, source="s.yaml")
+    assert space.start == [{"loss": "focal", "focal_gamma": 2.0, "lr": 1e-3}, {"loss": "ce", "batch_size": 64}]
+    assert any(line.startswith("first trial: loss='focal'") for line in space.describe())
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for point in space.start:
+        study.enqueue_trial(point)  # what Ray's OptunaSearch does with points_to_evaluate
+    first, second = (space.sample(study.ask()) for _ in range(2))
+    assert {k: first[k] for k in ("loss", "focal_gamma", "lr")} == {"loss": "focal", "focal_gamma": 2.0, "lr": 1e-3}
+    assert 16 <= first["batch_size"] <= 128  # not given: sampled
+    assert second["loss"] == "ce" and second["batch_size"] == 64 and "focal_gamma" not in second
+    # sweep.json keeps them
+    assert parse_space(START).to_dict()["start"] == space.start
+    from sweeps.space import SearchSpace
+
+    assert SearchSpace.from_dict(space.to_dict()).start == space.start
+
+
+@pytest.mark.parametrize(
+    "start, match",
+    [
+        ({"loss": "ce"}, r"s\.yaml: 'start' must be a list"),
+        ([{"dropout": 0.5}], r"s\.yaml: start\[0\]\.dropout: not a searched parameter"),
+        ([{"loss": "mse"}], r"start\[0\]\.loss: 'mse' is not among its choices"),
+        ([{"lr": 1.0}], r"start\[0\]\.lr: 1\.0 is outside its range \[0\.0001, 0\.01\]"),
+        ([{"batch_size": 32.5}], r"start\[0\]\.batch_size: an int parameter"),
+        ([{"loss": "ce", "focal_gamma": 2.0}], r"start\[0\]\.focal_gamma: set, but it exists only when loss in"),
+        ([{"lr": 1e-3}, {}], r"'start' must be a list of \{parameter: value\}"),
+    ],
+)
+def test_bad_start_points_fail_naming_the_point_and_key(start, match):
+    with pytest.raises(SpaceError, match=match):
+        parse_space({**START, "start": start}, source="s.yaml")

@@ -125,7 +125,7 @@ class TrainConfig:
     # runtime
     seed: int = 0
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 on cuda, fp32 on cpu) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 on cuda and on CPUs with native bf16, else fp32) | fp32 | bf16
     threads: int | None = None  # torch CPU threads (None: torch's default)
     eval_batch_size: int = 1024
     checkpoint_every: int = 1  # epochs between checkpoints (0: none)

@@ -18,6 +18,7 @@ from .checkpoint import BEST_FILE, CHECKPOINT_FILE, load_checkpoint, load_weight
 from .config import resolve_config
 from .data import DeviceSplit, TrainData, load_train_data
 from .metrics import classification_metrics, format_report, save_confusion
+from .precision import autocast_dtype
 from .trainer import _evaluate_split, build_model, resolve_device
 
 __all__ = ["evaluate_model", "evaluate_run", "load_run_model"]
@@ -36,7 +37,7 @@ def evaluate_model(
     data.require(split)
     dev = resolve_device(device)
     model = model.to(dev)
-    amp = torch.bfloat16 if precision == "bf16" or (precision == "auto" and dev.type == "cuda") else None
+    amp = autocast_dtype(precision, dev)
     loss_fn = torch.nn.CrossEntropyLoss()
     loss, cm = _evaluate_split(
         model, DeviceSplit(data.x(split), data.y(split), dev), loss_fn, data.num_classes, batch_size, amp, dev

@@ -13,10 +13,11 @@ How an epoch runs: the whole split sits on the training device as uint8 when it 
 host memory); each batch is one ``index_select`` of a seeded permutation, converted to float in
 [0, 1], augmented as a batch on the device (``augment.py``), and fed to the model in channels_last
 layout (faster on CPU too: a small CNN's epoch took 1.4x as long in NCHW) with bf16 autocast on
-CUDA. Loss and accuracy accumulate on the device and are read once per epoch, so the loop never
-waits on the host. On CUDA the optimizer is torch's fused one (one kernel per step); ``compile=true``
-runs the model through ``torch.compile`` (on CUDA as CUDA graphs, see ``_compiled``). On CPU neither
-changes anything: a seeded CPU run is byte-identical with ``compile=false``.
+CUDA and on CPUs with native bf16 (``precision: auto``, see ``precision.py``). Loss and accuracy
+accumulate on the device and are read once per epoch, so the loop never waits on the host. On CUDA
+the optimizer is torch's fused one (one kernel per step); ``compile=true`` runs the model through
+``torch.compile`` (on CUDA as CUDA graphs, see ``_compiled``). On CPU neither changes anything: a
+seeded CPU run is byte-identical with ``compile=false``.
 
 Divergence ends a run with status ``diverged`` (see ``divergence_reason``): at once when the training
 loss is not finite, or when it explodes - above ``diverge_factor`` x ln(K) (K classes; ln(K) is the loss
@@ -57,6 +58,7 @@ from .config import RUNTIME_KEYS, TrainConfig, dump_config
 from .data import DeviceSplit, TrainData, load_train_data
 from .metrics import ConfusionAccumulator, classification_metrics
 from .optim import LRSchedule, create_optimizer
+from .precision import autocast_dtype
 
 if TYPE_CHECKING:
     from ..models import FerModelMixin
@@ -201,13 +203,6 @@ def l2_penalty(params: list[torch.Tensor], l2: float) -> float:
         return 0.0
     with torch.no_grad():
         return l2 * float(sum(p.detach().double().pow(2).sum() for p in params))
-
-
-def _precision(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32."""
-    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
 
 
 def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -499,9 +494,7 @@ def _setup(
         # Before anything is allocated: the caching allocator refuses to grow past the share, so a config
         # that does not fit fails here, in its own process, instead of starving a neighbour on the GPU.
         torch.cuda.set_per_process_memory_fraction(cfg.gpu_memory_fraction, device)
-    amp_dtype = _precision(cfg, device)
-    if amp_dtype is torch.bfloat16 and device.type == "cpu" and cfg.precision == "auto":
-        amp_dtype = None
+    amp_dtype = autocast_dtype(cfg.precision, device)
     num_classes = data.num_classes
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, num_classes, data.image_shape[2]).to(device)
