@@ -88,8 +88,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--collapse-margin",
         type=float,
-        default=0.03,
-        help="collapse: stop when the recent mean val acc is this far below the trial's peak",
+        default=0.02,
+        help="collapse: stop when the recent mean val acc is this far below the trial's peak (0.02: checked on "
+        "real FER2013 curves, README 'On real data')",
     )
     p.add_argument("--collapse-grace", type=int, default=5, help="collapse: epochs before the rule applies")
     p.add_argument("--collapse-window", type=int, default=3, help="collapse: epochs in the recent mean")

@@ -86,6 +86,8 @@ def experiment(ingested, tmp_path_factory) -> Path:
         "1",
         "--collapse-patience",
         "0",
+        "--set",
+        "precision=fp32",  # the outcome mix was picked in fp32; auto is bf16 on a CPU with native bf16
     ]
     env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)

@@ -49,6 +49,8 @@ SETTINGS = [
     "disabled",
     "--set",
     "model_args.bn_momentum=0.1",
+    "--set",
+    "precision=fp32",  # the same numbers on every CPU (auto is bf16 on a CPU with native bf16)
 ]
 COMPARED = ("outcome", "stop_reason", "epochs", "score", "peak", "peak_epoch", "final")
 EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "score", "collapsed", "trial_status")
