@@ -206,8 +206,7 @@ def run_sweep_arm(bench: Bench, folder: Path, budget_s: float, retrain_share: fl
     left_s = budget_s - sweep_s - export_s - calib_s
     epochs = max(1, math.floor((left_s - startup_s - RETRAIN_EXTRA_S) / epoch_s))
     print(
-        f"[sweep] retrain {record.get('best', {}).get('config/model')}: {epoch_s:.1f}s per train+val epoch, "
-        f"{left_s:.0f}s left -> {epochs} epochs",
+        f"[sweep] retrain the winner: {epoch_s:.1f}s per train+val epoch, {left_s:.0f}s left -> {epochs} epochs",
         flush=True,
     )
     retrain = folder / "retrain"
@@ -252,9 +251,11 @@ def _sweep_facts(exp: Path, record: dict) -> dict:
     import pyarrow.parquet as pq
 
     rows = pq.read_table(exp / "trials.parquet").to_pylist() if (exp / "trials.parquet").is_file() else []
+    fixed_model = ((record.get("space") or {}).get("fixed") or {}).get("model")  # a space may fix the model
     models: dict[str, int] = {}
     for r in rows:
-        models[str(r.get("config/model"))] = models.get(str(r.get("config/model")), 0) + 1
+        model = str(r.get("config/model") or fixed_model)
+        models[model] = models.get(model, 0) + 1
     best = record.get("best") or {}
     return {
         "trials": record.get("trials"),

@@ -130,7 +130,7 @@ def test_sweep_submitted_as_a_ray_job_with_token_auth(ray_head, ingested, tmp_pa
     assert len(trials) == 4  # --smoke: 4 trials x up to 4 epochs
     for t in trials:
         assert t["outcome"] in ("completed", "stopped by ASHA", "collapsed", "diverged")
-        assert t["config/model"] in ("fer_cnn_small", "fer_cnn_tiny") and t["config/l2"] > 0
+        assert t["config/l2"] > 0 and "config/model" not in t  # the default space fixes the model (fer_cnn_plain)
         rows = [e for e in epochs if e["trial_id"] == t["trial_id"]]
         assert [r["epoch"] for r in rows] == list(range(1, t["epochs"] + 1))
         assert t["peak"] == pytest.approx(max(r["val_acc"] for r in rows))
@@ -138,6 +138,9 @@ def test_sweep_submitted_as_a_ray_job_with_token_auth(ray_head, ingested, tmp_pa
         assert t["score"] == pytest.approx(sum(r["val_acc"] for r in rows[-3:]) / len(rows[-3:]))
         assert ("config/focal_gamma" in t and t["config/focal_gamma"] is not None) == (t["config/loss"] == "focal")
     assert any(t["outcome"] == "completed" for t in trials)
+    # the default space's start point (the plain CNN's hand recipe) is one of the trials, exactly
+    recipe = {"dropout_scale": 1.0, "lr": 1e-3, "label_smoothing": 0.1, "loss": "ce", "batch_size": 64, "l2": 1e-6}
+    assert any(all(t[f"config/{k}"] == v for k, v in recipe.items()) for t in trials)
     meta = json.loads((exp / "sweep.json").read_text())
     assert meta["data"]["version"].startswith("v") and meta["trials"] == 4
     assert "top" in (exp / "summary.txt").read_text()
