@@ -446,7 +446,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--retrain-share",
         type=float,
-        default=0.6,
+        default=0.5,
         help="share of the sweep arm's budget kept for export-best and the winner's training (the sweep gets the "
         "rest): short trials find the recipe, the final training gets most of the compute",
     )
