@@ -349,12 +349,12 @@ def _tune_run(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, cluster: dict
         ),
         {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial},
     )
-    searcher = _searcher(cfg, exp, inputs, previous)
+    budget = TimeBudget(cfg.time_budget_s) if cfg.time_budget_s is not None else None
+    searcher = _searcher(cfg, exp, inputs, previous, budget)
     scheduler = _scheduler(cfg)
     # The trainable applies the collapse rule to each trial's whole (checkpointed) history: no driver state.
     stoppers: list = [] if cfg.no_collapse_stop else [ReportedCollapseStopper()]
     wandb_runs, callbacks = _callbacks(cfg, exp, inputs.wandb_mode)
-    budget = TimeBudget(cfg.time_budget_s) if cfg.time_budget_s is not None else None
     if budget is not None:
         stoppers.append(budget.stopper)
         callbacks.append(budget.tracker)
@@ -397,8 +397,9 @@ def _tune_run(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, cluster: dict
     )
 
 
-def _searcher(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, previous: list[dict]):
-    """Optuna (seeded TPE, or random search) on the experiment's study."""
+def _searcher(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, previous: list[dict], budget=None):
+    """Optuna (seeded TPE, or random search) on the experiment's study; with a time budget, it starts no trial
+    that the budget left cannot finish."""
     import optuna
 
     from sweeps.optuna_search import PruningOptunaSearch
@@ -428,7 +429,23 @@ def _searcher(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, previous: lis
         max_t=cfg.max_epochs,
         time_attr="training_iteration",
         is_complete=ran_to_the_end,
+        may_start=_room_check(budget, cfg.max_epochs) if budget is not None else None,
     )
+
+
+def _room_check(budget, epochs: int):
+    """The searcher's "may a new trial start?": the budget has room for ``epochs`` more epochs; says so once."""
+
+    def may_start() -> bool:
+        if budget.room_for(epochs):
+            return True
+        if not budget.spent and not may_start.said:  # type: ignore[attr-defined]
+            say(f"--time-budget-s: no room left for another {epochs}-epoch trial; the running ones finish")
+            may_start.said = True  # type: ignore[attr-defined]
+        return False
+
+    may_start.said = False  # type: ignore[attr-defined]
+    return may_start
 
 
 def _scheduler(cfg: SweepConfig):

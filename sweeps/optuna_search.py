@@ -119,6 +119,7 @@ class PruningOptunaSearch(OptunaSearch):
         objective_key: str | None = None,
         intermediate_key: str | None = None,
         is_complete: Callable[[dict], bool] | None = None,
+        may_start: Callable[[], bool] | None = None,
     ):
         if isinstance(max_t, bool) or not isinstance(max_t, numbers.Integral) or max_t < 1:
             raise ValueError(f"max_t must be a positive int (the full budget in {time_attr!r} units); got {max_t!r}")
@@ -134,6 +135,9 @@ class PruningOptunaSearch(OptunaSearch):
         self._objective_key: str | None = objective_key
         self._intermediate_key: str | None = intermediate_key
         self._is_complete: Callable[[dict], bool] | None = is_complete
+        # Whether a new trial may start (a time budget's "is there room for one more?"); once it says no, the
+        # searcher is finished: Tune lets the running trials end and starts no other.
+        self._may_start: Callable[[], bool] | None = may_start
         # trial_id -> steps reported to Optuna, and the step of the last result that came through
         # on_trial_result (to tell "returned by itself" from "stopped by Tune").
         self._reported_steps: dict[str, set[int]] = {}
@@ -164,6 +168,11 @@ class PruningOptunaSearch(OptunaSearch):
     def intermediate_key(self) -> str | None:
         """The result key reported to Optuna at every step."""
         return self._intermediate_key or self.metric
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if self._may_start is not None and trial_id not in self._ot_trials and not self._may_start():
+            return self.FINISHED  # type: ignore[return-value]  # Tune's documented "no more trials" string
+        return super().suggest(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials:
@@ -295,8 +304,10 @@ class PruningOptunaSearch(OptunaSearch):
     def save(self, checkpoint_path: str) -> None:
         # cloudpickle, so that a define-by-run space or an is_complete defined in a function or as a
         # lambda survives Tune's experiment checkpoints; OptunaSearch.restore reads it with pickle.
+        # Not the time budget's may_start: it belongs to this run (a resumed run restores the searcher from
+        # here, and its budget, a new one, then only stops trials where they are).
         with open(checkpoint_path, "wb") as f:
-            cloudpickle.dump(self.__dict__.copy(), f)
+            cloudpickle.dump({**self.__dict__, "_may_start": None}, f)
 
 
 def _finite(value: Any) -> float | None:

@@ -14,10 +14,16 @@ pending trials never start. Tune ends such trials without calling ``on_trial_com
 or by a scheduler's or stopper's decision in this run; the others, once the budget fired, were cut:
 ``sweeps.results`` records them as ``out of time`` and ``PruningOptunaSearch.end_unfinished`` tells the
 Optuna study (pruned with their per-epoch values, or failed when they reported nothing).
+
+No trial starts that cannot finish: ``room_for(max_epochs)`` (the searcher asks it before each new trial)
+is false once the budget left is shorter than ``max_epochs`` epochs at the median epoch time seen so far,
+and the sweep then only lets its running trials end. A trial cut half-way cannot be exported and rarely
+informs the search, so its compute is better left to what comes after the sweep (the final training).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,17 @@ class TimeBudget:
         self.tracker = _TrialTracker()
         self.started: float | None = None  # time.monotonic() of Tune's first check
         self.spent_at: float | None = None  # time.time() when the budget ran out (None: not spent)
+
+    def room_for(self, epochs: int) -> bool:
+        """Whether a trial of ``epochs`` epochs can still finish: the budget left (all of it before the clock
+        starts) is at least ``epochs`` x the median epoch time reported so far (unknown: yes)."""
+        if self.spent_at is not None:
+            return False
+        seconds = self.tracker.epoch_seconds
+        if self.started is None or not seconds:
+            return True
+        left = self.seconds - (time.monotonic() - self.started)
+        return left >= epochs * statistics.median(seconds)
 
     @property
     def spent(self) -> bool:
@@ -88,9 +105,15 @@ class _TrialTracker(Callback):
         self.ended: set[str] = set()
         self.never_ran: set[str] = set()  # no result at all when the experiment ended
         self.folders: dict[str, str] = {}  # trial id -> its folder's name, when the experiment ended
+        self.epoch_seconds: list[float] = []  # every reported epoch's duration (Tune's time_this_iter_s)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.started.add(trial.trial_id)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        seconds = result.get("time_this_iter_s")
+        if isinstance(seconds, (int, float)) and seconds > 0:
+            self.epoch_seconds.append(float(seconds))
 
     def on_trial_restore(self, iteration, trials, trial, **info) -> None:
         self.started.add(trial.trial_id)
@@ -106,4 +129,4 @@ class _TrialTracker(Callback):
         self.never_ran = {t.trial_id for t in trials if not t.last_result}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"started": set(), "ended": set(), "never_ran": set(), "folders": {}}
+        return {"started": set(), "ended": set(), "never_ran": set(), "folders": {}, "epoch_seconds": []}
