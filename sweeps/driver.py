@@ -423,9 +423,9 @@ def _searcher(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, previous: lis
         sampler=sampler,
         study_name=exp.name,
         storage=open_storage(inputs.optuna_url),
-        # The space's ``start`` trials run first, at launch only: an extension's study has them already
-        # (a resumed Tuner restores its searcher, queue included).
-        points_to_evaluate=[dict(p) for p in inputs.space.start] if not previous else None,
+        # The space's ``start`` trials run first, at launch only. Building a searcher enqueues them in the
+        # (persistent) study, so a resume's or an extension's searcher must not: the study has them already.
+        points_to_evaluate=[dict(p) for p in inputs.space.start] if not (previous or cfg.resume) else None,
         max_t=cfg.max_epochs,
         time_attr="training_iteration",
         is_complete=ran_to_the_end,

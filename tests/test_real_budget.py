@@ -32,7 +32,8 @@ def test_three_arms_one_budget_and_a_sealed_test_split(tmp_path, capsys):
     out = tmp_path / "bench"
     rows = _bench().main(
         [
-            *("--images", str(images), "--classes", "4", "--budget-min", "0.2", "--out", str(out), "--threads", "2"),
+            *("--images", str(images), "--classes", "4", "--budget-min", "0.4", "--out", str(out), "--threads", "2"),
+            *("--retrain-share", "0.25"),  # 18 s of sweep: room for its 2 plain-CNN trials to finish
             *("--sweep-args", "--samples 2 --max-epochs 2 --grace-period 1", "--synthetic-n", "300"),
         ]
     )
