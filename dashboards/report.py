@@ -125,6 +125,7 @@ LEADERBOARD_PAGE = 100
 
 def leaderboard(exp: Experiment, *, table_id: str = LEADERBOARD_ID) -> str:
     names = [p.name for p in exp.params]
+    packed = any(t.get("pack_id") is not None for t in exp.trials)
     head = [
         "rank",
         "trial",
@@ -137,6 +138,7 @@ def leaderboard(exp: Experiment, *, table_id: str = LEADERBOARD_ID) -> str:
         "outcome",
         "time",
         *names,
+        *(["pack / slot"] if packed else []),
         "stop reason",
     ]
     ranked = exp.scored
@@ -157,10 +159,18 @@ def leaderboard(exp: Experiment, *, table_id: str = LEADERBOARD_ID) -> str:
                 t.get("outcome"),
                 Cell(duration(t.get("time_s")), t.get("time_s")),
                 *[Cell(_hp(v), v) for v in vals],
+                *([_pack_cell(t)] if packed else []),
                 Cell(t.get("stop_reason") or "", t.get("stop_reason") or "", cls="reason"),
             ]
         )
     return table(head, rows, sortable=True, table_id=table_id, tall=len(rows) > 20, page_size=LEADERBOARD_PAGE)
+
+
+def _pack_cell(t: dict) -> Cell:
+    if t.get("pack_id") is None:
+        return Cell("-", None)
+    text = f"{t['pack_id']} / {t.get('pack_slot')}"
+    return Cell(text, text, title=t.get("pack_device") or "")
 
 
 def _collapsed(exp: Experiment) -> str:
@@ -181,6 +191,36 @@ def _collapsed(exp: Experiment) -> str:
     ]
     return figure(figures.collapsed_view(exp)) + table(
         ["trial", "peak", "peak @", "final", "drop", "stopped after epoch", "reason"],
+        rows,
+        sortable=True,
+        page_size=LEADERBOARD_PAGE,
+    )
+
+
+def _packs(exp: Experiment) -> str | None:
+    """Which trials shared a GPU (``--pack K``): per pack, its device and the trials its slots trained (by
+    slot); None for a sweep that did not pack."""
+    packed = [t for t in exp.trials if t.get("pack_id") is not None]
+    if not packed:
+        return None
+    groups: dict[tuple, list[dict]] = {}
+    for t in packed:
+        groups.setdefault((t.get("pack_device") or "", t["pack_id"]), []).append(t)
+    rows = []
+    for (device, pack_id), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        slots = {int(t["pack_slot"]) for t in members if t.get("pack_slot") is not None}
+        members = sorted(members, key=lambda t: -1 if t.get("pack_slot") is None else int(t["pack_slot"]))
+        listed = ", ".join(
+            f"{t['trial_id']} (slot {t.get('pack_slot')}, {t.get('outcome')}, {t.get('epochs')} ep)" for t in members
+        )
+        epochs = sum(int(t.get("epochs") or 0) for t in members)
+        rows.append([device, pack_id, len(members), len(slots), epochs, Cell(listed, listed, cls="reason")])
+    text = (
+        f"{len(packed)} trials trained in {len(groups)} pack(s): each pack is one process on one device that "
+        "trains its slots' trials as one batched network; a slot freed by a stopped trial took the next one."
+    )
+    return note(text) + table(
+        ["device", "pack", "trials", "slots used", "trial-epochs", "trials (slot, outcome, epochs)"],
         rows,
         sortable=True,
         page_size=LEADERBOARD_PAGE,
@@ -341,6 +381,7 @@ def build_report(exp: Experiment, *, live_version: str | None = None, importance
     )
     curves = figures.learning_curves(exp)
     parallel = figures.parallel_coordinates(exp)
+    packs = _packs(exp)
     body = "".join(
         [
             header(exp),
@@ -355,6 +396,7 @@ def build_report(exp: Experiment, *, live_version: str | None = None, importance
                 anchor="curves",
             ),
             section("Collapsed trials", _collapsed(exp), anchor="collapsed"),
+            section("Packs: trials that shared a GPU or CPU (--pack)", packs, anchor="packs") if packs else "",
             section(
                 "Parallel coordinates",
                 figure(parallel) if parallel else note("Needs at least 2 scored trials."),

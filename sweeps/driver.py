@@ -141,6 +141,7 @@ class _TuneRun:
     budget: Any  # sweeps.time_budget.TimeBudget, or None without --time-budget-s
     samples: int  # trials this run adds
     concurrency: int
+    packs: dict  # the pack actors by name (--pack K > 1), stopped when the sweep ends
     more: bool  # an extension of an experiment that has trials
 
 
@@ -301,14 +302,20 @@ def _sweep(cfg: SweepConfig, argv: list[str], prog: str, exp: _Experiment, input
         say(f"--overwrite: removing the previous experiment {exp.store}")
         exp.store.location.delete()
     tune_run = _tune_run(cfg, exp, inputs, cluster)
-    launch = exp.launch if exp.launch is not None else _new_launch(cfg, argv, prog, exp, inputs)
-    t0 = time.time()
-    tuner = _tuner(cfg, exp, inputs, tune_run)
     try:
-        grid = tuner.fit()
+        launch = exp.launch if exp.launch is not None else _new_launch(cfg, argv, prog, exp, inputs)
+        t0 = time.time()
+        tuner = _tuner(cfg, exp, inputs, tune_run)
+        try:
+            grid = tuner.fit()
+        finally:
+            if tune_run.wandb_runs is not None and not tune_run.wandb_runs.direct:
+                say(f"W&B: runs in {tune_run.wandb_runs.close()}")
     finally:
-        if tune_run.wandb_runs is not None and not tune_run.wandb_runs.direct:
-            say(f"W&B: runs in {tune_run.wandb_runs.close()}")
+        if tune_run.packs:
+            from sweeps.packed_trainable import stop_packs
+
+            stop_packs(tune_run.packs)
     wall = time.time() - t0
     cut = _budget_cut(cfg, tune_run)
     return _write_outputs(cfg, argv, prog, exp.store, launch, inputs.space, grid, wall, cut)
@@ -341,20 +348,44 @@ def _tune_run(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, cluster: dict
     previous = (exp.store.read_rows("trials.parquet") or []) if cfg.extend is not None else []
     samples = cfg.trials_to_run
     concurrency = cfg.concurrency
-    if concurrency is None:
-        concurrency = max(1, min(trials_that_fit(cluster, cfg.cpus_per_trial, cfg.gpus_per_trial), samples))
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            fer_trainable, data=inputs.data, base=inputs.base, fixed=inputs.space.fixed, rules=cfg.rules
-        ),
-        {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial},
-    )
+    fits = trials_that_fit(cluster, cfg.cpus_per_trial, cfg.gpus_per_trial)
+    packs: dict = {}
+    if cfg.pack > 1:
+        from sweeps.pack_actor import TRIAL_CPUS
+        from sweeps.packed_trainable import pack_resources, packed_trainable, packs_for, start_packs
+
+        resources = pack_resources(cfg.cpus_per_trial, cfg.gpus_per_trial, cfg.pack)
+        count, concurrency = packs_for(fits, samples, cfg.pack, cfg.concurrency)
+        packs = start_packs(exp.name, count, cfg.pack, inputs.data, resources)
+        say(
+            f"--pack {cfg.pack}: {count} pack(s) of {cfg.pack} trials, each on {resources['num_gpus']:g} GPU(s) "
+            f"and {resources['num_cpus']:g} CPU(s); {concurrency} trials at a time"
+        )
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                packed_trainable, packs=list(packs), base=inputs.base, fixed=inputs.space.fixed, rules=cfg.rules
+            ),
+            {"cpu": TRIAL_CPUS, "gpu": 0},
+        )
+    else:
+        if concurrency is None:
+            concurrency = max(1, min(fits, samples))
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                fer_trainable, data=inputs.data, base=inputs.base, fixed=inputs.space.fixed, rules=cfg.rules
+            ),
+            {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial},
+        )
     budget = TimeBudget(cfg.time_budget_s) if cfg.time_budget_s is not None else None
     searcher = _searcher(cfg, exp, inputs, previous, budget)
     scheduler = _scheduler(cfg)
     # The trainable applies the collapse rule to each trial's whole (checkpointed) history: no driver state.
     stoppers: list = [] if cfg.no_collapse_stop else [ReportedCollapseStopper()]
     wandb_runs, callbacks = _callbacks(cfg, exp, inputs.wandb_mode)
+    if packs:
+        from sweeps.packed_trainable import PackLeaver
+
+        callbacks.append(PackLeaver(list(packs)))
     if budget is not None:
         stoppers.append(budget.stopper)
         callbacks.append(budget.tracker)
@@ -393,6 +424,7 @@ def _tune_run(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, cluster: dict
         budget=budget,
         samples=samples,
         concurrency=concurrency,
+        packs=packs,
         more=bool(previous),
     )
 

@@ -3,7 +3,8 @@
 ``trials.parquet`` has a row per trial: ``trial_id``, every sampled hyperparameter (``config/<key>``),
 ``outcome`` (``experiment_store.Outcome``: completed, stopped by ASHA, collapsed, early_stopped, diverged,
 errored, out of time, running),
-``stop_reason``, ``peak``, ``peak_epoch``, ``final``, ``score``, ``epochs`` and ``time_s``.
+``stop_reason``, ``peak``, ``peak_epoch``, ``final``, ``score``, ``epochs`` and ``time_s``; in a packed sweep
+(``--pack K``) also ``pack_id``, ``pack_slot`` and ``pack_device``: which trials shared a GPU.
 ``epochs.parquet`` has a row per trial-epoch with every metric the trainer reported.
 This module makes the rows; ``experiment_store`` writes and reads the files.
 """
@@ -16,7 +17,10 @@ from typing import Any
 from experiment_store.outcome import Outcome
 from fer_core.numbers import fmt
 
-__all__ = ["trial_rows", "epoch_rows", "latest_attempt", "format_summary", "classify"]
+#: Where a packed trial trained (``--pack K``; ``sweeps.pack_actor``): in its results and in trials.parquet.
+PACK_FIELDS = ("pack_id", "pack_slot", "pack_device")
+
+__all__ = ["PACK_FIELDS", "trial_rows", "epoch_rows", "latest_attempt", "format_summary", "classify"]
 
 # Result keys Tune adds that the tables do not need.
 # Tune's bookkeeping left out of epochs.parquet; ``timestamp`` (when the epoch was reported, Unix seconds)
@@ -74,6 +78,7 @@ def trial_rows(trials: list[dict], max_epochs: int) -> list[dict]:
     """``trials``: dicts with trial_id, config, last (result), errored, finished, time_s and optionally
     out_of_time (the sweep's time budget stopped it)."""
     rows = []
+    packed = any(PACK_FIELDS[0] in (t.get("last") or {}) for t in trials)
     for t in trials:
         last = t.get("last") or {}
         outcome, reason = classify(
@@ -102,6 +107,8 @@ def trial_rows(trials: list[dict], max_epochs: int) -> list[dict]:
             "epochs": epochs,
             "time_s": _clean(t.get("time_s")),
         }
+        if packed:  # --pack K: where the trial trained (its last epoch's pack, slot and device)
+            row.update({k: last.get(k) for k in PACK_FIELDS})
         for k, v in sorted((t.get("config") or {}).items()):
             row[f"config/{k}"] = v
         rows.append(row)

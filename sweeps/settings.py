@@ -61,6 +61,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="GPUs per trial; a fraction packs trials on a GPU, each capped at that share of its memory",
     )
     p.add_argument(
+        "--pack",
+        type=int,
+        default=1,
+        metavar="K",
+        help="train K trials at a time as one batched network on each GPU (or CPU share): one pack per "
+        "--gpus-per-trial/--cpus-per-trial share of the cluster, each slot a Tune trial; trials with another "
+        "model or batch size wait for a pack of their own (1: every trial in its own process)",
+    )
+    p.add_argument(
         "--concurrency", type=int, default=None, help="max trials at once (default: what the cluster's CPUs/GPUs allow)"
     )
     p.add_argument("--storage", default="runs/sweeps", help="experiment storage: local folder or URI (s3://, gs://)")
@@ -174,6 +183,7 @@ class SweepConfig:
     time_budget_s: float | None
     cpus_per_trial: float
     gpus_per_trial: float
+    pack: int
     concurrency: int | None
     storage: str
     name: str | None  # as given: None names the experiment by its start time
@@ -280,6 +290,12 @@ class SweepConfig:
             raise FerError(f"--time-budget-s must be a number of seconds > 0; got {self.time_budget_s}")
         if self.grace_period > self.max_epochs:
             raise FerError(f"--grace-period {self.grace_period} exceeds --max-epochs {self.max_epochs}")
+        if self.pack < 1:
+            raise FerError(f"--pack must be >= 1 (trials per pack; 1: no packing); got {self.pack}")
+        if self.pack > 1:
+            from sweeps.packed_trainable import pack_resources
+
+            pack_resources(self.cpus_per_trial, self.gpus_per_trial, self.pack)  # raises when it leaves no CPU
         if self.reduction_factor < 2:
             raise FerError(
                 f"--reduction-factor must be >= 2 (ASHA keeps 1/factor of the trials at each rung); "

@@ -35,7 +35,7 @@ from fer_core.train import TrainData, load_checkpoint, train
 from .collapse import collapse_state
 from .space import trial_config
 
-__all__ = ["fer_trainable", "score_of", "annotate", "ran_to_the_end", "resume_history"]
+__all__ = ["fer_trainable", "score_of", "annotate", "ran_to_the_end", "resume_history", "diverged_result"]
 
 
 def score_of(values: list[float], window: int) -> float:
@@ -100,21 +100,25 @@ def fer_trainable(params: dict, *, data: TrainData, base: dict, fixed: dict, rul
     with tempfile.TemporaryDirectory(prefix="fer-trial-") as tmp:
         result = train(cfg, data, report=report, run_dir=Path(tmp) / "run", resume=resume_dir, progress=False)
     if result.status == "diverged":
-        nan = float("nan")
-        last = dict(result.final) if result.history else {}
-        last.pop("val_confusion", None)
-        tune.report(
-            {
-                **last,
-                "epoch": len(result.history) + 1,
-                "train_loss": nan,
-                "val_acc": nan,
-                "score": nan,
-                "peak": last.get("best_val_acc", nan),
-                "final": nan,
-                "collapsed": False,
-                "collapse_reason": "",
-                "trial_status": "diverged",
-                "message": result.message,
-            }
-        )
+        tune.report(diverged_result(result.final, len(result.history), result.message))
+
+
+def diverged_result(final: dict, epochs: int, message: str) -> dict:
+    """The extra result of a diverged trial: its last good epoch's values (``final``, after ``epochs`` good
+    epochs) with NaN metrics, ``trial_status`` diverged and the trainer's ``message``."""
+    nan = float("nan")
+    last = dict(final) if epochs else {}
+    last.pop("val_confusion", None)
+    return {
+        **last,
+        "epoch": epochs + 1,
+        "train_loss": nan,
+        "val_acc": nan,
+        "score": nan,
+        "peak": last.get("best_val_acc", nan),
+        "final": nan,
+        "collapsed": False,
+        "collapse_reason": "",
+        "trial_status": "diverged",
+        "message": message,
+    }

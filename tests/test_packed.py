@@ -177,6 +177,52 @@ def test_what_a_pack_refuses(data):
         PackedTrainer(data, capacity=0)
 
 
+def test_a_trial_joins_from_its_checkpoint_and_continues_as_train_would(data, tmp_path):
+    """``add(resume=...)``: a Tune trial restored into a pack (``--resume``, a retried trial) goes on from its
+    checkpoint exactly as ``train(resume=...)`` does, beside a trial that starts fresh."""
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_2(metrics, _ckpt):
+        if metrics["epoch"] == 2:
+            raise Interrupted
+
+    cb, ca = cfg(*NO_BN, *B, "epochs=3"), cfg(*NO_BN, *A, "epochs=2")
+    with pytest.raises(Interrupted):
+        train(cb, data, report=stop_after_2, run_dir=tmp_path / "b", progress=False)
+    pack = PackedTrainer(data, capacity=2)
+    resumed = pack.add(cb, resume=tmp_path / "b" / "checkpoint")
+    fresh = pack.add(ca)
+    ended = pack.run()
+    assert [h["epoch"] for h in ended[resumed].history] == [1, 2, 3]
+    assert_same_history(
+        ended[resumed].history, train(cb, data, progress=False).history, loss_rel=1e-4, acc_abs=ONE_IMAGE
+    )
+    assert_same_history(ended[fresh].history, train(ca, data, progress=False).history, loss_rel=1e-4, acc_abs=ONE_IMAGE)
+
+
+def test_an_emptied_pack_takes_another_architecture(data):
+    """Once its last trial has left, a pack (a Tune pack actor) may train a group with another batch size or
+    model; until then it refuses one."""
+    pack = PackedTrainer(data, capacity=2)
+    slot = pack.add(cfg(*NO_BN, "epochs=1"))
+    with pytest.raises(FerError, match="batch_size=16"):
+        pack.add(cfg(*NO_BN, "epochs=1", "batch_size=16"))
+    pack.remove(slot)
+    other = cfg("epochs=2", "batch_size=16", "model=fer_cnn_small", "dropout_scale=0.5")
+    slot = pack.add(other)
+    result = pack.run()[slot]
+    new = PackedTrainer(data, capacity=2)  # the same trial in a new pack of the same size: the same, to the bit
+    fresh_slot = new.add(other)
+    fresh = new.run()[fresh_slot]
+    assert result.status == fresh.status == "completed"
+    timing = ("images_per_s", "epoch_time_s")
+    assert [{k: v for k, v in h.items() if k not in timing} for h in result.history] == [
+        {k: v for k, v in h.items() if k not in timing} for h in fresh.history
+    ]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_packed_trials_on_cuda_learn_like_separate_ones(data):

@@ -39,7 +39,12 @@ diverges or whose ``report`` raises leaves by itself): a freed slot is zeroed an
 a new trial takes it, initialized exactly as its own ``train()`` would be. Slots are fixed, so shapes
 stay static; a free slot still costs its share of the batched kernels. Each trial's epoch metrics
 (``images_per_s`` is the trial's images over the pack's shared epoch time) go to its own ``report``
-and, with a ``run_dir``, to its own ``metrics.jsonl``, checkpoint (its slot only) and ``best.pt``.
+and, with a ``run_dir``, to its own ``metrics.jsonl``, checkpoint (its slot only) and ``best.pt``. A trial
+may join from a checkpoint (``add(resume=...)``, as ``train(resume=...)``). When the last trial has left,
+the pack is empty and takes any architecture and batch size again.
+
+The Ray Tune sweep runs packs with ``--pack K`` (``sweeps.pack_actor``): one actor per GPU holds a
+``PackedTrainer`` and each of its slots is a Tune trial.
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ from .trainer import (
     _prepare_run_dir,
     _record_epoch,
     _restore_best,
+    _resume,
     _Run,
     _save_and_report,
     _setup,
@@ -145,6 +151,7 @@ class PackedTrainer:
         self.trials: dict[int, _Trial] = {}
         self._key: dict | None = None
         self._splits: tuple[DeviceSplit, DeviceSplit] | None = None
+        self._splits_device: str | None = None
         self._params: dict[str, torch.Tensor] = {}
         self._buffers: dict[str, torch.Tensor] = {}
         self._template: nn.Module | None = None
@@ -158,21 +165,28 @@ class PackedTrainer:
         return [s for s in range(self.capacity) if s not in self.trials]
 
     def add(
-        self, config: TrainConfig, report: Report | None = None, *, run_dir: str | os.PathLike | None = None
+        self,
+        config: TrainConfig,
+        report: Report | None = None,
+        *,
+        run_dir: str | os.PathLike | None = None,
+        resume: str | os.PathLike | None = None,
     ) -> int:
         """Start a trial of ``config`` in a free slot (its model, optimizer and schedule exactly as ``train()``
-        builds them); returns the slot. ``report`` and ``run_dir`` are ``train()``'s."""
+        builds them); returns the slot. ``report``, ``run_dir`` and ``resume`` (a checkpoint folder to continue
+        from, checked as ``train()`` checks it) are ``train()``'s."""
         cfg = config.check()
         free = self.free_slots
         if not free:
             raise FerError(f"packed trials: all {self.capacity} slots are taken; remove a trial first")
         self._check_key(cfg)
-        if self._splits is None:
+        if self._splits is None or self._splits_device != cfg.device:
             run, state = _setup(cfg, self.data)
-            self._splits = (run.train_split, run.val_split)
+            self._splits, self._splits_device = (run.train_split, run.val_split), cfg.device
         else:
             run, state = _setup(cfg, self.data, self._splits)
-        _prepare_run_dir(run, run_dir, None, report)
+        _resume(run, state, resume)
+        _prepare_run_dir(run, run_dir, resume, report)
         slot = free[0]
         model = state.model
         if not self._params:
@@ -184,6 +198,7 @@ class PackedTrainer:
             self._calls.clear()
         self._alias(model, slot)
         bar = progress_mod.bar(total=cfg.epochs, desc=f"packed {cfg.model}", unit="epoch", progress=False)
+        bar.update(state.epoch)
         self.trials[slot] = _Trial(run, state, report, bar, dropout)
         return slot
 
@@ -429,7 +444,18 @@ class PackedTrainer:
             for name, t in self._buffers.items():
                 t[slot].fill_(1 if name.endswith("running_var") else 0)
         trial.bar.close()  # type: ignore[attr-defined]
+        if not self.trials:
+            self._empty()
         return _finish(trial.run, trial.state, status, message)
+
+    def _empty(self) -> None:
+        """The last trial left: the next one may bring another architecture or batch size (the data stays on
+        the device)."""
+        self._key = None
+        self._params, self._buffers = {}, {}
+        self._template = None
+        self._dropout_paths = set()
+        self._calls.clear()
 
 
 def _dropout_rates(model: nn.Module) -> dict[str, float]:
