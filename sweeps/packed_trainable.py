@@ -23,8 +23,7 @@ from fer_core.errors import FerError
 from fer_core.train import TrainData
 
 from .pack_actor import CLAIM_TTL_S, TRIAL_CPUS, PackActor, pack_key, pack_name, read_folder, write_folder
-from .space import trial_config
-from .trainable import annotate, diverged_result, resume_history
+from .trainable import annotate, diverged_result, trial_start
 
 __all__ = ["packed_trainable", "start_packs", "stop_packs", "PackLeaver", "pack_resources", "PACK_START_TIMEOUT_S"]
 
@@ -103,14 +102,8 @@ def packed_trainable(params: dict, *, packs: list[str], base: dict, fixed: dict,
     """Tune function trainable: train one sampled configuration in a pack and report every epoch."""
     from ray import tune
 
-    cfg = trial_config(base, fixed, params, where="trial config")
-    history: list[float] = []
-    resume = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        folder = checkpoint.to_directory()
-        history = resume_history(folder)
-        resume = read_folder(folder)
+    cfg, folder, history = trial_start(params, base, fixed)
+    resume = read_folder(folder)
     trial_id = tune.get_context().get_trial_id()
     pack, place = _join(packs, trial_id, cfg, resume)
     try:

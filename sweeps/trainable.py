@@ -30,12 +30,20 @@ import math
 import tempfile
 from pathlib import Path
 
-from fer_core.train import TrainData, load_checkpoint, train
+from fer_core.train import TrainConfig, TrainData, load_checkpoint, train
 
 from .collapse import collapse_state
 from .space import trial_config
 
-__all__ = ["fer_trainable", "score_of", "annotate", "ran_to_the_end", "resume_history", "diverged_result"]
+__all__ = [
+    "fer_trainable",
+    "score_of",
+    "annotate",
+    "ran_to_the_end",
+    "resume_history",
+    "diverged_result",
+    "trial_start",
+]
 
 
 def score_of(values: list[float], window: int) -> float:
@@ -79,17 +87,24 @@ def resume_history(checkpoint_dir: str) -> list[float]:
     return [h["val_acc"] for h in load_checkpoint(checkpoint_dir)["history"]]
 
 
+def trial_start(params: dict, base: dict, fixed: dict) -> tuple[TrainConfig, str | None, list[float]]:
+    """A trial's config (sweep base < space fixed < its sampled ``params``), the folder of the Tune checkpoint it
+    continues from (None for a new trial) and the val accuracies of the epochs that checkpoint holds."""
+    from ray import tune
+
+    cfg = trial_config(base, fixed, params, where="trial config")
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return cfg, None, []
+    folder = checkpoint.to_directory()
+    return cfg, folder, resume_history(folder)
+
+
 def fer_trainable(params: dict, *, data: TrainData, base: dict, fixed: dict, rules: dict) -> None:
     """Tune function trainable: train one sampled configuration and report every epoch."""
     from ray import tune
 
-    cfg = trial_config(base, fixed, params, where="trial config")
-    history: list[float] = []
-    resume_dir = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        resume_dir = checkpoint.to_directory()
-        history = resume_history(resume_dir)
+    cfg, resume_dir, history = trial_start(params, base, fixed)
 
     def report(metrics: dict, checkpoint_dir: str | None) -> None:
         history.append(metrics["val_acc"])

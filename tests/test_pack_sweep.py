@@ -76,28 +76,7 @@ def test_checkpoint_files_round_trip_and_cannot_leave_their_folder(tmp_path):
 # --- the pack actor's rules, in-process (the same object Ray runs as an actor) ----------------------------
 
 
-@pytest.fixture(scope="module")
-def small_data():
-    from fer_core.train import TrainData
-
-    rng = np.random.default_rng(0)
-
-    def make(n):
-        y = rng.integers(0, 4, n)
-        x = rng.normal(60 + 40 * y[:, None, None], 25, (n, 48, 48)).clip(0, 255).astype(np.uint8)
-        return x[..., None], y.astype(np.int64)
-
-    (xt, yt), (xv, yv) = make(128), make(32)
-    return TrainData(
-        classes=["happy", "neutral", "sad", "surprise"],
-        version="vpackactor",
-        uri="memory",
-        images={"train": xt, "val": xv},
-        labels={"train": yt, "val": yv},
-    )
-
-
-def test_a_pack_waits_for_all_its_trials_and_keeps_groups_apart(small_data, monkeypatch):
+def test_a_pack_waits_for_all_its_trials_and_keeps_groups_apart(brightness_data, monkeypatch):
     """The epoch starts only when every trial in the pack has asked for it; a trial of another group is refused
     until the pack empties, and its claim keeps the pack's own group from refilling it meanwhile."""
     import asyncio
@@ -112,7 +91,7 @@ def test_a_pack_waits_for_all_its_trials_and_keeps_groups_apart(small_data, monk
     c = load_config(overrides=[*base, "batch_size=16", "seed=2"])
 
     async def scenario():
-        pack = PackActor(small_data, 2, 7)
+        pack = PackActor(brightness_data, 2, 7)
         assert await pack.join("a", a, pack_key(a), None) == {
             "pack_id": 7,
             "pack_slot": 0,
@@ -160,6 +139,21 @@ params:
 """
 
 
+def _sweep(args: list) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT))
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run(
+        [sys.executable, "sweeps/regularization.py", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
 @pytest.mark.slow
 @pytest.mark.e2e
 def test_packed_sweep_trains_each_trial_as_its_own_train_would(ingested, tmp_path):
@@ -173,17 +167,7 @@ def test_packed_sweep_trains_each_trial_as_its_own_train_would(ingested, tmp_pat
         *("--data", ingested, "--space", space, "--storage", storage, "--name", "packed", "--wandb-mode", "disabled"),
         *("--samples", "6", "--max-epochs", "3", "--grace-period", "1", "--num-cpus", "2", "--pack", "2"),
     ]
-    env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT))
-    env.pop("RAY_ADDRESS", None)
-    out = subprocess.run(
-        [sys.executable, "sweeps/regularization.py", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = _sweep(args)
     assert "--pack 2: 2 pack(s) of 2 trials" in out.stderr and "4 trials at a time" in out.stderr
     exp = storage / "packed"
     trials = pq.read_table(exp / "trials.parquet").to_pylist()
@@ -239,17 +223,7 @@ def test_trials_of_two_groups_take_turns_in_one_pack(ingested, tmp_path):
         *("--samples", "4", "--max-epochs", "2", "--no-asha", "--num-cpus", "2", "--pack", "2"),
         *("--concurrency", "2"),
     ]
-    env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT))
-    env.pop("RAY_ADDRESS", None)
-    out = subprocess.run(
-        [sys.executable, "sweeps/regularization.py", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = _sweep(args)
     assert "--pack 2: 1 pack(s) of 2 trials" in out.stderr
     trials = pq.read_table(storage / "turns" / "trials.parquet").to_pylist()
     assert sorted(t["config/batch_size"] for t in trials) == [32, 32, 64, 64]
