@@ -29,6 +29,9 @@ What it does, with the ``fer`` commands a user runs (each a subprocess, timed as
    - ``plain_noreg`` (only when named in ``--arms``): the plain CNN with every regularizer off (no dropout,
      smoothing or augmentation; constant lr): does an unregularized model overfit and collapse on real
      faces within the budget?
+   - ``plain_strong`` (only when named in ``--arms``): the plain CNN's recipe with the augmentation the
+     default CPU space fixes (``strong``): the control that tells how much of the sweep's result is that
+     augmentation rather than what the sweep searched.
    - ``synthetic`` (not a contender, not counted): the plain CNN's recipe on the main job's procedural
      faces (``fer data synth`` + ingest as ``scripts/main.sh`` does) for as many epochs as ``plain_cnn`` ran:
      its learning curve printed under the real ones.
@@ -69,14 +72,16 @@ from fer_core.atomic import write_text  # noqa: E402
 from fer_core.errors import FerError  # noqa: E402
 from fer_core.jsonio import dumps  # noqa: E402
 
-ARMS = ("sweep", "model_b", "plain_cnn", "plain_noreg", "synthetic")
+ARMS = ("sweep", "model_b", "plain_cnn", "plain_strong", "plain_noreg", "synthetic")
 DEFAULT_ARMS = ("sweep", "model_b", "plain_cnn", "synthetic")
 RETRAIN_EXTRA_S = 15.0  # a retrain's work after training: one test evaluation, ONNX + torch.export, checks
 # arm -> (preset, overrides): the recipes a team runs by hand, and the plain CNN with every regularizer off
-# (no dropout, smoothing or augmentation, constant lr): the probe of whether real faces overfit and collapse.
+# (no dropout, smoothing or augmentation, constant lr): the probe of whether real faces overfit and collapse;
+# and the recipe with the default CPU space's fixed augmentation (the control for the sweep's winner).
 BASELINES: dict[str, tuple[str, tuple[str, ...]]] = {
     "model_b": ("fer_cnn_b", ()),
     "plain_cnn": ("fer_cnn_plain", ()),
+    "plain_strong": ("fer_cnn_plain", ("augment=strong",)),
     "plain_noreg": ("fer_cnn_plain", ("dropout_scale=0", "label_smoothing=0", "augment=none", "lr_schedule=constant")),
 }
 CLASSES_4 = "happy,neutral,sad,surprise"
@@ -441,7 +446,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--arms",
         default=",".join(DEFAULT_ARMS),
-        help=f"comma-separated, of {', '.join(ARMS)} (plain_noreg: the collapse probe, not run by default)",
+        help=f"comma-separated, of {', '.join(ARMS)} (plain_strong, the augmentation control, and plain_noreg, "
+        "the collapse probe: not run by default)",
     )
     ap.add_argument(
         "--retrain-share",

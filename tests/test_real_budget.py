@@ -92,3 +92,16 @@ def test_three_arms_one_budget_and_a_sealed_test_split(tmp_path, capsys):
     # the retrain fills the rest of the budget, on train + val
     retrain = json.loads((out / "arms" / "sweep" / "retrain" / "metrics.json").read_text())
     assert retrain["epochs"] == rows[0]["epochs"] and retrain["on"] == "train+val"
+
+
+def test_the_augmentation_control_is_the_recipe_with_the_default_spaces_augmentation():
+    """``plain_strong`` tells how much of the sweep's result is the augmentation the default CPU space fixes:
+    it must stay the plain CNN's recipe with exactly that augmentation, whatever the space fixes next."""
+    from sweeps.settings import DEFAULT_SPACE
+    from sweeps.space import load_space
+
+    fixed = load_space(DEFAULT_SPACE).fixed
+    bench = _bench()
+    assert bench.BASELINES["plain_strong"] == (fixed["model"], (f"augment={fixed['augment']}",))
+    assert bench.BASELINES["plain_cnn"] == (fixed["model"], ())
+    assert "plain_strong" in bench.ARMS and "plain_strong" not in bench.DEFAULT_ARMS

@@ -169,3 +169,19 @@ def test_start_points_are_the_first_trials_and_the_rest_is_sampled():
 def test_bad_start_points_fail_naming_the_point_and_key(start, match):
     with pytest.raises(SpaceError, match=match):
         parse_space({**START, "start": start}, source="s.yaml")
+
+
+def test_default_cpu_space_starts_from_the_plain_cnn_recipe_with_its_stated_augmentation():
+    """The first trial of the default CPU sweep is the hand-written plain CNN's recipe (the baseline every
+    sweep is measured against): every recipe key as the preset has it, but the augmentation the space fixes
+    (strong: chosen on real faces, README "On real data") and the l2 floor of the searched range."""
+    from fer_core.models import PRESET_DEFAULTS
+
+    space = load_space(DEFAULT)
+    (start,) = space.start
+    cfg = space.config(start).to_dict()
+    recipe = {**PRESET_DEFAULTS["fer_cnn_plain"], "model": "fer_cnn_plain", "dropout_scale": 1.0}
+    keys = set(space.fixed) | set(start)  # what the space decides; the rest is the trainer's default
+    differ = {k: (recipe[k], cfg[k]) for k in sorted(keys) if cfg[k] != recipe[k]}
+    assert differ == {"augment": ("flip", "strong"), "l2": (0.0, 1e-6)}
+    assert "augment = 'strong' (fixed)" in space.describe()
