@@ -87,10 +87,14 @@ class CollapseState:
         self.peak_time: Any = None
         self.final: float | None = None  # the last value, as reported (NaN for None)
         self.smoothed: float = math.nan  # mean of the last `window` values
-        self.gap: float = math.nan  # how much worse `smoothed` is than `peak` (>= 0)
+        # The reference a fall is measured from: the best mean of `window` values in a row so far
+        # (the peak itself with window 1), and the time of that window's last value.
+        self.smoothed_peak: float | None = None
+        self.smoothed_peak_time: Any = None
+        self.gap: float = math.nan  # how much worse `smoothed` is than `smoothed_peak`
         self.streak = 0  # consecutive collapsed results since the grace period
-        self._peak_index = 0  # 1-based result number of the peak
-        self._at_peak = False  # the latest value equals the peak
+        self._smoothed_peak_index = 0  # 1-based result number of the best window's last value
+        self._at_peak = False  # the latest value equals the (single-value) peak
         self.stopped = False
         self.stop_time: Any = None
         self.reason: str | None = None
@@ -108,12 +112,18 @@ class CollapseState:
         self._recent.append(signed)
         if not math.isnan(signed) and (self.peak is None or signed > self._sign * self.peak):
             self.peak, self.peak_time = v, time  # ties keep the first time the peak was reached
-            self._peak_index = self.num_results
         # A finite value has just set the peak if there was none, so the peak is not None here.
         self._at_peak = not math.isnan(signed) and self.peak is not None and signed == self._sign * self.peak
         mean_signed = math.fsum(self._recent) / len(self._recent)  # NaN if any value is NaN
         self.smoothed = self._sign * mean_signed
-        self.gap = (self._sign * self.peak - mean_signed) if self.peak is not None else math.nan
+        full = len(self._recent) == self.window
+        best = self.smoothed_peak
+        if full and not math.isnan(mean_signed) and (best is None or mean_signed > self._sign * best):
+            # ties keep the first such window
+            self.smoothed_peak, self.smoothed_peak_time = self.smoothed, time
+            self._smoothed_peak_index = self.num_results
+        best = self.smoothed_peak
+        self.gap = (self._sign * best - mean_signed) if best is not None else math.nan
 
         # Still in the grace period: never stop, and patience has not started counting.
         if self.num_results < self.grace_period:
@@ -135,13 +145,19 @@ class CollapseState:
     def _collapsed(self) -> bool:
         if math.isnan(self.gap):  # a non-finite value in the window is the worst possible value
             return True
-        peak = self.peak
-        assert peak is not None  # the gap is NaN until a finite value has set the peak
-        # The peak is inside the window, or the latest value is back at it: not falling.
-        if self._peak_index > self.num_results - len(self._recent) or self._at_peak:
+        best = self.smoothed_peak
+        assert best is not None  # the gap is NaN until a full, finite window has set it
+        # The best window overlaps the latest one, or the latest value is back at the peak: not falling.
+        if self._smoothed_peak_index > self.num_results - self.window or self._at_peak:
             return False
-        threshold = self._threshold(peak)
-        return self.gap > threshold + _REL_TOL * max(1.0, abs(peak))
+        threshold = self._threshold(best)
+        return self.gap > threshold + _REL_TOL * max(1.0, abs(best))
+
+    def _reference(self) -> str:
+        """What the fall is measured from, in words: the peak itself (window 1) or the best window mean."""
+        if self.window == 1:
+            return "the peak" if self.mode == "max" else "the minimum"
+        return f"the {'best' if self.mode == 'max' else 'lowest'} mean of {self.window} in a row"
 
     def _reason(self) -> str:
         side, best = ("below", "the peak") if self.mode == "max" else ("above", "the minimum")
@@ -154,10 +170,13 @@ class CollapseState:
                 f"{best} was {self.peak:.4g} at {self.time_label} {self.peak_time}"
             )
         else:
-            share = f" ({self.gap / abs(self.peak):.1%} of {best})" if self.relative and self.peak else ""
+            ref = self.smoothed_peak
+            assert ref is not None  # a finite gap was measured from it
+            share = f" ({self.gap / abs(ref):.1%} of {self._reference()})" if self.relative and ref else ""
+            ending = "at" if self.window == 1 else "ending at"
             text = (
                 f"collapsed: {last} {self.smoothed:.4g} is {self.gap:.4g}{share} {side} "
-                f"{best} {self.peak:.4g} at {self.time_label} {self.peak_time}"
+                f"{self._reference()} {ref:.4g} {ending} {self.time_label} {self.smoothed_peak_time}"
             )
         if self.patience:
             text += f", {self.streak} results in a row (patience {self.patience})"
@@ -165,15 +184,21 @@ class CollapseState:
 
     def epoch_reason(self) -> str | None:
         """The reason as a trial records it in its own results (``collapse_reason``; None until stopped),
-        times as 1-based epochs: ``collapsed at epoch 4: mean of last 2 val_acc 0.540 is 0.060 below
-        the peak 0.600 at epoch 2``."""
+        times as 1-based epochs: ``collapsed at epoch 6: mean of last 2 val_acc 0.540 is 0.055 below
+        the best mean of 2 in a row 0.595 ending at epoch 3 (peak 0.600 at epoch 2)``."""
         if not self.stopped:
             return None
-        side, best = ("below", "the peak") if self.mode == "max" else ("above", "the minimum")
+        side = "below" if self.mode == "max" else "above"
         peak = math.nan if self.peak is None else self.peak
-        return (
-            f"collapsed at epoch {self.stop_time}: mean of last {self.window} {self.metric} {self.smoothed:.3f} "
-            f"is {self.gap:.3f} {side} {best} {peak:.3f} at epoch {self.peak_time or 0}"
+        ref = math.nan if self.smoothed_peak is None else self.smoothed_peak
+        text = f"collapsed at epoch {self.stop_time}: mean of last {self.window} {self.metric} {self.smoothed:.3f} "
+        if self.window == 1 or math.isnan(self.gap):
+            best = "the peak" if self.mode == "max" else "the minimum"
+            return text + f"is {self.gap:.3f} {side} {best} {peak:.3f} at epoch {self.peak_time or 0}"
+        peak_word = "peak" if self.mode == "max" else "minimum"
+        return text + (
+            f"is {self.gap:.3f} {side} {self._reference()} {ref:.3f} ending at epoch {self.smoothed_peak_time or 0} "
+            f"({peak_word} {peak:.3f} at epoch {self.peak_time or 0})"
         )
 
     def summary(self) -> dict[str, Any]:
@@ -183,6 +208,8 @@ class CollapseState:
             "peak_epoch": self.peak_time,
             "final": self.final,
             "smoothed": self.smoothed,
+            "smoothed_peak": self.smoothed_peak,
+            "smoothed_peak_epoch": self.smoothed_peak_time,
             "gap": self.gap,
             "num_results": self.num_results,
             "stopped": self.stopped,
@@ -195,13 +222,20 @@ class CollapseStopper(Stopper):
     """Stop a trial once the recent mean of its metric has fallen clearly below its peak.
 
     The rule, per trial: from its ``grace_period``-th result on, the smoothed recent value is the
-    mean of its last ``window`` values of ``metric`` and the peak is the best single value seen so
-    far (highest in "max" mode, lowest in "min" mode). The trial has *collapsed* when the peak came
-    before those ``window`` values and the smoothed value is worse than the peak by more than
-    ``margin`` (metric units; with ``relative=True`` a fraction of the peak's magnitude). The trial
+    mean of its last ``window`` values of ``metric``, and the reference it is measured from is the
+    best such mean so far: the best mean of ``window`` results in a row (highest in "max" mode,
+    lowest in "min" mode; with ``window=1``, the peak itself). The trial has *collapsed* when that
+    best window ended before the last ``window`` results began, the latest value is not back at the
+    single-value peak, and the smoothed value is worse than the reference by more than ``margin``
+    (metric units; with ``relative=True`` a fraction of the reference's magnitude). The trial
     stops at the first result that completes ``patience + 1`` collapsed results in a row; a result
     that is not collapsed resets the count. So the earliest possible stop is result
     ``grace_period + patience``.
+
+    Why windows on both sides: a fall is a sustained drop, and a one-epoch spike is not a level the
+    curve ever held. On real FER2013 curves (README, "On real data") a one-result peak stopped a run
+    at epoch 47 that passed that peak from epoch 57 on; measured from the best 3-epoch mean it
+    runs on, while the unregularized probe that does fall is still stopped.
 
     Example:
 
@@ -210,8 +244,9 @@ class CollapseStopper(Stopper):
         >>> [stopper("t1", {"val_acc": a, "training_iteration": i})
         ...  for i, a in enumerate(curve, 1)]
         [False, False, False, False, False, True, True]
-        >>> stopper.summary("t1")["reason"]
-        'collapsed: mean of last 2 val_acc 0.57 is 0.03 below the peak 0.6 at training_iteration 3'
+        >>> print(stopper.summary("t1")["reason"])  # doctest: +NORMALIZE_WHITESPACE
+        collapsed: mean of last 2 val_acc 0.57 is 0.03 below the best mean of 2 in a row 0.6
+        ending at training_iteration 4
         >>> collapse_check(curve, grace_period=3, window=2, margin=0.02)
         6
 
@@ -228,13 +263,13 @@ class CollapseStopper(Stopper):
         grace_period: Number of results a trial reports before it can be stopped (>= window,
             so the window is full at the first check). Counted in results, not in ``time_attr``.
         window: Number of most recent results averaged into the smoothed value (>= 1).
-        margin: How much worse than the peak the smoothed value must be to count as collapsed,
-            strictly: in metric units (0.02 = 2 accuracy points), or with ``relative=True`` as a
-            fraction of ``abs(peak)`` (0.05 = 5% of the peak). A gap equal to the margin (to
+        margin: How much worse than the best window mean the smoothed value must be to count as
+            collapsed, strictly: in metric units (0.02 = 2 accuracy points), or with ``relative=True``
+            as a fraction of that mean's magnitude (0.05 = 5% of it). A gap equal to the margin (to
             within 1e-9 relative) is not a collapse.
         patience: Number of further consecutive collapsed results tolerated before stopping
             (0: stop at the first collapsed result).
-        relative: Read ``margin`` as a fraction of the peak instead of metric units.
+        relative: Read ``margin`` as a fraction of the best window mean instead of metric units.
         time_attr: Result key recorded as the epoch of the peak and of the stop
             ("training_iteration", added by Tune; or e.g. "epoch"). If a result lacks it, the
             trial's 1-based result count is used.
@@ -245,9 +280,10 @@ class CollapseStopper(Stopper):
           the result counts as collapsed. A diverged trial therefore stops once past the grace
           period (with ``patience < window``); a NaN inside the grace period that has left the
           window by then is forgiven.
-        - Only a fall counts: while the peak is one of the last ``window`` values, or the latest
-          value is back at the peak, the trial is not collapsed, however far the window mean lags
-          a steeply rising curve. So the earliest stop comes ``window`` results after the peak.
+        - Only a fall counts: while the best window overlaps the last ``window`` values, or the
+          latest value is back at the peak, the trial is not collapsed, however far the window mean
+          lags a steeply rising curve. So the earliest stop comes ``window`` results after the best
+          window ended.
         - Early stopping favours configurations that peak early: keep ``grace_period`` past the
           slow starters' warm-up and record the reasons (`stopped_trials`).
         - The state (one `CollapseState` per trial, with a bounded deque) is plain picklable data.

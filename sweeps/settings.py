@@ -98,7 +98,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--collapse-margin",
         type=float,
         default=0.02,
-        help="collapse: stop when the recent mean val acc is this far below the trial's peak (0.02: checked on "
+        help="collapse: stop when the recent mean val acc is this far below its best earlier mean (0.02: checked on "
         "real FER2013 curves, README 'On real data')",
     )
     p.add_argument("--collapse-grace", type=int, default=5, help="collapse: epochs before the rule applies")

@@ -35,13 +35,16 @@ def test_annotate_records_peak_final_and_the_collapse_reason():
         )
         for i, v in enumerate(curve)
     ]
-    assert [r["collapsed"] for r in rows] == [False, False, False, True, True]
+    # window means .50 .59 .54 .49: the best (.59, epochs 2-3) overlaps epoch 4's window; epoch 5's
+    # is wholly after it and .10 below
+    assert [r["collapsed"] for r in rows] == [False, False, False, False, True]
     last = rows[-1]
     assert (last["peak"], last["peak_epoch"], last["final"]) == (0.60, 2, 0.48)
     assert last["score"] == pytest.approx((0.58 + 0.50 + 0.48) / 3)
-    assert last["collapse_epoch"] == 4
+    assert last["collapse_epoch"] == 5
     assert last["collapse_reason"] == (
-        "collapsed at epoch 4: mean of last 2 val_acc 0.540 is 0.060 below the peak 0.600 at epoch 2"
+        "collapsed at epoch 5: mean of last 2 val_acc 0.490 is 0.100 below the best mean of 2 in a row 0.590 "
+        "ending at epoch 3 (peak 0.600 at epoch 2)"
     )
     assert last["val_confusion"] == "[[1, 0], [0, 1]]"  # JSON text: loggers keep it whole
     assert rows[0]["trial_status"] == "running"
