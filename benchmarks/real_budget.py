@@ -33,8 +33,9 @@ What it does, with the ``fer`` commands a user runs (each a subprocess, timed as
      default CPU space fixes (``strong``): the control that tells how much of the sweep's result is that
      augmentation rather than what the sweep searched.
    - ``synthetic`` (not a contender, not counted): the plain CNN's recipe on the main job's procedural
-     faces (``fer data synth`` + ingest as ``scripts/main.sh`` does) for as many epochs as ``plain_cnn`` ran:
-     its learning curve printed under the real ones.
+     faces (``fer data synth`` + ingest as ``scripts/main.sh`` does) for as many optimizer steps as
+     ``plain_cnn`` took (the procedural set is smaller, so that is more epochs): its learning curve printed
+     under the real ones, per epoch and at the same step counts.
 
    A baseline first trains one epoch (``fer train --set epochs=1``, counted in its compute) to measure
    its epoch time and its start-up, then trains from scratch for as many epochs as the rest of the budget
@@ -295,6 +296,7 @@ def run_baseline_arm(bench: Bench, arm: str, folder: Path, budget_s: float) -> d
     history = _history(run)
     return {
         "arm": arm,
+        "steps_per_epoch": _steps_per_epoch(run, _split_counts(bench)["train"]),
         "model": preset + (" (" + ", ".join(overrides) + ")" if overrides else ""),
         "compute_min": (calib_s + train_s) / 60,
         "calibration_min": calib_s / 60,
@@ -307,10 +309,11 @@ def run_baseline_arm(bench: Bench, arm: str, folder: Path, budget_s: float) -> d
     }
 
 
-def run_synthetic_arm(bench: Bench, folder: Path, epochs: int, n: int | None) -> dict:
+def run_synthetic_arm(bench: Bench, folder: Path, steps: int, n: int | None) -> dict:
     """The plain CNN's recipe on the embedded procedural faces (the main job's data: ``fer data synth``, ingested
-    as ``scripts/main.sh`` does), for as many epochs as the real plain CNN ran: its curve beside the real ones
-    shows whether the demo data learns like real faces. Not a contender: its test split is synthetic."""
+    as ``scripts/main.sh`` does), for at least ``steps`` optimizer steps (the real plain CNN's): its curve beside
+    the real ones shows whether the demo data learns like real faces. Not a contender: its test split is
+    synthetic."""
     from fer_core.data.synth.subjects import SUBJECT_PATTERN
 
     raw, data = folder / "raw", folder / "data"
@@ -318,6 +321,10 @@ def run_synthetic_arm(bench: Bench, folder: Path, epochs: int, n: int | None) ->
     bench.fer("synthetic", "synth", synth, reads=())
     ingest = ["data", "ingest", str(raw), "--out", str(data), "--group-by", SUBJECT_PATTERN, "--no-mislabels"]
     bench.fer("synthetic", "ingest", [*ingest, "--quiet"], reads=())
+    counts = json.loads((data / "manifest.json").read_text())["counts"]
+    per_epoch = math.ceil(sum(counts["train"].values()) / _preset_batch_size("fer_cnn_plain"))
+    epochs = max(1, math.ceil(steps / per_epoch))
+    print(f"[synthetic] {per_epoch} steps per epoch -> {epochs} epochs for {steps} steps", flush=True)
     run = folder / "run"
     args = ["train", "--set", "preset=fer_cnn_plain", "--set", f"data={data}", "--set", f"seed={bench.seed}"]
     args += ["--set", f"epochs={epochs}", "--out", str(run), "--quiet"]
@@ -329,6 +336,7 @@ def run_synthetic_arm(bench: Bench, folder: Path, epochs: int, n: int | None) ->
     bench.fer("synthetic", "evaluate-final", args, reads=())
     return {
         "arm": "synthetic",
+        "steps_per_epoch": _steps_per_epoch(run, sum(counts["train"].values())),
         "model": "fer_cnn_plain (procedural faces)",
         "compute_min": train_s / 60,
         "epochs": len(history),
@@ -337,6 +345,19 @@ def run_synthetic_arm(bench: Bench, folder: Path, epochs: int, n: int | None) ->
         "test_acc": float(json.loads((run / "eval-test" / "metrics.json").read_text())["accuracy"]),
         "classes": json.loads((data / "manifest.json").read_text())["classes"],
     }
+
+
+def _steps_per_epoch(run: Path, train_images: int) -> int:
+    """Optimizer steps in one epoch of ``run`` (its batch size over the train split, the last batch partial)."""
+    from fer_core.yamlio import read_yaml
+
+    return math.ceil(train_images / int(read_yaml(run / "config.yaml", "run config")["batch_size"]))
+
+
+def _preset_batch_size(preset: str) -> int:
+    from fer_core.train.config import config_from_preset
+
+    return int(config_from_preset(preset).batch_size)
 
 
 def _history(run: Path) -> list[dict]:
@@ -423,6 +444,33 @@ def format_curves(rows: list[dict]) -> str:
     )
 
 
+def val_at_steps(row: dict, marks: list[int]) -> list[float | None]:
+    """The arm's val accuracy after each of ``marks`` optimizer steps: the epoch that ended last by then
+    (None before its first epoch ends or past its last)."""
+    per_epoch, curve = row.get("steps_per_epoch"), row.get("val_curve") or []
+    if not per_epoch:
+        return [None] * len(marks)
+    return [curve[m // per_epoch - 1] if 1 <= m // per_epoch <= len(curve) else None for m in marks]
+
+
+def format_steps(rows: list[dict], reference: str = "plain_cnn") -> str:
+    """Val accuracy at the same optimizer step counts (the ends of ``reference``'s epochs, about ten of them)
+    for every arm that knows its steps per epoch: data sets of different sizes side by side, step for step."""
+    ref = next((r for r in rows if r["arm"] == reference and r.get("steps_per_epoch")), None)
+    if ref is None:
+        return ""
+    epochs = len(ref["val_curve"])
+    picks = sorted({1, 2, 3, 5, *range(10, epochs + 1, max(1, epochs // 8)), epochs} & set(range(1, epochs + 1)))
+    marks = [e * ref["steps_per_epoch"] for e in picks]
+    shown = [r for r in rows if r.get("steps_per_epoch") and r.get("val_curve")]
+    width = max(len(r["arm"]) for r in shown)
+    lines = [f"{'steps':<{width}}  " + " ".join(f"{m:>6}" for m in marks)]
+    for r in shown:
+        vals = val_at_steps(r, marks)
+        lines.append(f"{r['arm']:<{width}}  " + " ".join(f"{'-':>6}" if v is None else f"{100 * v:6.1f}" for v in vals))
+    return "val acc after the same number of optimizer steps (batch 64: 64 images a step):\n" + "\n".join(lines)
+
+
 def write_results(bench: Bench, rows: list[dict], meta: dict) -> None:
     write_text(bench.out / "real_budget.json", dumps({**meta, "rows": rows}, indent=2) + "\n")
     buf = io.StringIO()
@@ -500,8 +548,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             row = run_sweep_arm(bench, folder, budget_s, args.retrain_share, shlex.split(args.sweep_args))
         elif arm == "synthetic":
             plain = out / "arms" / "plain_cnn" / "result.json"
-            epochs = json.loads(plain.read_text())["epochs"] if plain.is_file() else 20
-            row = run_synthetic_arm(bench, folder, epochs, args.synthetic_n)
+            done = json.loads(plain.read_text()) if plain.is_file() else {}
+            steps = done["epochs"] * done["steps_per_epoch"] if done.get("steps_per_epoch") else 1000
+            row = run_synthetic_arm(bench, folder, steps, args.synthetic_n)
         else:
             row = run_baseline_arm(bench, arm, folder, budget_s)
         row["budget_min"] = args.budget_min
@@ -517,6 +566,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     real = [r for r in rows if r["arm"] != "synthetic"]
     print(format_table(real))
     print(format_curves(rows))
+    steps_table = format_steps(rows)
+    if steps_table:
+        print(steps_table)
     for r in rows:
         if r["arm"] == "synthetic":
             print(

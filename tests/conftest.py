@@ -126,12 +126,14 @@ def synth_dir(tmp_path_factory) -> Path:
 
     Every face a different person (``subject_size=0``): the sweep fixtures built on it (the dashboard's
     7-trial sweep and its seed, the storage and job flows) were tuned to this set's outcome mix.
-    Subjects, sessions and frames have their own tests (test_subjects.py, test_synth.py).
+    Subjects, sessions and frames have their own tests (test_subjects.py, test_synth.py). Label noise
+    and expression strength are pinned to the values those seeds were tuned on.
     """
     from fer_core.data.synth import SynthConfig, generate, write_folders
 
     out = tmp_path_factory.mktemp("synth") / "raw"
-    write_folders(generate(SynthConfig(n=600, seed=3, subject_size=0)), out)
+    config = SynthConfig(n=600, seed=3, subject_size=0, label_noise=0.3, expression_strength=1.0)
+    write_folders(generate(config), out)
     return out
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,12 @@ def test_three_arms_one_budget_and_a_sealed_test_split(tmp_path, capsys):
         (r["arm"], r["model"], r["epochs"]) for r in rows
     ]
     assert "| arm | model | compute (min) |" in printed
-    assert rows[-1]["epochs"] == rows[2]["epochs"]  # the synthetic curve runs as long as the real plain CNN
+    # the synthetic curve runs as many optimizer steps as the real plain CNN (its own epochs are shorter or longer)
+    plain, synthetic = rows[2], rows[-1]
+    steps = plain["epochs"] * plain["steps_per_epoch"]
+    assert synthetic["epochs"] == math.ceil(steps / synthetic["steps_per_epoch"])
+    assert "val acc after the same number of optimizer steps" in printed
+    assert f"{plain['steps_per_epoch']:>6}" in printed.split("optimizer steps")[1].splitlines()[1]
     for r in rows:  # one curve line per arm
         assert f"{r['arm']}" in printed and " ".join(f"{100 * v:.1f}" for v in r["val_curve"]) in printed
 

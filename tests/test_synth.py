@@ -250,3 +250,24 @@ def test_subjects_share_a_face_and_later_frames_are_near_copies_of_their_first()
     # without subjects, the set is drawn exactly as before subjects existed: names are the ids
     plain = generate(SynthConfig(n=64, seed=2, subject_size=0))
     assert plain.subjects is None and plain.stems() == plain.ids()
+
+
+def test_expression_strength_scales_expressions_only():
+    from fer_core.data.synth.render import sample_params
+
+    expr = np.arange(400) % 4
+    base = sample_params(np.random.default_rng(0), expr)
+    strong = sample_params(np.random.default_rng(0), expr, strength=2.0)
+    for key in ("rot", "skin", "bg", "eye_x", "mouth_w", "light", "noise"):  # identity, pose, lighting: same draws
+        assert np.array_equal(base[key], strong[key]), key
+    happy = expr == FOUR_CLASS.index("happy")
+    # happy: folds U(0, .4) + .8 t and mouth curve N(.025) + .03 + .14 t, so doubling t adds .8 t and .14 t
+    extra_fold = strong["fold"][happy] - base["fold"][happy]
+    extra_curve = strong["curve"][happy] - base["curve"][happy]
+    assert (extra_fold > 0).all() and np.allclose(extra_fold, 0.8 / 0.14 * extra_curve, atol=1e-5)
+    neutral = expr == FOUR_CLASS.index("neutral")
+    assert np.array_equal(base["curve"][neutral], strong["curve"][neutral])  # a neutral face has no intensity
+    with pytest.raises(DataError, match="expression_strength"):
+        generate(SynthConfig(n=10, expression_strength=0))
+    with pytest.raises(DataError, match="expression_strength"):
+        generate(SynthConfig(n=10, expression_strength=2.5))

@@ -39,6 +39,12 @@ def _synth_parser(dsub) -> None:
     p.add_argument("--n", type=int, default=d.n, help="number of faces")
     p.add_argument("--noise", type=float, default=d.label_noise, help="share of images given a wrong label")
     p.add_argument("--duplicates", type=float, default=d.duplicate_share, help="share of injected duplicate copies")
+    p.add_argument(
+        "--expression-strength",
+        type=float,
+        default=d.expression_strength,
+        help="scale of every expression's intensity, up to 2",
+    )
     p.add_argument("--size", type=int, default=d.size, help="image side in pixels")
     p.add_argument("--seed", type=int, default=d.seed, help="random seed (same seed, same images)")
     p.add_argument(
@@ -65,7 +71,13 @@ def _run_synth(args) -> int:
         raise DataError("--noise and --duplicates are shares in [0, 1)")
     t0 = time.perf_counter()
     cfg = replace(
-        SynthConfig(), n=args.n, label_noise=args.noise, duplicate_share=args.duplicates, size=args.size, seed=args.seed
+        SynthConfig(),
+        n=args.n,
+        label_noise=args.noise,
+        duplicate_share=args.duplicates,
+        size=args.size,
+        seed=args.seed,
+        expression_strength=args.expression_strength,
     )
     synth = generate(cfg, progress=None)
     out = write_folders(synth, args.out, layout=args.layout, overwrite=args.overwrite)

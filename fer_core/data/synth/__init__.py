@@ -61,7 +61,7 @@ def generate(config: SynthConfig = _DEFAULT_CONFIG, progress: bool | None = Fals
     true = np.repeat(np.arange(len(classes)), share_counts(n_base, config.class_shares))
     rng.shuffle(true)
     expr = np.array([EXPRESSIONS.index(c) for c in classes])[true]
-    params = sample_params(rng, expr)
+    params = sample_params(rng, expr, config.expression_strength)
     subjects = None
     if config.subject_size:  # its own stream: the rest of the set is drawn as without subjects
         n_subjects = max(1, round(n_base / config.subject_size))

@@ -71,14 +71,17 @@ def render_params(params: dict[str, np.ndarray], size: int, seed: int, progress:
 # Parameters
 
 
-def sample_params(rng: np.random.Generator, expr: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-sample drawing parameters (float32 arrays of length n) for expression codes ``expr``."""
+def sample_params(rng: np.random.Generator, expr: np.ndarray, strength: float = 1.0) -> dict[str, np.ndarray]:
+    """Per-sample drawing parameters (float32 arrays of length n) for expression codes ``expr``.
+
+    ``strength`` scales every expression's intensity (1: as drawn; the random streams do not depend on it).
+    """
     n = len(expr)
     U = lambda lo, hi: rng.uniform(lo, hi, n)  # noqa: E731
     N = lambda sd: rng.normal(0.0, sd, n)  # noqa: E731
     happy, neutral, sad, surprise = (expr == EXPRESSIONS.index(c) for c in ("happy", "neutral", "sad", "surprise"))
     # Expression intensity: 0 looks neutral, 1 is a full expression. Sad reaches close to 0.
-    t = np.select([happy, sad, surprise], [U(0.1, 1.0), U(0.0, 1.0) ** 1.3, U(0.2, 1.0)], 0.0)
+    t = strength * np.select([happy, sad, surprise], [U(0.1, 1.0), U(0.0, 1.0) ** 1.3, U(0.2, 1.0)], 0.0)
 
     p: dict[str, np.ndarray] = {}
     # Pose and rendering.
