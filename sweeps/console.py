@@ -42,7 +42,7 @@ class CompactReporter(tune.Callback):
     def __init__(
         self,
         *,
-        samples: int,
+        samples: int | None,
         max_epochs: int,
         concurrency: int,
         params: list[str],
@@ -127,11 +127,16 @@ class CompactReporter(tune.Callback):
                 continue
             counts[outcome] = counts.get(outcome, 0) + 1
         ended = sum(counts.values())
-        total = max(self.samples, len(trials))
-        budget = total * self.max_epochs
         elapsed = now - self.started
         best = f"best {fmt(self.best[0])} ({self.best[1]})" if self.best else "no score yet"
         by_outcome = ", ".join(f"{n} {o}" for o, n in counts.items())
+        if self.samples is None:  # the time budget decides how many trials run: no total to count down
+            return (
+                f"[{duration(elapsed)}] {running} running, {pending} pending, {ended} ended"
+                f"{f' ({by_outcome})' if by_outcome else ''} | {best} | {done} epochs"
+            )
+        total = max(self.samples, len(trials))
+        budget = total * self.max_epochs
         line = (
             f"[{duration(elapsed)}] {running} running, {pending} pending, {ended} of {total} ended"
             f"{f' ({by_outcome})' if by_outcome else ''} | {best} | {done} of {budget} epochs"

@@ -139,7 +139,7 @@ class _TuneRun:
     wandb_runs: Any  # sweeps.wandb_logging.RunFolder, or None with W&B disabled
     searcher: Any  # sweeps.optuna_search.PruningOptunaSearch (Tune wraps it; the object is this one)
     budget: Any  # sweeps.time_budget.TimeBudget, or None without --time-budget-s
-    samples: int  # trials this run adds
+    samples: int | None  # trials this run adds (None: as many as the time budget holds)
     concurrency: int
     packs: dict  # the pack actors by name (--pack K > 1), stopped when the sweep ends
     more: bool  # an extension of an experiment that has trials
@@ -346,7 +346,7 @@ def _tune_run(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, cluster: dict
     from sweeps.trainable import fer_trainable
 
     previous = (exp.store.read_rows("trials.parquet") or []) if cfg.extend is not None else []
-    samples = cfg.trials_to_run
+    samples = cfg.trials_to_run  # None: new trials start while the time budget has room for one
     concurrency = cfg.concurrency
     fits = trials_that_fit(cluster, cfg.cpus_per_trial, cfg.gpus_per_trial)
     packs: dict = {}
@@ -355,7 +355,8 @@ def _tune_run(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, cluster: dict
         from sweeps.packed_trainable import pack_resources, packed_trainable, packs_for, start_packs
 
         resources = pack_resources(cfg.cpus_per_trial, cfg.gpus_per_trial, cfg.pack)
-        count, concurrency = packs_for(fits, samples, cfg.pack, cfg.concurrency)
+        wanted = samples if samples is not None else fits * cfg.pack  # open count: every pack full
+        count, concurrency = packs_for(fits, wanted, cfg.pack, cfg.concurrency)
         packs = start_packs(exp.name, count, cfg.pack, inputs.data, resources)
         say(
             f"--pack {cfg.pack}: {count} pack(s) of {cfg.pack} trials, each on {resources['num_gpus']:g} GPU(s) "
@@ -369,7 +370,7 @@ def _tune_run(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, cluster: dict
         )
     else:
         if concurrency is None:
-            concurrency = max(1, min(fits, samples))
+            concurrency = max(1, min(fits, samples if samples is not None else fits))
         trainable = tune.with_resources(
             tune.with_parameters(
                 fer_trainable, data=inputs.data, base=inputs.base, fixed=inputs.space.fixed, rules=cfg.rules
@@ -409,7 +410,7 @@ def _tune_run(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, cluster: dict
     tune_config = tune.TuneConfig(
         search_alg=searcher,
         scheduler=scheduler,
-        num_samples=samples,
+        num_samples=samples if samples is not None else -1,  # -1: Tune's "until the searcher or a stopper ends it"
         max_concurrent_trials=concurrency,
         metric="score",
         mode="max",
@@ -555,10 +556,14 @@ def _tuner(cfg: SweepConfig, exp: _Experiment, inputs: _Inputs, tune_run: _TuneR
         )
         _use_callbacks(tuner, tune_run.callbacks, _tune_verbosity(cfg), tune_run.run_config.stop)
         return tuner
+    trials = (
+        f"{tune_run.samples} {'more ' if tune_run.more else ''}trials"
+        if tune_run.samples is not None
+        else f"trials while --time-budget-s {cfg.time_budget_s:g} has room for one"
+    )
     say(
-        f"experiment {exp.store}: {tune_run.samples} {'more ' if tune_run.more else ''}trials x up to "
-        f"{cfg.max_epochs} epochs, {tune_run.concurrency} at a time; Optuna study {exp.name} in "
-        f"{redact(inputs.optuna_url)}"
+        f"experiment {exp.store}: {trials} x up to {cfg.max_epochs} epochs, {tune_run.concurrency} at a time; "
+        f"Optuna study {exp.name} in {redact(inputs.optuna_url)}"
     )
     tuner = tune.Tuner(tune_run.trainable, tune_config=tune_run.tune_config, run_config=tune_run.run_config)
     exp.store.keep_tune_state_copy()

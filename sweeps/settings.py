@@ -20,10 +20,11 @@ from typing import Any, ClassVar
 from fer_core.errors import FerError
 from sweeps.wandb_logging import add_arguments as add_wandb_arguments
 
-__all__ = ["SweepConfig", "add_arguments", "explicit", "DEFAULT_DATA", "DEFAULT_SPACE", "SMOKE"]
+__all__ = ["SweepConfig", "add_arguments", "explicit", "DEFAULT_DATA", "DEFAULT_SAMPLES", "DEFAULT_SPACE", "SMOKE"]
 
 DEFAULT_DATA = "runs/default/data"
 DEFAULT_SPACE = str(Path(__file__).resolve().parent / "spaces" / "regularization.yaml")
+DEFAULT_SAMPLES = 12  # --samples without --time-budget-s
 SMOKE = dict(samples=4, max_epochs=4, grace_period=1, collapse_grace=2, collapse_window=2, concurrency=2)
 
 
@@ -35,7 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="data set folder or URI from 'fer data ingest' (the default is synthesized if missing)",
     )
     p.add_argument("--space", default=DEFAULT_SPACE, help="search space YAML")
-    p.add_argument("--samples", type=int, default=12, help="number of trials (configurations)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help=f"number of trials (configurations); default {DEFAULT_SAMPLES}, or with --time-budget-s as many as the "
+        "budget holds (Ray Tune's num_samples=-1: new trials start while one can still finish)",
+    )
     p.add_argument(
         "--max-epochs",
         type=int,
@@ -176,7 +183,7 @@ class SweepConfig:
 
     data: str
     space: str
-    samples: int
+    samples: int | None  # None: until the time budget is spent (only with --time-budget-s)
     max_epochs: int
     grace_period: int
     reduction_factor: int
@@ -230,6 +237,8 @@ class SweepConfig:
         values["overrides"] = tuple(values["overrides"] or ())
         if values["smoke"]:
             values.update({k: v for k, v in SMOKE.items() if not explicit(argv, cls.flag(k))})
+        if values["samples"] is None and values["time_budget_s"] is None:
+            values["samples"] = DEFAULT_SAMPLES
         return cls(**values)
 
     @classmethod
@@ -283,8 +292,12 @@ class SweepConfig:
     def check_values(self) -> None:
         """Budgets and windows of at least one epoch, ASHA's grace within the budget (checked on the
         settings a resume runs with: the launch's)."""
+        if self.samples is None and self.time_budget_s is None:
+            raise FerError(
+                f"--samples: without --time-budget-s a sweep needs a number of trials (default {DEFAULT_SAMPLES})"
+            )
         for key in ("samples", "max_epochs", "grace_period", "score_window", "collapse_window"):
-            if getattr(self, key) < 1:
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise FerError(f"{self.flag(key)} must be >= 1; got {getattr(self, key)}")
         if self.time_budget_s is not None and not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
             raise FerError(f"--time-budget-s must be a number of seconds > 0; got {self.time_budget_s}")
@@ -348,14 +361,17 @@ class SweepConfig:
 
     # --- what the settings mean for the trials ---------------------------------------------------
     @property
-    def trials_to_run(self) -> int:
-        """Trials this run adds: ``--extend``'s N, else ``--samples``."""
+    def trials_to_run(self) -> int | None:
+        """Trials this run adds: ``--extend``'s N, else ``--samples`` (None: as many as the time budget holds)."""
         return self.extend if self.extend is not None else self.samples
 
     @property
     def tpe_startup_trials(self) -> int:
-        """TPE's random start-up trials: ``--startup-trials``, else samples/4 between 3 and Optuna's 10."""
-        return self.startup_trials if self.startup_trials is not None else min(10, max(3, self.samples // 4))
+        """TPE's random start-up trials: ``--startup-trials``, else samples/4 between 3 and Optuna's 10 (10 when
+        the time budget decides the number of trials)."""
+        if self.startup_trials is not None:
+            return self.startup_trials
+        return 10 if self.samples is None else min(10, max(3, self.samples // 4))
 
     @property
     def threads(self) -> int:

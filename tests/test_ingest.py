@@ -64,27 +64,50 @@ def test_injected_duplicates_found_and_no_group_straddles_splits(synth_dir, inge
 
 @pytest.mark.slow
 def test_default_near_distance_keeps_distinct_faces_and_finds_copies(tmp_path):
-    """The default threshold on a default-like synthetic set of distinct people (no subjects: their
-    later frames and one session's shots are near duplicates by design), scored on its ground truth:
-    almost no distinct face is removed (none has an injected copy, so any removal is a wrong
-    grouping) and almost every injected copy is found (it and its original do not both survive)."""
+    """The default threshold on default synthetic sets of distinct people (no subjects: their later
+    frames and one session's shots are near duplicates by design), scored on their ground truth, four
+    seeds pooled (240 injected copies; one seed's 60 move the rate by several points): almost no
+    distinct face is removed (none has an injected copy, so any removal is a wrong grouping) and almost
+    every injected copy the rules remove is found (it and its original do not both survive). A near copy
+    that carries another label than its original and sits further than the copy distance is kept with
+    it by design (one person's two expressions look like that; ``dedup``'s rules), so it is not counted."""
+    from PIL import Image
+
+    from fer_core.data.ingest import DEFAULT_COPY_DISTANCE
+    from fer_core.data.near_pairs import hamming
     from fer_core.data.synth import SynthConfig, generate, write_folders
 
-    raw = write_folders(generate(SynthConfig(n=1500, seed=0, subject_size=0)), tmp_path / "raw")
-    m = ingest(IngestOptions(src=str(raw), out=str(tmp_path / "data"), mislabels=False, quiet=True))
-    assert m["quality"]["near_distance"] == DEFAULT_NEAR_DISTANCE
-    kept = {i for s in ("train", "val", "test") for i in load_split(str(tmp_path / "data"), s).ids}
-    truth = _truth(raw)
-    by_id = {r["id"]: k for k, r in truth.items()}
-    copies = [(k, by_id[r["dup_of"]]) for k, r in truth.items() if r["dup_of"]]
-    with_copy = {orig for _, orig in copies}
-    distinct = [k for k, r in truth.items() if not r["dup_of"] and k not in with_copy]
-    removed = sum(k not in kept for k in distinct)
-    found = sum(not (c in kept and o in kept) for c, o in copies)
-    # Measured (seed 0): 2 of 1380 distinct faces removed (0.14 %), 58 of 60 copies found; seeds
-    # 1-3: 0-2 removed, 56-58 found. Two bits more (8) wrongly groups about 2.5 % of the faces.
-    assert removed <= 0.005 * len(distinct), f"{removed} of {len(distinct)} distinct faces removed"
-    assert found >= 0.9 * len(copies), f"only {found} of {len(copies)} injected copies found"
+    removed = distinct = found = removable = kept_by_rule = 0
+    for seed in range(4):
+        raw = write_folders(generate(SynthConfig(n=1500, seed=seed, subject_size=0)), tmp_path / f"s{seed}" / "raw")
+        m = ingest(IngestOptions(src=str(raw), out=str(tmp_path / f"s{seed}" / "data"), mislabels=False, quiet=True))
+        assert m["quality"]["near_distance"] == DEFAULT_NEAR_DISTANCE
+        kept = {i for s in ("train", "val", "test") for i in load_split(str(tmp_path / f"s{seed}" / "data"), s).ids}
+        truth = _truth(raw)
+        by_id = {r["id"]: k for k, r in truth.items()}
+        copies = [(k, by_id[r["dup_of"]]) for k, r in truth.items() if r["dup_of"]]
+        with_copy = {orig for _, orig in copies}
+        faces = [k for k, r in truth.items() if not r["dup_of"] and k not in with_copy]
+        removed += sum(k not in kept for k in faces)
+        distinct += len(faces)
+        for c, o in copies:
+            pair = np.stack([np.asarray(Image.open(raw / truth[k]["file"])) for k in (c, o)])
+            h = phash_batch(pair)
+            far = int(hamming(h[:1], h[1:])[0]) > DEFAULT_COPY_DISTANCE
+            if far and truth[c]["label"] != truth[o]["label"]:
+                kept_by_rule += 1
+                assert c in kept and o in kept, f"{c}: a near copy with another label was removed"
+                continue
+            removable += 1
+            found += not (c in kept and o in kept)
+    # Measured (defaults: label noise 0.1, expression strength 2; seeds 0-3): 0 of 5520 distinct faces
+    # removed, 215 of 226 removable copies found (95 %; the rest are near copies more than 6 bits from
+    # their original), 14 kept by the rule (label noise 0.3, strength 1: 224 of 231, 9). Seed 0 alone
+    # found 58 of 60 copies with those, 51 with these (a different random draw of the same rules). Two
+    # bits more (8) wrongly groups about 2.5 % of the faces.
+    assert removed <= 0.005 * distinct, f"{removed} of {distinct} distinct faces removed"
+    assert found >= 0.9 * removable, f"only {found} of {removable} injected copies found"
+    assert 0 < kept_by_rule < 0.2 * (removable + kept_by_rule)
 
 
 def test_loader_matches_source_pixels(synth_dir, ingested):

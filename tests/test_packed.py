@@ -3,9 +3,15 @@
 Tolerances, measured on CPU:
 
 - Without BatchNorm (``fer_cnn_tiny`` with ``bn=none``): batched convolutions and matrix products give
-  the same per-trial numbers up to float rounding: per-epoch losses within 1e-4 relative (measured: at most
-  4e-5 over 3 epochs), accuracies within one image (measured: equal). This is the test of everything the
+  the same per-trial numbers up to float rounding: per-epoch losses within 1e-3 relative (measured over 3
+  epochs: at most 4e-5 on a CPU with AVX-512, 1.7e-4 on one without, where the batched convolution sums
+  in another order), accuracies within one image (measured: equal). This is the test of everything the
   pack does per trial: seeds, data order, augmentation, dropout masks, losses, optimizers, L2, schedules.
+  Weights: Adam divides each step by the gradient's running RMS, so where a gradient is near zero a
+  rounding difference moves a weight by up to lr per step; the same trial trained with 2 threads instead
+  of 1 (another summation order, nothing else) ends 1.3e-3 away in its largest weight difference. So the
+  Adam trials' weights are compared by the relative norm of the difference per tensor (measured: at most
+  9e-3; the same trial with another seed: 1.6), the SGD trial's element by element.
 - With BatchNorm: ``train()``'s own channels_last BatchNorm kernel is off by ~2e-5 relative per call
   (against float64; the batched one by ~1e-7), and a small BatchNorm net amplifies that; with Adam at
   lr 1e-3 the losses agree within 3% (training) and 5% (validation, through the running statistics) over
@@ -89,13 +95,17 @@ def test_three_packed_trials_give_the_metrics_of_three_separate_runs(data):
     separate = [train(c, data, progress=False) for c in configs]
     reported: list[list[dict]] = [[], [], []]
     packed = train_packed(configs, data, [lambda m, _c, i=i: reported[i].append(m) for i in range(3)])
-    for p, s, r in zip(packed, separate, reported, strict=True):
+    for p, s, r, c in zip(packed, separate, reported, configs, strict=True):
         assert (p.status, p.best_epoch) == (s.status, s.best_epoch) == ("completed", s.best_epoch)
-        assert_same_history(p.history, s.history, loss_rel=1e-4, acc_abs=ONE_IMAGE)
+        assert_same_history(p.history, s.history, loss_rel=1e-3, acc_abs=ONE_IMAGE)
         assert [m["epoch"] for m in r] == [1, 2, 3] and r[-1]["status"] == "completed"
         assert p.model is not None and s.model is not None
         for (name, w), w_sep in zip(p.model.state_dict().items(), s.model.state_dict().values(), strict=True):
-            torch.testing.assert_close(w, w_sep, rtol=1e-3, atol=1e-5, msg=name)
+            if c.optimizer == "sgd":
+                torch.testing.assert_close(w, w_sep, rtol=1e-3, atol=1e-5, msg=name)
+            elif w_sep.float().norm() > 0:
+                rel = ((w.float() - w_sep.float()).norm() / w_sep.float().norm()).item()
+                assert rel <= 0.05, f"{c.optimizer} trial, {name}: relative difference {rel:.2e}"
 
 
 def test_packed_batchnorm_trials_agree_with_separate_runs_within_rounding(data):

@@ -66,3 +66,17 @@ def test_a_resumed_sweep_counts_its_earlier_trials_and_rates_only_this_run():
     assert out.getvalue().strip() == (
         "[5.0 s] 0 running, 0 pending, 2 of 2 ended (1 completed, 1 errored) | best 0.5000 (a) | 5 of 8 epochs"
     )
+
+
+def test_a_sweep_the_time_budget_sizes_counts_trials_without_a_total():
+    out = io.StringIO()
+    now = [0.0]
+    rep = CompactReporter(samples=None, max_epochs=4, concurrency=2, params=[], out=out, clock=lambda: now[0])
+    done = _trial("a", "TERMINATED", {"epoch": 4, "score": 0.5, "trial_status": "completed"})
+    running = _trial("b", "RUNNING", {"epoch": 1, "score": 0.3})
+    rep.on_step_begin(0, [done, running])
+    now[0] = 65.0
+    rep.on_experiment_end([done, running])
+    assert out.getvalue().strip() == (
+        "[1 min 05 s] 1 running, 0 pending, 1 ended (1 completed) | best 0.5000 (a) | 5 epochs"
+    )

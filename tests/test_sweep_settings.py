@@ -9,7 +9,7 @@ import pytest
 from fer_core.errors import FerError
 from sweeps.driver import get_parser
 from sweeps.ray_session import trials_that_fit
-from sweeps.settings import SMOKE, SweepConfig
+from sweeps.settings import DEFAULT_SAMPLES, SMOKE, SweepConfig
 
 
 def _config(*argv: str) -> SweepConfig:
@@ -20,7 +20,8 @@ def test_one_setting_per_flag_recorded_in_the_flags_order_overrides_last():
     args = vars(get_parser().parse_args(["--set", "lr=0.1"]))
     recorded = _config("--set", "lr=0.1").to_dict()
     assert list(recorded) == [k for k in args if k != "overrides"] + ["overrides"]
-    assert recorded == {**args, "overrides": ["lr=0.1"]}
+    assert args["samples"] is None  # the flag's default: decided with --time-budget-s (below)
+    assert recorded == {**args, "samples": DEFAULT_SAMPLES, "overrides": ["lr=0.1"]}
 
 
 def test_smoke_presets_only_the_flags_not_given():
@@ -79,3 +80,25 @@ def test_flag_checks_and_derived_values():
     )
     assert (cfg.trials_to_run, cfg.tpe_startup_trials, cfg.threads, cfg.device) == (3, 10, 2, "cuda")
     assert trials_that_fit({"CPU": 8, "GPU": 1}, 2.5, 0.5) == 2 and trials_that_fit({"CPU": 8}, 2.5) == 3
+
+
+def test_a_time_budget_without_samples_runs_as_many_trials_as_it_holds():
+    assert _config().samples == DEFAULT_SAMPLES == 12  # no budget: a fixed number of trials
+    cfg = _config("--time-budget-s", "600")
+    assert cfg.samples is None and cfg.trials_to_run is None  # Tune's num_samples=-1
+    assert cfg.tpe_startup_trials == 10  # Optuna's default start-up when the number of trials is open
+    cfg.check_values()
+    assert _config("--time-budget-s", "600", "--samples", "5").samples == 5  # given: a cap, as before
+    assert _config("--time-budget-s", "600", "--smoke").samples == SMOKE["samples"]
+    assert _config("--time-budget-s", "600", "--extend", "3", "--name", "x").trials_to_run == 3
+    # recorded as null; a resume keeps the launch's open count (and its budget) without repeating them
+    launch = _config("--time-budget-s", "600").to_dict()
+    assert launch["samples"] is None
+    argv = ["--name", "x", "--resume"]
+    resumed = _config(*argv).resumed(launch, argv)
+    assert (resumed.samples, resumed.time_budget_s) == (None, 600)
+    # an open count without a budget (a hand-edited record) is refused with what to do
+    with pytest.raises(FerError, match=r"--samples: without --time-budget-s a sweep needs a number of trials"):
+        replace(_config(), samples=None).check_values()
+    with pytest.raises(FerError, match=r"--samples must be >= 1; got 0"):
+        _config("--time-budget-s", "600", "--samples", "0").check_values()

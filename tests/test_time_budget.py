@@ -88,3 +88,34 @@ def test_a_spent_budget_stops_the_sweep_and_says_which_trials_it_cut(ingested, t
         timeout=120,
     )
     assert export.returncode != 0 and "no trial ran its full budget" in export.stderr
+
+
+def test_without_samples_the_budget_decides_how_many_trials_run(ingested, tmp_path):
+    storage = tmp_path / "sweeps"
+    # no --samples: trials start while the budget has room for one (1-epoch trials: many fit in 45 s)
+    args = [
+        *("--data", ingested, "--storage", storage, "--name", "open", "--wandb-mode", "disabled"),
+        *("--max-epochs", "1", "--grace-period", "1", "--num-cpus", "2", "--time-budget-s", "45"),
+        *("--set", "batch_size=128"),
+    ]
+    out = subprocess.run(
+        [sys.executable, "sweeps/regularization.py", *map(str, args)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "trials while --time-budget-s 45 has room for one" in out.stderr
+    # the sweep ended because the budget did: no room for another trial, or spent with trials in flight
+    assert "--time-budget-s: no room left for another 1-epoch trial" in out.stderr or "--time-budget-s 45: spent" in (
+        out.stderr
+    )
+    exp = storage / "open"
+    record = json.loads((exp / "sweep.json").read_text())
+    assert record["settings"]["samples"] is None
+    rows = pq.read_table(exp / "trials.parquet").to_pylist()
+    completed = [r for r in rows if r["outcome"] == "completed"]
+    assert len(rows) == record["trials"] and len(completed) >= 3
+    assert not [r for r in rows if r["outcome"] == "errored"]

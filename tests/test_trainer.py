@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,6 +137,27 @@ def test_report_exceptions_propagate(data):
 
     with pytest.raises(KeyError, match="pruned"):
         train(cfg("epochs=3"), data, report=prune)
+
+
+def test_checkpoints_without_a_run_folder_live_only_while_train_runs(data):
+    """A run without ``run_dir`` whose ``report`` wants checkpoints writes them to a temp folder; the report
+    sees a real checkpoint there, and the folder is gone when train returns or a report raises."""
+    folders = []
+
+    def keep(m, ckpt):
+        assert (Path(ckpt) / "checkpoint.pt").is_file()
+        folders.append(Path(ckpt))
+
+    train(cfg("epochs=2"), data, report=keep)
+    assert len(folders) == 2 and folders[0] == folders[1] and not folders[0].exists()
+
+    def stop(m, ckpt):
+        folders.append(Path(ckpt))
+        raise KeyError("pruned")
+
+    with pytest.raises(KeyError):
+        train(cfg("epochs=2"), data, report=stop)
+    assert not folders[-1].exists()
 
 
 def test_weighted_sampler_and_focal_loss_run(data):

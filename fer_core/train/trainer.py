@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -375,6 +376,7 @@ class _Run:
     cudagraphs: bool = False  # the compiled model runs as CUDA graphs: mark each training step
     run_path: Path | None = None
     ckpt_dir: Path | None = None
+    ckpt_temp: bool = False  # ckpt_dir is a temp folder of this run: removed when train() returns
 
     @property
     def num_classes(self) -> int:
@@ -407,8 +409,9 @@ def train(
             against ``config.data_version``) when None.
         report: called after every epoch as ``report(metrics, checkpoint_dir)``.
         run_dir: where ``config.yaml``, ``metrics.jsonl``, ``checkpoint/``, ``best.pt`` and
-            ``result.json`` go; None keeps nothing on disk except checkpoints in a temp folder when
-            ``report`` wants them.
+            ``result.json`` go; None keeps nothing on disk: checkpoints (when ``report`` wants them) go
+            to a temp folder that is removed when ``train`` returns or raises, so ``report`` copies what
+            it keeps.
         resume: a checkpoint (file or folder) to continue from; the config must match it (runtime
             keys such as ``device`` excepted) and so must the data version.
         progress: show a progress bar (None: when stderr is a terminal).
@@ -463,6 +466,8 @@ def _train(config, data, report, *, run_dir, resume, progress) -> TrainResult:
                 break
     finally:
         bar.close()
+        if run.ckpt_temp and run.ckpt_dir is not None:
+            shutil.rmtree(run.ckpt_dir, ignore_errors=True)  # the reports had it; nothing else reads it
     return _finish(run, state, status, message)
 
 
@@ -607,7 +612,7 @@ def _prepare_run_dir(run: _Run, run_dir: str | os.PathLike | None, resume, repor
     elif report is not None and run.cfg.checkpoint_every:
         import tempfile
 
-        run.ckpt_dir = Path(tempfile.mkdtemp(prefix="fer-ckpt-"))
+        run.ckpt_dir, run.ckpt_temp = Path(tempfile.mkdtemp(prefix="fer-ckpt-")), True
 
 
 # --- one epoch --------------------------------------------------------------------------------
