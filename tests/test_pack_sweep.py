@@ -8,9 +8,7 @@ see ``tests/test_packed.py`` for the tolerances), and that the review page shows
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fer_core.errors import FerError
+from subprocs import run_sweep
 from sweeps.pack_actor import TRIAL_CPUS, read_folder, write_folder
 from sweeps.packed_trainable import pack_resources, packs_for
 
@@ -140,18 +139,7 @@ params:
 
 
 def _sweep(args: list) -> subprocess.CompletedProcess:
-    env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT))
-    env.pop("RAY_ADDRESS", None)
-    out = subprocess.run(
-        [sys.executable, "sweeps/regularization.py", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
+    return run_sweep(*args, timeout=900)
 
 
 @pytest.mark.slow

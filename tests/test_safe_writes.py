@@ -21,21 +21,16 @@ import pytest
 from fer_core import atomic
 from fer_core.errors import FerError
 from fer_core.safepaths import check_file_replaceable, check_name, check_replaceable, check_writable, child
+from subprocs import clean_env, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _env(**extra) -> dict:
-    env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT), **extra)
-    env.pop("RAY_ADDRESS", None)
-    return env
 
 
 def _fer(*args, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "fer_cli", *map(str, args)],
         cwd=cwd,
-        env=_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -43,14 +38,7 @@ def _fer(*args, cwd=ROOT, timeout=300) -> subprocess.CompletedProcess:
 
 
 def _sweep(*args, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "sweeps/regularization.py", *map(str, args)],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_sweep(*args, timeout=timeout, check=False)
 
 
 def _one_line_error(proc: subprocess.CompletedProcess, prog: str = "fer") -> str:
@@ -383,7 +371,7 @@ def test_a_kill_at_every_step_of_a_folder_replace_loses_nothing(tmp_path, fallba
     _old_set(out)
     proc = subprocess.run(
         [sys.executable, "-c", _KILLER, str(out), step, "1" if fallback else "0"],
-        env=_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=60,

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+from subprocs import clean_env, run_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 _READ_STUDY = """
 import json, sys, optuna
@@ -23,28 +21,9 @@ print(json.dumps([{"number": t.number, "state": t.state.name, "value": t.value,
 """
 
 
-def _env() -> dict:
-    env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT))
-    env.pop("RAY_ADDRESS", None)
-    return env
-
-
-def _sweep(*args) -> subprocess.CompletedProcess:
-    out = subprocess.run(
-        [sys.executable, "sweeps/regularization.py", *map(str, args)],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
-
-
 def _study(url: str, name: str) -> list[dict]:
     out = subprocess.run(
-        [sys.executable, "-c", _READ_STUDY, url, name], env=_env(), capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", _READ_STUDY, url, name], env=clean_env(), capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)
@@ -53,7 +32,7 @@ def _study(url: str, name: str) -> list[dict]:
 def test_the_study_is_shared_and_extended(ingested, tmp_path):
     storage = tmp_path / "sweeps"
     exp = storage / "study"
-    _sweep(
+    run_sweep(
         "--smoke",
         "--samples",
         "3",
@@ -91,7 +70,7 @@ def test_the_study_is_shared_and_extended(ingested, tmp_path):
             assert t["steps"] and max(t["steps"]) < 3  # its intermediate values, up to where it stopped
 
     # --extend 2: a new Tune run on the same study; the tables and the record hold all five trials
-    out = _sweep(
+    out = run_sweep(
         "--name", "study", "--storage", storage, "--extend", "2", "--num-cpus", "2", "--wandb-mode", "disabled"
     )
     assert "2 more trials" in out.stderr

@@ -4,29 +4,21 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+from subprocs import ROOT, clean_env, run_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 _READ_STUDY = """
 import json, sys, optuna
 study = optuna.load_study(study_name=sys.argv[2], storage=sys.argv[1])
 print(json.dumps([{"state": t.state.name, "steps": sorted(t.intermediate_values)} for t in study.trials]))
 """
-
-
-def _env() -> dict:
-    env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT))
-    env.pop("RAY_ADDRESS", None)
-    return env
 
 
 def test_a_spent_budget_stops_the_sweep_and_says_which_trials_it_cut(ingested, tmp_path):
@@ -37,15 +29,7 @@ def test_a_spent_budget_stops_the_sweep_and_says_which_trials_it_cut(ingested, t
         *("--samples", "6", "--max-epochs", "1000", "--no-asha", "--no-collapse-stop", "--concurrency", "2"),
         *("--num-cpus", "2", "--time-budget-s", "30", "--set", "model=fer_cnn_tiny", "--set", "batch_size=128"),
     ]
-    out = subprocess.run(
-        [sys.executable, "sweeps/regularization.py", *map(str, args)],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = run_sweep(*args)
     assert "--time-budget-s 30: spent" in out.stderr
     exp = storage / "budget"
     rows = pq.read_table(exp / "trials.parquet").to_pylist()
@@ -66,7 +50,7 @@ def test_a_spent_budget_stops_the_sweep_and_says_which_trials_it_cut(ingested, t
     # every trial of the study has ended: pruned with the epochs it reported, failed when it reported none
     study = subprocess.run(
         [sys.executable, "-c", _READ_STUDY, f"sqlite:///{exp}/optuna.db", "budget"],
-        env=_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -82,7 +66,7 @@ def test_a_spent_budget_stops_the_sweep_and_says_which_trials_it_cut(ingested, t
     export = subprocess.run(
         [sys.executable, "-m", "fer_cli", "export-best", str(exp), "--out", str(tmp_path / "best.yaml")],
         cwd=ROOT,
-        env=_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -98,15 +82,7 @@ def test_without_samples_the_budget_decides_how_many_trials_run(ingested, tmp_pa
         *("--max-epochs", "1", "--grace-period", "1", "--num-cpus", "2", "--time-budget-s", "45"),
         *("--set", "batch_size=128"),
     ]
-    out = subprocess.run(
-        [sys.executable, "sweeps/regularization.py", *map(str, args)],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = run_sweep(*args)
     assert "trials while --time-budget-s 45 has room for one" in out.stderr
     # the sweep ended because the budget did: no room for another trial, or spent with trials in flight
     assert "--time-budget-s: no room left for another 1-epoch trial" in out.stderr or "--time-budget-s 45: spent" in (
