@@ -26,13 +26,13 @@ from fer_core.errors import FerError
 from fer_core.train.config import TrainConfig, load_config, resolve_config
 from release.confirm import SEED_OFFSET, confirm_seeds, summarize
 from release.export import export_best, export_paths, load_experiment, rank_trials
+from subprocs import clean_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _env() -> dict:
-    env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0")
-    env.pop("RAY_ADDRESS", None)
+    env = clean_env()
     env.pop("WANDB_API_KEY", None)
     return env
 
@@ -444,7 +444,6 @@ def test_rank_trials_ignores_missing_values_and_breaks_ties():
 @pytest.mark.slow
 def test_exports_are_decisions_on_record_shown_on_the_page(experiment, tmp_path):
     import getpass
-    import os
     import shutil
 
     from dashboards.report import build_report

@@ -19,6 +19,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from subprocs import clean_env
+
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,9 +59,7 @@ EPOCH_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "score"
 
 
 def _env(ray_tmp: str) -> dict:
-    env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT), RAY_TMPDIR=ray_tmp)
-    env.pop("RAY_ADDRESS", None)
-    return env
+    return clean_env(RAY_TMPDIR=ray_tmp)
 
 
 def _results_written(exp: Path) -> int:

@@ -8,7 +8,6 @@ URIs; the S3 run gets the endpoint and test credentials through the standard AWS
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 import yaml
+
+from subprocs import clean_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]  # each test runs the real commands in subprocesses
 
@@ -92,10 +93,7 @@ def _flow(root: str, env: dict, synth_dir: Path, read, sweep_flags: tuple = ()) 
     assert yaml.safe_load(read("exports/confirmed.yaml"))["provenance"]["ranked_by"] == "confirmed"
 
 
-def _env(**extra) -> dict:
-    env = dict(os.environ, FER_NO_PROGRESS="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(ROOT), **extra)
-    env.pop("RAY_ADDRESS", None)
-    return env
+_env = clean_env
 
 
 def test_the_cluster_flow_on_file_uris(synth_dir, tmp_path):

@@ -8,7 +8,6 @@ shows that leak, so the search would see ours.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from subprocs import clean_env
 from sweeps.wandb_logging import resolve_mode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,16 +33,7 @@ def ray_tmp():
 
 
 def _env(ray_tmp: Path, **extra) -> dict:
-    env = dict(
-        os.environ,
-        FER_NO_PROGRESS="1",
-        RAY_USAGE_STATS_ENABLED="0",
-        PYTHONPATH=str(ROOT),
-        RAY_TMPDIR=str(ray_tmp),
-        WANDB_API_KEY=KEY,
-        **extra,
-    )
-    env.pop("RAY_ADDRESS", None)
+    env = clean_env(RAY_TMPDIR=str(ray_tmp), WANDB_API_KEY=KEY, **extra)
     return env
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from subprocs import clean_env
 from sweeps.wandb_logging import JOB_CONFIRM, JOB_RETRAIN, JOB_SWEEP, RunLogger, make_callback, resolve_mode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,16 +98,7 @@ def read_runs(wandb_dir: Path) -> list[dict]:
 
 
 def _env(ray_tmp: Path, **extra) -> dict:
-    env = dict(
-        os.environ,
-        FER_NO_PROGRESS="1",
-        RAY_USAGE_STATS_ENABLED="0",
-        PYTHONPATH=str(ROOT),
-        RAY_TMPDIR=str(ray_tmp),
-        WANDB_MODE="offline",
-        **extra,
-    )
-    env.pop("RAY_ADDRESS", None)
+    env = clean_env(RAY_TMPDIR=str(ray_tmp), **{"WANDB_MODE": "offline", **extra})
     env.pop("WANDB_API_KEY", None)
     return env
 
