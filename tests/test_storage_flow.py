@@ -93,15 +93,12 @@ def _flow(root: str, env: dict, synth_dir: Path, read, sweep_flags: tuple = ()) 
     assert yaml.safe_load(read("exports/confirmed.yaml"))["provenance"]["ranked_by"] == "confirmed"
 
 
-_env = clean_env
-
-
 def test_the_cluster_flow_on_file_uris(synth_dir, tmp_path):
     def read(rel):
         p = tmp_path / rel
         return p.read_bytes() if p.is_file() else None
 
-    _flow(f"file://{tmp_path}", _env(), synth_dir, read)
+    _flow(f"file://{tmp_path}", clean_env(), synth_dir, read)
     assert not any(p.name.startswith(".") and ".tmp-" in p.name for p in tmp_path.rglob("*"))
 
 
@@ -118,7 +115,7 @@ def test_the_cluster_flow_on_s3(synth_dir, s3_server, s3_bucket, tmp_path):
     journal = tmp_path.parent / f"{tmp_path.name}-optuna.log"  # the study: a journal on a "shared" disk
     _flow(
         f"s3://{s3_bucket}",
-        s3_server.subprocess_env(_env()),
+        s3_server.subprocess_env(clean_env()),
         synth_dir,
         read,
         sweep_flags=("--optuna-storage", f"journal:{journal}"),
@@ -144,7 +141,7 @@ def test_the_cluster_flow_on_s3(synth_dir, s3_server, s3_bucket, tmp_path):
 
 def test_the_single_run_commands_take_uris(s3_server, s3_bucket):
     """synth, ingest from and to S3, train (+ evaluate), evaluate, ladder: no command refuses a URI."""
-    fs, root, env = s3_server.filesystem(), f"s3://{s3_bucket}", s3_server.subprocess_env(_env())
+    fs, root, env = s3_server.filesystem(), f"s3://{s3_bucket}", s3_server.subprocess_env(clean_env())
 
     def names(prefix):
         listed = fs.get_file_info(pafs.FileSelector(f"{s3_bucket}/{prefix}", recursive=True, allow_not_found=True))
