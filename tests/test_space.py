@@ -174,14 +174,17 @@ def test_bad_start_points_fail_naming_the_point_and_key(start, match):
 def test_default_cpu_space_starts_from_the_plain_cnn_recipe_with_its_stated_augmentation():
     """The first trial of the default CPU sweep is the hand-written plain CNN's recipe (the baseline every
     sweep is measured against): every recipe key as the preset has it, but the augmentation the space fixes
-    (strong: chosen on real faces, README "On real data") and the l2 floor of the searched range."""
+    (strong: chosen on real faces, README "On real data"), its half-epoch warmup and the l2 floor of the
+    searched range."""
     from fer_core.models import PRESET_DEFAULTS
+    from fer_core.train.config import resolve_config
 
     space = load_space(DEFAULT)
     (start,) = space.start
     cfg = space.config(start).to_dict()
-    recipe = {**PRESET_DEFAULTS["fer_cnn_plain"], "model": "fer_cnn_plain", "dropout_scale": 1.0}
+    trainer_default = resolve_config({}, where="defaults").to_dict()
+    recipe = {**trainer_default, **PRESET_DEFAULTS["fer_cnn_plain"], "model": "fer_cnn_plain", "dropout_scale": 1.0}
     keys = set(space.fixed) | set(start)  # what the space decides; the rest is the trainer's default
     differ = {k: (recipe[k], cfg[k]) for k in sorted(keys) if cfg[k] != recipe[k]}
-    assert differ == {"augment": ("flip", "strong"), "l2": (0.0, 1e-6)}
+    assert differ == {"augment": ("flip", "strong"), "l2": (0.0, 1e-6), "warmup_epochs": (0.0, 0.5)}
     assert "augment = 'strong' (fixed)" in space.describe()
