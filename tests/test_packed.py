@@ -31,6 +31,12 @@ from fer_core.train import TrainData, load_checkpoint, load_config, train
 from fer_core.train.packed import PackedTrainer, train_packed
 
 ONE_IMAGE = 1 / 64  # of the val split (a train image is 1/256)
+# fp32 rounding, relative, of a loss after 3 epochs of Adam: the packed network runs other fp32 convolution
+# kernels than the single one, and training amplifies their rounding. Largest seen: 1.07e-3 (3 trials) and
+# 1.2e-4 (one trial leaving) on an Intel Xeon (AVX-512, AMX); within 1e-3 and 1e-4 on an AMD EPYC (Zen 4).
+# A wrong data order, lr or shared optimizer state moves these losses by percents.
+PACKED_REL = 3e-3
+ALONE_REL = 5e-4
 NO_BN = ["model_args.bn=none", "model_args.dense_bn=false"]
 # fp32: the tolerances below are fp32 rounding (precision=auto is bf16 on a CPU with native bf16).
 BASE = ["model=fer_cnn_tiny", "batch_size=32", "eval_batch_size=64", "device=cpu", "threads=1", "precision=fp32"]
@@ -97,7 +103,7 @@ def test_three_packed_trials_give_the_metrics_of_three_separate_runs(data):
     packed = train_packed(configs, data, [lambda m, _c, i=i: reported[i].append(m) for i in range(3)])
     for p, s, r, c in zip(packed, separate, reported, configs, strict=True):
         assert (p.status, p.best_epoch) == (s.status, s.best_epoch) == ("completed", s.best_epoch)
-        assert_same_history(p.history, s.history, loss_rel=1e-3, acc_abs=ONE_IMAGE)
+        assert_same_history(p.history, s.history, loss_rel=PACKED_REL, acc_abs=ONE_IMAGE)
         assert [m["epoch"] for m in r] == [1, 2, 3] and r[-1]["status"] == "completed"
         assert p.model is not None and s.model is not None
         for (name, w), w_sep in zip(p.model.state_dict().items(), s.model.state_dict().values(), strict=True):
@@ -134,9 +140,9 @@ def test_a_trial_leaving_and_one_joining_do_not_disturb_the_others(data, tmp_pat
     for name, c, result in (("a", ca, ended[slots["a"]]), ("c", cc, ended[slots["c"]]), ("d", cd, ended[slot_d])):
         separate = train(c, data, progress=False)
         assert result.status == "completed", name
-        assert_same_history(result.history, separate.history, loss_rel=1e-4, acc_abs=ONE_IMAGE)
+        assert_same_history(result.history, separate.history, loss_rel=ALONE_REL, acc_abs=ONE_IMAGE)
     b_alone = train(cb.replace(epochs=1), data, progress=False)
-    assert_same_history(left.history, b_alone.history, loss_rel=1e-4, acc_abs=ONE_IMAGE)
+    assert_same_history(left.history, b_alone.history, loss_rel=ALONE_REL, acc_abs=ONE_IMAGE)
 
     # D's files hold D alone (its slot, not the pack's stacked tensors), in the format train() resumes from.
     ckpt = load_checkpoint(tmp_path / "d")
@@ -166,7 +172,7 @@ def test_a_trial_whose_report_raises_leaves_and_the_others_go_on(data):
     last = pack.step_epoch()
     assert last[kept].status == "completed"
     assert_same_history(
-        last[kept].history, train(configs[1], data, progress=False).history, loss_rel=1e-4, acc_abs=ONE_IMAGE
+        last[kept].history, train(configs[1], data, progress=False).history, loss_rel=ALONE_REL, acc_abs=ONE_IMAGE
     )
 
 
@@ -207,9 +213,11 @@ def test_a_trial_joins_from_its_checkpoint_and_continues_as_train_would(data, tm
     ended = pack.run()
     assert [h["epoch"] for h in ended[resumed].history] == [1, 2, 3]
     assert_same_history(
-        ended[resumed].history, train(cb, data, progress=False).history, loss_rel=1e-4, acc_abs=ONE_IMAGE
+        ended[resumed].history, train(cb, data, progress=False).history, loss_rel=ALONE_REL, acc_abs=ONE_IMAGE
     )
-    assert_same_history(ended[fresh].history, train(ca, data, progress=False).history, loss_rel=1e-4, acc_abs=ONE_IMAGE)
+    assert_same_history(
+        ended[fresh].history, train(ca, data, progress=False).history, loss_rel=ALONE_REL, acc_abs=ONE_IMAGE
+    )
 
 
 def test_an_emptied_pack_takes_another_architecture(data):
