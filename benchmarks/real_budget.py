@@ -40,7 +40,10 @@ What it does, with the ``fer`` commands a user runs (each a subprocess, timed as
    A baseline first trains one epoch (``fer train --set epochs=1``, counted in its compute) to measure
    its epoch time and its start-up, then trains from scratch for as many epochs as the rest of the budget
    holds (a cosine schedule needs its length up front), then ``fer evaluate`` on the test split, final and
-   best-val weights (not counted).
+   best-val weights (not counted). Equal compute is kept in the baselines' favour: when the sweep arm (run
+   first, or already in ``OUT``) used more than the budget (its retrain is planned from one calibration
+   epoch, and a host that slows down afterwards stretches it), a baseline gets the sweep arm's minutes as
+   its budget (``--no-match-sweep`` turns that off).
 3. **Table**: arm, model, compute (minutes), epochs, val accuracy (best, final), train accuracy (final),
    test accuracy (final weights; best-val weights beside it), peak epoch, drop from peak, whether the
    sweep's collapse rule (its default grace, window, margin) fires on the curve; then one line of
@@ -309,6 +312,21 @@ def run_baseline_arm(bench: Bench, arm: str, folder: Path, budget_s: float) -> d
     }
 
 
+def baseline_budget_s(out: Path, budget_s: float, match_sweep: bool = True) -> tuple[float, str]:
+    """A baseline's budget: ``budget_s``, or the sweep arm's compute when that ran over it (and ``match_sweep``).
+
+    The sweep arm's retrain is planned from one calibration epoch; a host that slows down later stretches
+    it past the budget. Giving a baseline those minutes too keeps "equal compute" in the baseline's favour.
+    """
+    done = out / "arms" / "sweep" / "result.json"
+    if not match_sweep or not done.is_file():
+        return budget_s, ""
+    sweep_s = 60 * float(json.loads(done.read_text())["compute_min"])
+    if sweep_s <= budget_s:
+        return budget_s, ""
+    return sweep_s, f"the sweep arm's compute ({sweep_s / 60:.1f} min; it ran over the {budget_s / 60:g} min budget)"
+
+
 def run_synthetic_arm(bench: Bench, folder: Path, steps: int, n: int | None) -> dict:
     """The plain CNN's recipe on the embedded procedural faces (the main job's data: ``fer data synth``, ingested
     as ``scripts/main.sh`` does), for at least ``steps`` optimizer steps (the real plain CNN's): its curve beside
@@ -504,6 +522,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="share of the sweep arm's budget kept for export-best and the winner's training (the sweep gets the "
         "rest): short trials find the recipe, the final training gets most of the compute",
     )
+    ap.add_argument(
+        "--no-match-sweep",
+        dest="match_sweep",
+        action="store_false",
+        help="give a baseline the budget even when the sweep arm used more (default: the sweep arm's minutes then)",
+    )
     ap.add_argument("--sweep-args", default="", help='more sweep flags, one string (e.g. "--max-epochs 12")')
     ap.add_argument("--threads", type=int, default=0, help="torch threads / Ray CPUs (default: all cores)")
     ap.add_argument(
@@ -518,7 +542,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--images {args.images}: not a folder (class folders of face images)")
     if not args.budget_min > 0 or not 0 <= args.retrain_share < 1:
         ap.error("--budget-min must be > 0 and --retrain-share in [0, 1)")
-    args.arm_list = arms
+    args.arm_list = [a for a in ARMS if a in arms]  # sweep first: a baseline's budget may match it (see above)
     return args
 
 
@@ -552,8 +576,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
             steps = done["epochs"] * done["steps_per_epoch"] if done.get("steps_per_epoch") else 1000
             row = run_synthetic_arm(bench, folder, steps, args.synthetic_n)
         else:
-            row = run_baseline_arm(bench, arm, folder, budget_s)
-        row["budget_min"] = args.budget_min
+            arm_budget_s, why = baseline_budget_s(out, budget_s, args.match_sweep)
+            if why:
+                print(f"[{arm}] budget {arm_budget_s / 60:.1f} min: {why}", flush=True)
+            row = run_baseline_arm(bench, arm, folder, arm_budget_s)
+            row["budget_min"] = arm_budget_s / 60
+        row.setdefault("budget_min", args.budget_min)
         write_text(folder / "result.json", dumps(row, indent=2) + "\n")
     rows = [
         finish_row(json.loads((out / "arms" / a / "result.json").read_text()))

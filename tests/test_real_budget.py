@@ -34,7 +34,7 @@ def test_three_arms_one_budget_and_a_sealed_test_split(tmp_path, capsys):
     rows = _bench().main(
         [
             *("--images", str(images), "--classes", "4", "--budget-min", "0.4", "--out", str(out), "--threads", "2"),
-            *("--retrain-share", "0.25", "--synthetic-n", "300"),
+            *("--retrain-share", "0.25", "--synthetic-n", "300", "--no-match-sweep"),
             # The sweep's own clock is raised past the arm's 18 s (the last --time-budget-s wins): on a slow or
             # loaded CI host its 2 trials may not both finish in 18 s, and then there is no winner to export
             # (the benchmark reports that as a row with an error). The retrain then gets its minimum, 1 epoch.
@@ -54,6 +54,7 @@ def test_three_arms_one_budget_and_a_sealed_test_split(tmp_path, capsys):
         assert r["val_best"] == max(r["val_curve"]) and r["val_final"] == r["val_curve"][-1]
         assert 1 <= r["peak_epoch"] <= r["epochs"] and r["drop_from_peak"] == r["val_best"] - r["val_final"]
         assert isinstance(r["collapsed"], bool)
+    assert [r["budget_min"] for r in rows[1:3]] == [0.4, 0.4]  # --no-match-sweep: the budget, whatever the sweep used
     assert rows[0]["sweep"]["trials"] == 2 and rows[0]["sweep"]["max_epochs"] == 2  # --sweep-args reached it
     assert "out of time" not in rows[0]["sweep"]["outcomes"]
     saved = json.loads((out / "real_budget.json").read_text())
@@ -115,3 +116,21 @@ def test_the_augmentation_control_is_the_recipe_with_the_default_spaces_augmenta
     assert bench.BASELINES["plain_strong"] == (fixed["model"], (f"augment={fixed['augment']}",))
     assert bench.BASELINES["plain_cnn"] == (fixed["model"], ())
     assert "plain_strong" in bench.ARMS and "plain_strong" not in bench.DEFAULT_ARMS
+
+
+def test_a_baseline_gets_the_sweep_arms_minutes_when_the_sweep_ran_over(tmp_path):
+    """Equal compute in the baseline's favour: a sweep arm that overran its budget (a host that slowed down
+    during its retrain) hands its minutes to the baselines run after it; one within budget changes nothing."""
+    bench = _bench()
+    assert bench.baseline_budget_s(tmp_path, 2700.0) == (2700.0, "")  # no sweep arm in OUT
+    done = tmp_path / "arms" / "sweep" / "result.json"
+    done.parent.mkdir(parents=True)
+    done.write_text(json.dumps({"arm": "sweep", "compute_min": 50.0}))
+    budget, why = bench.baseline_budget_s(tmp_path, 2700.0)
+    assert budget == 3000.0 and "50.0 min" in why and "45 min" in why
+    assert bench.baseline_budget_s(tmp_path, 2700.0, match_sweep=False) == (2700.0, "")
+    done.write_text(json.dumps({"arm": "sweep", "compute_min": 44.0}))  # within budget: the budget stands
+    assert bench.baseline_budget_s(tmp_path, 2700.0) == (2700.0, "")
+    # The arms run in one order whatever order --arms lists them in: the sweep before the baselines.
+    args = bench.parse_args(["--images", str(tmp_path), "--out", str(tmp_path), "--arms", "plain_cnn,model_b,sweep"])
+    assert args.arm_list == ["sweep", "model_b", "plain_cnn"]
