@@ -16,4 +16,13 @@ if ! command -v chromedriver >/dev/null 2>&1; then
   fi
 fi
 export FER_NO_PROGRESS=1
-exec .venv/bin/python -m pytest "$@"
+# Tests run side by side in FER_TEST_WORKERS processes (pytest-xdist, default 2): most of the suite's time
+# waits on Ray start-up and sweep clocks, not on the CPU, so two workers nearly halve it even on 2 cores.
+# FER_TEST_WORKERS=0 runs everything in this one process (for -s, --pdb); a -n of your own wins.
+workers=${FER_TEST_WORKERS:-2}
+case "$workers" in
+  ''|*[!0-9]*) echo "test: FER_TEST_WORKERS must be a whole number (0 = no workers), got '$workers'" >&2; exit 2 ;;
+esac
+parallel=()
+[ "$workers" -gt 0 ] && parallel=(-n "$workers" --dist worksteal)
+exec .venv/bin/python -m pytest ${parallel[@]+"${parallel[@]}"} "$@"

@@ -21,10 +21,15 @@ os.environ.setdefault("FER_NO_PROGRESS", "1")
 _current_test: list[pytest.Item | None] = [None]
 
 
+def _argv(args) -> list[str]:
+    """A Popen ``args`` as a list of str."""
+    argv = [os.fspath(a) for a in ([args] if isinstance(args, (str, bytes, os.PathLike)) else args)]
+    return [a.decode() if isinstance(a, bytes) else a for a in argv]
+
+
 def _lane_markers(args) -> tuple[str, list[str]]:
     """What a command is (for the message) and the markers a test that starts it needs."""
-    argv = [os.fspath(a) for a in ([args] if isinstance(args, (str, bytes, os.PathLike)) else args)]
-    argv = [a.decode() if isinstance(a, bytes) else a for a in argv]
+    argv = _argv(args)
     names = [os.path.basename(a) for a in argv[:3]]
     if "gcs_server" in names or "raylet" in names or names[:2] == ["ray", "start"]:
         return "Ray", ["slow"]
@@ -39,12 +44,25 @@ def _lane_markers(args) -> tuple[str, list[str]]:
     return "", []
 
 
+def _stops_every_ray(args) -> bool:
+    """`ray stop` kills every Ray process on the machine: under `pytest -n` (scripts/test.sh) also the
+    clusters of the tests running beside this one."""
+    argv = _argv(args)
+    return [os.path.basename(a) for a in argv[:2]] == ["ray", "stop"]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _lanes_checked():
     popen_init = subprocess.Popen.__init__
 
     def checked_init(self, args, *a, **kw):
         item = _current_test[0]
+        if item is not None and _stops_every_ray(args):
+            pytest.fail(
+                f"{item.nodeid} runs `ray stop`, which kills every Ray on the machine (tests run side by side): "
+                f"start the cluster with start_new_session=True and SIGKILL its process group instead",
+                pytrace=False,
+            )
         what, needs = _lane_markers(args)
         missing = [m for m in needs if item is not None and item.get_closest_marker(m) is None]
         if missing:

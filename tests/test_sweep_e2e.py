@@ -68,8 +68,14 @@ def ray_head():
         "true",
         "--disable-usage-stats",
     ]
-    out = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stdout + out.stderr
+    # In a session of its own: every process of this head (gcs_server, raylet, dashboard, workers) is in the
+    # process group `ray start` opens, so the teardown stops this cluster alone. `ray stop` would kill every
+    # Ray on the machine, another test's too (pytest -n runs tests side by side).
+    start = subprocess.Popen(
+        cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    out, _ = start.communicate(timeout=180)
+    assert start.returncode == 0, out
     address = f"http://127.0.0.1:{dash}"
     # The dashboard's job API answers some seconds after `ray start` (a minute or more on a loaded
     # machine, where an early submit got its connection closed): wait until it lists jobs.
@@ -88,7 +94,19 @@ def ray_head():
     try:
         yield address
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env(), capture_output=True, timeout=120)
+        _kill_group(start.pid)
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL a process group (what `ray stop --force` sends) and wait until none of it is left."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the Ray head's processes (group {pgid}) outlived SIGKILL for 60 s")
 
 
 def test_sweep_submitted_as_a_ray_job_with_token_auth(ray_head, ingested, tmp_path):
