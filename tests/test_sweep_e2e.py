@@ -74,27 +74,27 @@ def ray_head():
     start = subprocess.Popen(
         cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
-    out, _ = start.communicate(timeout=180)
-    assert start.returncode == 0, out
-    address = f"http://127.0.0.1:{dash}"
-    # The dashboard's job API answers some seconds after `ray start` (a minute or more on a loaded
-    # machine, where an early submit got its connection closed): wait until it lists jobs.
-    deadline = time.monotonic() + 240
-    while True:
-        ready = subprocess.run(
-            [str(BIN / "ray"), "job", "list", "--address", address],
-            env=env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if ready.returncode == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(2)
     try:
+        out, _ = start.communicate(timeout=180)
+        assert start.returncode == 0, out
+        address = f"http://127.0.0.1:{dash}"
+        # The dashboard's job API answers some seconds after `ray start` (a minute or more on a loaded
+        # machine, where an early submit got its connection closed): wait until it lists jobs.
+        deadline = time.monotonic() + 240
+        while True:
+            ready = subprocess.run(
+                [str(BIN / "ray"), "job", "list", "--address", address],
+                env=env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if ready.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         yield address
     finally:
-        _kill_group(start.pid)
+        _kill_group(start.pid)  # also when the start or the wait failed
 
 
 def _kill_group(pgid: int) -> None:
