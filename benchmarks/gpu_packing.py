@@ -23,7 +23,8 @@ With ``--packed K`` (a comma-separated list), each model also runs K trials (see
 differing) in one process two ways: one after another with ``train()`` ("K sequential"), and as one
 batched network with ``fer_core.train.packed.train_packed`` ("K packed"); printed the same way, with the
 aggregate images/s of the K trials (sequential: one trial's rate; packed: K x each trial's) and the
-wall time of all K.
+wall time of all K. ``--packed-modes packed`` skips the sequential run (on a GPU the 1-process row
+already is the rate of trials run one at a time).
 
 The data: the embedded synthetic faces (``fer data synth``; ``--images`` training images and an eighth
 more for validation), drawn once by this script and handed to every trial, or ``--data DIR``, an
@@ -237,6 +238,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads per trial (default: CPU cores / N)")
     ap.add_argument("--compile", action="store_true", help="trials train with compile=true (not the packed ones)")
     ap.add_argument("--packed", default=None, metavar="K[,K...]", help="also K trials packed vs K sequential")
+    ap.add_argument(
+        "--packed-modes",
+        default="sequential,packed",
+        help="which of the two --packed runs (sequential: K trials one after another, as the 1-process row)",
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra trainer overrides")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -244,6 +250,9 @@ def main() -> None:
     if args.child is not None:
         child(json.loads(args.child))
         return
+    modes = [m for m in args.packed_modes.split(",") if m]
+    if not modes or set(modes) - {"sequential", "packed"}:
+        raise SystemExit(f"--packed-modes {args.packed_modes!r}: give sequential, packed or both, comma-separated")
 
     import torch
 
@@ -300,7 +309,7 @@ def main() -> None:
                 row(name, flops, f"{n} process{'es' if n > 1 else ''}", per, sum(rates), results)
             for k in packed:
                 threads = args.threads or (os.cpu_count() or 1)
-                for mode in ("sequential", "packed"):
+                for mode in modes:
                     plain = {**spec, "overrides": args.set, "model": name, "threads": threads}
                     results = run_concurrent({**plain, "packed": k, "mode": mode}, 1)
                     total = steady_rate(results[0]["history"])

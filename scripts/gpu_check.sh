@@ -7,7 +7,7 @@
 # Needs torch with CUDA, numpy, pillow, pyarrow, pyyaml, pytest; the default data set must exist
 # (runs/default/data: `bash scripts/main.sh` or `fer data synth` + `fer data ingest` make it).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 PY=${PYTHON:-python3}
 OUT=${1:-runs/gpu-check}
 mkdir -p "$OUT"
