@@ -239,3 +239,56 @@ def test_weighted_sampler_weights():
     assert (drawn - 2000).abs().max() < 200  # each class about a third of the draws
     with pytest.raises(ValueError, match=r"integers in \[0, 4\)"):
         weighted_sampler_weights([0, 4], num_classes=4)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stacked losses (packed trials): K loss modules over (K, N, C) logits in one call
+
+
+def _stacked_case():
+    w = [0.5, 2.0, 1.0, 1.5]
+    modules = [
+        create_loss("ce", num_classes=4),
+        create_loss("ce", num_classes=4, label_smoothing=0.1, class_weight=w),
+        create_loss("focal", num_classes=4, gamma=2.0, alpha=0.25, label_smoothing=0.1),
+        create_loss("focal", num_classes=4, gamma=1.5, alpha=[0.1, 0.2, 0.3, 0.4], class_weight=w),
+        create_loss("focal", num_classes=4, gamma=0.0, alpha=1.0),
+    ]
+    g = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(len(modules), 32, 4, generator=g)).requires_grad_(True)
+    target = torch.randint(0, 4, (len(modules), 32), generator=g)
+    return modules, logits, target
+
+
+def test_stacked_losses_equal_each_trials_loss_and_gradient():
+    from fer_core.losses.stacked import stacked_loss
+
+    modules, logits, target = _stacked_case()
+    stacked = stacked_loss(modules)
+    assert stacked is not None
+    got = stacked(logits, target)
+    assert got.shape == (len(modules),)
+    (grad_got,) = torch.autograd.grad(got.sum(), logits)
+    want = torch.stack([m(logits[i], target[i]) for i, m in enumerate(modules)])
+    (grad_want,) = torch.autograd.grad(want.sum(), logits)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    torch.testing.assert_close(grad_got, grad_want, rtol=1e-5, atol=1e-8)
+    # each trial's loss depends only on its own logits
+    (only_first,) = torch.autograd.grad(stacked(logits, target)[0], logits)
+    assert only_first[1:].abs().sum() == 0 and only_first[0].abs().sum() > 0
+
+
+def test_stacked_losses_refuse_what_they_do_not_know():
+    from fer_core.losses.stacked import stacked_loss
+
+    modules, logits, target = _stacked_case()
+    assert stacked_loss([*modules, torch.nn.CrossEntropyLoss()]) is None  # another kind: one by one
+    assert stacked_loss([]) is None
+    with pytest.raises(ValueError, match="share num_classes"):
+        stacked_loss([create_loss("ce", num_classes=4), create_loss("ce", num_classes=3)])
+    stacked = stacked_loss(modules)
+    assert stacked is not None
+    with pytest.raises(ValueError, match=r"logits must be \(5, N, C\)"):
+        stacked(logits[:2], target[:2])
+    with pytest.raises(ValueError, match="built for 4"):
+        stacked(logits[..., :3], target)

@@ -186,8 +186,39 @@ class Augment(nn.Module):
             raise ValueError(f"augment: the generator is on {generator.device} but the batch on {x.device}")
         if self.is_identity or x.shape[0] == 0:
             return x
+        return self.transform(x, self.draws(x.shape[0], x.device, generator))
+
+    @property
+    def settings(self) -> tuple:
+        """Every setting, for telling whether two augmentations do the same (one ``transform`` of a batch for both)."""
+        return (
+            self.flip,
+            self.rotation,
+            self.zoom,
+            self.translate,
+            self.brightness,
+            self.contrast,
+            self.erase_p,
+            self.erase_scale,
+            self.erase_ratio,
+        )
+
+    def draws(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The random numbers of a batch of ``n`` images (``(n, D)`` float32 uniforms, one column per setting),
+        drawn as ``forward`` draws them. ``transform(x, draws(...))`` is ``forward``'s work without the drawing,
+        so one ``transform`` can serve several batches' draws concatenated (packed trials)."""
+        return torch.rand(n, _NUM_DRAWS, generator=generator, device=device)
+
+    def transform(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Augment the batch ``x`` (N, C, H, W) float in [0, 1] with the draws ``u`` (N, D) of ``draws``: each
+        image depends only on its own row of ``u``. The identity returns ``x``."""
+        if self.is_identity or x.shape[0] == 0:
+            return x
         n, _, h, w = x.shape
-        u = torch.rand(n, _NUM_DRAWS, generator=generator, device=x.device)  # float32, one column each
+        if tuple(u.shape) != (n, _NUM_DRAWS):
+            raise ValueError(
+                f"augment: draws must be of shape ({n}, {_NUM_DRAWS}) for this batch, got {tuple(u.shape)}"
+            )
         if self.warps:
             out = warp(x, self._matrices(u, h, w))
         elif self.flip:

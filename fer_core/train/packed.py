@@ -34,6 +34,16 @@ BatchNorm kernel on CPU is off by ~2e-5 relative per call against float64 (the b
 a small BatchNorm network amplifies either (Adam's first steps turn rounding-level gradients into whole
 lr-sized steps), so its losses agree within a few percent after 2 epochs (``tests/test_packed.py``).
 
+Host work per step (a GPU running small trials is launch-bound, so this is what packing saves): the
+network's forward and backward are shared, and so is almost everything else. The K batches are gathered,
+scaled and augmented as one (``Augment.transform`` over each trial's own draws), the K losses are one
+call (``fer_core.losses.stacked``: each trial's ``ce``/``focal`` settings as tensors), the L2 gradients of
+all trials are one ``_foreach_addcmul_``, each trial's ``.grad`` is a view of the stacked gradients (no
+per-step handoff), dropout masks are drawn per trial straight into their slots, and the loss and
+accuracy sums are stacked. What stays per trial is its own randomness (sample order, augmentation and
+dropout draws) and its optimizer's step (fused on CUDA). ``benchmarks/packed_host_ops.py`` counts the
+operations dispatched per trial and step against ``train()``'s.
+
 Trials join and leave at epoch boundaries (``add``, ``remove``; a trial that completes, stops early,
 diverges or whose ``report`` raises leaves by itself): a freed slot is zeroed and trains nothing until
 a new trial takes it, initialized exactly as its own ``train()`` would be. Slots are fixed, so shapes
@@ -62,6 +72,8 @@ from torch.func import functional_call
 
 from .. import progress as progress_mod
 from ..errors import FerError
+from ..losses.stacked import stacked_loss
+from .augment import Augment
 from .config import TrainConfig
 from .data import DeviceSplit, TrainData
 from .metrics import ConfusionAccumulator
@@ -84,7 +96,6 @@ from .trainer import (
     _Run,
     _save_and_report,
     _setup,
-    _train_batch,
     _validate,
 )
 
@@ -252,54 +263,106 @@ class PackedTrainer:
         return ended
 
     def _train_pass(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """One epoch's optimizer steps for every trial: per slot the summed loss and the correct predictions."""
-        assert self._template is not None
-        first = next(iter(self.trials.values())).run
+        """One epoch's optimizer steps for every trial: per slot the summed loss and the correct predictions.
+
+        The host work of a step is kept to what is each trial's own: its sample indices, its augmentation
+        and dropout draws, its loss and its optimizer step. The batches of all trials are gathered, scaled
+        and augmented as one (``Augment.transform`` over every trial's draws), the gradients land in stacked
+        tensors that each trial's ``.grad`` views (``_alias``), and the loss and accuracy sums are stacked."""
+        assert self._template is not None and self._splits is not None
+        slots = sorted(self.trials)
+        trials = [self.trials[s] for s in slots]
+        first = trials[0].run
         device, n_used, batch_size = first.device, first.n_used, first.cfg.batch_size
         streams, gens = {}, {}
-        for slot, t in self.trials.items():
+        for slot, t in zip(slots, trials, strict=True):
             t.state.model.train()
             streams[slot] = _epoch_streams(t.run, t.state.epoch)
             gens[slot] = torch.Generator(device=device).manual_seed(_epoch_seed(t.run.cfg.seed, t.state.epoch, 1))
-        sums = {
-            slot: (
-                torch.zeros((), device=device, dtype=torch.float64),
-                torch.zeros((), device=device, dtype=torch.int64),
-            )
-            for slot in self.trials
-        }
+        occupied = None if len(slots) == self.capacity else torch.tensor(slots, device=device)
+        loss_sums = torch.zeros(len(slots), device=device, dtype=torch.float64)
+        corrects = torch.zeros(len(slots), device=device, dtype=torch.int64)
+        grads = [p.grad for p in self._params.values() if p.grad is not None]
+        l2_grads, l2_params, l2_coefs = self._l2_terms(dict(zip(slots, trials, strict=True)))
+        noise_plans: dict[int, tuple] = {}
+        all_losses = stacked_loss([t.run.loss_fn for t in trials])  # None: a loss this cannot stack
         self._template.train()
         batched = torch.vmap(self._forward_train, in_dims=(0, 0, 0, 0))
         for start in range(0, n_used, batch_size):
-            batches = {
-                slot: _train_batch(t.run, streams[slot][0], start, streams[slot][1]) for slot, t in self.trials.items()
-            }
-            n = len(next(iter(batches.values()))[1])
-            example = next(iter(batches.values()))[0]
-            x = torch.stack(
-                [batches[s][0] if s in batches else torch.zeros_like(example) for s in range(self.capacity)]
-            )
-            noise = self._noise(n, example, gens)
+            idx = torch.cat([streams[s][0][start : start + batch_size] for s in slots])
+            xb, yb = self._splits[0].batch(idx)
+            n = len(yb) // len(slots)
+            xb = xb.to(torch.float32, memory_format=torch.channels_last).div_(255.0)
+            xb = self._augment(xb, n, [(t.run.augment, streams[s][1]) for s, t in zip(slots, trials, strict=True)])
+            x = xb.view(len(slots), n, *xb.shape[1:])
+            if occupied is not None:
+                full = x.new_zeros((self.capacity, *x.shape[1:]))
+                full[occupied] = x
+                x = full
+            y = yb.view(len(slots), n)
+            noise = self._noise(n, xb, gens, noise_plans)
             with torch.autocast(
                 device.type, dtype=first.amp_dtype or torch.float32, enabled=first.amp_dtype is not None
             ):
                 logits = batched(self._params, self._buffers, noise, x)
-            logits = logits.float()
-            losses = {slot: self.trials[slot].run.loss_fn(logits[slot], batches[slot][1]) for slot in batches}
-            for p in self._params.values():
-                p.grad = None
-            sum(losses.values()).backward()  # one backward pass for every trial: each loss reaches only its slot
-            for slot, t in self.trials.items():
-                for name, p in t.state.model.named_parameters():
-                    grad = self._params[name].grad
-                    p.grad = grad[slot] if grad is not None else None
-                _optimizer_step(t.run, t.state)
-                t.state.optimizer.zero_grad(set_to_none=True)
-                loss_sum, correct = sums[slot]
-                yb = batches[slot][1]
-                loss_sum += losses[slot].detach().double() * len(yb)
-                correct += (logits[slot].detach().argmax(1) == yb).sum()
-        return sums
+            logits = (logits if occupied is None else logits[occupied]).float()
+            if all_losses is not None:
+                losses = all_losses(logits, y)
+            else:
+                losses = torch.stack([t.run.loss_fn(logits[i], y[i]) for i, t in enumerate(trials)])
+            torch._foreach_zero_(grads)
+            losses.sum().backward()  # one backward pass for every trial: each loss reaches only its slot
+            if l2_grads:  # every trial's Keras L2 gradient (2 l2 w on its l2 parameters) at once
+                torch._foreach_addcmul_(l2_grads, l2_params, l2_coefs)
+            for t in trials:  # each trial's .grad views its slot of the stacked gradients
+                _optimizer_step(t.run, t.state, l2=False)
+            loss_sums += losses.detach().double() * n
+            corrects += (logits.detach().argmax(2) == y).sum(1)
+        return {slot: (loss_sums[i], corrects[i]) for i, slot in enumerate(slots)}
+
+    def _l2_terms(self, trials: dict[int, _Trial]) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """The stacked gradients, weights and per-slot factors (``2 l2`` where the slot's trial penalizes that
+        weight, else 0; shaped to broadcast over a slot) of every weight some trial penalizes, for
+        ``grad += factor * w`` on all trials at once (what ``add_l2_grad_`` adds per trial)."""
+        factors: dict[str, list[float]] = {}
+        for slot, t in trials.items():
+            if not t.run.l2_params:
+                continue
+            penalized = {id(p) for p in t.run.l2_params}
+            for name, p in t.state.model.named_parameters():
+                if id(p) in penalized:
+                    factors.setdefault(name, [0.0] * self.capacity)[slot] = 2.0 * t.run.cfg.l2
+        grads, weights, coefs = [], [], []
+        for name, per_slot in factors.items():
+            stacked = self._params[name]
+            assert stacked.grad is not None
+            grads.append(stacked.grad)
+            weights.append(stacked.detach())
+            shape = (self.capacity,) + (1,) * (stacked.dim() - 1)
+            coefs.append(torch.tensor(per_slot, dtype=stacked.dtype, device=stacked.device).view(shape))
+        return grads, weights, coefs
+
+    @staticmethod
+    def _augment(xb: torch.Tensor, n: int, augments: list[tuple[Augment, torch.Generator]]) -> torch.Tensor:
+        """The trials' batches ``xb`` (``n`` images of each, in slot order) augmented: each trial's draws from its
+        own generator, exactly as ``train()`` draws them, then one ``transform`` for all the trials whose
+        augmentations have the same settings (each image depends only on its own draws)."""
+        groups: dict[tuple, list[int]] = {}
+        for i, (augment, _) in enumerate(augments):
+            if not augment.is_identity:
+                groups.setdefault(augment.settings, []).append(i)
+        if not groups:
+            return xb
+        if len(groups) == 1 and len(next(iter(groups.values()))) == len(augments):
+            augment = augments[0][0]
+            return augment.transform(xb, torch.cat([augment.draws(n, xb.device, g) for _, g in augments]))
+        out = xb.clone()
+        for members in groups.values():
+            augment = augments[members[0]][0]
+            rows = torch.cat([torch.arange(i * n, (i + 1) * n, device=xb.device) for i in members])
+            u = torch.cat([augment.draws(n, xb.device, augments[i][1]) for i in members])
+            out[rows] = augment.transform(xb[rows], u)
+        return out
 
     def _forward_train(self, params, buffers, noise, x):
         return functional_call(self._template, {**params, **buffers, **noise}, (x,))
@@ -335,23 +398,58 @@ class PackedTrainer:
 
     # --- dropout masks --------------------------------------------------------------------------
 
-    def _noise(self, n: int, example: torch.Tensor, gens: dict[int, torch.Generator]) -> dict[str, torch.Tensor]:
+    def _noise(
+        self, n: int, example: torch.Tensor, gens: dict[int, torch.Generator], plans: dict[int, tuple]
+    ) -> dict[str, torch.Tensor]:
         """Each dropout layer's masks for a batch of ``n``, stacked over slots: per trial, in the model's call
-        order, ``Bernoulli(1 - p) / (1 - p)`` drawn as ``F.dropout`` draws it (ones where its rate is 0 and in
-        free slots)."""
-        calls = self._dropout_calls(n, example)
-        per_slot: dict[str, list[torch.Tensor]] = {c.path: [] for c in calls}
-        for slot in range(self.capacity):
-            trial = self.trials.get(slot)
-            for c in calls:
-                p = trial.dropout.get(c.path, 0.0) if trial is not None else 0.0
-                mask = torch.empty_strided(c.shape, c.stride, dtype=c.dtype, device=example.device)
+        order, ``Bernoulli(1 - p) / (1 - p)`` drawn as ``F.dropout`` draws it on CPU (ones where its rate is 0
+        and in free slots). Each trial's draw goes straight into its slot; the scaling is one operation per
+        layer. ``plans`` caches, per batch size, what stays the same for a whole pass (rates, factors)."""
+        if n not in plans:
+            plans[n] = self._noise_plan(n, example)
+        calls, rates, factors = plans[n]
+        stacked = [
+            torch.empty_strided((self.capacity, *c.shape), (span, *c.stride), dtype=c.dtype, device=example.device)
+            for c, span in calls
+        ]
+        for slot, per_call in rates.items():
+            for i, p in enumerate(per_call):
                 if p > 0:
-                    mask.bernoulli_(1 - p, generator=gens[slot]).div_(1 - p)
-                else:
-                    mask.fill_(1.0)
-                per_slot[c.path].append(mask)
-        return {f"{path}.noise": torch.stack(masks) for path, masks in per_slot.items()}
+                    stacked[i][slot].bernoulli_(1 - p, generator=gens[slot])
+        out = {}
+        for (c, _), mask, (keep, kept) in zip(calls, stacked, factors, strict=True):
+            if keep is None:
+                mask.fill_(1.0)
+            else:
+                mask.div_(keep)  # computed in float32, rounded to the mask's dtype, as F.dropout's div_(1 - p)
+                if kept is not None:
+                    mask.masked_fill_(kept, 1.0)
+            out[f"{c.path}.noise"] = mask
+        return out
+
+    def _noise_plan(self, n: int, example: torch.Tensor) -> tuple:
+        """For ``_noise``: the dropout calls with each slot's storage span, every slot's rate per call, and per
+        call the divisor ``1 - p`` per slot and the slots to fill with ones (None when there is nothing to do)."""
+        calls = [
+            (c, 1 + sum((size - 1) * stride for size, stride in zip(c.shape, c.stride, strict=True)))
+            for c in self._dropout_calls(n, example)
+        ]
+        rates = {
+            slot: [self.trials[slot].dropout.get(c.path, 0.0) if slot in self.trials else 0.0 for c, _ in calls]
+            for slot in range(self.capacity)
+        }
+        factors: list[tuple[torch.Tensor | None, torch.Tensor | None]] = []
+        for i, (c, _) in enumerate(calls):
+            per_slot = [rates[slot][i] for slot in range(self.capacity)]
+            if not any(p > 0 for p in per_slot):
+                factors.append((None, None))
+                continue
+            shape = (self.capacity,) + (1,) * len(c.shape)
+            keep = torch.tensor([1 - p if p > 0 else 1.0 for p in per_slot], device=example.device).view(shape)
+            zero = [p == 0 for p in per_slot]
+            kept = torch.tensor(zero, device=example.device).view(shape) if any(zero) else None
+            factors.append((keep, kept))
+        return calls, rates, factors
 
     def _dropout_calls(self, n: int, example: torch.Tensor) -> list[_DropoutCall]:
         """The dropout layers a batch of ``n`` passes through, in call order, with the shape, strides and dtype
@@ -406,13 +504,15 @@ class PackedTrainer:
     def _allocate(self, model: nn.Module, device: torch.device) -> None:
         k = self.capacity
         for name, p in model.named_parameters():
-            self._params[name] = torch.zeros((k, *p.shape), dtype=p.dtype, device=device, requires_grad=True)
+            stacked = torch.zeros((k, *p.shape), dtype=p.dtype, device=device, requires_grad=True)
+            stacked.grad = torch.zeros_like(stacked)  # backward adds into it in place; each trial views its slot
+            self._params[name] = stacked
         for name, b in model.named_buffers():
             self._buffers[name] = torch.zeros((k, *b.shape), dtype=b.dtype, device=device)
 
     def _alias(self, model: nn.Module, slot: int) -> None:
         """Copy ``model``'s weights and buffers into ``slot`` and make them views of it (same objects, so its
-        optimizer keeps working on them)."""
+        optimizer keeps working on them); its parameters' ``.grad`` are views of the slot's stacked gradients."""
         params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
         if set(params) != set(self._params) or set(buffers) != set(self._buffers):
             raise FerError("packed trials: this trial's model has other parameters than the pack's")
@@ -425,6 +525,9 @@ class PackedTrainer:
                     )
                 stacked[slot].copy_(p)
                 p.data = stacked[slot]
+                grads = self._params[name].grad
+                assert grads is not None  # made with the stacked tensor (_allocate)
+                p.grad = grads[slot]
             for name, b in buffers.items():
                 self._buffers[name][slot].copy_(b)
                 b.data = self._buffers[name][slot]
@@ -436,6 +539,7 @@ class PackedTrainer:
         with torch.no_grad():
             for p in model.parameters():
                 p.data = p.data.clone()
+                p.grad = None
             for b in model.buffers():
                 b.data = b.data.clone()
             model.to(memory_format=torch.channels_last)

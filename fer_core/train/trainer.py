@@ -53,7 +53,7 @@ from .. import progress as progress_mod
 from ..atomic import write_text
 from ..errors import FerError
 from ..jsonio import dumps
-from .augment import create_augment
+from .augment import Augment, create_augment
 from .checkpoint import BEST_FILE, CHECKPOINT_FILE, CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint, save_weights
 from .config import RUNTIME_KEYS, TrainConfig, dump_config
 from .data import DeviceSplit, TrainData, load_train_data
@@ -366,7 +366,7 @@ class _Run:
     amp_dtype: torch.dtype | None
     loss_fn: torch.nn.Module
     eval_loss_fn: torch.nn.Module
-    augment: Callable
+    augment: Augment
     train_split: DeviceSplit
     val_split: DeviceSplit
     n_used: int  # training images per epoch (see _setup)
@@ -672,10 +672,10 @@ def _train_batch(
     return xb, yb
 
 
-def _optimizer_step(run: _Run, state: TrainState) -> None:
-    """The Keras L2 gradient (when ``l2`` is set), the optimizer's step and the schedule's, once the loss's
-    gradients are in the parameters' ``.grad``."""
-    if run.l2_params:
+def _optimizer_step(run: _Run, state: TrainState, *, l2: bool = True) -> None:
+    """The Keras L2 gradient (when ``l2`` is set; ``l2=False``: the caller added it), the optimizer's step and
+    the schedule's, once the loss's gradients are in the parameters' ``.grad``."""
+    if l2 and run.l2_params:
         add_l2_grad_(run.l2_params, run.cfg.l2)
     state.optimizer.step()
     state.schedule.step_batch()
