@@ -66,6 +66,11 @@ def ray_head():
         "127.0.0.1",
         "--include-dashboard",
         "true",
+        # The job agent's HTTP port is 52365 by default: where another Ray on this machine (a test beside this
+        # one under `pytest -n`) holds it, the agent stays up without HTTP and every submit answers "No available
+        # agent" until it gives up. 0: the agent binds a free port and publishes it to the head.
+        "--dashboard-agent-listen-port",
+        "0",
         "--disable-usage-stats",
     ]
     # In a session of its own: every process of this head (gcs_server, raylet, dashboard, workers) is in the
