@@ -14,7 +14,8 @@ the experiment (sweep, confirm) or the retrained model's folder (``--out``). A l
 written directly. When the target is a storage URI (``s3://...``), or a folder that only appears
 once the command succeeds (``fer retrain --out``), W&B writes into a temp folder on this node, and
 at the end the files are moved into ``<target>/wandb`` or uploaded there (``RunFolder``), so they
-are not lost with the node; if that fails, the temp folder is kept and named.
+are not lost with the node; if that fails, the temp folder is kept and named. The move waits until W&B
+has written every finished run out (``sweeps.wandb_files``: that happens after ``run.finish()`` returns).
 
 Where the key may live: the ``WANDB_API_KEY`` variable of the process that logs (the sweep's
 logging actors on the driver's node; the driver of ``fer confirm``; ``fer retrain``), or the W&B
@@ -49,6 +50,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from fer_core.progress import say
+from sweeps.wandb_files import wait_written
 
 __all__ = [
     "resolve_mode",
@@ -73,6 +75,8 @@ DEFAULT_PROJECT = "fer-sweep"
 JOB_SWEEP, JOB_CONFIRM, JOB_RETRAIN = "sweep-trial", "confirm", "retrain"
 #: Sweep trials continue their run when resumed (a new one is made when none exists yet).
 RESUME = "allow"
+#: How long ``RunFolder.close`` waits for W&B to write out runs that have finished (``wandb_files``).
+WRITE_TIMEOUT_S = 60.0
 WandbMode = Literal["online", "offline", "disabled"]  # what resolve_mode returns
 _ENV_MODES = {"offline": "offline", "dryrun": "offline", "disabled": "disabled", "online": "online", "run": "online"}
 
@@ -158,6 +162,7 @@ class RunFolder:
         if not any(self.path.iterdir()):  # nothing was logged here (e.g. a resume with no trial left)
             self.path.rmdir()
             return self.dest
+        unwritten = wait_written(self.path, timeout=WRITE_TIMEOUT_S)  # finish() returns before W&B writes them
         try:
             _drop_links(self.path)
             dest = self.target.child("wandb")
@@ -171,6 +176,12 @@ class RunFolder:
                 "('wandb sync' uploads them from there)"
             )
             return str(self.path)
+        if unwritten:  # copied as they are; the whole runs may still land here
+            say(
+                f"W&B: {len(unwritten)} run(s) were not written out within {WRITE_TIMEOUT_S:.0f} s (no exit record: "
+                f"e.g. {unwritten[0].parent.name}); copied to {self.dest} as they were, kept in {self.path}"
+            )
+            return self.dest
         shutil.rmtree(self.path, ignore_errors=True)
         return self.dest
 

@@ -2,8 +2,8 @@
 ``fer confirm`` and ``fer retrain``, the retrained model as an artifact, and where the offline files go.
 
 Everything runs offline. The assertions read W&B's own offline files: the transaction log
-``offline-run-*/run-<id>.wandb`` (LevelDB-style log of protobuf ``Record`` messages; wandb 0.31
-offline writes no config.yaml or wandb-summary.json), so they check what ``wandb sync`` would upload.
+``offline-run-*/run-<id>.wandb`` (read by ``sweeps.wandb_files``; wandb 0.31 offline writes no config.yaml
+or wandb-summary.json), so they check what ``wandb sync`` would upload.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from subprocs import clean_env
+from sweeps.wandb_files import is_written, records, run_logs, wait_written
 from sweeps.wandb_logging import JOB_CONFIRM, JOB_RETRAIN, JOB_SWEEP, RunLogger, make_callback, resolve_mode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,28 +33,6 @@ KEY = "fakekey0123456789abcdef0123456789abcdef77"
 # ----------------------------------------------------------------------------------------------
 
 
-def _records(path: Path):
-    """The protobuf records of a ``.wandb`` transaction log (7-byte header, 32 KiB blocks of chunks)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", path
-    pos, block, buf = 7, 32768, b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a chunk header
-            pos += block - pos % block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-        if kind == 0:
-            continue
-        buf = chunk if kind in (1, 2) else buf + chunk  # FULL/FIRST start a record, MIDDLE/LAST extend it
-        if kind in (1, 4):
-            record = pb.Record()
-            record.ParseFromString(buf)
-            yield record
-
-
 def read_runs(wandb_dir: Path) -> list[dict]:
     """Every offline run folder under ``wandb_dir``: its run record, history steps, summary and artifacts."""
     runs = []
@@ -63,7 +41,7 @@ def read_runs(wandb_dir: Path) -> list[dict]:
             continue
         (log,) = folder.glob("run-*.wandb")
         run = {"folder": folder, "steps": [], "history": [], "summary": {}, "artifacts": [], "exit": None}
-        for r in _records(log):
+        for r in records(log):
             kind = r.WhichOneof("record_type")
             if kind == "run":
                 run.update(
@@ -163,6 +141,87 @@ def test_runs_of_a_target_written_at_the_end_move_into_it(tmp_path, monkeypatch)
     assert (r["job_type"], r["group"], r["name"], r["config"]["lr"]) == (JOB_RETRAIN, "g", "r", 0.1)
     assert r["steps"] == [1] and r["history"][0]["val_acc"] == 0.5 and "val_confusion" not in r["history"][0]
     assert r["summary"]["test/accuracy"] == 0.75 and r["exit"] == 0
+
+
+def _late_writes(monkeypatch, delay: float) -> None:
+    """W&B as on a loaded node: the service closes a finished run's stream (and writes its log) ``delay``
+    seconds after ``run.finish()`` has returned (``inform_finish`` is a message without an answer)."""
+    import threading
+
+    from wandb.sdk.lib.service.service_connection import ServiceConnection
+
+    inform = ServiceConnection.inform_finish
+
+    def late(self, run_id):
+        threading.Timer(delay, inform, (self, run_id)).start()
+
+    monkeypatch.setattr(ServiceConnection, "inform_finish", late)
+
+
+def test_runs_written_out_after_finish_returned_are_moved_whole(tmp_path, monkeypatch):
+    """run.finish() returns before W&B writes the run's log: the move waits for it instead of taking a 7-byte
+    header and deleting the folder the records were about to land in (a flaky CI run lost its run record)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    _late_writes(monkeypatch, 2.0)
+    out = tmp_path / "model"
+    tracker = RunLogger("offline", project="p", group="g", job_type=JOB_RETRAIN, target=str(out), direct=False)
+    run = tracker.start(name="r", config={"lr": 0.1})
+    node = tracker.folder.path
+    tracker.log_epoch(run, {"epoch": 1, "val_acc": 0.5})
+    out.mkdir()
+    tracker.finish(run, {"test/accuracy": 0.75})
+    (log,) = node.rglob("run-*.wandb")
+    assert not is_written(log)  # finish() has returned; nothing but the header is on disk yet
+    assert tracker.close() == str(out / "wandb")
+    assert not node.exists()
+    (r,) = read_runs(out / "wandb")
+    assert (r["job_type"], r["name"], r["steps"], r["exit"]) == (JOB_RETRAIN, "r", [1], 0)
+    assert r["summary"]["test/accuracy"] == 0.75
+
+
+def test_runs_never_written_out_are_copied_as_they_are_and_kept_on_the_node(tmp_path, monkeypatch, capsys):
+    """A run whose log never gets its exit record (a process killed mid-run): the move gives up after
+    WRITE_TIMEOUT_S, copies what there is, and keeps the node's folder, where W&B may still finish it."""
+    from sweeps import wandb_logging
+
+    monkeypatch.setattr(wandb_logging, "WRITE_TIMEOUT_S", 0.5)
+    out = tmp_path / "model"
+    folder = wandb_logging.RunFolder(str(out), direct=False)
+    run_dir = folder.path / "wandb" / "offline-run-20261203_000000-abc"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run-abc.wandb").write_bytes(b":W&B\x00\x01\x00")  # the header alone, as during a run
+    out.mkdir()
+    assert folder.close() == str(out / "wandb")
+    assert (out / "wandb" / "wandb" / run_dir.name / "run-abc.wandb").read_bytes()[:4] == b":W&B"
+    assert (run_dir / "run-abc.wandb").is_file()  # not deleted
+    said = capsys.readouterr().err
+    assert "1 run(s) were not written out" in said and run_dir.name in said and str(folder.path) in said
+
+
+def test_a_log_is_written_once_its_exit_record_is_there(tmp_path, monkeypatch):
+    """``is_written`` on a real log: whole, cut inside its last record, cut before its exit record."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    tracker = RunLogger("offline", project="p", group="g", job_type=JOB_RETRAIN, target=str(tmp_path / "exp"))
+    run = tracker.start(name="r", config={})
+    tracker.log_epoch(run, {"epoch": 1, "val_acc": 0.5})
+    tracker.finish(run)
+    tracker.close()
+    (log,) = run_logs(tmp_path / "exp")
+    assert wait_written(tmp_path / "exp", timeout=60) == []
+    kinds = [r.WhichOneof("record_type") for r in records(log)]
+    assert kinds[0] == "header" and kinds[-1] == "exit" and "run" in kinds
+    data = log.read_bytes()
+    cut = tmp_path / "cut" / "offline-run-x" / "run-x.wandb"
+    cut.parent.mkdir(parents=True)
+    cut.write_bytes(data[:-3])  # the exit record cut short: not yielded
+    assert not is_written(cut) and [r.WhichOneof("record_type") for r in records(cut)] == kinds[:-1]
+    cut.write_bytes(data[:7])
+    assert not is_written(cut) and list(records(cut)) == []
+    assert wait_written(tmp_path / "cut", timeout=0.3) == [cut]
+    cut.write_bytes(data)
+    assert is_written(cut)
 
 
 @pytest.mark.slow
