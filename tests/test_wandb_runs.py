@@ -34,7 +34,9 @@ KEY = "fakekey0123456789abcdef0123456789abcdef77"
 
 
 def read_runs(wandb_dir: Path) -> list[dict]:
-    """Every offline run folder under ``wandb_dir``: its run record, history steps, summary and artifacts."""
+    """Every offline run folder under ``wandb_dir``: its run record, history steps, summary and artifacts (once
+    W&B has written them out: a sweep's logging actors end before their W&B service writes the logs)."""
+    wait_written(wandb_dir, timeout=60)
     runs = []
     for folder in sorted(wandb_dir.rglob("offline-run-*")):
         if folder.is_symlink() or not folder.is_dir():
