@@ -236,7 +236,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's peak (default: from the table)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per trial (default: CPU cores / N)")
-    ap.add_argument("--compile", action="store_true", help="trials train with compile=true (not the packed ones)")
+    ap.add_argument("--compile", action="store_true", help="trials train with compile=true (the packed ones too)")
     ap.add_argument("--packed", default=None, metavar="K[,K...]", help="also K trials packed vs K sequential")
     ap.add_argument(
         "--packed-modes",
@@ -310,7 +310,7 @@ def main() -> None:
             for k in packed:
                 threads = args.threads or (os.cpu_count() or 1)
                 for mode in modes:
-                    plain = {**spec, "overrides": args.set, "model": name, "threads": threads}
+                    plain = {**spec, "model": name, "threads": threads}
                     results = run_concurrent({**plain, "packed": k, "mode": mode}, 1)
                     total = steady_rate(results[0]["history"])
                     per = f"{total / k:.0f}" if mode == "packed" else f"{total:.0f}"

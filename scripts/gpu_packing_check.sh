@@ -5,7 +5,7 @@
 #      optimizer, memory fraction);
 #   2. benchmarks/gpu_packing.py: N trial processes vs K packed trials, images/s and % of the GPU's bf16
 #      peak, most important first (B++: every N and K; then fer_cnn_small and resnet18; then compile);
-#   3. the same B++ trial with compile=true (CUDA graphs) against the 1-process row of step 2.
+#   3. B++ with compile=true (CUDA graphs): one trial process and a pack of K, against their rows of step 2.
 # Every step writes OUT_DIR/<step>.log and is cut off by one shared deadline (BUDGET_S), so a run that is
 # short of time still returns the rows it measured; a step cut off or failed makes the exit status 1.
 #
@@ -68,6 +68,6 @@ step tests 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_cuda.py 
 step "bench-1-$FIRST" 240 "${BENCH[@]}" --models "$FIRST" --n-list "$NS_ALL" --packed "$KS_ALL" --packed-modes packed
 step "bench-2-$SECOND" 90 "${BENCH[@]}" --models "$SECOND" --n-list "$NS" --packed "$KS" --packed-modes packed
 step "bench-3-$THIRD" 90 "${BENCH[@]}" --models "$THIRD" --n-list "$NS" --packed "$KS" --packed-modes packed
-step "bench-4-$FIRST-compile" 120 "${BENCH[@]}" --models "$FIRST" --n-list "$NS" --compile
+step "bench-4-$FIRST-compile" 120 "${BENCH[@]}" --models "$FIRST" --n-list 1 --packed "$KS" --packed-modes packed --compile
 echo "gpu_packing_check: $((SECONDS))s, logs in $OUT, exit $status"
 exit $status

@@ -186,8 +186,8 @@ def test_what_a_pack_refuses(data):
     pack.add(cfg("epochs=1"))
     with pytest.raises(FerError, match=r"this trial has batch_size=16 \(the pack's: 32\)"):
         pack.add(cfg("epochs=1", "batch_size=16"))
-    with pytest.raises(FerError, match="compile=true is not supported"):
-        PackedTrainer(data, capacity=1).add(cfg("compile=true"))
+    with pytest.raises(FerError, match=r"this trial has compile=True \(the pack's: False\)"):
+        pack.add(cfg("epochs=1", "compile=true"))
     with pytest.raises(FerError, match="slot 1 holds no trial"):
         pack.remove(1)
     with pytest.raises(FerError, match="capacity must be an integer >= 1; got 0"):
@@ -283,6 +283,48 @@ def test_a_packed_step_shares_its_host_work_between_trials(data, monkeypatch):
     alone = _ops_per_step(lambda d: train(configs[0], d, progress=False), data)
     packed = _ops_per_step(lambda d: train_packed(configs, d), data) / len(configs)
     assert packed < alone / 2, f"{packed:.0f} operations per trial and step packed, {alone:.0f} alone"
+
+
+def _join_and_leave(data, *extra) -> dict[str, list[dict]]:
+    """Trials A, B, C packed (``extra`` settings for all) for 2 epochs, C leaving after the first and D taking
+    its slot; each trial's history by name."""
+    pack = PackedTrainer(data, capacity=3)
+    names = {pack.add(cfg(*NO_BN, *t, "epochs=2", *extra)): name for name, t in zip("ABC", (A, B, C), strict=True)}
+    pack.step_epoch()
+    results = {"C": pack.remove(2)}
+    names[pack.add(cfg(*NO_BN, *D, "epochs=1", *extra))] = "D"
+    ended = pack.step_epoch()
+    results.update({names[slot]: r for slot, r in ended.items()})
+    assert set(results) == set("ABCD") and not pack.trials
+    return {name: r.history for name, r in results.items()}
+
+
+@pytest.mark.slow
+def test_compiled_packed_trials_train_as_the_eager_pack_does(data):
+    """``compile=true``: the batched forward and backward go through torch.compile (inductor on CPU); the
+    dropout masks are inputs drawn as in eager mode, so only the kernels' rounding differs, across a trial
+    leaving and one joining (same shapes, no recompilation of the step). Tolerances: those of the eager pack
+    against ``train()``."""
+    from torch._dynamo.utils import counters
+
+    eager = _join_and_leave(data)
+    counters.clear()
+    compiled = _join_and_leave(data, "compile=true")
+    # one graph for the whole pack's life: no graph break, no recompilation when D joined
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    for name in "ABCD":
+        assert_same_history(compiled[name], eager[name], loss_rel=PACKED_REL, acc_abs=ONE_IMAGE)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compiled_packed_trials_on_cuda_graphs_learn_like_the_eager_pack(data):
+    """CUDA graphs replay the compiled step with the stacked tensors as static inputs; bf16: loose tolerance."""
+    settings = ("device=cuda", "precision=auto")
+    eager = _join_and_leave(data, *settings)
+    compiled = _join_and_leave(data, *settings, "compile=true")
+    for name in "ABCD":
+        assert compiled[name][-1]["train_loss"] == pytest.approx(eager[name][-1]["train_loss"], rel=0.1), name
 
 
 @pytest.mark.gpu

@@ -25,7 +25,15 @@ epoch bookkeeping), so a packed trial computes what ``train()`` of its config co
   ``weight_decay``, optimizer, schedule, epochs and early stopping are its own.
 
 What packed trials must share (``PACK_KEYS``): the model and ``model_args``, ``batch_size``,
-``eval_batch_size``, device and precision, the data; ``compile`` is not supported here.
+``eval_batch_size``, device and precision, ``compile``, the data.
+
+``compile=true``: the batched training forward (``vmap`` over ``functional_call``, its backward with it) runs
+through ``torch.compile``, which traces away vmap's per-layer reshuffling around the grouped
+convolutions; on CUDA in mode ``reduce-overhead`` (CUDA graphs: the stacked parameters and buffers keep
+their addresses for the pack's life and are marked static, so a step replays without copying them), as
+``train()``'s ``compile`` does. The dropout masks are inputs, drawn as without compile, so the only
+difference is the kernels' rounding (``tests/test_packed.py``). The first epoch pays the compilation
+(and an epoch's last, shorter batch one more); validation runs eagerly.
 
 Float tolerance: the batched kernels reduce in another order than K separate calls. Without BatchNorm
 that is all: on CPU a packed trial's per-epoch losses match its ``train()`` within 1e-4 relative (measured
@@ -62,7 +70,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,6 +176,7 @@ class PackedTrainer:
         self._template: nn.Module | None = None
         self._dropout_paths: set[str] = set()
         self._calls: dict[int, list[_DropoutCall]] = {}
+        self._step: tuple[Callable, bool] | None = None  # the batched training forward, and if it is CUDA graphs
 
     # --- joining and leaving (at epoch boundaries) ----------------------------------------------
 
@@ -207,6 +216,7 @@ class PackedTrainer:
             self._dropout_paths |= set(dropout)
             self._template = _template(model, self._dropout_paths)
             self._calls.clear()
+            self._step = None
         self._alias(model, slot)
         bar = progress_mod.bar(total=cfg.epochs, desc=f"packed {cfg.model}", unit="epoch", progress=False)
         bar.update(state.epoch)
@@ -287,7 +297,7 @@ class PackedTrainer:
         noise_plans: dict[int, tuple] = {}
         all_losses = stacked_loss([t.run.loss_fn for t in trials])  # None: a loss this cannot stack
         self._template.train()
-        batched = torch.vmap(self._forward_train, in_dims=(0, 0, 0, 0))
+        batched, cudagraphs = self._batched_train(first.cfg.compile, device)
         for start in range(0, n_used, batch_size):
             idx = torch.cat([streams[s][0][start : start + batch_size] for s in slots])
             xb, yb = self._splits[0].batch(idx)
@@ -301,6 +311,8 @@ class PackedTrainer:
                 x = full
             y = yb.view(len(slots), n)
             noise = self._noise(n, xb, gens, noise_plans)
+            if cudagraphs:
+                torch.compiler.cudagraph_mark_step_begin()
             with torch.autocast(
                 device.type, dtype=first.amp_dtype or torch.float32, enabled=first.amp_dtype is not None
             ):
@@ -363,6 +375,21 @@ class PackedTrainer:
             u = torch.cat([augment.draws(n, xb.device, augments[i][1]) for i in members])
             out[rows] = augment.transform(xb[rows], u)
         return out
+
+    def _batched_train(self, compile: bool, device: torch.device) -> tuple[Callable, bool]:
+        """The training forward of every slot at once (``vmap`` over ``_forward_train``), compiled when the
+        pack's trials say ``compile=true`` (see the module doc); whether it runs as CUDA graphs. Built once per
+        template (a trial with new dropout layers makes a new one)."""
+        if self._step is None:
+            step: Callable = torch.vmap(self._forward_train, in_dims=(0, 0, 0, 0))
+            cudagraphs = compile and device.type == "cuda"
+            if compile:
+                if cudagraphs:  # the same storage all along (_alias makes the trials' tensors views of it)
+                    for t in (*self._params.values(), *self._buffers.values()):
+                        torch._dynamo.mark_static_address(t)
+                step = torch.compile(step, mode="reduce-overhead" if cudagraphs else None, dynamic=False)
+            self._step = (step, cudagraphs)
+        return self._step
 
     def _forward_train(self, params, buffers, noise, x):
         return functional_call(self._template, {**params, **buffers, **noise}, (x,))
@@ -490,8 +517,6 @@ class PackedTrainer:
     # --- the stacked tensors --------------------------------------------------------------------
 
     def _check_key(self, cfg: TrainConfig) -> None:
-        if cfg.compile:
-            raise FerError("packed trials: compile=true is not supported; pack with compile=false")
         key = {k: getattr(cfg, k) for k in PACK_KEYS}
         if self._key is None:
             self._key = key
@@ -560,6 +585,7 @@ class PackedTrainer:
         self._template = None
         self._dropout_paths = set()
         self._calls.clear()
+        self._step = None
 
 
 def _dropout_rates(model: nn.Module) -> dict[str, float]:
