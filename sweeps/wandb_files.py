@@ -4,8 +4,9 @@ A run folder (``offline-run-<time>-<id>`` offline, ``run-<time>-<id>`` online) h
 log: a 7-byte file header (``:W&B`` ...) then a LevelDB-style log of protobuf ``Record`` messages in 32 KiB
 blocks. It is what ``wandb sync`` uploads. wandb-core buffers the log and writes it out when the run's
 stream closes, and that happens *after* ``run.finish()`` returns: ``finish`` only tells the service that
-the run is done. Measured (wandb 0.31, offline): the log is its 7-byte header during the whole run and right
-after ``finish()``, its records appear a moment later. A command that moves or uploads the run folder right
+the run is done. Measured (wandb 0.31, offline): the log is its 7-byte header during the whole run and after
+``finish()``'s exit handshake; its records appear once the service has handled ``inform_finish``, which
+``finish()`` sends without waiting for an answer. A command that moves or uploads the run folder right
 after ``finish()`` can therefore take a header without records, and delete the place where the records were
 about to land. ``wait_written`` waits until every log ends with the run's ``exit`` record (the last one W&B
 writes), so the folder can be moved.
