@@ -63,11 +63,13 @@ def run_logs(folder: Path) -> list[Path]:
 
 def is_written(log: Path) -> bool:
     """Whether the transaction log ``log`` holds its run's ``exit`` record (W&B writes it last)."""
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]  # (wandb requires protobuf)
+
     try:
         kinds = [r.WhichOneof("record_type") for r in records(log)]
-        return bool(kinds) and kinds[-1] == "exit"
-    except Exception:  # noqa: BLE001 - a log being written may end in a half-written record
+    except (OSError, ValueError, DecodeError):  # gone, not a log yet, or a record still being written
         return False
+    return bool(kinds) and kinds[-1] == "exit"
 
 
 def wait_written(folder: Path, *, timeout: float = 60.0, poll: float = 0.1) -> list[Path]:
