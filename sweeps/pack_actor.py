@@ -77,7 +77,7 @@ def write_folder(files: dict[str, bytes], folder: str | Path) -> Path:
 @dataclass
 class _Member:
     slot: int
-    run_dir: Path
+    folder: Path  # its files on this node (run folder, checkpoint to resume from): removed when it leaves
     outbox: list[dict] = field(default_factory=list)  # the epoch results its report callback got
     waiter: asyncio.Future | None = None  # its pending next_epoch
     joined_epoch: int = 0  # the pack's epoch count when it joined
@@ -104,10 +104,8 @@ class PackActor:
         self.lock = asyncio.Lock()  # the PackedTrainer changes only under it: joins, leaves and epochs
         self.wake = asyncio.Event()
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="fer-pack")
-        self.tmp = Path(tempfile.mkdtemp(prefix="fer-pack-"))
         self.device = _device()
         self.loop_task: asyncio.Task | None = None
-        self.joined = 0
 
     # --- what trials ask -----------------------------------------------------------------------------
 
@@ -140,22 +138,23 @@ class PackActor:
             if not self._accepts(key):
                 return None
             self._start_loop()
-            self.joined += 1
-            run_dir = self.tmp / f"trial-{self.joined}"
-            resume_dir = write_folder(resume, self.tmp / f"resume-{self.joined}") if resume else None
-            member = _Member(slot=-1, run_dir=run_dir, joined_epoch=self.epochs)
+            member = _Member(slot=-1, folder=Path(tempfile.mkdtemp(prefix="fer-pack-trial-")), joined_epoch=self.epochs)
+            run_dir = member.folder / "run"
 
             def report(metrics: dict, checkpoint_dir: str | None) -> None:
                 member.outbox.append({"metrics": metrics, "checkpoint": read_folder(checkpoint_dir)})
 
             loop = asyncio.get_running_loop()
             try:
+                resume_dir = write_folder(resume, member.folder / "resume") if resume else None
                 member.slot = await loop.run_in_executor(
                     self.pool, lambda: self.pack.add(config, report, run_dir=run_dir, resume=resume_dir)
                 )
+            except BaseException:
+                shutil.rmtree(member.folder, ignore_errors=True)
+                raise
             finally:
-                if resume_dir is not None:
-                    shutil.rmtree(resume_dir, ignore_errors=True)
+                shutil.rmtree(member.folder / "resume", ignore_errors=True)
             self.members[trial_id] = member
             self.key = key
             if self.claimed_by is not None and self.claimed_by[0] == key:
@@ -184,13 +183,32 @@ class PackActor:
                 return False
             if member.slot in self.pack.trials:
                 await asyncio.get_running_loop().run_in_executor(self.pool, self.pack.remove, member.slot)
-            if member.waiter is not None and not member.waiter.done():
-                member.waiter.set_result({"result": None, "ended": {"status": "stopped"}, "place": self._place(member)})
-            shutil.rmtree(member.run_dir, ignore_errors=True)
+            self._release(member)
             if not self.members:
                 self.key = None
         self.wake.set()
         return True
+
+    async def close(self, wait_s: float = 10.0) -> int:
+        """Remove the files of the trials still in the pack (the sweep has ended: Ray kills the actor next,
+        which cleans up nothing); how many trials it held. A ``leave`` under way finishes first; an epoch still
+        training after ``wait_s`` seconds does not hold it up (the kill ends it)."""
+        try:
+            await asyncio.wait_for(self.lock.acquire(), wait_s)
+        except TimeoutError:
+            locked = False
+        else:
+            locked = True
+        try:
+            members = list(self.members.values())
+            self.members.clear()
+            self.key = None
+            for member in members:
+                self._release(member)
+            return len(members)
+        finally:
+            if locked:
+                self.lock.release()
 
     # --- the epoch loop ------------------------------------------------------------------------------
 
@@ -220,7 +238,7 @@ class PackActor:
             for member in self.members.values():
                 assert member.waiter is not None
                 member.waiter.set_exception(RuntimeError(f"pack {self.pack_id}: {type(exc).__name__}: {exc}"))
-                shutil.rmtree(member.run_dir, ignore_errors=True)
+                shutil.rmtree(member.folder, ignore_errors=True)
             self.members.clear()
             self.key = None
             self.pack = PackedTrainer(self.data, capacity=self.capacity)
@@ -239,11 +257,17 @@ class PackActor:
                     "epochs": len(result.history),
                 }
                 del self.members[trial_id]
-                shutil.rmtree(member.run_dir, ignore_errors=True)
+                shutil.rmtree(member.folder, ignore_errors=True)
             assert member.waiter is not None
             member.waiter.set_result(reply)
         if not self.members:
             self.key = None
+
+    def _release(self, member: _Member) -> None:
+        """A trial out of the pack: its pending ``next_epoch`` answers "stopped"; its files on this node go."""
+        if member.waiter is not None and not member.waiter.done():
+            member.waiter.set_result({"result": None, "ended": {"status": "stopped"}, "place": self._place(member)})
+        shutil.rmtree(member.folder, ignore_errors=True)
 
     # --- helpers ---------------------------------------------------------------------------------------
 

@@ -29,6 +29,8 @@ __all__ = ["packed_trainable", "start_packs", "stop_packs", "PackLeaver", "pack_
 
 #: How long the driver waits for the packs' actors to be placed on the cluster.
 PACK_START_TIMEOUT_S = 120.0
+#: How long the driver waits for the packs to remove their trials' files (``PackActor.close``) before it kills them.
+PACK_CLOSE_TIMEOUT_S = 20.0
 
 
 def pack_resources(cpus_per_trial: float, gpus_per_trial: float, capacity: int) -> dict:
@@ -54,7 +56,7 @@ def start_packs(experiment: str, count: int, capacity: int, data: TrainData, res
     ready, pending = ray.wait([h.describe.remote() for h in handles], num_returns=count, timeout=PACK_START_TIMEOUT_S)
     packs = dict(zip(names, handles, strict=True))
     if pending:
-        stop_packs(packs)
+        stop_packs(packs, close=False)  # some were never placed; none has trained a trial
         raise FerError(
             f"--pack: {len(pending)} of {count} packs ({resources}) found no room on the cluster in "
             f"{PACK_START_TIMEOUT_S:g} s; lower --concurrency or --cpus-per-trial/--gpus-per-trial"
@@ -63,10 +65,16 @@ def start_packs(experiment: str, count: int, capacity: int, data: TrainData, res
     return packs
 
 
-def stop_packs(packs: dict) -> None:
-    """End the packs' actors (when the sweep ends)."""
+def stop_packs(packs: dict, *, close: bool = True) -> None:
+    """End the packs' actors (when the sweep ends), once each has removed its trials' files from its node
+    (``close``; a pack that does not answer within ``PACK_CLOSE_TIMEOUT_S`` is killed all the same)."""
     import ray
 
+    if close:
+        try:
+            ray.get([handle.close.remote() for handle in packs.values()], timeout=PACK_CLOSE_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - a pack that died or hangs: the kill below is what matters now
+            pass
     for handle in packs.values():
         ray.kill(handle)
 
@@ -102,8 +110,8 @@ def packed_trainable(params: dict, *, packs: list[str], base: dict, fixed: dict,
     """Tune function trainable: train one sampled configuration in a pack and report every epoch."""
     from ray import tune
 
-    cfg, folder, history = trial_start(params, base, fixed)
-    resume = read_folder(folder)
+    with trial_start(params, base, fixed) as (cfg, folder, history):
+        resume = read_folder(folder)
     trial_id = tune.get_context().get_trial_id()
     pack, place = _join(packs, trial_id, cfg, resume)
     try:

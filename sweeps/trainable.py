@@ -28,6 +28,8 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from fer_core.train import TrainConfig, TrainData, load_checkpoint, train
@@ -87,33 +89,40 @@ def resume_history(checkpoint_dir: str) -> list[float]:
     return [h["val_acc"] for h in load_checkpoint(checkpoint_dir)["history"]]
 
 
-def trial_start(params: dict, base: dict, fixed: dict) -> tuple[TrainConfig, str | None, list[float]]:
+@contextmanager
+def trial_start(params: dict, base: dict, fixed: dict) -> Iterator[tuple[TrainConfig, str | None, list[float]]]:
     """A trial's config (sweep base < space fixed < its sampled ``params``), the folder of the Tune checkpoint it
-    continues from (None for a new trial) and the val accuracies of the epochs that checkpoint holds."""
+    continues from (None for a new trial) and the val accuracies of the epochs that checkpoint holds.
+
+    The folder is to read while the block runs: the checkpoint's own on a node's file system, or a download
+    of it (``s3://`` storage) that is deleted when the block ends, so a retried or restored trial leaves no
+    copy of its checkpoint in the node's temp folder (``Checkpoint.to_directory()`` would, one per resume).
+    """
     from ray import tune
 
     cfg = trial_config(base, fixed, params, where="trial config")
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return cfg, None, []
-    folder = checkpoint.to_directory()
-    return cfg, folder, resume_history(folder)
+        yield cfg, None, []
+        return
+    with checkpoint.as_directory() as folder:
+        yield cfg, folder, resume_history(folder)
 
 
 def fer_trainable(params: dict, *, data: TrainData, base: dict, fixed: dict, rules: dict) -> None:
     """Tune function trainable: train one sampled configuration and report every epoch."""
     from ray import tune
 
-    cfg, resume_dir, history = trial_start(params, base, fixed)
+    with trial_start(params, base, fixed) as (cfg, resume_dir, history):
 
-    def report(metrics: dict, checkpoint_dir: str | None) -> None:
-        history.append(metrics["val_acc"])
-        result = annotate(metrics, history, cfg.epochs, rules)
-        ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        tune.report(result, checkpoint=ckpt)
+        def report(metrics: dict, checkpoint_dir: str | None) -> None:
+            history.append(metrics["val_acc"])
+            result = annotate(metrics, history, cfg.epochs, rules)
+            ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+            tune.report(result, checkpoint=ckpt)
 
-    with tempfile.TemporaryDirectory(prefix="fer-trial-") as tmp:
-        result = train(cfg, data, report=report, run_dir=Path(tmp) / "run", resume=resume_dir, progress=False)
+        with tempfile.TemporaryDirectory(prefix="fer-trial-") as tmp:
+            result = train(cfg, data, report=report, run_dir=Path(tmp) / "run", resume=resume_dir, progress=False)
     if result.status == "diverged":
         tune.report(diverged_result(result.final, len(result.history), result.message))
 

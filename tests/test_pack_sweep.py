@@ -75,16 +75,21 @@ def test_checkpoint_files_round_trip_and_cannot_leave_their_folder(tmp_path):
 # --- the pack actor's rules, in-process (the same object Ray runs as an actor) ----------------------------
 
 
-def test_a_pack_waits_for_all_its_trials_and_keeps_groups_apart(brightness_data, monkeypatch):
+def test_a_pack_waits_for_all_its_trials_and_keeps_groups_apart(brightness_data, tmp_path, monkeypatch):
     """The epoch starts only when every trial in the pack has asked for it; a trial of another group is refused
-    until the pack empties, and its claim keeps the pack's own group from refilling it meanwhile."""
+    until the pack empties, and its claim keeps the pack's own group from refilling it meanwhile. Once its trials
+    have left, the pack keeps no files on the node (Ray kills the actor at the sweep's end: no cleanup then)."""
     import asyncio
+    import tempfile
 
     from fer_core.train import load_config
     from sweeps import pack_actor
     from sweeps.pack_actor import PackActor, pack_key
 
     monkeypatch.setattr(pack_actor, "_device", lambda: "CPU on test")
+    node_tmp = tmp_path / "tmp"
+    node_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(node_tmp))
     base = ["model=fer_cnn_tiny", "device=cpu", "threads=1", "precision=fp32", "epochs=2"]
     a, b, d = (load_config(overrides=[*base, "batch_size=32", f"seed={s}"]) for s in (0, 1, 3))
     c = load_config(overrides=[*base, "batch_size=16", "seed=2"])
@@ -118,6 +123,13 @@ def test_a_pack_waits_for_all_its_trials_and_keeps_groups_apart(brightness_data,
         assert view["key"] == pack_key(c) and view["claim"] is None
         with pytest.raises(RuntimeError, match="trial a is not in it"):
             await pack.next_epoch("a")
+        assert len([p for p in node_tmp.iterdir() if p.name.startswith("fer-")]) == 1  # c's folder
+        assert await pack.leave("c")
+        assert sorted(p.name for p in node_tmp.iterdir() if p.name.startswith("fer-")) == []
+        assert (await pack.join("c", c, pack_key(c), None))["pack_slot"] == 0
+        assert await pack.close() == 1  # what the driver asks before it kills the pack: a trial's files go too
+        assert sorted(p.name for p in node_tmp.iterdir() if p.name.startswith("fer-")) == []
+        assert (await pack.describe())["members"] == 0
 
     asyncio.run(scenario())
 

@@ -22,6 +22,8 @@ Tolerances, measured on CPU:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -175,6 +177,38 @@ def test_a_trial_whose_report_raises_leaves_and_the_others_go_on(data):
     assert_same_history(
         last[kept].history, train(configs[1], data, progress=False).history, loss_rel=ALONE_REL, acc_abs=ONE_IMAGE
     )
+
+
+def test_trials_that_report_without_a_run_folder_leave_no_checkpoint_folder(data, tmp_path, monkeypatch):
+    """``report`` without ``run_dir`` gets its checkpoints in a temp folder of the run's own: gone once the trial
+    has ended, whether it completed, was pruned by its report or was removed (as ``train()`` leaves nothing)."""
+    import tempfile
+
+    node_tmp = tmp_path / "tmp"
+    node_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(node_tmp))
+    seen: dict[str, set[str]] = {"completed": set(), "pruned": set(), "removed": set(), "alone": set()}
+
+    def keep(name: str, stop_at: int | None = None):
+        def report(metrics, checkpoint_dir):
+            assert (Path(checkpoint_dir) / "checkpoint.pt").is_file()
+            seen[name].add(checkpoint_dir)
+            if metrics["epoch"] == stop_at:
+                raise RuntimeError("pruned")
+
+        return report
+
+    configs = [cfg(*NO_BN, *t, "epochs=2") for t in (A, B, C)]
+    pack = PackedTrainer(data, capacity=3)
+    done = pack.add(configs[0], keep("completed"))
+    pruned = pack.add(configs[1], keep("pruned", stop_at=1))
+    removed = pack.add(configs[2], keep("removed"))
+    assert list(pack.step_epoch()) == [pruned]
+    pack.remove(removed)
+    assert list(pack.step_epoch()) == [done]
+    train(configs[0], data, report=keep("alone"), progress=False)
+    assert all(len(folders) == 1 for folders in seen.values()), seen  # one folder per run, reused every epoch
+    assert sorted(p.name for p in node_tmp.iterdir() if not p.name.startswith("torchinductor_")) == []  # torch's cache
 
 
 def test_what_a_pack_refuses(data):

@@ -144,3 +144,49 @@ def test_fer_data_report_verifies_a_data_set_on_s3(s3_server, s3_dataset, ingest
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert f"version {version}" in out.stdout
     assert "shards against the manifest: checksums, rows and counts match" in out.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# Trial checkpoints on S3 (a sweep with ``--storage s3://...``)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_trial_resumed_from_a_checkpoint_on_s3_reads_it_then_deletes_the_download(
+    s3_server, s3_bucket, brightness_data, tmp_path, monkeypatch
+):
+    """What a retried or restored trial does on a node (``sweeps.trainable.trial_start``): its Tune checkpoint
+    lives on S3, so it is downloaded to the node's temp folder, read, and deleted once the trial has read it.
+    Ray's ``Checkpoint.to_directory()`` would leave that copy behind, one per resume."""
+    import tempfile
+
+    from ray import tune
+    from ray.train import Checkpoint
+
+    from fer_core.train import train
+    from sweeps.space import trial_config
+    from sweeps.trainable import trial_start
+
+    base = {"model": "fer_cnn_tiny", "epochs": 3, "batch_size": 32, "device": "cpu"}
+    fs = s3_server.filesystem()
+    where = f"{s3_bucket}/sweep/trial_0/checkpoint_000001"
+
+    def keep_epoch_2(metrics: dict, checkpoint_dir: str | None) -> None:  # as a sweep on s3:// storage keeps it
+        if metrics["epoch"] == 2:
+            _upload(Path(checkpoint_dir), fs, where)
+
+    whole = train(trial_config(base, {}, {"lr": 2e-3}, where="test"), brightness_data, report=keep_epoch_2)
+    node_tmp = tmp_path / "node-tmp"
+    node_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(node_tmp))  # where Ray downloads a remote checkpoint to
+    stored = Checkpoint(path=where, filesystem=fs)
+    monkeypatch.setattr(tune, "get_checkpoint", lambda: stored)  # what Tune hands a trial it resumes
+
+    with trial_start({"lr": 2e-3}, base, {}) as (cfg, folder, history):
+        assert cfg.lr == 2e-3 and cfg.epochs == 3
+        assert folder is not None and Path(folder).parent == node_tmp  # a download of the stored checkpoint
+        assert history == [h["val_acc"] for h in whole.history[:2]]
+        resumed = train(cfg, brightness_data, resume=folder, progress=False)
+    for key in ("epoch", "train_loss", "val_loss", "val_acc"):  # CPU: a resume is exact
+        assert [h[key] for h in resumed.history] == [h[key] for h in whole.history], key
+    assert not list(node_tmp.glob("checkpoint_tmp_*")), sorted(p.name for p in node_tmp.iterdir())
+    assert list(_files(fs, where)) == ["checkpoint.pt"]  # the stored checkpoint itself is untouched

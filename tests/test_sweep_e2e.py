@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -239,9 +241,10 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ingested, t
     assert len(epochs) == 12  # 4 trials x 3 epochs, no epoch reported twice
 
 
-def test_a_node_failure_mid_sweep_is_retried_from_checkpoints(ingested, tmp_path):
+def test_a_node_failure_mid_sweep_is_retried_from_checkpoints(ingested, tmp_path, monkeypatch):
     """Two worker nodes (ray.cluster_utils.Cluster); one is removed while its trial runs; the trial
-    is retried on the other node from its last checkpoint and the sweep finishes."""
+    is retried on the other node from its last checkpoint and the sweep finishes, leaving no copy of that
+    checkpoint in the node's temp folder."""
     import threading
 
     import ray
@@ -249,6 +252,8 @@ def test_a_node_failure_mid_sweep_is_retried_from_checkpoints(ingested, tmp_path
 
     from sweeps.driver import run
 
+    node_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # the nodes' TMPDIR (short: Ray's socket paths)
+    monkeypatch.setenv("TMPDIR", str(node_tmp))
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
@@ -307,6 +312,9 @@ def test_a_node_failure_mid_sweep_is_retried_from_checkpoints(ingested, tmp_path
         epochs = pq.read_table(exp / "epochs.parquet").to_pylist()
         for t in trials:  # every epoch reported once, in order, even for the trial that moved node
             assert sorted(r["epoch"] for r in epochs if r["trial_id"] == t["trial_id"]) == list(range(1, 7))
+        copies = sorted(p.name for p in node_tmp.glob("checkpoint_tmp_*"))  # what Checkpoint.to_directory() leaves
+        assert not copies, f"the retried trial left its checkpoint's copy in the nodes' temp folder: {copies}"
     finally:
         ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(node_tmp, ignore_errors=True)

@@ -188,8 +188,11 @@ def test_runs_never_written_out_are_copied_as_they_are_and_kept_on_the_node(tmp_
     from sweeps import wandb_logging
 
     monkeypatch.setattr(wandb_logging, "WRITE_TIMEOUT_S", 0.5)
+    (tmp_path / "node-tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "node-tmp"))  # the folder it keeps: the test's own
     out = tmp_path / "model"
     folder = wandb_logging.RunFolder(str(out), direct=False)
+    assert folder.path.parent == tmp_path / "node-tmp"
     run_dir = folder.path / "wandb" / "offline-run-20261203_000000-abc"
     run_dir.mkdir(parents=True)
     (run_dir / "run-abc.wandb").write_bytes(b":W&B\x00\x01\x00")  # the header alone, as during a run

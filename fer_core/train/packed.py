@@ -90,6 +90,7 @@ from .trainer import (
     TrainResult,
     TrainState,
     _divergence,
+    _drop_temp_checkpoints,
     _early_stop,
     _epoch_seed,
     _epoch_streams,
@@ -558,7 +559,8 @@ class PackedTrainer:
                 b.data = self._buffers[name][slot]
 
     def _leave(self, slot: int, status: str, message: str) -> TrainResult:
-        """End the trial in ``slot``: its model gets weights of its own, the slot is zeroed and freed."""
+        """End the trial in ``slot``: its model gets weights of its own, the slot is zeroed and freed, and its
+        temp checkpoint folder (``report`` without ``run_dir``) is removed, as ``train()`` removes it."""
         trial = self.trials.pop(slot)
         model = trial.state.model
         with torch.no_grad():
@@ -573,6 +575,7 @@ class PackedTrainer:
             for name, t in self._buffers.items():
                 t[slot].fill_(1 if name.endswith("running_var") else 0)
         trial.bar.close()  # type: ignore[attr-defined]
+        _drop_temp_checkpoints(trial.run)
         if not self.trials:
             self._empty()
         return _finish(trial.run, trial.state, status, message)

@@ -466,8 +466,7 @@ def _train(config, data, report, *, run_dir, resume, progress) -> TrainResult:
                 break
     finally:
         bar.close()
-        if run.ckpt_temp and run.ckpt_dir is not None:
-            shutil.rmtree(run.ckpt_dir, ignore_errors=True)  # the reports had it; nothing else reads it
+        _drop_temp_checkpoints(run)
     return _finish(run, state, status, message)
 
 
@@ -613,6 +612,14 @@ def _prepare_run_dir(run: _Run, run_dir: str | os.PathLike | None, resume, repor
         import tempfile
 
         run.ckpt_dir, run.ckpt_temp = Path(tempfile.mkdtemp(prefix="fer-ckpt-")), True
+
+
+def _drop_temp_checkpoints(run: _Run) -> None:
+    """Remove the run's temp checkpoint folder (``ckpt_temp``) once it has ended: the reports had it; nothing
+    else reads it."""
+    if run.ckpt_temp and run.ckpt_dir is not None:
+        shutil.rmtree(run.ckpt_dir, ignore_errors=True)
+        run.ckpt_dir, run.ckpt_temp = None, False
 
 
 # --- one epoch --------------------------------------------------------------------------------
