@@ -37,6 +37,7 @@ import pyarrow.fs as pafs
 from experiment_store import (
     CONFIRM_TABLE,
     DECISIONS,
+    DECISIONS_DIR,
     EPOCHS,
     RECORD,
     TRIALS,
@@ -133,7 +134,7 @@ class Activity:
     record_written: float | None = None  # sweep.json's mtime
     page: float | None = None  # dashboard.html's mtime
     confirmed: bool = False
-    decided: bool = False  # decisions.json (fer export-best's record)
+    decided: bool = False  # decisions/ or decisions.json (fer export-best's record)
 
     @property
     def tables_current(self) -> bool:
@@ -180,7 +181,10 @@ def _scan(store: ExperimentStore) -> Activity:
     for info in store.location.list():
         name = info.base_name
         if info.type == pafs.FileType.Directory:
-            folders.append(name)
+            if name == DECISIONS_DIR:
+                act.decided = True
+            else:
+                folders.append(name)
             continue
         t = _mtime(info)
         if name == RECORD:

@@ -7,7 +7,7 @@ confirm`` read through it.
 """
 
 from .confirm_results import COLUMNS as CONFIRM_COLUMNS, confirm_table, read_confirm, summarize
-from .decisions import DECISIONS, Decision, read_decisions, record_decisions
+from .decisions import DECISIONS, DECISIONS_DIR, Decision, read_decisions, record_decisions
 from .outcome import MAIN_OUTCOMES, Outcome
 from .record import FORMAT, FORMAT_VERSION, DataRef, RecordError, SweepRecord
 from .store import (
@@ -48,6 +48,7 @@ __all__ = [
     "read_confirm",
     "summarize",
     "DECISIONS",
+    "DECISIONS_DIR",
     "Decision",
     "read_decisions",
     "record_decisions",

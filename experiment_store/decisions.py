@@ -1,22 +1,36 @@
-"""``decisions.json``: what the team decided from an experiment, on record beside it.
+"""The decisions record: what the team decided from an experiment, on record beside it.
 
 Today one kind of decision: ``fer export-best`` promoting a trial's configuration (which trial, the
-ranking key and its value, the score, the file written, when and by whom). Each export appends its
+ranking key and its value, the score, the file written, when and by whom). Each export adds its
 entries; the experiment page and the team's index show them, so everyone sees which configuration
-was promoted, when and on what evidence. The file is a JSON list, rewritten whole (atomically on
-every storage) on each append.
+was promoted, when and on what evidence.
+
+Each export writes a file of its own, ``decisions/<UTC time>-<host>-<pid>-<random>.json`` (a JSON list),
+whole, never appended to or rewritten. Exports by several people at once therefore never lose one
+another's entries, on a shared folder as on an object store (which has no lock and no atomic
+read-modify-write). ``decisions.json``, the single file older versions rewrote on every export, is still
+read, before the folder's entries.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
+import uuid
 from dataclasses import asdict, dataclass, fields
+
+import pyarrow.fs as pafs
+
+from fer_core.storage import Location
 
 from .store import ExperimentError, ExperimentStore
 
-__all__ = ["DECISIONS", "Decision", "read_decisions", "record_decisions"]
+__all__ = ["DECISIONS", "DECISIONS_DIR", "Decision", "read_decisions", "record_decisions"]
 
-DECISIONS = "decisions.json"
+DECISIONS_DIR = "decisions"  # one file per export
+DECISIONS = "decisions.json"  # the single file of older versions (read, no longer written)
 
 
 @dataclass(frozen=True)
@@ -34,9 +48,17 @@ class Decision:
 
 def read_decisions(store: ExperimentStore) -> list[Decision]:
     """The experiment's decisions, oldest first ([] when none were recorded)."""
-    loc = store.file(DECISIONS)
-    if not loc.is_file():
-        return []
+    files = [store.file(DECISIONS)] if store.file(DECISIONS).is_file() else []
+    folder = store.file(DECISIONS_DIR)
+    files += [
+        folder.child(info.base_name)
+        for info in sorted(folder.list(), key=lambda i: i.base_name)
+        if info.type == pafs.FileType.File and info.base_name.endswith(".json") and not info.base_name.startswith(".")
+    ]
+    return [d for loc in files for d in _read(loc)]
+
+
+def _read(loc: Location) -> list[Decision]:
     try:
         raw = json.loads(loc.read_text())
         if not isinstance(raw, list):
@@ -50,8 +72,13 @@ def read_decisions(store: ExperimentStore) -> list[Decision]:
 
 
 def record_decisions(store: ExperimentStore, new: list[Decision]) -> None:
-    """Append ``new`` to the experiment's decisions (the file is replaced whole, never half-written)."""
+    """Put ``new`` on the experiment's record: a new file of their own, written whole (see the module doc)."""
     from fer_core.jsonio import dumps
 
-    entries = [asdict(d) for d in [*read_decisions(store), *new]]
-    store.file(DECISIONS).write_text(dumps(entries, indent=2) + "\n")
+    if not new:
+        return
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{now % 1:.6f}"[1:] + "Z"
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:40] or "host"
+    name = f"{stamp}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
+    store.file(DECISIONS_DIR).child(name).write_text(dumps([asdict(d) for d in new], indent=2) + "\n")

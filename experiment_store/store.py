@@ -283,6 +283,7 @@ class ExperimentStore:
         names = [RECORD, TRIALS, EPOCHS, CONFIRM_TABLE, "decisions.json"]
         try:
             folders = self.trial_folders()
+            names += [f"decisions/{i.base_name}" for i in self.file("decisions").list()]  # experiment_store.decisions
         except StorageError:
             folders = []
         names += [f"{d}/result.json" for d in folders] + [f"{d}/error.txt" for d in folders]

@@ -155,6 +155,22 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def _put_new(tmp: Path, out_dir: Path, flag: str) -> None:
+    """Rename ``tmp`` to ``out_dir``, which must be missing or empty. The kernel checks that in the rename itself,
+    so a folder another command filled since ``check_target`` (two writers of one new ``--out``) is refused,
+    not replaced."""
+    try:
+        os.rename(tmp, out_dir)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FerError(
+            f"{out_dir}: was written by another command while this one ran, and is kept; this command's result "
+            f"is discarded - pass --overwrite to replace it, or choose another {flag}"
+        ) from None
+
+
 def check_target(
     out_dir: str | os.PathLike,
     overwrite: bool,
@@ -202,8 +218,8 @@ def atomic_dir(
         raise
     _step("built")
     try:
-        if not out_dir.exists():
-            os.replace(tmp, out_dir)
+        if not overwrite or not out_dir.exists():
+            _put_new(tmp, out_dir, flag)
             _step("swapped")
             return
         if _exchange(tmp, out_dir):  # out_dir is new now; tmp holds the previous content

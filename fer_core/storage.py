@@ -285,6 +285,12 @@ def folder_writer(
     with tempfile.TemporaryDirectory(prefix="fer-upload-") as tmp:
         yield Path(tmp)
         before = {info.path for info in loc.list(recursive=True) if info.type == pafs.FileType.File}
+        if before and not overwrite:  # empty when checked: another command wrote it since (an object store
+            # has no atomic check-and-write, so this narrows the race to the upload itself)
+            raise StorageError(
+                f"{loc}: was written by another command while this one ran, and is kept; this command's result "
+                f"is discarded - pass --overwrite to replace it, or choose another {flag}"
+            )
         written = {loc.child(rel).path for rel in loc.upload_dir(tmp, last=last)}
         for stale in sorted(before - written):
             try:

@@ -453,6 +453,7 @@ def test_exports_are_decisions_on_record_shown_on_the_page(experiment, tmp_path)
     exp = tmp_path / "exp"
     shutil.copytree(experiment, exp)
     (exp / "decisions.json").unlink(missing_ok=True)
+    shutil.rmtree(exp / "decisions", ignore_errors=True)
     assert main(["export-best", str(exp), "--out", str(tmp_path / "best.yaml")]) == 0
     assert main(["export-best", str(exp), "--out", str(tmp_path / "top.yaml"), "--by", "final", "--top", "2"]) == 0
     decisions = read_decisions(ExperimentStore(str(exp)))

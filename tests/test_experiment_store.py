@@ -99,3 +99,59 @@ def test_a_cut_short_newest_snapshot_is_set_aside(tmp_path):
     # the only snapshot left is never set aside, even when damaged: Ray then says what is wrong
     (exp / "experiment_state-2026-01-01_10-00-00.json").write_text("{")
     assert ExperimentStore(str(exp)).repair_tune_state() == []
+
+
+# --- the decisions record (fer export-best) ------------------------------------------------------------
+
+
+def _decide(uri: str, who: str, barrier) -> None:
+    from experiment_store import Decision, record_decisions
+
+    barrier.wait()  # every exporter writes at the same moment
+    d = Decision("export-best", who, "score", 1, 0.5, 0.5, f"{who}.yaml", "2026-12-03T00:00:00Z", who)
+    record_decisions(ExperimentStore(uri), [d])
+
+
+def _exports_at_once(uri: str, n: int = 8) -> None:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(n)
+    procs = [ctx.Process(target=_decide, args=(uri, f"user{i}", barrier)) for i in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+
+
+def test_exports_by_several_people_at_once_all_stay_on_record(tmp_path):
+    """Eight ``fer export-best`` at the same moment: eight decisions on record (a read-modify-write of one file
+    kept one or two of them)."""
+    from experiment_store import read_decisions
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "decisions.json").write_text(  # what an older version wrote: read first
+        json.dumps([{"action": "export-best", "trial_id": "old", "by": "score", "rank": 1, "value": 0.4,
+                     "score": 0.4, "file": "old.yaml", "time": "2026-01-01T00:00:00Z"}])
+    )  # fmt: skip
+    _exports_at_once(str(exp))
+    decisions = read_decisions(ExperimentStore(str(exp)))
+    assert decisions[0].trial_id == "old"
+    assert sorted(d.trial_id for d in decisions[1:]) == [f"user{i}" for i in range(8)]
+    assert not [p for p in (exp / "decisions").iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+@pytest.mark.slow
+def test_exports_at_once_on_s3_all_stay_on_record(s3_server, s3_bucket, monkeypatch):
+    from experiment_store import read_decisions
+
+    s3_server.apply(monkeypatch)
+    uri = s3_server.uri(s3_bucket, "sweeps/exp")
+    _exports_at_once(uri)
+    decisions = read_decisions(ExperimentStore(uri))
+    assert sorted(d.trial_id for d in decisions) == [f"user{i}" for i in range(8)]
+    with pytest.raises(ExperimentError, match="not a decisions file written by fer"):
+        locate(uri).child("decisions", "zz-broken.json").write_text("{not json")
+        read_decisions(ExperimentStore(uri))

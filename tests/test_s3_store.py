@@ -190,3 +190,32 @@ def test_a_trial_resumed_from_a_checkpoint_on_s3_reads_it_then_deletes_the_downl
         assert [h[key] for h in resumed.history] == [h[key] for h in whole.history], key
     assert not list(node_tmp.glob("checkpoint_tmp_*")), sorted(p.name for p in node_tmp.iterdir())
     assert list(_files(fs, where)) == ["checkpoint.pt"]  # the stored checkpoint itself is untouched
+
+
+def test_a_folder_another_command_wrote_meanwhile_on_s3_is_kept_without_overwrite(
+    s3_server, s3_bucket, tmp_path, monkeypatch
+):
+    """Two writers of one new ``s3://`` folder without ``--overwrite``: the second to finish is refused, and the
+    first one's objects stay (it used to delete them as the previous content's)."""
+    from fer_core.storage import StorageError, folder_writer, locate
+
+    s3_server.apply(monkeypatch)
+    uri = s3_server.uri(s3_bucket, "shared/data")
+    fs = s3_server.filesystem()
+    with pytest.raises(StorageError, match="was written by another command while this one ran") as err:
+        with folder_writer(uri, kind="data set", markers=("manifest.json",)) as tmp:
+            (tmp / "shard-B.parquet").write_bytes(b"B")
+            (tmp / "manifest.json").write_text("B")
+            locate(uri).upload_dir(_local_folder(tmp_path / "first", {"shard-A.parquet": b"A", "manifest.json": b"A"}))
+    assert "--overwrite" in str(err.value)
+    assert _files(fs, f"{s3_bucket}/shared/data") == {"shard-A.parquet": 1, "manifest.json": 1}
+    with folder_writer(uri, overwrite=True, kind="data set", markers=("manifest.json",)) as tmp:
+        (tmp / "manifest.json").write_text("C")
+    assert _files(fs, f"{s3_bucket}/shared/data") == {"manifest.json": 1}
+
+
+def _local_folder(path: Path, files: dict[str, bytes]) -> Path:
+    path.mkdir(parents=True)
+    for name, data in files.items():
+        (path / name).write_bytes(data)
+    return path

@@ -389,6 +389,28 @@ def test_a_kill_at_every_step_of_a_folder_replace_loses_nothing(tmp_path, fallba
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
+@pytest.mark.parametrize("fallback", [False, True])
+def test_a_folder_another_command_wrote_meanwhile_is_not_replaced_without_overwrite(tmp_path, monkeypatch, fallback):
+    """Two commands write the same new ``--out`` without ``--overwrite`` (two ``fer data ingest`` of a team, say):
+    the check before the work passes for both; the one that finishes second must not replace the first one's
+    folder. It fails, saying so, and leaves nothing behind."""
+    if fallback:
+        monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    out = tmp_path / "data"
+    with pytest.raises(FerError, match="was written by another command while this one ran") as err:
+        with atomic.atomic_dir(out, kind="data set", markers=("manifest.json",)) as tmp:
+            (tmp / "manifest.json").write_text("second")
+            _old_set(out)  # the other command finished first
+    assert "--overwrite" in str(err.value) and "\n" not in str(err.value)
+    assert (out / "manifest.json").read_text() == "old" and (out / "shard").read_bytes() == b"O" * 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    out.joinpath("manifest.json").unlink()
+    out.joinpath("shard").unlink()  # an empty folder made meanwhile holds nothing to lose: it is taken
+    with atomic.atomic_dir(out, kind="data set", markers=("manifest.json",)) as tmp:
+        (tmp / "manifest.json").write_text("mine")
+    assert (out / "manifest.json").read_text() == "mine"
+
+
 def test_leftovers_of_a_running_process_or_another_host_are_left_alone(tmp_path):
     out = tmp_path / "data"
     _old_set(out)

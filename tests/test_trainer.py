@@ -101,6 +101,29 @@ def test_resume_continues_exactly(data, tmp_path, schedule):
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 4
 
 
+@pytest.mark.parametrize("crash", ["after the log line, before the next checkpoint", "after the checkpoint"])
+def test_a_resumed_run_folder_logs_each_epoch_once(data, tmp_path, crash):
+    """``metrics.jsonl`` after a crash and a resume holds each epoch once, as the checkpoint's history has it: a
+    run stopped between checkpoints (``checkpoint_every=2``) logged an epoch the resume trains again, and one
+    killed between its checkpoint and its log line had not logged the epoch the checkpoint holds."""
+    every, stop_at = ("checkpoint_every=2", 3) if crash.startswith("after the log") else ("checkpoint_every=1", 3)
+    run = tmp_path / "run"
+
+    def crash_at(m, _ckpt):
+        if m["epoch"] == stop_at:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(cfg("epochs=5", every), data, report=crash_at, run_dir=run)
+    log = run / "metrics.jsonl"
+    if crash == "after the checkpoint":  # the process died before it appended epoch 3's line
+        log.write_text("".join(log.read_text().splitlines(keepends=True)[:2]))
+    resumed = train(cfg("epochs=5", every), data, run_dir=run, resume=run / "checkpoint")
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2, 3, 4, 5]
+    assert lines == json.loads(json.dumps(resumed.history))
+
+
 def test_resume_refuses_another_config_or_data(data, tmp_path):
     train(cfg("epochs=1"), data, run_dir=tmp_path / "run")
     with pytest.raises(FerError, match=r"config differs.*lr: 0.001 -> 0.01"):

@@ -207,7 +207,7 @@ class PackedTrainer:
         else:
             run, state = _setup(cfg, self.data, self._splits)
         _resume(run, state, resume)
-        _prepare_run_dir(run, run_dir, resume, report)
+        _prepare_run_dir(run, state, run_dir, report)
         slot = free[0]
         model = state.model
         if not self._params:

@@ -446,7 +446,7 @@ def out_of_memory_message(cfg: TrainConfig) -> str:
 def _train(config, data, report, *, run_dir, resume, progress) -> TrainResult:
     run, state = _setup(config, data)
     _resume(run, state, resume)
-    _prepare_run_dir(run, run_dir, resume, report)
+    _prepare_run_dir(run, state, run_dir, report)
     cfg = run.cfg
     status, message = "completed", f"trained {cfg.epochs} epochs"
     bar = progress_mod.bar(total=cfg.epochs, desc=f"train {cfg.model}", unit="epoch", progress=progress)
@@ -598,16 +598,20 @@ def _resume(run: _Run, state: TrainState, resume: str | os.PathLike | None) -> N
         state.load_state_dict(payload)
 
 
-def _prepare_run_dir(run: _Run, run_dir: str | os.PathLike | None, resume, report: Report | None) -> None:
-    """Create the run folder with its ``config.yaml`` (a new run starts a new ``metrics.jsonl``) and pick the
-    checkpoint folder: the run's ``checkpoint/``, a temp folder when only ``report`` wants them, or none."""
+def _prepare_run_dir(run: _Run, state: TrainState, run_dir: str | os.PathLike | None, report: Report | None) -> None:
+    """Create the run folder with its ``config.yaml`` and ``metrics.jsonl`` (a line per epoch ``state`` already
+    holds: none for a new run, the checkpoint's history for a resumed one) and pick the checkpoint folder: the
+    run's ``checkpoint/``, a temp folder when only ``report`` wants them, or none.
+
+    The log is rewritten from the checkpoint, not continued: a run that stopped after logging an epoch its last
+    checkpoint lacks (``checkpoint_every`` > 1), or that was killed between a checkpoint and its log line, would
+    otherwise log an epoch twice or never."""
     if run_dir is not None:
         run.run_path = Path(run_dir)
         run.run_path.mkdir(parents=True, exist_ok=True)
         write_text(run.run_path / "config.yaml", dump_config(run.cfg))
         run.ckpt_dir = run.run_path / "checkpoint"
-        if resume is None:
-            (run.run_path / "metrics.jsonl").unlink(missing_ok=True)
+        write_text(run.run_path / "metrics.jsonl", "".join(dumps(m) + "\n" for m in state.history))
     elif report is not None and run.cfg.checkpoint_every:
         import tempfile
 
