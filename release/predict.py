@@ -46,6 +46,18 @@ def expand_images(inputs: list[str]) -> list[str]:
     return out
 
 
+def _named_in_utf8(files: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """(the files whose names are valid UTF-8, (file, reason) for each other one, its name printed escaped).
+
+    A name that is not (a Latin-1 'café.png' from a zip made on Windows) could be neither printed
+    nor written to --out, so such a file is skipped, as a file that is not an image is.
+    """
+    from fer_core.data.readers.base import NOT_UTF8, is_utf8, shown
+
+    kept = [f for f in files if is_utf8(f)]
+    return kept, [(shown(f), NOT_UTF8) for f in files if not is_utf8(f)]
+
+
 def _suffixes() -> set[str]:
     from fer_core.data.images import IMAGE_SUFFIXES
 
@@ -59,9 +71,9 @@ def predict(model_path: str | os.PathLike, inputs: list[str]) -> tuple[list[dict
     from .model_export import load_onnx
 
     model = load_onnx(model_path)
-    files = expand_images(inputs)
+    files, failures = _named_in_utf8(expand_images(inputs))
     decoded = decode_files(files, model.size, model.color, progress=False)
-    failures = [(files[i], reason) for i, reason in decoded.failures]
+    failures += [(files[i], reason) for i, reason in decoded.failures]
     rows: list[dict] = []
     if len(decoded.ok):
         logits = model.logits(decoded.images).astype(np.float64)

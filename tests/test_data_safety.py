@@ -399,3 +399,64 @@ def test_unmatched_relabel_ids_are_listed(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "relabels applied: 1 relabelled, 0 dropped, 120 ids matched no image" in text
     assert f"unmatched: {', '.join(wrong[:10])} and 110 more" in text
+
+
+# 8. A file name that is not valid UTF-8 (a Latin-1 'café.png' from a Windows zip) is skipped, not fatal.
+
+NOT_UTF8 = "file name is not valid UTF-8; rename it"
+
+
+def _latin1_name(folder, name: bytes):
+    return type(folder)(os.fsdecode(os.path.join(os.fsencode(folder), name)))
+
+
+def test_ingest_skips_a_file_name_that_is_not_utf8(tmp_path, capsys):
+    root = tmp_path / "src"
+    for k in range(15):
+        save(root / "happy" / f"h{k}.png", face(k))
+        save(root / "sad" / f"s{k}.png", face(100 + k))
+    save(_latin1_name(root / "happy", b"caf\xe9.png"), face(200), "PNG")  # a unique image: it would reach the shards
+    out = tmp_path / "out"
+    assert main(["data", "ingest", str(root), "--out", str(out), "--no-mislabels"]) == 0
+    m = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert m["total"] == 30
+    assert m["quality"]["skipped"]["by_reason"] == {NOT_UTF8: 1}
+    with open(out / "report" / "skipped.csv", encoding="utf-8") as fh:
+        assert [(r["source"], r["item"], r["reason"]) for r in csv.DictReader(fh)] == [
+            ("src", "happy/caf\\xe9.png", NOT_UTF8)
+        ]
+    for f in out.rglob("*"):
+        assert os.fsencode(f.name).decode("utf-8")
+        if f.suffix in (".csv", ".json", ".txt", ".html"):
+            f.read_bytes().decode("utf-8")
+    assert all("\\x" not in i for i in load_split(str(out), "train").ids)
+
+
+class _FlatModel:
+    """Stands in for an exported ONNX model: every image gets the same probabilities."""
+
+    classes = ["happy", "sad"]
+    size = 48
+    color = "grayscale"
+    info = {"classes": classes}
+
+    def logits(self, pixels):
+        return np.zeros((len(pixels), len(self.classes)), dtype=np.float32)
+
+
+def test_predict_skips_a_file_name_that_is_not_utf8(tmp_path, capsys, monkeypatch):
+    import release.model_export
+
+    monkeypatch.setattr(release.model_export, "load_onnx", lambda path: _FlatModel())
+    images = tmp_path / "images"
+    save(images / "a.png", face(1))
+    bad = save(_latin1_name(images, b"caf\xe9.png"), face(2), "PNG")
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(tmp_path / "model.onnx"), str(images), str(bad), "--out", str(out)]) == 0
+    std = capsys.readouterr()
+    shown = os.fsencode(bad).decode("utf-8", "backslashreplace")
+    assert std.err.splitlines() == [f"fer predict: skipped {shown}: {NOT_UTF8}"] * 2
+    with open(out, encoding="utf-8") as fh:
+        assert [r["file"] for r in csv.DictReader(fh)] == [str(images / "a.png")]
+    assert main(["predict", str(tmp_path / "model.onnx"), str(bad)]) == 2  # nothing left to classify
+    assert capsys.readouterr().err.strip() == f"fer predict: skipped {shown}: {NOT_UTF8}"

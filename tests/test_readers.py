@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -111,3 +113,46 @@ def test_rafdb_layout(tmp_path):
     assert "'train_00002.jpg' not found" in reasons
     assert "unknown label '9'" in reasons
     assert "expected 'name label'" in reasons
+
+
+def _raw(path, *parts: bytes):
+    """``path`` joined with raw name bytes (a Latin-1 'café.png' from a zip made on Windows)."""
+    return type(path)(os.fsdecode(os.path.join(os.fsencode(path), *parts)))
+
+
+def test_names_that_are_not_utf8_are_skipped_with_a_printable_item(tmp_path):
+    root = tmp_path / "src"
+    save(root / "happy" / "a.png", face(1))
+    save(root / "sad" / "b.png", face(2))
+    save(_raw(root, b"happy", b"caf\xe9.png"), face(3), "PNG")
+    save(_raw(root, b"sad\xff", b"c.png"), face(4), "PNG")
+    src = read_source(root)
+    assert sorted(src.ids) == ["src:happy/a.png", "src:sad/b.png"]
+    assert _reasons(src) == {
+        "happy/caf\\xe9.png": "file name is not valid UTF-8; rename it",
+        "sad\\xff/c.png": "folder name is not valid UTF-8; rename it",
+    }
+    for s in src.skipped:
+        s.item.encode("utf-8")  # printable: the undecodable bytes are escaped
+
+
+def test_split_layout_names_that_are_not_utf8_are_printable(tmp_path):
+    root = tmp_path / "src"
+    save(root / "train" / "happy" / "a.png", face(1))
+    save(root / "train" / "sad" / "b.png", face(2))
+    save(_raw(root, b"train", b"sad", b"\xe9t\xe9.png"), face(3), "PNG")
+    save(_raw(root, b"train", b"loose\xe9.png"), face(4), "PNG")
+    src = read_source(root)
+    assert sorted(src.ids) == ["src:train/happy/a.png", "src:train/sad/b.png"]
+    assert _reasons(src) == {
+        "train/sad/\\xe9t\\xe9.png": "file name is not valid UTF-8; rename it",
+        "train/loose\\xe9.png": "file outside a class folder",
+    }
+
+
+def test_source_folder_name_that_is_not_utf8_is_one_clear_error(tmp_path):
+    root = _raw(tmp_path, b"caf\xe9")
+    save(root / "happy" / "a.png", face(1))
+    with pytest.raises(DataError, match=r"caf\\xe9: .*not valid UTF-8; rename") as info:
+        read_source(root)
+    str(info.value).encode("utf-8")

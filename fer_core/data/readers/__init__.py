@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...errors import DataError
-from .base import Skipped, SourceData
+from .base import Skipped, SourceData, is_utf8, shown
 from .fer2013 import read_fer2013_csv
 from .folders import read_folders
 from .rafdb import find_rafdb_list, read_rafdb
@@ -50,6 +50,8 @@ def read_source(
         fmt = detect_format(path)
     elif not path.exists():
         raise DataError(f"{path}: no such file or directory; check the path you gave to ingest")
+    if not is_utf8(path):  # the ids, the manifest and the report name the source
+        raise DataError(f"{shown(path)}: a folder or file name in this path is not valid UTF-8; rename it")
     name = name or path.stem or path.name
     if fmt == "fer2013-csv":
         return read_fer2013_csv(path, size=size, color=color, name=name, progress=progress)

@@ -44,6 +44,28 @@ def escapes(path: Path, root: Path) -> bool:
     return os.path.commonpath([real_root, real]) != real_root
 
 
+NOT_UTF8 = "file name is not valid UTF-8; rename it"
+NOT_UTF8_FOLDER = "folder name is not valid UTF-8; rename it"
+
+
+def is_utf8(name: str | os.PathLike) -> bool:
+    """Whether a file name is valid UTF-8 text.
+
+    Python hands a name that is not (a Latin-1 'café.png' from a zip made on Windows) over with
+    each bad byte as a lone surrogate, which cannot be written to a report, a manifest or a shard.
+    """
+    try:
+        os.fsdecode(name).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(name: str | os.PathLike) -> str:
+    """A file name as printable text: bytes that are not UTF-8 escaped (b'caf\\xe9.png' -> 'caf\\xe9.png')."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 @dataclass
 class Skipped:
     item: str  # a path relative to the source, or "row 17"

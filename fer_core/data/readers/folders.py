@@ -8,7 +8,7 @@ from pathlib import Path
 from ...errors import DataError
 from .. import classes
 from ..images import decode_files
-from .base import ESCAPES, Skipped, SourceData, escapes, normalize_split
+from .base import ESCAPES, NOT_UTF8, NOT_UTF8_FOLDER, Skipped, SourceData, escapes, is_utf8, normalize_split, shown
 
 
 def _visible_dirs(path: Path) -> list[Path]:
@@ -17,6 +17,20 @@ def _visible_dirs(path: Path) -> list[Path]:
 
 def _files_under(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def _item(f: Path, root: Path) -> str:
+    """How a skipped file is listed: its path in the source, printable even when its name is not UTF-8."""
+    return shown(f.relative_to(root))
+
+
+def _not_utf8(f: Path, root: Path) -> str | None:
+    """Why ``f`` cannot be used as named (its name or a folder's on the way is not UTF-8), or None."""
+    if not is_utf8(f.name):
+        return NOT_UTF8
+    if not is_utf8(f.relative_to(root)):
+        return NOT_UTF8_FOLDER
+    return None
 
 
 def read_folders(
@@ -31,7 +45,7 @@ def read_folders(
     split_names = [normalize_split(p.name) for p in top]
     split_layout = all(s is not None for s in split_names)
     if any(s is not None for s in split_names) and not split_layout:
-        odd = [p.name for p, s in zip(top, split_names, strict=True) if s is None]
+        odd = [shown(p.name) for p, s in zip(top, split_names, strict=True) if s is None]
         raise DataError(
             f"{root}: mixes split folders with other folders ({', '.join(odd)}); "
             "use ROOT/<class>/* or ROOT/<split>/<class>/* (train, val|validation, test)"
@@ -46,24 +60,28 @@ def read_folders(
         for class_dir in _visible_dirs(base):
             label = classes.normalize(class_dir.name)
             files = _files_under(class_dir)
-            if label is None:
-                skipped += [Skipped(str(f.relative_to(root)), f"unknown label {class_dir.name!r}") for f in files]
-                continue
             for f in files:
+                bad_name = _not_utf8(f, root)
+                if bad_name is not None:  # its id could be written nowhere: skip it before decoding
+                    skipped.append(Skipped(_item(f, root), bad_name))
+                    continue
+                if label is None:
+                    skipped.append(Skipped(_item(f, root), f"unknown label {class_dir.name!r}"))
+                    continue
                 if escapes(f, root):  # a symlink (or a linked folder) to a file outside the source
-                    reason = f"{ESCAPES} (links to {os.path.realpath(f)})"
-                    skipped.append(Skipped(str(f.relative_to(root)), reason))
+                    reason = f"{ESCAPES} (links to {shown(os.path.realpath(f))})"
+                    skipped.append(Skipped(_item(f, root), reason))
                     continue
                 paths.append(f)
                 labels.append(label)
                 splits.append(split)
         if split_layout:
             loose = [f for f in base.iterdir() if f.is_file() and not f.name.startswith(".")]
-            skipped += [Skipped(str(f.relative_to(root)), "file outside a class folder") for f in sorted(loose)]
+            skipped += [Skipped(_item(f, root), "file outside a class folder") for f in sorted(loose)]
 
     decoded = decode_files(paths, size, color, workers=workers, progress=progress)
     for idx, reason in decoded.failures:
-        skipped.append(Skipped(str(paths[idx].relative_to(root)), reason))
+        skipped.append(Skipped(_item(paths[idx], root), reason))
     ok = decoded.ok.tolist()
     return SourceData(
         name=name,
