@@ -29,7 +29,9 @@ def run_reporting_errors(prog: str, fn, *, interrupted: str = "nothing half-writ
     try:
         return int(fn() or 0)
     except FerError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        from .storage import redact_text  # a URI named in a message keeps no secret (errors sits below storage)
+
+        print(f"{prog}: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:
         # What the checks before the work could not foresee (a disk filling up, a folder made read-only

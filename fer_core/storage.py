@@ -73,6 +73,20 @@ def redact(uri: str | os.PathLike) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*:/"), parts.fragment))
 
 
+_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"()<>,;]+")
+
+
+def redact_text(text: str) -> str:
+    """``text`` (a message) with every URI in it ``redact``-ed."""
+
+    def one(m: re.Match) -> str:
+        uri = m.group(0)
+        end = uri.rstrip(":.")  # the sentence's punctuation after the URI stays
+        return redact(end) + uri[len(end) :]
+
+    return _URI_IN_TEXT.sub(one, text)
+
+
 @dataclass(frozen=True)
 class Location:
     """A file or folder on one file system: ``fs`` and the ``path`` inside it; ``uri`` as the user gave it."""

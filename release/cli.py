@@ -141,7 +141,7 @@ def _run_retrain(args) -> int:
             run = tracker.start(
                 name=f"{prov.get('trial_id') or stem}-retrain-{args.on}",
                 config={
-                    **cfg.to_dict(),
+                    **cfg.recorded(),
                     "retrain": {
                         "config_file": _redacted(str(args.config)),
                         "on": args.on,

@@ -51,6 +51,7 @@ from experiment_store import CONFIRM_COLUMNS as COLUMNS, confirm_table, read_con
 from fer_core.errors import FerError
 from fer_core.numbers import fmt
 from fer_core.progress import say
+from fer_core.storage import redact
 
 __all__ = ["confirm", "confirm_seeds", "summarize", "read_confirm", "add_arguments", "SEED_OFFSET"]
 
@@ -248,7 +249,7 @@ def _read_data(plan: _Plan):
     from fer_core.train import load_train_data
 
     first = plan.first
-    say(f"reading {first.data} once for all runs")
+    say(f"reading {redact(first.data)} once for all runs")
     return load_train_data(first.data, expected_version=first.data_version, splits=("train", "val"))
 
 
@@ -304,7 +305,7 @@ def _train_all(plan: _Plan, data, limit: int, tracker) -> tuple[list[dict], str 
 def _wandb_config(plan: _Plan, trial_id: str, seed: int) -> dict:
     """A run's W&B config: the trial's config with this seed, and the trial's sweep score."""
     return {
-        **plan.configs[trial_id].to_dict(),
+        **plan.configs[trial_id].recorded(),
         "seed": seed,
         "trial_id": trial_id,
         "sweep_score": next(p.get("score") for p in plan.picked if p["trial_id"] == trial_id),

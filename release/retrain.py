@@ -167,7 +167,7 @@ def retrain(
         overwrite=overwrite,
         kind="retrained model folder",
         markers=("MODEL_CARD.md",),
-        protect=(cfg.data,),
+        protect=(cfg.data, config_path, cfg.weights_path),  # never a folder holding an input
         last=("metrics.json", "MODEL_CARD.md"),
     ) as tmp:
         result = train(cfg, fit_data, report=report, run_dir=tmp, progress=progress)
@@ -181,7 +181,7 @@ def retrain(
             model,
             epoch=final_epoch,
             val_acc=result.final.get("val_acc"),
-            config=cfg.to_dict(),
+            config=cfg.recorded(),
             data_version=data.version,
             classes=data.classes,
         )
@@ -247,7 +247,7 @@ def retrain(
                 ),
             },
             "val_curve": [h["val_acc"] for h in result.history],
-            "config": cfg.to_dict(),
+            "config": cfg.recorded(),
             "provenance": prov,
             "export": exported,
             "wall_s": time.time() - t0,

@@ -245,7 +245,7 @@ def _check_storage(cfg: SweepConfig, exp: _Experiment) -> None:
 def _optuna_url(cfg: SweepConfig, exp: _Experiment) -> str:
     """Where the Optuna study lives: --optuna-storage, else a SQLite file in a local experiment."""
     from fer_core.storage import redact
-    from sweeps.optuna_storage import MEMORY, default_storage_url
+    from sweeps.optuna_storage import MEMORY, check_storage, default_storage_url
 
     url = cfg.optuna_storage or default_storage_url(exp.store.location.path if exp.local else None)
     if url is None:
@@ -259,6 +259,7 @@ def _optuna_url(cfg: SweepConfig, exp: _Experiment) -> str:
             "--extend continues the experiment's Optuna study, but it was kept in memory "
             "(--optuna-storage memory); start a new experiment instead"
         )
+    check_storage(url)  # its form; a journal file must be new, empty or an Optuna journal
     return url
 
 

@@ -27,6 +27,8 @@ trainer config: the sweep's base config < the space's fixed keys < the trial's s
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,6 +194,9 @@ def _num(where: str, key: str, value) -> float:
             value = float(value)
         except ValueError:
             pass
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > sys.float_info.max:
+        digits = math.floor(value.bit_length() * math.log10(2)) + 1  # check_number's float() would overflow
+        raise SpaceError(f"{where}: {key} must be a finite number; got an integer of about {digits} digits")
     check_number(value, key, kind=(int, float), error=SpaceError, template=ARG_SEMI, prefix=f"{where}: ")
     return value
 
@@ -278,9 +283,11 @@ def parse_space(raw: Any, source: str = "space") -> SearchSpace:
                 step = _num(where, "step", step)
                 if step <= 0 or log:
                     raise SpaceError(f"{where}: step must be > 0 and cannot go with log")
+                if kind == "int" and not float(step).is_integer():
+                    raise SpaceError(f"{where}: an int parameter's step must be an integer; got step={step!r}")
             if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
                 raise SpaceError(f"{where}: int bounds must be integers; got low={low!r}, high={high!r}")
-            for bound in (low, high):
+            for bound in (low, high):  # each bound must be a value the trainer takes (a range, a size limit)
                 _check_value(where, name, int(bound) if kind == "int" else float(bound), fixed)
             param = Param(name, kind, low=low, high=high, log=log, step=step, when=when)
         params.append(param)

@@ -442,6 +442,7 @@ def test_rank_trials_ignores_missing_values_and_breaks_ties():
 
 
 @pytest.mark.slow
+@pytest.mark.e2e  # the session's experiment fixture runs a sweep: whichever test sets it up first
 def test_exports_are_decisions_on_record_shown_on_the_page(experiment, tmp_path):
     import getpass
     import shutil

@@ -151,3 +151,60 @@ def test_a_provenance_block_is_accepted_and_ignored(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="unknown key 'provenance'"):  # not a trainer key anywhere else
         load_config(overrides=["provenance=x"])
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("seed=99999999999999999999", "seed"),  # ValueError: Overflow in torch.manual_seed before
+        ("seed=-1", "seed"),
+        ("batch_size=99999999999999999999999", "batch_size"),  # 1e23 images per batch: OverflowError later
+        ("batch_size=1e30", "batch_size"),
+        ("eval_batch_size=1000001", "eval_batch_size"),
+        ("epochs=100000000000", "epochs"),
+        ("step_size=99999999999999999999", "step_size"),
+        ("plateau_patience=99999999999999999999", "plateau_patience"),
+        ("checkpoint_every=99999999999999999999", "checkpoint_every"),
+        ("diverge_patience=99999999999999999999", "diverge_patience"),
+        ("threads=99999999999999999999", "threads"),
+        ("lr=1" + "0" * 400, "lr"),  # an int too large for a float: OverflowError before
+    ],
+)
+def test_out_of_range_integers_are_refused_naming_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    message = str(err.value)
+    assert message.startswith(f"{key}:") and "\n" not in message, message
+
+
+def test_integer_limits_keep_every_usable_value():
+    cfg = load_config(overrides=["seed=9223372036854775807", "batch_size=1000000", "epochs=1000000", "threads=64"])
+    assert (cfg.seed, cfg.batch_size, cfg.epochs, cfg.threads) == (2**63 - 1, 1_000_000, 1_000_000, 64)
+    with pytest.raises(ConfigError, match=r"^seed: .*9223372036854775808"):
+        load_config(overrides=["seed=9223372036854775808"])
+    with pytest.raises(ConfigError, match=r"^--set seed=\.\.\.: value cannot be read \(Exceeds the limit"):
+        load_config(overrides=["seed=" + "9" * 5000])  # more digits than Python converts: a ValueError before
+
+
+@pytest.mark.parametrize("value", ["[1]", "{a: 1}", "3", "true"])
+def test_a_preset_that_is_not_a_name_is_a_config_error_naming_the_presets(value, tmp_path):
+    with pytest.raises(ConfigError, match=r"^preset: .*presets: fer_cnn") as err:
+        load_config(overrides=[f"preset={value}"])  # TypeError: unhashable type: 'list' before
+    assert "\n" not in str(err.value)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(f"preset: {value}\n")
+    with pytest.raises(ConfigError, match=r"^preset: .*presets: fer_cnn"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "device", ["cuda:abc", "cuda:", "cuda:-1", "cuda:+1", "cuda:01", "cuda: 1", "cuda:0:1", "cuda:128"]
+)
+def test_a_device_the_trainer_cannot_use_is_refused(device):
+    with pytest.raises(ConfigError, match=r"^device: must be auto, cpu, cuda or cuda:N"):
+        load_config(overrides=[f"device={device}"])  # cuda:abc: a RuntimeError in the trainer before
+
+
+def test_every_device_form_the_config_accepts():
+    for device in ("auto", "cpu", "cuda", "cuda:0", "cuda:7", "cuda:127"):
+        assert load_config(overrides=[f"device={device}"]).device == device

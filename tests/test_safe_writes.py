@@ -237,6 +237,34 @@ def test_ingest_never_replaces_its_own_source(synth_dir, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.e2e
+def test_overwrite_never_replaces_a_folder_holding_the_commands_own_input_file(synth_dir, ingested, tmp_path):
+    """The README's review loop edits ``DATA/report/mislabels.csv`` and passes it back with ``--relabels``; a
+    ``--overwrite`` of DATA itself would replace the reviewed file with a fresh one (and the manifest would name a
+    file that no longer holds the relabels). The same for ``fer retrain`` of a config kept in its own --out."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(ingested, data)
+    reviewed = data / "report" / "reviewed.csv"
+    reviewed.parent.mkdir(exist_ok=True)
+    reviewed.write_text("id,new_label\nhappy/x.png,drop\n")
+    before = _tree(data)
+    args = ("data", "ingest", synth_dir, "--out", data, "--overwrite", "--relabels", reviewed, "--no-mislabels")
+    line = _one_line_error(_fer(*args, "--quiet"))
+    assert "holds this command's input" in line and str(reviewed.resolve()) in line
+    assert _tree(data) == before
+
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "MODEL_CARD.md").write_text("# an earlier retrain")
+    mine = release / "my-best.yaml"
+    mine.write_text(f"data: {ingested}\nmodel: fer_cnn_tiny\nepochs: 1\n")
+    line = _one_line_error(_fer("retrain", mine, "--out", release, "--overwrite", "--quiet"))
+    assert "holds this command's input" in line and mine.read_text().startswith("data:")
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_ingest_overwrite_refuses_a_folder_that_is_not_a_data_set(synth_dir, tmp_path):
     out = tmp_path / "photos"
     out.mkdir()

@@ -188,3 +188,35 @@ def test_default_cpu_space_starts_from_the_plain_cnn_recipe_with_its_stated_augm
     differ = {k: (recipe[k], cfg[k]) for k in sorted(keys) if cfg[k] != recipe[k]}
     assert differ == {"augment": ("flip", "strong"), "l2": (0.0, 1e-6), "warmup_epochs": (0.0, 0.5)}
     assert "augment = 'strong' (fixed)" in space.describe()
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        # a trial ran with batch_size=5.5e22 and writing the results failed with OverflowError, after the sweep
+        ({"type": "int", "low": 1, "high": 99999999999999999999999}, r"params\.batch_size: value .* batch_size: must"),
+        ({"type": "int", "low": 1, "high": 1.0e30}, r"params\.batch_size: value .* batch_size: must"),
+        ({"type": "int", "low": 1, "high": 10**400}, r"params\.batch_size: high must be a finite number"),
+        ({"type": "int", "low": -(10**400), "high": 8}, r"params\.batch_size: low must be a finite number"),
+        ({"type": "int", "low": 1, "high": 64, "step": 10**400}, r"params\.batch_size: step must be a finite number"),
+        ({"type": "int", "low": 1, "high": 64, "step": 2.5}, r"params\.batch_size: an int parameter's step must be an"),
+    ],
+)
+def test_int_bounds_the_trainer_cannot_take_are_refused_when_the_space_is_loaded(spec, match):
+    with pytest.raises(SpaceError, match=match) as err:
+        parse_space({"params": {"batch_size": spec}}, source="s.yaml")
+    assert "\n" not in str(err.value)
+
+
+def test_float_bounds_the_trainer_cannot_take_are_refused_when_the_space_is_loaded():
+    with pytest.raises(SpaceError, match=r"params\.lr: high must be a finite number"):
+        parse_space({"params": {"lr": {"type": "float", "low": 1e-4, "high": 10**400}}}, source="s.yaml")
+    with pytest.raises(SpaceError, match=r"params\.lr: value .* lr: must be > 0"):
+        parse_space({"params": {"lr": {"type": "float", "low": 0, "high": 1}}}, source="s.yaml")
+
+
+def test_a_huge_int_bound_in_a_space_file_is_refused(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text("params: {batch_size: {type: int, low: 1, high: 99999999999999999999999}}\n")
+    with pytest.raises(SpaceError, match=r"space\.yaml: params\.batch_size: value 99999999999999999999999"):
+        load_space(path)

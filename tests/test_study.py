@@ -1,17 +1,19 @@
-"""One persistent Optuna study per experiment: another process can open it, and ``--extend`` continues it."""
+"""One persistent Optuna study per experiment: another process can open it, and ``--extend`` continues it.
+``--optuna-storage`` is checked before Ray starts; a file that is not an Optuna journal is refused, untouched."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pyarrow.parquet as pq
 import pytest
 
+from fer_core.errors import FerError
 from subprocs import clean_env, run_sweep
-
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+from sweeps.optuna_storage import check_storage, open_storage
 
 _READ_STUDY = """
 import json, sys, optuna
@@ -29,6 +31,8 @@ def _study(url: str, name: str) -> list[dict]:
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_the_study_is_shared_and_extended(ingested, tmp_path):
     storage = tmp_path / "sweeps"
     exp = storage / "study"
@@ -83,3 +87,78 @@ def test_the_study_is_shared_and_extended(ingested, tmp_path):
     assert extended["wall_s"] == record["wall_s"] and "--extend 2" in extended["resumes"][0]["command"]
     assert extended["settings"]["max_epochs"] == 3  # the launch's settings, not the defaults
     assert pq.read_table(exp / "epochs.parquet").num_rows == sum(r["epochs"] for r in rows)
+
+
+NOT_JOURNALS = {
+    "text": b"hello\n",
+    "binary": bytes(range(256)) * 4,
+    "json without op_code": b'{"a": 1}\n',
+    "a json list": b"[1, 2]\n",
+    "one line, no newline": b"x" * 100_000,
+}
+
+
+@pytest.mark.parametrize("content", NOT_JOURNALS.values(), ids=NOT_JOURNALS)
+def test_a_file_that_is_not_an_optuna_journal_is_refused_and_left_untouched(tmp_path, content):
+    path = tmp_path / "notes.log"
+    path.write_bytes(content)
+    url = f"journal:{path}"
+    for call in (check_storage, open_storage):  # before Ray (the driver's check) and where the study opens
+        with pytest.raises(FerError, match="is not an Optuna journal file; choose another path") as err:
+            call(url)
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert path.read_bytes() == content
+
+
+def test_a_journal_optuna_wrote_is_accepted_and_an_unreadable_one_is_a_one_line_error(tmp_path):
+    import optuna
+
+    path = tmp_path / "study.log"
+    for fresh in (path, tmp_path / "empty.log"):
+        check_storage(f"journal:{fresh}")  # a new file (Optuna creates it) ...
+    (tmp_path / "empty.log").touch()
+    check_storage(f"journal:{tmp_path / 'empty.log'}")  # ... or an empty one
+    optuna.create_study(study_name="s", storage=open_storage(f"journal:{path}")).optimize(lambda t: 1.0, n_trials=2)
+    check_storage(f"journal:{path}")
+    assert len(optuna.load_study(study_name="s", storage=open_storage(f"journal:{path}")).trials) == 2
+    # a journal damaged after its first record: Optuna's own reading fails, reported as one line
+    lines = path.read_bytes().splitlines(keepends=True)
+    damaged = tmp_path / "damaged.log"
+    damaged.write_bytes(lines[0] + b"garbage\n" + b"".join(lines[1:]))
+    check_storage(f"journal:{damaged}")  # its first line is a journal record
+    with pytest.raises(FerError, match=r"damaged\.log: cannot read the Optuna journal \(JSONDecodeError") as err:
+        open_storage(f"journal:{damaged}")
+    assert "\n" not in str(err.value)
+
+
+def test_journal_paths_that_cannot_be_a_journal_file(tmp_path):
+    with pytest.raises(FerError, match="journal: needs a file path"):
+        check_storage("journal:")
+    with pytest.raises(FerError, match=r"missing: no such folder"):
+        check_storage(f"journal:{tmp_path / 'missing' / 'study.log'}")
+    with pytest.raises(FerError, match=r"is a folder, not a file; choose another path"):
+        check_storage(f"journal:{tmp_path}")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(FerError, match=r"fifo is not a regular file; choose another path"):
+        check_storage(f"journal:{fifo}")  # opening it to read would wait for a writer
+    with pytest.raises(FerError, match="expected an SQLAlchemy URL"):
+        check_storage(str(tmp_path / "optuna.log"))
+    for url in ("memory", f"sqlite:///{tmp_path}/optuna.db", "postgresql://user@host/db"):
+        check_storage(url)  # no connection is made before the sweep starts
+    assert not (tmp_path / "optuna.db").exists()
+
+
+def test_the_driver_refuses_a_non_journal_before_starting_ray(tmp_path, capsys):
+    from sweeps.driver import main
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n")
+    storage = tmp_path / "sweeps"
+    storage.mkdir()
+    # --data does not exist either: were the journal not checked first, the sweep would stop there, before Ray
+    argv = ["--storage", str(storage), "--name", "x", "--data", str(tmp_path / "no-data")]
+    assert main([*argv, "--optuna-storage", f"journal:{notes}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{notes} is not an Optuna journal file" in err and "Traceback" not in err
+    assert notes.read_text() == "hello\n" and not list(storage.iterdir())

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import jsonio
 from ..errors import DataError
+from ..storage import redact
 from .readers import FORMATS
 
 
@@ -233,7 +234,7 @@ def _run_ingest(args) -> int:
     manifest = ingest(opts)
     print(render_text(build_report(manifest)), end="")
     print(
-        f"wrote {args.out} (version {manifest['version']}, {manifest['total']} images) "
+        f"wrote {redact(args.out)} (version {manifest['version']}, {manifest['total']} images) "
         f"in {time.perf_counter() - t0:.1f}s"
     )
     return 0

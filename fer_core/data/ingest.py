@@ -600,7 +600,7 @@ def _write_dataset(pool: ImagePool, counts: dict, opts: IngestOptions, recorded_
         if k not in ("progress", "quiet", "overwrite", "out")
     }
     with storage.folder_writer(opts.out, **_out_rule(opts), last=("manifest.json",)) as tmp:
-        _say(opts, f"writing shards to {opts.out}")
+        _say(opts, f"writing shards to {storage.redact(opts.out)}")
         shard_entries = write_shards(
             tmp,
             images=pool.images[idx],
@@ -652,5 +652,11 @@ def _reason_kind(reason: str) -> str:
 
 
 def _out_rule(opts: IngestOptions) -> dict:
-    """What ``--out`` may be: a new or empty folder or, with ``--overwrite``, a data set - never a source."""
-    return dict(overwrite=opts.overwrite, kind="data set", markers=("manifest.json",), protect=(opts.src, opts.merge))
+    """What ``--out`` may be: a new or empty folder or, with ``--overwrite``, a data set - never one holding an
+    input (a source, ``--merge``, or the ``--relabels`` file, e.g. a reviewed ``DATA/report/mislabels.csv``)."""
+    return dict(
+        overwrite=opts.overwrite,
+        kind="data set",
+        markers=("manifest.json",),
+        protect=(opts.src, opts.merge, opts.relabels),
+    )

@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from ..errors import ManifestError
+from ..storage import redact, redact_text
 
 MANIFEST = "manifest.json"
 FORMAT = "fer-sweep-dataset"
@@ -79,7 +80,8 @@ def read_manifest(uri: str, expected_version: str | None = None) -> Manifest:
             raw = fh.read()
     except (FileNotFoundError, OSError) as exc:
         raise ManifestError(
-            f"{uri}: no readable {MANIFEST} ({exc}); is this a folder written by 'fer data ingest'?"
+            f"{redact(uri)}: no readable {MANIFEST} ({redact_text(str(exc))}); "
+            "is this a folder written by 'fer data ingest'?"
         ) from None
     try:
         data = json.loads(raw)

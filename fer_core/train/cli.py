@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import FerError
 from ..progress import say
+from ..storage import redact
 
 
 def add_parsers(sub) -> None:
@@ -131,7 +132,7 @@ def _print_eval(run_dir, split, weights, data=None, device="auto") -> int:
             out.upload_dir(result["out_dir"])
     print(f"{result['model']} on {split} ({result['n']} images, {weights} weights from epoch {result['epoch']}):")
     print(format_report(result, result["classes"]))
-    print(f"wrote {out}/metrics.json, report.txt, confusion.json, confusion.png")
+    print(f"wrote {redact(str(out))}/metrics.json, report.txt, confusion.json, confusion.png")
     return 0
 
 
@@ -208,5 +209,5 @@ def _run_ladder(args) -> int:
         if remote is not None:
             remote.upload_dir(out, last=("ladder.json", "ladder.md"))
     print(format_ladder(rows))
-    print(f"wrote {remote or args.out}/ladder.md, ladder.json and one run folder per model")
+    print(f"wrote {remote or redact(args.out)}/ladder.md, ladder.json and one run folder per model")
     return 0

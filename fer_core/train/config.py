@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -58,6 +60,16 @@ SCHEDULES = ("constant", "cosine", "step", "plateau")
 CLASS_WEIGHTS = ("none", "balanced")
 SAMPLERS = ("shuffle", "weighted")
 DEVICES = ("auto", "cpu", "cuda")
+#: ``cuda:N``: N a GPU index as torch reads it (decimal, no sign or leading zero; torch keeps it in 8 bits).
+CUDA_INDEX = re.compile(r"cuda:(0|[1-9][0-9]{0,2})", re.ASCII)
+MAX_CUDA_INDEX = 127
+#: The largest seed: a signed 64-bit int (torch.manual_seed takes it; the trainer's epoch seeds stay below it).
+MAX_SEED = 2**63 - 1
+#: The largest batch size, epoch count or patience: far above any real run, and small enough that every
+#: count derived from it (steps, images seen) stays a 64-bit integer.
+MAX_COUNT = 1_000_000
+#: The most CPU threads torch may be given.
+MAX_THREADS = 4096
 PRECISIONS = ("auto", "fp32", "bf16")
 L2_SCOPES = ("all", "all_but_classifier", "dense")
 
@@ -140,6 +152,13 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def recorded(self) -> dict:
+        """``to_dict()`` as files, logs and W&B keep it: the data URI without its secrets (``storage.redact``;
+        credentials come from the environment, as the README says)."""
+        from ..storage import redact
+
+        return {**self.to_dict(), "data": redact(self.data)}
+
     def replace(self, **changes) -> TrainConfig:
         return resolve_config({**self.to_dict(), **changes})
 
@@ -162,8 +181,10 @@ class TrainConfig:
             close = difflib.get_close_matches(str(self.model), list_models(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"model: unknown model {self.model!r}{hint}; registered: {', '.join(list_models())}")
-        if not isinstance(self.device, str) or not (self.device in DEVICES or self.device.startswith("cuda:")):
-            raise ConfigError(f"device: must be auto, cpu, cuda or cuda:N; got {self.device!r}")
+        if not _is_device(self.device):
+            raise ConfigError(
+                f"device: must be auto, cpu, cuda or cuda:N (N a GPU index, 0 to {MAX_CUDA_INDEX}); got {self.device!r}"
+            )
         for key in ("data",):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise ConfigError(f"{key}: must be a non-empty path or URI; got {getattr(self, key)!r}")
@@ -181,24 +202,24 @@ class TrainConfig:
         _number(self, "step_gamma", low=0.0, low_open=True, high=1.0)
         _number(self, "plateau_factor", low=0.0, low_open=True, high=1.0, high_open=True)
         _number(self, "plateau_min_lr", low=0.0)
-        _integer(self, "batch_size", low=1)
-        _integer(self, "epochs", low=1)
-        _integer(self, "step_size", low=1)
-        _integer(self, "plateau_patience", low=0)
-        _integer(self, "seed", low=0)
-        _integer(self, "eval_batch_size", low=1)
-        _integer(self, "checkpoint_every", low=0)
+        _integer(self, "batch_size", low=1, high=MAX_COUNT)
+        _integer(self, "epochs", low=1, high=MAX_COUNT)
+        _integer(self, "step_size", low=1, high=MAX_COUNT)
+        _integer(self, "plateau_patience", low=0, high=MAX_COUNT)
+        _integer(self, "seed", low=0, high=MAX_SEED)
+        _integer(self, "eval_batch_size", low=1, high=MAX_COUNT)
+        _integer(self, "checkpoint_every", low=0, high=MAX_COUNT)
         _number(self, "diverge_factor", low=0.0)
         if 0 < self.diverge_factor <= 1:
             raise ConfigError(
                 f"diverge_factor: must be 0 (off) or > 1 (a multiple of a uniform guess's loss; "
                 f"default 5); got {self.diverge_factor!r}"
             )
-        _integer(self, "diverge_patience", low=1)
+        _integer(self, "diverge_patience", low=1, high=MAX_COUNT)
         if self.threads is not None:
-            _integer(self, "threads", low=1)
+            _integer(self, "threads", low=1, high=MAX_THREADS)
         if self.early_stopping_patience is not None:
-            _integer(self, "early_stopping_patience", low=1)
+            _integer(self, "early_stopping_patience", low=1, high=MAX_COUNT)
         if (self.early_stopping_monitor is None) != (self.early_stopping_patience is None):
             raise ConfigError(
                 "early_stopping_monitor and early_stopping_patience go together: set both "
@@ -211,7 +232,7 @@ class TrainConfig:
             _number(self, "gpu_memory_fraction", low=0.0, low_open=True, high=1.0)
         if self.focal_alpha is not None:
             values = self.focal_alpha if isinstance(self.focal_alpha, (list, tuple)) else [self.focal_alpha]
-            if not values or not all(is_real(v) and v >= 0 for v in values):
+            if not values or not all(_is_finite(v) and v >= 0 for v in values):
                 raise ConfigError(
                     f"focal_alpha: must be null, a number >= 0, or a list of numbers >= 0 "
                     f"(one per class); got {self.focal_alpha!r}"
@@ -234,16 +255,38 @@ def _choice(cfg: TrainConfig, key: str, choices: Iterable[str]) -> None:
         raise ConfigError(f"{key}: must be one of {', '.join(choices)}; got {value!r}")
 
 
+def _is_finite(value) -> bool:
+    """A real number that is finite as a float (an int too large for a float is not)."""
+    if not is_real(value):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _number(cfg, key, **bounds) -> None:
-    setattr(cfg, key, check_number(getattr(cfg, key), key, error=ConfigError, template=KEY, quote_float=True, **bounds))
+    value = getattr(cfg, key)
+    if is_real(value) and not _is_finite(value):  # check_number's float() overflows on a huge int
+        raise ConfigError(KEY.format(key=key, rule="a finite number", value=value))
+    setattr(cfg, key, check_number(value, key, error=ConfigError, template=KEY, quote_float=True, **bounds))
 
 
-def _integer(cfg, key, *, low=None) -> None:
-    setattr(
-        cfg,
-        key,
-        check_int(getattr(cfg, key), key, low=low, kind=int, whole_floats=True, error=ConfigError, template=KEY),
-    )
+def _integer(cfg, key, *, low=None, high=None) -> None:
+    value = check_int(getattr(cfg, key), key, low=low, kind=int, whole_floats=True, error=ConfigError, template=KEY)
+    if high is not None and value > high:
+        raise ConfigError(KEY.format(key=key, rule=f"<= {high}", value=value))
+    setattr(cfg, key, value)
+
+
+def _is_device(value) -> bool:
+    """auto, cpu, cuda or cuda:N with N a GPU index torch can hold."""
+    if not isinstance(value, str):
+        return False
+    if value in DEVICES:
+        return True
+    index = CUDA_INDEX.fullmatch(value)
+    return index is not None and int(index.group(1)) <= MAX_CUDA_INDEX
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,6 +309,8 @@ def preset_settings(name: str) -> dict:
     """
     from ..models import PRESET_DEFAULTS
 
+    if not isinstance(name, str):
+        raise ConfigError(f"preset: must be a preset name; got {name!r}; presets: {', '.join(PRESET_DEFAULTS)}")
     if name not in PRESET_DEFAULTS:
         raise ConfigError(f"preset: unknown preset {name!r}; presets: {', '.join(PRESET_DEFAULTS)}")
     rename = {"val_accuracy": "val_acc"}
@@ -316,6 +361,8 @@ def parse_overrides(items: Iterable[str]) -> dict:
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({exc.problem})") from None
+        except ValueError as exc:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+            raise ConfigError(f"--set {key}=...: value cannot be read ({exc})") from None
         if isinstance(value, str) and _looks_numeric(value):
             value = float(value)  # YAML 1.1 reads "1e-3" as a string
         head, dot, sub = key.partition(".")
@@ -379,5 +426,5 @@ def _drop_ignored(raw: dict, path: str | os.PathLike) -> dict:
 
 
 def dump_config(cfg: TrainConfig) -> str:
-    """The config as YAML, keys in field order (what ``config.yaml`` and ``export-best`` write)."""
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+    """The config as YAML, keys in field order (what ``config.yaml`` and ``export-best`` write), secrets redacted."""
+    return yaml.safe_dump(cfg.recorded(), sort_keys=False, default_flow_style=None)

@@ -14,6 +14,7 @@ import torch
 from ..atomic import write_text
 from ..errors import FerError
 from ..jsonio import dumps
+from ..storage import redact
 from .checkpoint import BEST_FILE, CHECKPOINT_FILE, load_checkpoint, load_weights
 from .config import resolve_config
 from .data import DeviceSplit, TrainData, load_train_data
@@ -114,7 +115,7 @@ def evaluate_run(
     uri = data or cfg.data
     dataset = load_train_data(uri, expected_version=info["data_version"], splits=(split,))
     if dataset.classes != info["classes"]:
-        raise FerError(f"{uri}: classes {dataset.classes} differ from the run's {info['classes']}")
+        raise FerError(f"{redact(uri)}: classes {dataset.classes} differ from the run's {info['classes']}")
     result = evaluate_model(
         model, dataset, split, device=device, batch_size=cfg.eval_batch_size, precision=cfg.precision
     )

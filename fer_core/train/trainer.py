@@ -53,6 +53,7 @@ from .. import progress as progress_mod
 from ..atomic import write_text
 from ..errors import FerError
 from ..jsonio import dumps
+from ..storage import redact
 from .augment import Augment, create_augment
 from .checkpoint import BEST_FILE, CHECKPOINT_FILE, CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint, save_weights
 from .config import RUNTIME_KEYS, TrainConfig, dump_config
@@ -279,10 +280,14 @@ def _check_resume(state: dict, cfg: TrainConfig, data: TrainData, path) -> None:
             f"but {data.uri} is {data.version}; resume on the same data or start a new run"
         )
     # A key the checkpoint's config lacks was added to TrainConfig later: the old run used its default.
-    old = {**TrainConfig().to_dict(), **state["config"]}
-    differ = sorted(k for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS and old.get(k) != v)
+    # Both as recorded (a checkpoint keeps the data URI without its secrets; older ones kept it whole).
+    old = TrainConfig().recorded() | state["config"]
+    if isinstance(old.get("data"), str):
+        old["data"] = redact(old["data"])
+    new = cfg.recorded()
+    differ = sorted(k for k, v in new.items() if k not in RUNTIME_KEYS and old.get(k) != v)
     if differ:
-        shown = ", ".join(f"{k}: {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in differ)
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in differ)
         raise FerError(
             f"{path}: the config differs from the checkpoint's ({shown}); exact resume needs the "
             "same config - start a new run to change it"
@@ -738,7 +743,7 @@ def _validate(
                 state.model,
                 epoch=epoch + 1,
                 val_acc=val_acc,
-                config=run.cfg.to_dict(),
+                config=run.cfg.recorded(),
                 data_version=run.data.version,
                 classes=run.data.classes,
             )
@@ -810,7 +815,7 @@ def _save_and_report(run: _Run, state: TrainState, metrics: dict, stop_early: bo
     if run.ckpt_dir is not None and cfg.checkpoint_every and (state.epoch % cfg.checkpoint_every == 0 or last):
         save_checkpoint(
             run.ckpt_dir,
-            config=cfg.to_dict(),
+            config=cfg.recorded(),
             data_version=run.data.version,
             classes=run.data.classes,
             **state.state_dict(),
