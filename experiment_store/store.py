@@ -219,8 +219,8 @@ class ExperimentStore:
                 row = json.loads(line)  # Python's json reads the NaN Tune writes
             except json.JSONDecodeError:
                 continue
-            if isinstance(row, dict):
-                results.append(row)
+            if isinstance(row, dict) and all(_count(row, k) for k in ("epoch", "training_iteration")):
+                results.append(row)  # (a row with a non-count epoch is not Tune's: it is skipped like a cut line)
         params: dict = {}
         try:
             loaded = json.loads(self.file(f"{folder}/params.json").read_text())
@@ -295,6 +295,12 @@ class ExperimentStore:
             if info.type == pafs.FileType.File:
                 h.update(f"{name}:{info.size}:{info.mtime_ns}\n".encode())
         return h.hexdigest()[:16]
+
+
+def _count(row: dict, key: str) -> bool:
+    """``row[key]``, when there, is a whole number >= 0 (an epoch, an iteration)."""
+    value = row.get(key, 0)
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def experiment_dir_of(store: ExperimentStore) -> str:

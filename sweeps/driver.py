@@ -209,6 +209,7 @@ def _prepare(cfg: SweepConfig, exp: _Experiment) -> _Inputs:
     space = load_space(cfg.space)
     _check_storage(cfg, exp)
     optuna_url = _optuna_url(cfg, exp)
+    _check_study(cfg, exp, optuna_url)
     wandb_mode = resolve_mode(cfg.wandb_mode)
     prepare_environment(wandb_mode)
     ensure_default_data(cfg.data)
@@ -240,6 +241,35 @@ def _check_storage(cfg: SweepConfig, exp: _Experiment) -> None:
             )
     if exp.local:
         check_writable(exp.storage, flag="--storage")
+
+
+def _check_study(cfg: SweepConfig, exp: _Experiment, url: str) -> None:
+    """A new experiment gets a new study. In a shared ``--optuna-storage`` (the study is named after the
+    experiment) a study of that name is another experiment's, or the one ``--overwrite`` replaces: its trials
+    would seed this sweep's TPE, and a restore would FAIL its running trials. Refused, unless it is the study
+    the replaced experiment's ``sweep.json`` names (``_sweep`` deletes it with the experiment)."""
+    from fer_core.storage import redact
+    from sweeps.optuna_storage import MEMORY, open_storage, study_trials
+
+    if cfg.optuna_storage is None or url == MEMORY or cfg.continuing:
+        return  # the default study lives in the (new) experiment folder; a continued one keeps its study
+    n = study_trials(open_storage(url), exp.name)
+    if n is None or _replaces_study(cfg, exp, url):
+        return
+    raise FerError(
+        f"--optuna-storage {redact(url)}: already holds a study named {exp.name!r} ({n} trials) that is not this "
+        f"experiment's (each experiment's study is named after it); choose another --name"
+    )
+
+
+def _replaces_study(cfg: SweepConfig, exp: _Experiment, url: str) -> bool:
+    """--overwrite of an experiment whose ``sweep.json`` names its study in ``url``: that study goes with it."""
+    from fer_core.storage import redact
+
+    if not (cfg.overwrite and exp.exists):
+        return False
+    record = exp.store.read_record()
+    return record is not None and record.optuna == {"storage": redact(url), "study": exp.name}
 
 
 def _optuna_url(cfg: SweepConfig, exp: _Experiment) -> str:
@@ -300,8 +330,17 @@ def _sweep(cfg: SweepConfig, argv: list[str], prog: str, exp: _Experiment, input
     """On a started Ray: replace the old experiment (--overwrite), set Tune up, record the launch, fit, and
     write the outputs; the record."""
     if exp.exists and cfg.overwrite:
+        replaced_study = cfg.optuna_storage is not None and _replaces_study(cfg, exp, inputs.optuna_url)
         say(f"--overwrite: removing the previous experiment {exp.store}")
         exp.store.location.delete()
+        if replaced_study:
+            import optuna
+
+            from fer_core.storage import redact
+            from sweeps.optuna_storage import open_storage
+
+            optuna.delete_study(study_name=exp.name, storage=open_storage(inputs.optuna_url))
+            say(f"--overwrite: removed its Optuna study {exp.name} from {redact(inputs.optuna_url)}")
     tune_run = _tune_run(cfg, exp, inputs, cluster)
     try:
         launch = exp.launch if exp.launch is not None else _new_launch(cfg, argv, prog, exp, inputs)

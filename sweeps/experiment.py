@@ -270,7 +270,8 @@ def _load(store: ExperimentStore, finished: bool) -> Experiment:
 
         found = read_tune_trials(store, max_epochs=record.max_epochs if record is not None else None)
         if found is None:
-            missing = "trials.parquet" if record is not None else "sweep.json and trials.parquet"
+            absent = [n for n in ("sweep.json", TRIALS, EPOCHS) if not store.has(n)]
+            missing = " and ".join(absent) if absent else f"a {TRIALS} and {EPOCHS} as current as sweep.json"
             raise ExperimentError(
                 f"{store}: not a sweep experiment folder: missing {missing} (written by "
                 "sweeps/regularization.py when a sweep ends), and no Tune trial folders (*/result.json) "

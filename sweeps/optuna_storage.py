@@ -23,7 +23,7 @@ import os
 from fer_core.errors import FerError
 from fer_core.storage import redact
 
-__all__ = ["default_storage_url", "check_storage", "open_storage", "MEMORY"]
+__all__ = ["default_storage_url", "check_storage", "open_storage", "study_trials", "MEMORY"]
 
 MEMORY = "memory"
 
@@ -117,6 +117,16 @@ def open_storage(url: str):
         return optuna.storages.RDBStorage(url)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many types for bad URLs or servers
         raise FerError(f"--optuna-storage {redact(url)}: cannot open the study storage ({_first_line(exc)})") from None
+
+
+def study_trials(storage, name: str) -> int | None:
+    """How many trials the study ``name`` holds in ``storage`` (an open Optuna storage); None when it has none
+    of that name."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    return len(storage.get_all_trials(study_id, deepcopy=False))
 
 
 def _first_line(exc: Exception) -> str:

@@ -25,6 +25,8 @@ __all__ = ["SweepConfig", "add_arguments", "explicit", "DEFAULT_DATA", "DEFAULT_
 DEFAULT_DATA = "runs/default/data"
 DEFAULT_SPACE = str(Path(__file__).resolve().parent / "spaces" / "regularization.yaml")
 DEFAULT_SAMPLES = 12  # --samples without --time-budget-s
+#: The largest sweep --seed: Optuna's samplers need a 32-bit seed, offset by the trials an --extend adds.
+MAX_SWEEP_SEED = 2**31 - 1
 SMOKE = dict(samples=4, max_epochs=4, grace_period=1, collapse_grace=2, collapse_window=2, concurrency=2)
 
 
@@ -309,6 +311,8 @@ class SweepConfig:
             from sweeps.packed_trainable import pack_resources
 
             pack_resources(self.cpus_per_trial, self.gpus_per_trial, self.pack)  # raises when it leaves no CPU
+        if not 0 <= self.seed <= MAX_SWEEP_SEED:  # Optuna's samplers take a 32-bit seed (+ the trials an --extend adds)
+            raise FerError(f"--seed must be a whole number from 0 to {MAX_SWEEP_SEED}; got {self.seed}")
         if self.reduction_factor < 2:
             raise FerError(
                 f"--reduction-factor must be >= 2 (ASHA keeps 1/factor of the trials at each rung); "

@@ -270,6 +270,7 @@ def test_compare_page(experiment, report, browser, tmp_path):
 def test_live_experiment_marks_unfinished_trials_running(experiment, tmp_path):
     """While a sweep runs there are no tables: Tune's trial folders are read instead."""
     from dashboards.report import build_report
+    from experiment_store import ExperimentError
     from sweeps.experiment import load_experiment
 
     live = tmp_path / "live"
@@ -285,6 +286,13 @@ def test_live_experiment_marks_unfinished_trials_running(experiment, tmp_path):
     assert exp.classes and exp.params
     page = build_report(exp, live_version="abc")
     assert "live: sweep running" in page and "fetch('version'" in page
+
+    # a finished experiment that lost epochs.parquet (and has no trial folders to fall back on) names that file
+    lost = tmp_path / "lost"
+    shutil.copytree(experiment, lost, ignore=shutil.ignore_patterns("epochs.parquet", "*_*"))
+    with pytest.raises(ExperimentError, match=r"missing epochs\.parquet \(written by") as err:
+        load_experiment(lost)
+    assert "trials.parquet" not in str(err.value).split("(")[0]
 
 
 def _crafted(n: int = 24):

@@ -155,3 +155,20 @@ def test_exports_at_once_on_s3_all_stay_on_record(s3_server, s3_bucket, monkeypa
     with pytest.raises(ExperimentError, match="not a decisions file written by fer"):
         locate(uri).child("decisions", "zz-broken.json").write_text("{not json")
         read_decisions(ExperimentStore(uri))
+
+
+def test_a_live_trials_results_skip_rows_that_are_not_tunes(tmp_path):
+    """``result.json`` rows whose epoch or iteration is not a count (a damaged or doctored file) are skipped like a
+    line cut short, so the live tables and pages are built from the rest (a string epoch crashed the build)."""
+    trial = tmp_path / "exp" / "fer_trainable_0"
+    trial.mkdir(parents=True)
+    rows = [
+        {"epoch": 1, "training_iteration": 1, "val_acc": 0.3},
+        {"epoch": "x", "training_iteration": 2, "val_acc": 0.9},
+        {"epoch": 2, "training_iteration": 2.5, "val_acc": 0.9},
+        {"epoch": True, "training_iteration": 2, "val_acc": 0.9},
+        {"epoch": 2, "training_iteration": 2, "val_acc": 0.4},
+    ]
+    (trial / "result.json").write_text("\n".join(json.dumps(r) for r in rows) + '\n{"epoch": 3, "val_')
+    _, results, errored = ExperimentStore(str(tmp_path / "exp")).read_trial("fer_trainable_0")
+    assert [r["val_acc"] for r in results] == [0.3, 0.4] and not errored

@@ -17,7 +17,8 @@ from sweeps.optuna_storage import check_storage, open_storage
 
 _READ_STUDY = """
 import json, sys, optuna
-study = optuna.load_study(study_name=sys.argv[2], storage=sys.argv[1])
+from sweeps.optuna_storage import open_storage
+study = optuna.load_study(study_name=sys.argv[2], storage=open_storage(sys.argv[1]))
 print(json.dumps([{"number": t.number, "state": t.state.name, "value": t.value,
                    "steps": sorted(t.intermediate_values), "params": t.params} for t in study.trials]))
 """
@@ -162,3 +163,58 @@ def test_the_driver_refuses_a_non_journal_before_starting_ray(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{notes} is not an Optuna journal file" in err and "Traceback" not in err
     assert notes.read_text() == "hello\n" and not list(storage.iterdir())
+
+
+def _journal_with_study(path, name: str, trials: int) -> None:
+    import optuna
+
+    study = optuna.create_study(study_name=name, storage=open_storage(f"journal:{path}"))
+    for i in range(trials):
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.1 * i))
+
+
+def test_a_new_experiment_refuses_a_study_of_its_name_in_the_shared_storage(tmp_path, capsys):
+    """A teammate's experiment of the same name (in another storage folder) already has its study in the shared
+    journal: a new experiment would start from its trials, so it is refused before anything starts."""
+    from sweeps.driver import main
+
+    journal = tmp_path / "team" / "optuna.log"
+    journal.parent.mkdir()
+    _journal_with_study(journal, "reg1", trials=3)
+    before = journal.read_bytes()
+    storage = tmp_path / "mine"
+    storage.mkdir()
+    argv = ["--storage", str(storage), "--data", str(tmp_path / "no-data"), "--optuna-storage", f"journal:{journal}"]
+    assert main([*argv, "--name", "reg1"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a study named 'reg1' (3 trials)" in err and "--name" in err and "Traceback" not in err
+    assert journal.read_bytes() == before and not list(storage.iterdir())
+    assert main([*argv, "--name", "reg2"]) == 2  # another name passes this check: the missing data stops it next
+    err = capsys.readouterr().err
+    assert "no-data" in err and "study" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_overwrite_replaces_the_experiments_study_in_a_shared_storage(ingested, tmp_path):
+    journal = tmp_path / "optuna.log"
+    storage = tmp_path / "sweeps"
+    args = ["--data", ingested, "--storage", storage, "--name", "reg", "--optuna-storage", f"journal:{journal}"]
+    small = [
+        "--max-epochs",
+        "1",
+        "--grace-period",
+        "1",
+        "--concurrency",
+        "1",
+        "--num-cpus",
+        "2",
+        "--wandb-mode",
+        "disabled",
+    ]
+    run_sweep(*args, *small, "--samples", "2")
+    assert len(_study(f"journal:{journal}", "reg")) == 2
+    out = run_sweep(*args, *small, "--samples", "1", "--overwrite")
+    assert "removed its Optuna study reg" in out.stderr
+    study = _study(f"journal:{journal}", "reg")  # the new sweep's trial alone: TPE did not start from the old two
+    assert [t["number"] for t in study] == [0] and study[0]["state"] == "COMPLETE"

@@ -75,6 +75,10 @@ def test_flag_checks_and_derived_values():
         with pytest.raises(FerError, match=f"--time-budget-s must be a number of seconds > 0; got {bad}"):
             _config("--time-budget-s", bad).check_values()
     assert _config("--time-budget-s", "90").time_budget_s == 90.0 and _config().time_budget_s is None
+    for bad in ("-1", str(2**32), str(2**63)):  # Optuna's samplers take a 32-bit seed: it failed after Ray started
+        with pytest.raises(FerError, match=f"--seed must be a whole number from 0 to 2147483647; got {bad}"):
+            _config("--seed", bad).check_values()
+    _config("--seed", str(2**31 - 1)).check_values()
     cfg = _config(
         "--samples", "40", "--cpus-per-trial", "2.5", "--gpus-per-trial", "0.5", "--name", "x", "--extend", "3"
     )

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,39 @@ def test_train_resume_refuses_a_checkpoint_that_runs_code(brightness_data, tmp_p
     with pytest.raises(FerError, match="could run code"):
         train(cfg("epochs=2"), brightness_data, run_dir=tmp_path / "run", resume=tmp_path / "run" / "checkpoint")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "doctor, says",
+    [
+        (lambda c: c.update(optimizer={}), "cannot resume from this checkpoint (KeyError"),
+        (lambda c: c["optimizer"]["param_groups"].append(dict(c["optimizer"]["param_groups"][0])), "cannot resume"),
+        (lambda c: c["model"].update({k: v[:1] for k, v in list(c["model"].items())[:1]}), "cannot resume"),
+        (lambda c: c.update(epoch=-5), "at epoch -5 but holds 1 epochs of history"),
+        (lambda c: c.update(epoch=3), "at epoch 3 but holds 1 epochs of history"),
+        (lambda c: c.update(history="x"), "'history' is not a list"),
+    ],
+    ids=["empty optimizer", "extra param group", "wrong tensor shape", "negative epoch", "epoch past its history",
+         "history not a list"],
+)  # fmt: skip
+def test_a_doctored_checkpoint_is_one_line_not_a_traceback_nor_a_strange_run(brightness_data, tmp_path, doctor, says):
+    """A checkpoint that loads safely (tensors and plain data) but whose contents do not fit: the resume stops
+    with one line naming it, and nothing trains (it used to raise KeyError/RuntimeError, or log epochs -4 to 1)."""
+    run = tmp_path / "run"
+
+    def stop_after_1(metrics, _ckpt):
+        raise KeyboardInterrupt  # as a killed run: epoch 1 of 2 in its checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg("epochs=2"), brightness_data, run_dir=run, report=stop_after_1)
+    path = run / "checkpoint" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    doctor(ckpt)
+    torch.save(ckpt, path)
+    with pytest.raises(FerError, match=re.escape(says)) as err:
+        train(cfg("epochs=2"), brightness_data, run_dir=run, resume=run / "checkpoint")
+    assert str(err.value).startswith(str(run / "checkpoint")) and "\n" not in str(err.value)
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
 def test_cli_train_resume_refuses_a_checkpoint_that_runs_code(ingested, tmp_path, capsys):

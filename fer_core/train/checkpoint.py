@@ -242,7 +242,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise FerError(
             f"{path}: not a fer-sweep checkpoint (format {CHECKPOINT_FORMAT}); use a checkpoint written by 'fer train'"
         )
-    return _check_payload(state, path, "checkpoint", CHECKPOINT_KEYS)
+    state = _check_payload(state, path, "checkpoint", CHECKPOINT_KEYS)
+    history = state["history"]
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise FerError(f"{path}: not a fer-sweep checkpoint ('history' is not a list of epochs' metrics)")
+    if not 0 <= state["epoch"] == len(history):
+        raise FerError(
+            f"{path}: not a fer-sweep checkpoint (it is at epoch {state['epoch']} but holds {len(history)} epochs of "
+            "history); use a checkpoint written by 'fer train'"
+        )
+    return state
 
 
 def load_weights(path: str | os.PathLike) -> dict:

@@ -600,7 +600,14 @@ def _resume(run: _Run, state: TrainState, resume: str | os.PathLike | None) -> N
     if resume is not None:
         payload = load_checkpoint(resume)
         _check_resume(payload, run.cfg, run.data, resume)
-        state.load_state_dict(payload)
+        try:
+            state.load_state_dict(payload)
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:  # a damaged or doctored file
+            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+            raise FerError(
+                f"{resume}: cannot resume from this checkpoint ({type(exc).__name__}: {first}); it is damaged or "
+                "was not written by 'fer train' for this config: start a new run"
+            ) from None
 
 
 def _prepare_run_dir(run: _Run, state: TrainState, run_dir: str | os.PathLike | None, report: Report | None) -> None:
