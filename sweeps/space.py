@@ -210,6 +210,24 @@ def _check_value(where: str, name: str, value, fixed: dict) -> None:
         raise SpaceError(f"{where}: value {value!r} is not valid for the trainer: {exc}") from None
 
 
+def _check_sampled(where: str, name: str, low, high, step, fixed: dict) -> None:
+    """A float parameter's values between its bounds are ones the trainer takes: one of them is tried."""
+    from fer_core.train.config import ConfigError, resolve_config
+
+    probe = float(low) + float(step) if step is not None else float(low) + (float(high) - float(low)) * 0.5
+    if step is None and probe.is_integer():
+        probe += min(0.5, (float(high) - float(low)) / 4)
+    if probe > float(high):
+        return
+    try:
+        resolve_config({**fixed, name: probe}, where=where)
+    except ConfigError as exc:
+        raise SpaceError(
+            f"{where}: type float samples values such as {probe:g} that the trainer refuses ({exc}); "
+            "use type: int for a whole-number key"
+        ) from None
+
+
 def parse_space(raw: Any, source: str = "space") -> SearchSpace:
     """Validate a parsed YAML space (see the module docstring); raises ``SpaceError`` naming the key."""
     from fer_core.train.config import ConfigError, TrainConfig, resolve_config
@@ -289,6 +307,8 @@ def parse_space(raw: Any, source: str = "space") -> SearchSpace:
                 raise SpaceError(f"{where}: int bounds must be integers; got low={low!r}, high={high!r}")
             for bound in (low, high):  # each bound must be a value the trainer takes (a range, a size limit)
                 _check_value(where, name, int(bound) if kind == "int" else float(bound), fixed)
+            if kind == "float":  # and so must what it samples in between (a whole-number key refuses 16.5)
+                _check_sampled(where, name, low, high, step, fixed)
             param = Param(name, kind, low=low, high=high, log=log, step=step, when=when)
         params.append(param)
         seen[name] = param

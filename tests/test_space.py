@@ -220,3 +220,16 @@ def test_a_huge_int_bound_in_a_space_file_is_refused(tmp_path):
     path.write_text("params: {batch_size: {type: int, low: 1, high: 99999999999999999999999}}\n")
     with pytest.raises(SpaceError, match=r"space\.yaml: params\.batch_size: value 99999999999999999999999"):
         load_space(path)
+
+
+def test_a_float_parameter_on_a_whole_number_key_is_refused_when_the_space_is_loaded():
+    """``batch_size: {type: float}`` passed loading (its bounds are whole), then every sampled 38.4 failed in its
+    trial; a float key keeps its float parameter, and whole steps on a whole key stay allowed."""
+    with pytest.raises(
+        SpaceError, match=r"params\.batch_size: type float samples values such as 40\.5 .* use type: int"
+    ):
+        parse_space({"params": {"batch_size": {"type": "float", "low": 16, "high": 64}}}, source="s.yaml")
+    with pytest.raises(SpaceError, match=r"params\.epochs: type float samples values such as 1\.5"):
+        parse_space({"params": {"epochs": {"type": "float", "low": 1, "high": 2, "step": 0.5}}}, source="s.yaml")
+    parse_space({"params": {"batch_size": {"type": "float", "low": 16, "high": 64, "step": 16}}}, source="s.yaml")
+    parse_space({"params": {"lr": {"type": "float", "low": 1, "high": 3}}}, source="s.yaml")  # 2.5: a float key
