@@ -230,6 +230,11 @@ def locate(uri: str | os.PathLike) -> Location:
     """The ``Location`` of a local path or a URI pyarrow understands (``file://``, ``s3://``, ``gs://``, ...)."""
     text = os.fspath(uri)
     if is_uri(text):
+        if any(v == "***" for _, v in parse_qsl(urlsplit(text).query, keep_blank_values=True)):
+            raise StorageError(
+                f"{text}: recorded with its secrets redacted (***); give the URI with its credentials again, or put "
+                "them in the environment (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and leave them out of it"
+            )
         try:
             fs, path = pafs.FileSystem.from_uri(text)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for schemes and credentials

@@ -36,6 +36,9 @@ def test_a_run_keeps_no_secret_of_its_data_uri(ingested, tmp_path, capsys):
     assert main(["evaluate", str(out), "--data", data]) == 0
     said = capsys.readouterr()
     assert SECRET not in said.out + said.err and _files_holding(out, SECRET) == []
+    assert main(["evaluate", str(out)]) == 2  # the run's own record of its data has no secret to use: one line
+    err = capsys.readouterr().err
+    assert "recorded with its secrets redacted" in err and err.count("\n") == 1
 
 
 def test_errors_and_messages_name_uris_without_their_secrets(tmp_path, capsys):
