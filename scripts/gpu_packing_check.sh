@@ -63,8 +63,8 @@ torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() el
     nproc
 } 2>&1 | tee "$OUT/machine.log"
 
-step tests 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_cuda.py tests/test_packed.py \
-    tests/test_trainer_gpu_options.py tests/test_augment.py tests/test_metrics.py
+step tests 200 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_trainer_gpu_options.py tests/test_cuda.py \
+    tests/test_packed.py tests/test_augment.py tests/test_metrics.py
 step "bench-1-$FIRST" 240 "${BENCH[@]}" --models "$FIRST" --n-list "$NS_ALL" --packed "$KS_ALL" --packed-modes packed
 step "bench-2-$SECOND" 90 "${BENCH[@]}" --models "$SECOND" --n-list "$NS" --packed "$KS" --packed-modes packed
 step "bench-3-$THIRD" 90 "${BENCH[@]}" --models "$THIRD" --n-list "$NS" --packed "$KS" --packed-modes packed

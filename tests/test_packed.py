@@ -211,6 +211,39 @@ def test_trials_that_report_without_a_run_folder_leave_no_checkpoint_folder(data
     assert sorted(p.name for p in node_tmp.iterdir() if not p.name.startswith("torchinductor_")) == []  # torch's cache
 
 
+def _state_layouts_match(optimizer) -> list[str]:
+    """The optimizer state tensors whose strides differ from their parameter's (fused CUDA steps refuse them)."""
+    return [
+        f"{tuple(p.shape)} {key}: {tuple(v.stride())} vs {tuple(p.stride())}"
+        for group in optimizer.param_groups
+        for p in group["params"]
+        for key, v in optimizer.state.get(p, {}).items()
+        if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride()
+    ]
+
+
+def test_a_resume_between_packed_and_separate_runs_gives_the_moments_their_parameters_layout(data, tmp_path):
+    """train()'s parameters are channels_last, a packed trial's are contiguous slices of the pack: a checkpoint of
+    one resumed by the other had Adam moments in the other layout, which CUDA's fused Adam refuses."""
+    config = cfg("epochs=2", "optimizer=adam", "seed=4")
+
+    def stop_after_1(_m, _ckpt):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # a separate run's checkpoint after epoch 1, resumed in a pack
+        train(config, data, run_dir=tmp_path / "alone", report=stop_after_1, progress=False)
+    pack = PackedTrainer(data, capacity=2)
+    slot = pack.add(config, resume=tmp_path / "alone")
+    assert pack.trials[slot].state.optimizer.state and _state_layouts_match(pack.trials[slot].state.optimizer) == []
+
+    pack = PackedTrainer(data, capacity=2)  # a packed trial's checkpoint after epoch 1, resumed alone
+    pack.add(config, run_dir=tmp_path / "packed", report=lambda *_: None)
+    pack.step_epoch()
+    run, state = trainer_module._setup(config, data)
+    trainer_module._resume(run, state, tmp_path / "packed")
+    assert state.optimizer.state and _state_layouts_match(state.optimizer) == []
+
+
 def test_what_a_pack_refuses(data):
     pack = PackedTrainer(data, capacity=1)
     pack.add(cfg("epochs=1"))

@@ -40,7 +40,7 @@ from torch import nn
 
 from ..validate import check_int, check_number
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "create_optimizer", "LRSchedule"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "create_optimizer", "match_state_layout", "LRSchedule"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step", "plateau")
@@ -189,6 +189,22 @@ def create_optimizer(
 # ---------------------------------------------------------------------------------------------
 # Learning-rate schedule
 # ---------------------------------------------------------------------------------------------
+
+
+def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give every per-parameter state tensor (Adam's moments, SGD's momentum) its parameter's memory layout.
+
+    A checkpoint keeps the layout its run had: ``train()``'s parameters are channels_last, a packed trial's are
+    contiguous slices of the pack's stacked tensors. Resumed the other way, the fused CUDA kernels refuse
+    tensors whose strides differ from their parameter's ("same dtype, device, and layout"); the CPU ones don't."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if not state:
+                continue
+            for key, value in list(state.items()):
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def infer_plateau_mode(monitor: str) -> str:

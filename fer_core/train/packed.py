@@ -85,6 +85,7 @@ from .augment import Augment
 from .config import TrainConfig
 from .data import DeviceSplit, TrainData
 from .metrics import ConfusionAccumulator
+from .optim import match_state_layout
 from .trainer import (
     Report,
     TrainResult,
@@ -219,6 +220,7 @@ class PackedTrainer:
             self._calls.clear()
             self._step = None
         self._alias(model, slot)
+        match_state_layout(state.optimizer)  # resumed from train()'s checkpoint: moments in channels_last
         bar = progress_mod.bar(total=cfg.epochs, desc=f"packed {cfg.model}", unit="epoch", progress=False)
         bar.update(state.epoch)
         self.trials[slot] = _Trial(run, state, report, bar, dropout)
@@ -248,6 +250,8 @@ class PackedTrainer:
             return {}
         started = time.perf_counter()
         sums = self._train_pass()
+        if self._splits is not None and self._splits[0].device.type == "cuda":  # nothing in the pass waits for
+            torch.cuda.synchronize(self._splits[0].device)  # the GPU: the epoch's time must (train() reads its sums)
         seconds = time.perf_counter() - started
         evaluated = self._evaluate()
         ended: dict[int, TrainResult] = {}

@@ -59,7 +59,7 @@ from .checkpoint import BEST_FILE, CHECKPOINT_FILE, CHECKPOINT_FORMAT, load_chec
 from .config import RUNTIME_KEYS, TrainConfig, dump_config
 from .data import DeviceSplit, TrainData, load_train_data
 from .metrics import ConfusionAccumulator, classification_metrics
-from .optim import LRSchedule, create_optimizer
+from .optim import LRSchedule, create_optimizer, match_state_layout
 from .precision import autocast_dtype
 
 if TYPE_CHECKING:
@@ -266,6 +266,7 @@ class TrainState:
         """Continue from a checkpoint's payload (``load_checkpoint``'s dict)."""
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
+        match_state_layout(self.optimizer)  # a packed trial's checkpoint: contiguous moments, channels_last params
         self.schedule.load_state_dict(payload["schedule"])
         self.history = list(payload["history"])
         self.best_val_acc, self.best_epoch = payload["best_val_acc"], payload["best_epoch"]
@@ -502,7 +503,8 @@ def _setup(
     if device.type == "cuda" and cfg.gpu_memory_fraction is not None:
         # Before anything is allocated: the caching allocator refuses to grow past the share, so a config
         # that does not fit fails here, in its own process, instead of starving a neighbour on the GPU.
-        torch.cuda.set_per_process_memory_fraction(cfg.gpu_memory_fraction, device)
+        index = device.index if device.index is not None else torch.cuda.current_device()  # "cuda": no index
+        torch.cuda.set_per_process_memory_fraction(float(cfg.gpu_memory_fraction), index)
     amp_dtype = autocast_dtype(cfg.precision, device)
     num_classes = data.num_classes
     torch.manual_seed(cfg.seed)
